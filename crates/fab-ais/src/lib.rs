@@ -1,0 +1,1 @@
+//! fab-ais: under construction (see the issues).

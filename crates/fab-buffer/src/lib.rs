@@ -1,0 +1,1 @@
+//! fab-buffer: under construction (see the issues).

@@ -1,0 +1,29 @@
+//! # fab-core
+//!
+//! The small shared vocabulary of fab-rs: batched log-densities ([`LogDensity`]), exact samplers
+//! ([`ExactSample`]), sampling proposals such as the flow ([`Proposal`]), invertible maps
+//! ([`Flow`]), seeded portable randomness ([`rng`]) and a few numerically careful statistics
+//! ([`stats`]).
+//!
+//! Every trait here is object safe, takes tensors of shape `[n, d]` and returns `Result`.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod density;
+mod error;
+pub mod flow;
+pub mod linalg;
+pub mod rng;
+pub mod stats;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
+
+pub use density::{autodiff_log_prob_and_grad, check_points, ExactSample, FnDensity, LogDensity, Proposal};
+pub use error::{Error, Result};
+pub use flow::{Chain, Flow, Inverted};
+pub use rng::{seeded_rng, FabRng};
+
+/// Copies a tensor of any float dtype into a flat host `Vec<f64>` (row-major).
+pub fn to_f64_vec(t: &candle_core::Tensor) -> Result<Vec<f64>> {
+    Ok(t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?)
+}

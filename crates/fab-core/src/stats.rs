@@ -1,0 +1,69 @@
+//! Small numerically careful statistics on host vectors (log-sum-exp, effective sample size).
+
+/// log Σ exp(vᵢ), ignoring `-inf` entries; `-inf` for an empty or all-`-inf` slice.
+///
+/// NaN entries propagate (the caller should drop them first).
+pub fn log_sum_exp(v: &[f64]) -> f64 {
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    if m == f64::INFINITY {
+        return f64::INFINITY;
+    }
+    m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+/// Self-normalised weights softmax(log_w).
+pub fn normalized_weights(log_w: &[f64]) -> Vec<f64> {
+    let lse = log_sum_exp(log_w);
+    log_w.iter().map(|l| (l - lse).exp()).collect()
+}
+
+/// Effective sample size as a fraction of N: 1 / (N Σ w̄ᵢ²) with w̄ = softmax(log w).
+///
+/// Non-finite log-weights are removed first (N shrinks), as in the FAB reference. Returns 0 when
+/// no finite weight remains.
+pub fn effective_sample_size(log_w: &[f64]) -> f64 {
+    let finite: Vec<f64> = log_w.iter().copied().filter(|x| x.is_finite()).collect();
+    if finite.is_empty() {
+        return 0.0;
+    }
+    let w = normalized_weights(&finite);
+    let s2: f64 = w.iter().map(|x| x * x).sum();
+    1.0 / (finite.len() as f64 * s2)
+}
+
+/// log Ẑ = log mean exp(log w) over the finite entries (−∞ if none).
+pub fn log_mean_exp(log_w: &[f64]) -> f64 {
+    let finite: Vec<f64> = log_w.iter().copied().filter(|x| x.is_finite()).collect();
+    if finite.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    log_sum_exp(&finite) - (finite.len() as f64).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lse_is_stable_and_handles_infinities() {
+        assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-12);
+        assert_eq!(log_sum_exp(&[]), f64::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[f64::NEG_INFINITY]), f64::NEG_INFINITY);
+        assert!((log_sum_exp(&[0.0, f64::NEG_INFINITY]) - 0.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn ess_extremes() {
+        // Equal weights: ESS = 1; one dominant weight: ESS = 1/N.
+        assert!((effective_sample_size(&[0.3; 10]) - 1.0).abs() < 1e-12);
+        let mut lw = vec![-1e3; 10];
+        lw[3] = 0.0;
+        assert!((effective_sample_size(&lw) - 0.1).abs() < 1e-12);
+        // Non-finite entries are dropped.
+        assert!((effective_sample_size(&[0.0, f64::NAN, 0.0, f64::NEG_INFINITY]) - 1.0).abs() < 1e-12);
+        assert_eq!(effective_sample_size(&[f64::NAN]), 0.0);
+    }
+}

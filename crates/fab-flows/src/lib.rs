@@ -1,0 +1,1 @@
+//! fab-flows: under construction (see the issues).

@@ -1,0 +1,1 @@
+//! fab-mcmc: under construction (see the issues).

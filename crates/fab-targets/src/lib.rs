@@ -1,0 +1,1 @@
+//! fab-targets: under construction (see the issues).

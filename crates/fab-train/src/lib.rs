@@ -1,0 +1,1 @@
+//! fab-train: under construction (see the issues).
