@@ -13,6 +13,7 @@ pub mod density;
 mod error;
 pub mod flow;
 pub mod linalg;
+pub mod npy;
 pub mod rng;
 pub mod stats;
 #[cfg(any(test, feature = "test-utils"))]

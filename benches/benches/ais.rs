@@ -1,0 +1,2 @@
+//! Criterion benchmarks: ais (to be written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Criterion benchmarks: aldp (to be written).
+fn main() {}

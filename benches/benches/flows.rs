@@ -1,0 +1,2 @@
+//! Criterion benchmarks: flows (to be written).
+fn main() {}

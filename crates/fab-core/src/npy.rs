@@ -1,0 +1,136 @@
+//! Minimal reader and writer for NumPy `.npy` files (version 1.0/2.0, little-endian `<f4`/`<f8`,
+//! C order), so samples can be exchanged with Python tools without extra dependencies.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use crate::{Error, Result};
+
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io { path: path.display().to_string(), source }
+}
+
+/// Writes a C-order f64 array of `shape` as `<f8`.
+pub fn write_f64(path: &Path, data: &[f64], shape: &[usize]) -> Result<()> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_raw(path, "<f8", &bytes, shape, data.len())
+}
+
+/// Writes a C-order f32 array of `shape` as `<f4`.
+pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_raw(path, "<f4", &bytes, shape, data.len())
+}
+
+fn write_raw(path: &Path, descr: &str, bytes: &[u8], shape: &[usize], len: usize) -> Result<()> {
+    if shape.iter().product::<usize>() != len {
+        return Err(Error::invalid(format!(
+            "npy: shape {shape:?} does not match {len} elements"
+        )));
+    }
+    let shape_str = match shape {
+        [n] => format!("({n},)"),
+        s => format!("({})", s.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_str}, }}");
+    // Pad so that magic(6) + version(2) + len(2) + header is a multiple of 64, ending in '\n'.
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut f = std::fs::File::create(path).map_err(|e| io_err(path, e))?;
+    let mut out = Vec::with_capacity(10 + header.len() + bytes.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(bytes);
+    f.write_all(&out).map_err(|e| io_err(path, e))
+}
+
+/// Reads a C-order `<f8` or `<f4` array as f64, returning `(data, shape)`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for anything else (big-endian, Fortran order, other dtypes).
+pub fn read_f64(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .map_err(|e| io_err(path, e))?;
+    let bad = |m: &str| Error::invalid(format!("{}: not a supported .npy file ({m})", path.display()));
+    if buf.len() < 10 || &buf[..6] != b"\x93NUMPY" {
+        return Err(bad("missing magic"));
+    }
+    let (hlen, start) = match buf[6] {
+        1 => (u16::from_le_bytes([buf[8], buf[9]]) as usize, 10),
+        2 | 3 => {
+            if buf.len() < 12 {
+                return Err(bad("truncated header"));
+            }
+            (u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize, 12)
+        }
+        _ => return Err(bad("unknown version")),
+    };
+    let header = std::str::from_utf8(buf.get(start..start + hlen).ok_or_else(|| bad("truncated header"))?)
+        .map_err(|_| bad("header is not utf-8"))?;
+    if header.contains("'fortran_order': True") {
+        return Err(bad("Fortran order"));
+    }
+    let descr = if header.contains("'<f8'") {
+        8
+    } else if header.contains("'<f4'") {
+        4
+    } else {
+        return Err(bad("dtype must be <f8 or <f4"));
+    };
+    let shape_part = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split('(').nth(1))
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad("no shape"))?;
+    let shape: Vec<usize> = shape_part
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| bad("bad shape")))
+        .collect::<Result<_>>()?;
+    let n: usize = shape.iter().product();
+    let body = &buf[start + hlen..];
+    if body.len() < n * descr {
+        return Err(bad("truncated data"));
+    }
+    let data = if descr == 8 {
+        body.chunks_exact(8).take(n).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+    } else {
+        body.chunks_exact(4)
+            .take(n)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
+            .collect()
+    };
+    Ok((data, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_f64_and_f32() {
+        let dir = std::env::temp_dir().join(format!("fab_npy_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.npy");
+        let data: Vec<f64> = (0..6).map(|i| i as f64 * 0.5 - 1.0).collect();
+        write_f64(&p, &data, &[2, 3]).unwrap();
+        let raw = std::fs::read(&p).unwrap();
+        // Header length keeps the data 64-byte aligned, as NumPy requires.
+        assert_eq!((raw.len() - 48) % 64, 0);
+        assert_eq!(read_f64(&p).unwrap(), (data.clone(), vec![2, 3]));
+        let p32 = dir.join("b.npy");
+        let d32: Vec<f32> = data.iter().map(|v| *v as f32).collect();
+        write_f32(&p32, &d32, &[6]).unwrap();
+        assert_eq!(read_f64(&p32).unwrap(), (data, vec![6]));
+        assert!(write_f64(&p, &[1.0], &[2]).is_err());
+        std::fs::write(&p, b"not npy").unwrap();
+        assert!(read_f64(&p).is_err());
+    }
+}

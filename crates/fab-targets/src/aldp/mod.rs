@@ -1,0 +1,1 @@
+//! Alanine dipeptide (under construction).

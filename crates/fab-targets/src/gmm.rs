@@ -1,0 +1,1 @@
+//! The Gaussian mixture target (under construction).

@@ -1,0 +1,1 @@
+//! The Many Well target (under construction).
