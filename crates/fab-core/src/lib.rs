@@ -14,6 +14,7 @@ mod error;
 pub mod flow;
 pub mod linalg;
 pub mod npy;
+pub mod params;
 pub mod rng;
 pub mod stats;
 #[cfg(any(test, feature = "test-utils"))]
@@ -22,6 +23,7 @@ pub mod test_utils;
 pub use density::{autodiff_log_prob_and_grad, check_points, ExactSample, FnDensity, LogDensity, Proposal};
 pub use error::{Error, Result};
 pub use flow::{Chain, Flow, Inverted};
+pub use params::{Grads, ParamSet};
 pub use rng::{seeded_rng, FabRng};
 
 /// Copies a tensor of any float dtype into a flat host `Vec<f64>` (row-major).

@@ -1,1 +1,6 @@
-//! fab-train: under construction (see the issues).
+//! # fab-train
+//!
+//! FAB losses, baselines, the optimiser, evaluation, checkpoints and the training loop.
+#![deny(missing_docs)]
+
+pub mod optim;
