@@ -1,0 +1,365 @@
+//! [`FlowModel`]: a base distribution pushed through a list of layers, with the fast CPU path.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use fab_core::{check_points, Grads, LogDensity, ParamSet, Proposal};
+use rand::RngCore;
+
+use crate::base::BaseDistribution;
+use crate::cpu::{CpuLayer, Real, Tape};
+use crate::{FlowError, Layer, Result};
+
+/// Which implementation a [`FlowModel`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The hand-written CPU kernels when the model lives on the CPU and every layer has them,
+    /// candle ops otherwise.
+    #[default]
+    Auto,
+    /// Always candle ops and candle's autodiff (any device; the reference the CPU path is
+    /// tested against).
+    Candle,
+}
+
+/// A normalizing flow q(x): base distribution → layers → data space.
+///
+/// Sampling runs the layers' forward (sampling) direction in order; the density runs their
+/// inverse in reverse order: log q(x) = log p_base(z) + Σ log|det ∂zₖ/∂zₖ₊₁|.
+///
+/// Besides [`LogDensity`] and [`Proposal`] (both gradient-free w.r.t. parameters), the model
+/// offers [`log_prob_backward`](Self::log_prob_backward), the one differentiation every FAB loss
+/// needs: parameter gradients of Σᵢ cᵢ log q(xᵢ) for constant weights cᵢ.
+#[derive(Debug)]
+pub struct FlowModel {
+    base: BaseDistribution,
+    layers: Vec<Box<dyn Layer>>,
+    params: ParamSet,
+    /// For every layer, the index of its first parameter in `params`.
+    offsets: Vec<usize>,
+    dtype: DType,
+    device: Device,
+    backend: Backend,
+}
+
+impl FlowModel {
+    /// Assembles a model; parameter names become `base.*` and `layers.{i}.*`.
+    ///
+    /// # Errors
+    /// If a layer's dimension differs from the base's.
+    pub fn new(base: BaseDistribution, layers: Vec<Box<dyn Layer>>, dtype: DType, device: Device) -> Result<Self> {
+        let dim = base.dim();
+        let mut params = ParamSet::new();
+        params.extend_prefixed("base", base.params())?;
+        let mut offsets = Vec::with_capacity(layers.len());
+        for (i, l) in layers.iter().enumerate() {
+            if l.dim() != dim {
+                return Err(FlowError::InvalidConfig(format!("layer {i} has dimension {} but the base has {dim}", l.dim())));
+            }
+            offsets.push(params.len());
+            params.extend_prefixed(&format!("layers.{i}"), l.params())?;
+        }
+        Ok(Self { base, layers, params, offsets, dtype, device, backend: Backend::Auto })
+    }
+
+    /// Chooses the implementation (default [`Backend::Auto`]).
+    pub fn set_backend(&mut self, backend: Backend) {
+        self.backend = backend;
+    }
+
+    /// The trainable parameters, in a fixed order.
+    pub fn params(&self) -> &ParamSet {
+        &self.params
+    }
+
+    /// The layers in sampling order.
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+
+    /// The base distribution.
+    pub fn base(&self) -> &BaseDistribution {
+        &self.base
+    }
+
+    /// The parameters' dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The parameters' device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn use_cpu(&self) -> bool {
+        self.backend == Backend::Auto
+            && self.device.is_cpu()
+            && match self.dtype {
+                DType::F64 => self.layers.iter().all(|l| l.cpu_f64().is_some()),
+                DType::F32 => self.layers.iter().all(|l| l.cpu_f32().is_some()),
+                _ => false,
+            }
+    }
+
+    fn check(&self, x: &Tensor) -> Result<usize> {
+        let n = check_points(x, self.base.dim())?;
+        Ok(n)
+    }
+
+    /// log q(x) with candle ops; with `track`, the result is differentiable w.r.t. the
+    /// parameters (and w.r.t. `x` if it is a `Var`).
+    pub fn log_prob_t(&self, x: &Tensor, track: bool) -> Result<Tensor> {
+        self.check(x)?;
+        let x = x.to_dtype(self.dtype)?;
+        let mut z = x;
+        let mut ld = Tensor::zeros(z.dim(0)?, self.dtype, z.device())?;
+        for l in self.layers.iter().rev() {
+            let (z2, l) = l.inverse_t(&z, track)?;
+            z = z2;
+            ld = (ld + l)?;
+        }
+        Ok((self.base.log_prob_t(&z, track)? + ld)?)
+    }
+
+    /// Draws `n` samples with log q, with candle ops; with `track`, both are differentiable
+    /// w.r.t. the parameters (reparameterisation, for the reverse-KL baseline).
+    pub fn sample_t(&self, n: usize, rng: &mut dyn RngCore, track: bool) -> Result<(Tensor, Tensor)> {
+        let (mut z, mut lq) = self.base.sample_t(n, rng, self.dtype, &self.device, track)?;
+        for l in &self.layers {
+            let (z2, ld) = l.forward_t(&z, track)?;
+            z = z2;
+            lq = (lq - ld)?;
+        }
+        Ok((z, lq))
+    }
+
+    /// log q(x) and the parameter gradients of Σᵢ cᵢ log q(xᵢ), with `coef = c` (`[n]`).
+    ///
+    /// This is the gradient of every FAB loss (cᵢ = −w̄ᵢ/B with the self-normalised AIS or
+    /// buffer weights) and of maximum likelihood (cᵢ = −1/B).
+    pub fn log_prob_backward(&self, x: &Tensor, coef: &[f64]) -> Result<(Tensor, Grads)> {
+        let n = self.check(x)?;
+        if coef.len() != n {
+            return Err(fab_core::Error::invalid(format!("{} weights for {n} points", coef.len())).into());
+        }
+        if self.use_cpu() {
+            return match self.dtype {
+                DType::F64 => self.cpu_backward::<f64>(x, coef),
+                _ => self.cpu_backward::<f32>(x, coef),
+            };
+        }
+        let lp = self.log_prob_t(x, true)?;
+        let c = Tensor::from_slice(coef, n, &Device::Cpu)?.to_dtype(self.dtype)?.to_device(x.device())?;
+        let store = (&lp * c)?.sum_all()?.backward()?;
+        Ok((lp.detach(), self.params.grads_from_store(&store)))
+    }
+
+    fn host<T: Real>(&self, x: &Tensor) -> Result<Vec<T>> {
+        Ok(x.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1::<T>()?)
+    }
+
+    /// Density pass on the host: log q, and the tapes if `record`.
+    fn cpu_density<T: Real>(&self, x: Vec<T>, n: usize, record: bool) -> Result<(Vec<T>, Vec<T>, Vec<Option<Tape>>)> {
+        let mut ld = vec![T::zero(); n];
+        let mut tapes = Vec::with_capacity(self.layers.len());
+        let mut z = x;
+        for l in self.layers.iter().rev() {
+            let cpu: &dyn CpuLayer<T> = T::cpu_layer(l.as_ref()).expect("checked by use_cpu");
+            let (z2, tape) = cpu.inverse(z, n, &mut ld, record)?;
+            z = z2;
+            tapes.push(tape);
+        }
+        Ok((z, ld, tapes))
+    }
+
+    /// Backward through the layers (tapes in density order) from ∂L/∂z of the base.
+    fn cpu_layers_backward<T: Real>(
+        &self,
+        mut tapes: Vec<Option<Tape>>,
+        mut g: Vec<T>,
+        gld: &[T],
+        n: usize,
+        mut pgrads: Option<&mut Vec<Vec<T>>>,
+    ) -> Result<Vec<T>> {
+        // Density order is layers reversed; backward goes layer 0 → last.
+        for (i, l) in self.layers.iter().enumerate() {
+            let tape = tapes.pop().flatten().expect("recorded tape");
+            let cpu: &dyn CpuLayer<T> = T::cpu_layer(l.as_ref()).expect("checked by use_cpu");
+            let lo = self.offsets[i];
+            let hi = self.offsets.get(i + 1).copied().unwrap_or(self.params.len());
+            let pg = pgrads.as_deref_mut().map(|p| &mut p[lo..hi]);
+            g = cpu.inverse_backward(tape, g, gld, n, pg)?;
+        }
+        Ok(g)
+    }
+
+    fn cpu_backward<T: Real>(&self, x: &Tensor, coef: &[f64]) -> Result<(Tensor, Grads)> {
+        let n = x.dim(0)?;
+        let (z, ld, tapes) = self.cpu_density::<T>(self.host::<T>(x)?, n, true)?;
+        let mut pgrads: Vec<Vec<T>> = self.params.vars().iter().map(|v| vec![T::zero(); v.elem_count()]).collect();
+        let c: Vec<T> = coef.iter().map(|&v| T::from_f64(v)).collect();
+        let mut lp = vec![T::zero(); n];
+        let nb = self.base.params().len();
+        let gz = self.base.cpu_log_prob(&z, n, &mut lp, Some(&c), Some(&mut pgrads[..nb]))?.expect("coef given");
+        self.cpu_layers_backward(tapes, gz, &c, n, Some(&mut pgrads))?;
+        for (l, d) in lp.iter_mut().zip(&ld) {
+            *l = *l + *d;
+        }
+        let grads = pgrads
+            .into_iter()
+            .zip(self.params.vars())
+            .map(|(g, v)| Ok(Some(Tensor::from_vec(g, v.shape(), &Device::Cpu)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((Tensor::from_vec(lp, n, &Device::Cpu)?, Grads(grads)))
+    }
+
+    fn cpu_log_prob<T: Real>(&self, x: &Tensor, with_grad: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let n = x.dim(0)?;
+        let d = self.base.dim();
+        let (z, ld, tapes) = self.cpu_density::<T>(self.host::<T>(x)?, n, with_grad)?;
+        let mut lp = vec![T::zero(); n];
+        let ones = vec![T::one(); n];
+        let gz = self.base.cpu_log_prob(&z, n, &mut lp, with_grad.then_some(&ones[..]), None)?;
+        for (l, dd) in lp.iter_mut().zip(&ld) {
+            *l = *l + *dd;
+        }
+        let dev = x.device();
+        let lp = Tensor::from_vec(lp, n, &Device::Cpu)?.to_dtype(x.dtype())?.to_device(dev)?;
+        let g = match gz {
+            Some(gz) => {
+                let gx = self.cpu_layers_backward(tapes, gz, &ones, n, None)?;
+                Some(Tensor::from_vec(gx, (n, d), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(dev)?)
+            }
+            None => None,
+        };
+        Ok((lp, g))
+    }
+
+    fn cpu_sample<T: Real>(&self, n: usize, rng: &mut dyn RngCore) -> Result<(Tensor, Tensor)> {
+        let d = self.base.dim();
+        let (z, lq) = self.base.sample_t(n, rng, self.dtype, &self.device, false)?;
+        let mut z = self.host::<T>(&z)?;
+        let mut lq = self.host::<T>(&lq)?;
+        let mut ld = vec![T::zero(); n];
+        for l in &self.layers {
+            let cpu: &dyn CpuLayer<T> = T::cpu_layer(l.as_ref()).expect("checked by use_cpu");
+            z = cpu.forward(z, n, &mut ld)?;
+        }
+        for (q, l) in lq.iter_mut().zip(&ld) {
+            *q = *q - *l;
+        }
+        Ok((Tensor::from_vec(z, (n, d), &Device::Cpu)?, Tensor::from_vec(lq, n, &Device::Cpu)?))
+    }
+
+    /// Every layer's fixed buffers, named `layers.{i}.{name}`.
+    pub fn buffers(&self) -> Vec<(String, Tensor)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.buffers().into_iter().map(move |(n, t)| (format!("layers.{i}.{n}"), t)))
+            .collect()
+    }
+
+    /// Saves parameters and buffers to a safetensors file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut map = self.params.to_tensors()?;
+        for (n, t) in self.buffers() {
+            map.insert(format!("buffer.{n}"), t.to_dtype(DType::F64)?);
+        }
+        candle_core::safetensors::save(&map, path)?;
+        Ok(())
+    }
+
+    /// Loads parameters saved by [`save`](Self::save) into this model.
+    ///
+    /// # Errors
+    /// [`FlowError::Checkpoint`] if a parameter is missing or mis-shaped, or if the fixed buffers
+    /// (permutations, masks, shifts) differ — i.e. the model was built from another
+    /// configuration or seed.
+    pub fn load(&self, path: &Path) -> Result<()> {
+        let map: HashMap<String, Tensor> = candle_core::safetensors::load(path, &Device::Cpu)?;
+        for (n, t) in self.buffers() {
+            let key = format!("buffer.{n}");
+            let saved = map.get(&key).ok_or_else(|| FlowError::Checkpoint(format!("{} has no {key}", path.display())))?;
+            let a = fab_core::to_f64_vec(saved)?;
+            let b = fab_core::to_f64_vec(&t)?;
+            if a != b {
+                return Err(FlowError::Checkpoint(format!(
+                    "{key} differs: the checkpoint was made with another flow configuration or seed"
+                )));
+            }
+        }
+        self.params.load_tensors(&map).map_err(|e| FlowError::Checkpoint(e.to_string()))
+    }
+
+    /// A detached copy of every parameter (for tests and "before/after" comparisons).
+    pub fn snapshot(&self) -> Result<Vec<Tensor>> {
+        self.params.vars().iter().map(|v| Ok(v.as_tensor().copy()?)).collect()
+    }
+
+    /// Restores parameters from a [`snapshot`](Self::snapshot).
+    pub fn restore(&self, snap: &[Tensor]) -> Result<()> {
+        for (v, t) in self.params.vars().iter().zip(snap) {
+            v.set(t)?;
+        }
+        Ok(())
+    }
+
+    /// All parameter variables (shorthand for `params().vars()`).
+    pub fn vars(&self) -> &[Var] {
+        self.params.vars()
+    }
+}
+
+impl LogDensity for FlowModel {
+    fn dim(&self) -> usize {
+        self.base.dim()
+    }
+
+    fn log_prob(&self, x: &Tensor) -> fab_core::Result<Tensor> {
+        self.check(x)?;
+        if self.use_cpu() {
+            let (lp, _) = match self.dtype {
+                DType::F64 => self.cpu_log_prob::<f64>(x, false)?,
+                _ => self.cpu_log_prob::<f32>(x, false)?,
+            };
+            return Ok(lp);
+        }
+        Ok(self.log_prob_t(x, false)?.to_dtype(x.dtype())?)
+    }
+
+    fn log_prob_and_grad(&self, x: &Tensor) -> fab_core::Result<(Tensor, Tensor)> {
+        self.check(x)?;
+        if self.use_cpu() {
+            let (lp, g) = match self.dtype {
+                DType::F64 => self.cpu_log_prob::<f64>(x, true)?,
+                _ => self.cpu_log_prob::<f32>(x, true)?,
+            };
+            return Ok((lp, g.expect("gradient requested")));
+        }
+        let xv = Var::from_tensor(&x.detach().to_dtype(self.dtype)?)?;
+        let lp = self.log_prob_t(xv.as_tensor(), false)?;
+        let store = lp.sum_all()?.backward()?;
+        let g = store.get(xv.as_tensor()).cloned().unwrap_or(xv.as_tensor().zeros_like()?);
+        Ok((lp.detach().to_dtype(x.dtype())?, g.to_dtype(x.dtype())?))
+    }
+
+    fn log_normalizer(&self) -> Option<f64> {
+        Some(0.0)
+    }
+}
+
+impl Proposal for FlowModel {
+    fn sample_and_log_prob(&self, n: usize, rng: &mut dyn RngCore) -> fab_core::Result<(Tensor, Tensor)> {
+        if self.use_cpu() {
+            return Ok(match self.dtype {
+                DType::F64 => self.cpu_sample::<f64>(n, rng)?,
+                _ => self.cpu_sample::<f32>(n, rng)?,
+            });
+        }
+        let (x, lq) = self.sample_t(n, rng, false)?;
+        Ok((x.detach(), lq.detach()))
+    }
+}
