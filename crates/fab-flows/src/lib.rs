@@ -23,6 +23,7 @@ mod layer;
 mod lu;
 mod model;
 pub mod nets;
+pub mod spline;
 
 pub use affine::AffineCoupling;
 pub use base::BaseDistribution;
