@@ -241,7 +241,7 @@ impl LogDensity for ManyWell {
         let x2 = xd.sqr()?;
         let g = (self.c1.broadcast_as(xd.shape())?.contiguous()? + (xd.broadcast_mul(&self.c2)? * 2.0)?)?;
         let g = (g + (x2.broadcast_mul(&xd)?.broadcast_mul(&self.c4)? * 4.0)?)?;
-        let finite = (&g - &g)?.eq(0.0)?;
+        let finite = g.abs()?.lt(f64::INFINITY)?;
         let g = finite.where_cond(&g, &g.zeros_like()?)?;
         Ok((lp, g.to_dtype(x.dtype())?))
     }
