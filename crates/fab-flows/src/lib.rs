@@ -22,13 +22,17 @@ mod error;
 mod layer;
 mod lu;
 mod model;
+mod periodic;
+mod spline_coupling;
 pub mod nets;
 pub mod spline;
 
 pub use affine::AffineCoupling;
 pub use base::BaseDistribution;
-pub use config::{FlowConfig, RealNvpConfig};
+pub use config::{CircularNsfConfig, FlowConfig, RealNvpConfig};
 pub use error::{FlowError, Result};
 pub use layer::Layer;
 pub use lu::LuLinear;
 pub use model::{Backend, FlowModel};
+pub use periodic::{wrap, PeriodicShift, PeriodicWrap};
+pub use spline_coupling::{SplineCoupling, SplineCouplingOptions};

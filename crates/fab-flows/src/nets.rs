@@ -241,3 +241,112 @@ impl Mlp {
         Ok(Some(g))
     }
 }
+
+/// A residual network `Linear → [ReLU → Linear → ReLU → Linear + skip] × blocks → Linear`
+/// (no batch norm, no dropout): the spline-coupling conditioner. The second dense layer of each
+/// block starts near zero (U(±1e-3)), so each block starts near the identity.
+#[derive(Debug, Clone)]
+pub struct ResidualNet {
+    initial: Linear,
+    blocks: Vec<(Linear, Linear)>,
+    last: Linear,
+}
+
+/// Activations a [`ResidualNet`] keeps for its backward pass.
+#[derive(Debug)]
+pub(crate) struct ResNetTape<T> {
+    input: Vec<T>,
+    /// Per block: (ReLU of the block input, ReLU of the first dense output).
+    blocks: Vec<(Vec<T>, Vec<T>)>,
+    /// Input of the last dense layer.
+    last_in: Vec<T>,
+}
+
+impl ResidualNet {
+    /// Builds the net; parameters are `{prefix}.initial.*`, `{prefix}.blocks.{b}.{0|1}.*`,
+    /// `{prefix}.final.*`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        params: &mut ParamSet,
+        prefix: &str,
+        in_features: usize,
+        hidden: usize,
+        out_features: usize,
+        num_blocks: usize,
+        last_init: LinearInit,
+        rng: &mut dyn RngCore,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let initial = Linear::new(params, &format!("{prefix}.initial"), in_features, hidden, LinearInit::TorchDefault, rng, dtype, device)?;
+        let mut blocks = Vec::with_capacity(num_blocks);
+        for b in 0..num_blocks {
+            let l0 = Linear::new(params, &format!("{prefix}.blocks.{b}.0"), hidden, hidden, LinearInit::TorchDefault, rng, dtype, device)?;
+            let l1 = Linear::new(params, &format!("{prefix}.blocks.{b}.1"), hidden, hidden, LinearInit::Uniform(1e-3), rng, dtype, device)?;
+            blocks.push((l0, l1));
+        }
+        let last = Linear::new(params, &format!("{prefix}.final"), hidden, out_features, last_init, rng, dtype, device)?;
+        Ok(Self { initial, blocks, last })
+    }
+
+    /// Number of parameter tensors.
+    pub fn num_param_tensors(&self) -> usize {
+        4 + 4 * self.blocks.len()
+    }
+
+    /// Forward pass with candle ops.
+    pub fn forward_t(&self, x: &Tensor, track: bool) -> Result<Tensor> {
+        let mut h = self.initial.forward_t(x, track)?;
+        for (l0, l1) in &self.blocks {
+            let t = l1.forward_t(&l0.forward_t(&h.relu()?, track)?.relu()?, track)?;
+            h = (h + t)?;
+        }
+        self.last.forward_t(&h, track)
+    }
+
+    /// Forward pass on a host buffer; with `record`, keeps what the backward pass needs.
+    pub(crate) fn cpu_forward<T: Real>(&self, x: Vec<T>, n: usize, record: bool) -> Result<(Vec<T>, Option<ResNetTape<T>>)> {
+        let mut h = self.initial.cpu_forward(&x, n)?;
+        let mut blocks = Vec::new();
+        for (l0, l1) in &self.blocks {
+            let mut a0 = h.clone();
+            relu_inplace(&mut a0);
+            let mut a1 = l0.cpu_forward(&a0, n)?;
+            relu_inplace(&mut a1);
+            let t = l1.cpu_forward(&a1, n)?;
+            for (hv, tv) in h.iter_mut().zip(&t) {
+                *hv = *hv + *tv;
+            }
+            if record {
+                blocks.push((a0, a1));
+            }
+        }
+        let out = self.last.cpu_forward(&h, n)?;
+        Ok((out, record.then_some(ResNetTape { input: x, blocks, last_in: h })))
+    }
+
+    /// Backward pass: accumulates parameter gradients into `pgrads` (this net's slice, in
+    /// parameter order) if given, and returns ∂L/∂input.
+    pub(crate) fn cpu_backward<T: Real>(&self, tape: ResNetTape<T>, gout: Vec<T>, n: usize, mut pgrads: Option<&mut [Vec<T>]>) -> Result<Vec<T>> {
+        fn pair<'a, T>(pg: &'a mut Option<&mut [Vec<T>]>, i: usize) -> Option<(&'a mut [T], &'a mut [T])> {
+            pg.as_deref_mut().map(|p| {
+                let (w, rest) = p[i..i + 2].split_at_mut(1);
+                (w[0].as_mut_slice(), rest[0].as_mut_slice())
+            })
+        }
+        let nb = self.blocks.len();
+        let last_idx = 2 + 4 * nb;
+        let mut gh = self.last.cpu_backward(&tape.last_in, &gout, n, pair(&mut pgrads, last_idx), true)?.expect("input grad");
+        for (b, ((l0, l1), (a0, a1))) in self.blocks.iter().zip(tape.blocks).enumerate().rev() {
+            let base = 2 + 4 * b;
+            let mut g1 = l1.cpu_backward(&a1, &gh, n, pair(&mut pgrads, base + 2), true)?.expect("input grad");
+            relu_backward_inplace(&mut g1, &a1);
+            let mut g0 = l0.cpu_backward(&a0, &g1, n, pair(&mut pgrads, base), true)?.expect("input grad");
+            relu_backward_inplace(&mut g0, &a0);
+            for (a, b) in gh.iter_mut().zip(&g0) {
+                *a = *a + *b;
+            }
+        }
+        Ok(self.initial.cpu_backward(&tape.input, &gh, n, pair(&mut pgrads, 0), true)?.expect("input grad"))
+    }
+}
