@@ -144,16 +144,35 @@ impl FlowModel {
         if coef.len() != n {
             return Err(fab_core::Error::invalid(format!("{} weights for {n} points", coef.len())).into());
         }
+        let (lp, grads) = self.log_prob_backward_with(x, &mut |_| Ok(Some(coef.to_vec())))?;
+        Ok((lp, grads.expect("coefficients given")))
+    }
+
+    /// As [`log_prob_backward`](Self::log_prob_backward), but the weights are computed from
+    /// the (detached) log q values by `coef_fn` — e.g. FAB's buffer weight correction
+    /// exp((1−α)(log q − log q_old)), which needs log q before the backward pass. If `coef_fn`
+    /// returns `None` the backward pass is skipped (e.g. a non-finite loss) and no gradients
+    /// are returned. One forward and at most one backward pass.
+    pub fn log_prob_backward_with(
+        &self,
+        x: &Tensor,
+        coef_fn: &mut dyn FnMut(&[f64]) -> fab_core::Result<Option<Vec<f64>>>,
+    ) -> Result<(Tensor, Option<Grads>)> {
+        let n = self.check(x)?;
         if self.use_cpu() {
             return match self.dtype {
-                DType::F64 => self.cpu_backward::<f64>(x, coef),
-                _ => self.cpu_backward::<f32>(x, coef),
+                DType::F64 => self.cpu_backward::<f64>(x, coef_fn),
+                _ => self.cpu_backward::<f32>(x, coef_fn),
             };
         }
         let lp = self.log_prob_t(x, true)?;
-        let c = Tensor::from_slice(coef, n, &Device::Cpu)?.to_dtype(self.dtype)?.to_device(x.device())?;
+        let Some(coef) = coef_fn(&fab_core::to_f64_vec(&lp)?)? else { return Ok((lp.detach(), None)) };
+        if coef.len() != n {
+            return Err(fab_core::Error::invalid(format!("{} weights for {n} points", coef.len())).into());
+        }
+        let c = Tensor::from_slice(&coef, n, &Device::Cpu)?.to_dtype(self.dtype)?.to_device(x.device())?;
         let store = (&lp * c)?.sum_all()?.backward()?;
-        Ok((lp.detach(), self.params.grads_from_store(&store)))
+        Ok((lp.detach(), Some(self.params.grads_from_store(&store))))
     }
 
     fn host<T: Real>(&self, x: &Tensor) -> Result<Vec<T>> {
@@ -195,24 +214,36 @@ impl FlowModel {
         Ok(g)
     }
 
-    fn cpu_backward<T: Real>(&self, x: &Tensor, coef: &[f64]) -> Result<(Tensor, Grads)> {
+    fn cpu_backward<T: Real>(
+        &self,
+        x: &Tensor,
+        coef_fn: &mut dyn FnMut(&[f64]) -> fab_core::Result<Option<Vec<f64>>>,
+    ) -> Result<(Tensor, Option<Grads>)> {
         let n = x.dim(0)?;
         let (z, ld, tapes) = self.cpu_density::<T>(self.host::<T>(x)?, n, true)?;
-        let mut pgrads: Vec<Vec<T>> = self.params.vars().iter().map(|v| vec![T::zero(); v.elem_count()]).collect();
-        let c: Vec<T> = coef.iter().map(|&v| T::from_f64(v)).collect();
         let mut lp = vec![T::zero(); n];
-        let nb = self.base.params().len();
-        let gz = self.base.cpu_log_prob(&z, n, &mut lp, Some(&c), Some(&mut pgrads[..nb]))?.expect("coef given");
-        self.cpu_layers_backward(tapes, gz, &c, n, Some(&mut pgrads))?;
+        self.base.cpu_log_prob(&z, n, &mut lp, None, None)?;
         for (l, d) in lp.iter_mut().zip(&ld) {
             *l = *l + *d;
         }
+        let lp_f64: Vec<f64> = lp.iter().map(|v| v.as_f64()).collect();
+        let lp_t = Tensor::from_vec(lp, n, &Device::Cpu)?;
+        let Some(coef) = coef_fn(&lp_f64)? else { return Ok((lp_t, None)) };
+        if coef.len() != n {
+            return Err(fab_core::Error::invalid(format!("{} weights for {n} points", coef.len())).into());
+        }
+        let mut pgrads: Vec<Vec<T>> = self.params.vars().iter().map(|v| vec![T::zero(); v.elem_count()]).collect();
+        let c: Vec<T> = coef.iter().map(|&v| T::from_f64(v)).collect();
+        let nb = self.base.params().len();
+        let mut scratch = vec![T::zero(); n];
+        let gz = self.base.cpu_log_prob(&z, n, &mut scratch, Some(&c), Some(&mut pgrads[..nb]))?.expect("coef given");
+        self.cpu_layers_backward(tapes, gz, &c, n, Some(&mut pgrads))?;
         let grads = pgrads
             .into_iter()
             .zip(self.params.vars())
             .map(|(g, v)| Ok(Some(Tensor::from_vec(g, v.shape(), &Device::Cpu)?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok((Tensor::from_vec(lp, n, &Device::Cpu)?, Grads(grads)))
+        Ok((lp_t, Some(Grads(grads))))
     }
 
     fn cpu_log_prob<T: Real>(&self, x: &Tensor, with_grad: bool) -> Result<(Tensor, Option<Tensor>)> {

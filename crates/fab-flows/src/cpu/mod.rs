@@ -119,3 +119,10 @@ pub(crate) fn scatter_cols<T: Real>(x: &mut [T], n: usize, d: usize, cols: &[usi
         }
     }
 }
+
+/// `c = op(a)·op(b)` on row-major buffers (exposed for benchmarks and probes).
+#[allow(clippy::too_many_arguments)]
+#[doc(hidden)]
+pub fn bench_matmul<T: Real>(c: &mut [T], a: &[T], ta: bool, b: &[T], tb: bool, m: usize, k: usize, n: usize) {
+    matmul(c, a, ta, b, tb, m, k, n, false)
+}
