@@ -231,6 +231,9 @@ pub struct Gmm {
     inv_var_t: Tensor,
     /// `[1, K]`, log w_k − Σ_j log σ_kj − d/2 · log 2π
     log_coef_t: Tensor,
+    /// Host copies of the two above.
+    inv_var: Vec<f64>,
+    log_coef: Vec<f64>,
     dtype: DType,
     device: Device,
 }
@@ -286,6 +289,8 @@ impl Gmm {
             means_t: up(&means, &[1, k, d])?,
             inv_var_t: up(&inv_var, &[1, k, d])?,
             log_coef_t: up(&log_coef, &[1, k])?,
+            inv_var,
+            log_coef,
             means,
             stds,
             weights,
@@ -434,28 +439,94 @@ pub(crate) fn neg_inf_like(t: &Tensor) -> candle_core::Result<Tensor> {
     t.zeros_like()? - f64::INFINITY
 }
 
+impl Gmm {
+    /// Value (and gradient) with candle ops, for any device.
+    fn eval_candle(&self, x: &Tensor, grad: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let (comp, scaled) = self.components(x)?;
+        let (out, lse, keep) = self.mixture(&comp)?;
+        let out = out.to_dtype(x.dtype())?;
+        if !grad {
+            return Ok((out, None));
+        }
+        let resp = comp.broadcast_sub(&lse.unsqueeze(1)?)?.exp()?;
+        let g = resp.unsqueeze(2)?.broadcast_mul(&scaled)?.sum(1)?.neg()?;
+        let keep2 = keep.unsqueeze(1)?.broadcast_as(g.shape())?.contiguous()?;
+        let g = keep2.where_cond(&g, &g.zeros_like()?)?;
+        Ok((out, Some(g.to_dtype(x.dtype())?)))
+    }
+
+    /// The same on the host in f64, one pass per row (the CPU path; avoids the `[n, K, d]`
+    /// intermediates of the candle path).
+    fn eval_host(&self, x: &Tensor, grad: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let (d, k) = (self.dim, self.n_components());
+        let n = check_points(x, d)?;
+        let xs = fab_core::to_f64_vec(x)?;
+        let mut lp = vec![f64::NEG_INFINITY; n];
+        let mut g = if grad { vec![0.0f64; n * d] } else { Vec::new() };
+        let mut comp = vec![0.0f64; k];
+        for r in 0..n {
+            let row = &xs[r * d..(r + 1) * d];
+            for (c, out) in comp.iter_mut().enumerate() {
+                let (mu, iv) = (&self.means[c * d..(c + 1) * d], &self.inv_var[c * d..(c + 1) * d]);
+                let q: f64 = row.iter().zip(mu).zip(iv).map(|((x, m), v)| (x - m) * (x - m) * v).sum();
+                *out = self.log_coef[c] - 0.5 * q;
+            }
+            let m = comp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            // Components more than 60 nats below the best add < 1e-26 relative (far below f64
+            // rounding) and are skipped, which saves most exp calls for separated modes.
+            let lse = m + comp.iter().filter(|c| **c > m - 60.0).map(|c| (c - m).exp()).sum::<f64>().ln();
+            // NaN fails the comparison too, so non-finite rows become −∞ with zero gradient.
+            if !(lse >= self.log_prob_floor) {
+                continue;
+            }
+            lp[r] = lse;
+            if grad {
+                let gr = &mut g[r * d..(r + 1) * d];
+                for (c, lc) in comp.iter().enumerate().filter(|(_, lc)| **lc > m - 60.0) {
+                    let resp = (lc - lse).exp();
+                    for j in 0..d {
+                        gr[j] -= resp * (row[j] - self.means[c * d + j]) * self.inv_var[c * d + j];
+                    }
+                }
+            }
+        }
+        let lp = Tensor::from_vec(lp, n, &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?;
+        let g = if grad {
+            Some(Tensor::from_vec(g, (n, d), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?)
+        } else {
+            None
+        };
+        Ok((lp, g))
+    }
+
+    fn eval(&self, x: &Tensor, grad: bool) -> Result<(Tensor, Option<Tensor>)> {
+        check_points(x, self.dim)?;
+        if x.device().is_cpu() {
+            self.eval_host(x, grad)
+        } else {
+            self.eval_candle(x, grad)
+        }
+    }
+}
+
 impl LogDensity for Gmm {
     fn dim(&self) -> usize {
         self.dim
     }
 
-    /// log p(x), `[n]`; −∞ below the floor and for non-finite rows.
+    /// log p(x), `[n]`; −∞ below the floor and for non-finite rows. On the CPU it is computed
+    /// in f64 on the host, elsewhere with candle ops in the mixture's dtype.
     fn log_prob(&self, x: &Tensor) -> fab_core::Result<Tensor> {
-        let (comp, _) = self.components(x)?;
-        Ok(self.mixture(&comp)?.0.to_dtype(x.dtype())?)
+        Ok(self.eval(x, false)?.0)
     }
 
     /// Analytic value and gradient ∇log p = −Σ_k r_k(x) (x − μ_k)/σ_k², with r the component
     /// responsibilities. Where the value is −∞ (below the floor, non-finite rows) the gradient is
     /// 0, as for the reference's masked autograd.
     fn log_prob_and_grad(&self, x: &Tensor) -> fab_core::Result<(Tensor, Tensor)> {
-        let (comp, scaled) = self.components(x)?;
-        let (out, lse, keep) = self.mixture(&comp)?;
-        let resp = comp.broadcast_sub(&lse.unsqueeze(1)?)?.exp()?;
-        let g = resp.unsqueeze(2)?.broadcast_mul(&scaled)?.sum(1)?.neg()?;
-        let keep2 = keep.unsqueeze(1)?.broadcast_as(g.shape())?.contiguous()?;
-        let g = keep2.where_cond(&g, &g.zeros_like()?)?;
-        Ok((out.to_dtype(x.dtype())?, g.to_dtype(x.dtype())?))
+        let (lp, g) = self.eval(x, true)?;
+        let g = g.ok_or_else(|| fab_core::Error::invalid("GMM: gradient missing"))?;
+        Ok((lp, g))
     }
 
     fn log_normalizer(&self) -> Option<f64> {
@@ -550,6 +621,29 @@ impl QuadraticFunction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_and_candle_paths_agree() {
+        let g = Gmm::fab40(DType::F64, &Device::Cpu).unwrap();
+        let mut rng = fab_core::seeded_rng(4, 0);
+        let mut v: Vec<f64> = rng::normal_vec(&mut rng, 2 * 60).iter().map(|z| 30.0 * z).collect();
+        v[0] = f64::NAN;
+        v[3] = f64::INFINITY;
+        v[4] = 1e3;
+        let x = Tensor::from_vec(v, (60, 2), &Device::Cpu).unwrap();
+        let (a, ga) = g.eval_host(&x, true).unwrap();
+        let (b, gb) = g.eval_candle(&x, true).unwrap();
+        let (a, b) = (a.to_vec1::<f64>().unwrap(), b.to_vec1::<f64>().unwrap());
+        assert!(a[..3].iter().all(|v| *v == f64::NEG_INFINITY));
+        for (u, w) in a.iter().zip(&b) {
+            assert!(u == w || (u - w).abs() < 1e-10 * (1.0 + w.abs()), "{u} vs {w}");
+        }
+        let ga = fab_core::to_f64_vec(&ga.unwrap()).unwrap();
+        let gb = fab_core::to_f64_vec(&gb.unwrap()).unwrap();
+        for (u, w) in ga.iter().zip(&gb) {
+            assert!((u - w).abs() < 1e-10 * (1.0 + w.abs()), "{u} vs {w}");
+        }
+    }
 
     #[test]
     fn floor_and_shapes() {
