@@ -134,12 +134,12 @@ impl Ais {
     }
 
     /// Coefficients (c_q, c_p) of log f_{β_j} = c_q·log q + c_p·log p for the current target,
-    /// j = 0..=n+1.
-    ///
-    /// # Panics
-    /// If `j > n_intermediate + 1`.
-    pub fn level_coeffs(&self, j: usize) -> Coeffs {
-        let beta = self.betas[j];
+    /// j = 0..=n+1 (`None` beyond).
+    pub fn level_coeffs(&self, j: usize) -> Option<Coeffs> {
+        self.betas.get(j).map(|b| self.coeffs_at_beta(*b))
+    }
+
+    fn coeffs_at_beta(&self, beta: f64) -> Coeffs {
         if self.config.p_target {
             Coeffs::p_target(beta)
         } else {
@@ -264,15 +264,16 @@ impl Ais {
         }
         let base_log_w: Vec<f64> = lp.iter().zip(&lq).map(|(a, b)| a - b).collect();
         let ess_base = effective_sample_size(&base_log_w);
-        let mut log_w = self.level_coeffs(0).log_ratio_host(&self.level_coeffs(1), &lq, &lp);
+        let coeffs: Vec<Coeffs> = self.betas.iter().map(|b| self.coeffs_at_beta(*b)).collect();
+        let mut log_w = coeffs[0].log_ratio_host(&coeffs[1], &lq, &lp);
 
         // 4. Transitions and weight increments.
         let adapt = self.adapt && !self.eval_mode;
         let mut levels = Vec::with_capacity(n_int);
         for j in 1..=n_int {
-            let coeffs = self.level_coeffs(j);
+            let level = coeffs[j];
             let eps = self.step_sizes.step_size(j - 1)?;
-            let (next, info) = self.kernel.step(&parts, coeffs, point, eps, rng)?;
+            let (next, info) = self.kernel.step(&parts, level, point, eps, rng)?;
             point = next;
             if adapt {
                 self.step_sizes.advance(j - 1, info.mean_accept_prob)?;
@@ -280,7 +281,7 @@ impl Ais {
             levels.push(info);
             if self.betas[j + 1] != self.betas[j] {
                 let (lq, lp) = (host(&point.log_q)?, host(&point.log_p)?);
-                let inc = coeffs.log_ratio_host(&self.level_coeffs(j + 1), &lq, &lp);
+                let inc = level.log_ratio_host(&coeffs[j + 1], &lq, &lp);
                 log_w.iter_mut().zip(&inc).for_each(|(w, d)| *w += d);
             }
         }

@@ -112,14 +112,15 @@ fn schedules_match_the_reference() {
 fn level_coefficients() {
     let ais = Ais::new(AisConfig::gmm()).unwrap();
     // α = 2, β = 0.5: log f = 0·log q + 1·log p, the target itself (SPEC §5).
-    let c = ais.level_coeffs(1);
+    let c = ais.level_coeffs(1).unwrap();
     assert_eq!((c.q, c.p), (0.0, 1.0));
-    let c = ais.level_coeffs(2);
+    let c = ais.level_coeffs(2).unwrap();
     assert_eq!((c.q, c.p), (-1.0, 2.0));
     let mut ais = Ais::new(AisConfig::many_well()).unwrap();
     ais.set_p_target(true);
-    let c = ais.level_coeffs(1);
+    let c = ais.level_coeffs(1).unwrap();
     assert!((c.q - 0.8).abs() < 1e-15 && (c.p - 0.2).abs() < 1e-15);
+    assert!(ais.level_coeffs(6).is_none());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //!
 //! FAB's rule (SPEC §5.1): after each AIS level's transition, with p̄ the mean over the batch of
 //! min(1, α) (non-finite α counted as 0), the step size is multiplied by a factor if p̄ > 0.65 and
-//! divided by it otherwise. HMC uses ε_i = eps[i] + common with factor 1.05 for eps[i] and 1.02
+//! divided by it otherwise. HMC uses ε_i = `eps[i]` + common with factor 1.05 for `eps[i]` and 1.02
 //! for the shared `common` (updated once per level); Metropolis uses ×/÷ 1.05 per level.
 
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,7 @@ impl StepSizeAdapter {
     }
 }
 
-/// Per-level step sizes plus an optional shared component: ε_i = levels[i] + common.
+/// Per-level step sizes plus an optional shared component: ε_i = `levels[i]` + common.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepSizes {
     /// The shared component (HMC), updated once per level; `None` for Metropolis.
@@ -88,7 +88,7 @@ pub struct StepSizes {
 }
 
 impl StepSizes {
-    /// FAB's HMC step sizes: common = ε0·w (factor 1.02), levels[i] = ε0·(1−w) (factor 1.05),
+    /// FAB's HMC step sizes: common = ε0·w (factor 1.02), `levels[i]` = ε0·(1−w) (factor 1.05),
     /// with w = `common_weight` (0.1 in the reference; ALDP passes ε0 = 0.05, w = 0.05).
     ///
     /// # Errors
@@ -109,7 +109,7 @@ impl StepSizes {
         Ok(Self { common: Some(common), levels: vec![level; n_levels] })
     }
 
-    /// Metropolis step sizes: levels[i] = σ (factor 1.05), no shared component.
+    /// Metropolis step sizes: `levels[i]` = σ (factor 1.05), no shared component.
     ///
     /// # Errors
     /// [`McmcError::InvalidConfig`] for σ not finite and > 0 or a bad target.
@@ -128,7 +128,7 @@ impl StepSizes {
         self.levels.len()
     }
 
-    /// ε for level `level` (0-based): levels[level] + common.
+    /// ε for level `level` (0-based): `levels[level]` + common.
     ///
     /// # Errors
     /// [`McmcError::LevelOutOfRange`].

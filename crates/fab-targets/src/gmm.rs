@@ -24,7 +24,7 @@ const FAB40_JSON: &str = include_str!("../data/gmm40_means.json");
 /// Default floor of the log-density: values below it are reported as −∞ (SPEC §1, §10).
 pub const DEFAULT_LOG_PROB_FLOOR: f64 = -1e4;
 
-/// The reference's Monte-Carlo estimate of E_p[f] for the SPEC §1.1 quadratic test function on
+/// The reference's Monte-Carlo estimate of `E_p[f]` for the SPEC §1.1 quadratic test function on
 /// the FAB 40-component mixture (1e7 float32 samples). Papers' "bias" numbers are relative to it.
 pub const FAB40_QUADRATIC_MC_EXPECTATION: f64 = 1777.66845703125;
 
@@ -411,7 +411,7 @@ impl Gmm {
         Ok((x, comps))
     }
 
-    /// The exact expectation E_p[f] of a quadratic test function under this mixture:
+    /// The exact expectation `E_p[f]` of a quadratic test function under this mixture:
     /// Σ_k w_k [ (μ_k+s)ᵀA(μ_k+s) + Σ_j A_jj σ_kj² + bᵀ(μ_k+s) ].
     ///
     /// # Errors
@@ -475,8 +475,8 @@ impl Gmm {
             // Components more than 60 nats below the best add < 1e-26 relative (far below f64
             // rounding) and are skipped, which saves most exp calls for separated modes.
             let lse = m + comp.iter().filter(|c| **c > m - 60.0).map(|c| (c - m).exp()).sum::<f64>().ln();
-            // NaN fails the comparison too, so non-finite rows become −∞ with zero gradient.
-            if !(lse >= self.log_prob_floor) {
+            // Non-finite rows (NaN) become −∞ with zero gradient, like values below the floor.
+            if lse.is_nan() || lse < self.log_prob_floor {
                 continue;
             }
             lp[r] = lse;
