@@ -1,0 +1,76 @@
+//! The error type of the training crate.
+
+use crate::optim::OptimError;
+
+/// Errors of configuration, training, evaluation and checkpointing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// The experiment configuration is invalid; the message names the offending key.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// A checkpoint or output directory is missing, incomplete or inconsistent.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// File-system error.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The optimiser failed.
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    /// The replay buffer failed.
+    #[error(transparent)]
+    Buffer(#[from] fab_buffer::BufferError),
+    /// Annealed importance sampling failed.
+    #[error(transparent)]
+    Ais(#[from] fab_ais::AisError),
+    /// The flow failed.
+    #[error(transparent)]
+    Flow(#[from] fab_flows::FlowError),
+    /// The target failed.
+    #[error(transparent)]
+    Target(#[from] fab_targets::TargetError),
+    /// Shared-trait error (shapes, devices).
+    #[error(transparent)]
+    Core(#[from] fab_core::Error),
+    /// Tensor error.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// JSON (de)serialisation failed.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+impl TrainError {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        TrainError::Io { path: path.display().to_string(), source }
+    }
+}
+
+impl From<TrainError> for fab_core::Error {
+    fn from(e: TrainError) -> Self {
+        match e {
+            TrainError::Core(c) => c,
+            TrainError::Candle(c) => fab_core::Error::Candle(c),
+            other => fab_core::Error::InvalidArgument(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn is_send_sync<T: Send + Sync>() {}
+    #[test]
+    fn error_is_send_sync() {
+        is_send_sync::<super::TrainError>();
+    }
+}
