@@ -173,12 +173,13 @@ impl Ais {
         &self.step_sizes
     }
 
-    /// The step size used at intermediate level j = 1..=n.
+    /// The step size of transition `i` = 0..n (0-based: transition i leaves f_{β_{i+1}}
+    /// invariant), as the next pass will use it.
     ///
     /// # Errors
-    /// [`AisError::Mcmc`] for a level out of range.
-    pub fn step_size(&self, j: usize) -> Result<f64> {
-        Ok(self.step_sizes.step_size(j.wrapping_sub(1))?)
+    /// [`AisError::Mcmc`] for `i >= n_intermediate`.
+    pub fn step_size(&self, i: usize) -> Result<f64> {
+        Ok(self.step_sizes.step_size(i)?)
     }
 
     /// The adaptive state, for checkpoints.

@@ -294,6 +294,9 @@ fn eval_mode_freezes_adaptation_and_state_resumes_exactly() {
     let (q, p) = q_and_p();
     let mut ais = Ais::new(hmc(4, 1.0, true)).unwrap();
     let init = ais.state();
+    // 0-based transitions: ε = 0.9 + 0.1 for each of the 4, none beyond.
+    assert!((ais.step_size(0).unwrap() - 1.0).abs() < 1e-15 && (ais.step_size(3).unwrap() - 1.0).abs() < 1e-15);
+    assert!(ais.step_size(4).is_err());
     let mut rng = seeded_rng(5, 0);
     ais.set_eval_mode(true);
     assert!(ais.eval_mode());
