@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use fab_core::ParamSet;
 use rand::{Rng, RngCore};
 
-use crate::cpu::{add_row_bias, column_sums_into, matmul, with_slices, Real};
+use crate::cpu::{column_sums_into, matmul, with_slices, Real};
 use crate::layer::param;
 use crate::Result;
 
@@ -86,9 +86,13 @@ impl Linear {
     /// x Wᵀ + b on a row-major `[n, in]` host buffer.
     pub(crate) fn cpu_forward<T: Real>(&self, x: &[T], n: usize) -> Result<Vec<T>> {
         with_slices::<T, _>(&[&self.weight, &self.bias], |p| {
-            let mut y = vec![T::zero(); n * self.out_features];
-            matmul(&mut y, x, false, p[0], true, n, self.in_features, self.out_features, false);
-            add_row_bias(&mut y, p[1]);
+            // Start every row at the bias and accumulate the product into it (no zero fill,
+            // no separate bias pass).
+            let mut y = Vec::with_capacity(n * self.out_features);
+            for _ in 0..n {
+                y.extend_from_slice(p[1]);
+            }
+            matmul(&mut y, x, false, p[0], true, n, self.in_features, self.out_features, true);
             Ok(y)
         })
     }
@@ -119,19 +123,16 @@ impl Linear {
 }
 
 fn relu_inplace<T: Real>(v: &mut [T]) {
+    // A select rather than a conditional store, so that it vectorises; NaN stays NaN.
     for x in v.iter_mut() {
-        if *x < T::zero() {
-            *x = T::zero();
-        }
+        *x = if *x < T::zero() { T::zero() } else { *x };
     }
 }
 
 /// Zeroes `g` where the (post-ReLU) activation `h` is not positive (ReLU'(0) = 0, as torch).
 fn relu_backward_inplace<T: Real>(g: &mut [T], h: &[T]) {
     for (gi, hi) in g.iter_mut().zip(h) {
-        if *hi <= T::zero() {
-            *gi = T::zero();
-        }
+        *gi = if *hi > T::zero() { *gi } else { T::zero() };
     }
 }
 

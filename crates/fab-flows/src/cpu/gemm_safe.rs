@@ -64,16 +64,6 @@ pub(crate) fn matmul<T: Real>(
     }
 }
 
-/// Adds `bias` (length w) to every row of the row-major `[n, w]` buffer `y`.
-pub(crate) fn add_row_bias<T: Real>(y: &mut [T], bias: &[T]) {
-    let w = bias.len();
-    for row in y.chunks_exact_mut(w) {
-        for (v, b) in row.iter_mut().zip(bias) {
-            *v = *v + *b;
-        }
-    }
-}
-
 /// `out[j] += Σ_i g[i, j]` for a row-major `[n, w]` buffer (bias gradients).
 pub(crate) fn column_sums_into<T: Real>(out: &mut [T], g: &[T]) {
     let w = out.len();

@@ -16,7 +16,7 @@ use num_traits::Float;
 
 use crate::Result;
 
-pub(crate) use gemm_safe::{add_row_bias, column_sums_into, matmul};
+pub(crate) use gemm_safe::{column_sums_into, matmul};
 
 /// The float types of the CPU path (f32 and f64).
 pub trait Real: candle_core::WithDType + Float + Default + std::fmt::Debug + std::iter::Sum {
