@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use fab_core::{Grads, ParamSet};
 use serde::{Deserialize, Serialize};
 
@@ -296,6 +296,18 @@ impl Adam {
         for (i, (var, g)) in params.vars().iter().zip(&grads.0).enumerate() {
             let Some(g) = g else { continue };
             let t = self.param_steps[i] + 1;
+            // Fused host update for CPU parameters (one pass instead of ~12 tensor ops).
+            let fused = match var.dtype() {
+                DType::F64 => fused_adam_step::<f64>(&self.config, t, var, g, &self.m[i], &self.v[i])?,
+                DType::F32 => fused_adam_step::<f32>(&self.config, t, var, g, &self.m[i], &self.v[i])?,
+                _ => None,
+            };
+            if let Some((m, v)) = fused {
+                self.m[i] = Some(m);
+                self.v[i] = Some(v);
+                self.param_steps[i] = t;
+                continue;
+            }
             let mut theta = var.as_tensor().clone();
             let mut g = g.clone();
             if weight_decay != 0.0 {
@@ -500,6 +512,77 @@ impl Adam {
     }
 }
 
+/// Runs `f` on the contiguous host slice of a CPU tensor of type `T` (`None` otherwise).
+fn with_host_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(c) if layout.is_contiguous() => {
+            let all = c.as_slice::<T>().ok()?;
+            let start = layout.start_offset();
+            Some(f(&all[start..start + t.elem_count()]))
+        }
+        _ => None,
+    }
+}
+
+/// One Adam update of a CPU parameter in a single pass, with the same arithmetic (operation
+/// order and precision) as the tensor-op version. Returns the new moments, or `None` when the
+/// parameter, gradient or moments are not contiguous CPU tensors of type `T`.
+fn fused_adam_step<T: candle_core::WithDType + num_traits::Float>(
+    cfg: &AdamConfig,
+    t: u64,
+    var: &Var,
+    g: &Tensor,
+    m: &Option<Tensor>,
+    v: &Option<Tensor>,
+) -> OptimResult<Option<(Tensor, Tensor)>> {
+    let n = var.elem_count();
+    let c = |x: f64| <T as candle_core::WithDType>::from_f64(x);
+    let (lr, b1, b2, eps, wd) = (cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay);
+    let step_size = c(lr / (1.0 - b1.powf(t as f64)));
+    let bc2 = c((1.0 - b2.powf(t as f64)).sqrt());
+    let (first_m, first_v) = (m.is_none(), v.is_none());
+    let read = |o: &Option<Tensor>| -> Option<Vec<T>> {
+        match o {
+            Some(x) => with_host_slice::<T, _>(x, |s| s.to_vec()),
+            None => Some(vec![T::zero(); n]),
+        }
+    };
+    let (Some(mut m), Some(mut v)) = (read(m), read(v)) else { return Ok(None) };
+    let Some(Some(theta)) = with_host_slice::<T, _>(var.as_tensor(), |theta| {
+        with_host_slice::<T, _>(g, |g| {
+            let mut out = theta.to_vec();
+            let (one_b1, one_b2) = (c(1.0 - b1), c(1.0 - b2));
+            let (b1, b2, eps) = (c(b1), c(b2), c(eps));
+            for k in 0..n {
+                let mut th = theta[k];
+                let mut gk = g[k];
+                if wd != 0.0 {
+                    if cfg.decoupled_weight_decay {
+                        th = th * c(1.0 - lr * wd);
+                    } else {
+                        gk = gk + th * c(wd);
+                    }
+                }
+                // The first step starts from zero moments exactly as the tensor version does
+                // (which skips the β·0 term).
+                let mk = if first_m { gk * one_b1 } else { m[k] * b1 + gk * one_b1 };
+                let vk = if first_v { gk * gk * one_b2 } else { v[k] * b2 + gk * gk * one_b2 };
+                m[k] = mk;
+                v[k] = vk;
+                let denom = vk.sqrt() / bc2 + eps;
+                out[k] = th - (mk * step_size) / denom;
+            }
+            out
+        })
+    }) else {
+        return Ok(None);
+    };
+    let shape = var.shape().clone();
+    var.set(&Tensor::from_vec(theta, shape.clone(), &Device::Cpu)?)?;
+    Ok(Some((Tensor::from_vec(m, shape.clone(), &Device::Cpu)?, Tensor::from_vec(v, shape, &Device::Cpu)?)))
+}
+
 /// What [`Adam::step_clipped`] (or the trainer) did with one training step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
@@ -652,7 +735,6 @@ impl LrSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
 
     fn is_send_sync<T: Send + Sync>() {}
 
