@@ -17,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::kernel::{eval1, eval4, KernelParams, LaneScratch};
 use crate::{Result, TargetError};
 
 /// The OpenMM system description this module was written for, embedded at compile time
@@ -35,19 +36,19 @@ const GB_EXPECTED_EXPRESSIONS: [&str; 5] = [
 
 // Literal constants of the GB expressions above.
 /// Coulomb constant written in the CustomGBForce expressions (kJ/mol·nm/e²).
-const GB_COULOMB: f64 = 138.935485;
-const GB_SOLUTE_DIELECTRIC: f64 = 1.0;
-const GB_SOLVENT_DIELECTRIC: f64 = 78.5;
+pub(super) const GB_COULOMB: f64 = 138.935485;
+pub(super) const GB_SOLUTE_DIELECTRIC: f64 = 1.0;
+pub(super) const GB_SOLVENT_DIELECTRIC: f64 = 78.5;
 /// Dielectric offset used in the Born-radius expression.
-const GB_OFFSET_BORN: f64 = 0.009;
+pub(super) const GB_OFFSET_BORN: f64 = 0.009;
 /// Dielectric offset used in the energy expressions (the JSON literally has this value).
-const GB_OFFSET_ENERGY: f64 = 0.008999999999999999;
+pub(super) const GB_OFFSET_ENERGY: f64 = 0.008999999999999999;
 /// OBC1 tanh coefficients α, γ (β = 0).
-const OBC_ALPHA: f64 = 0.8;
-const OBC_GAMMA: f64 = 2.909125;
+pub(super) const OBC_ALPHA: f64 = 0.8;
+pub(super) const OBC_GAMMA: f64 = 2.909125;
 /// ACE surface-area constant 4π·2.25936 kJ/mol/nm² and probe radius (nm).
-const ACE_CONSTANT: f64 = 28.3919551;
-const ACE_PROBE: f64 = 0.14;
+pub(super) const ACE_CONSTANT: f64 = 28.3919551;
+pub(super) const ACE_PROBE: f64 = 0.14;
 
 /// One atom of the system.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,50 +126,57 @@ pub struct TermForces {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Bond {
-    i: usize,
-    j: usize,
-    r0: f64,
-    k: f64,
+pub(super) struct Bond {
+    pub(super) i: usize,
+    pub(super) j: usize,
+    pub(super) r0: f64,
+    pub(super) k: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Angle {
-    i: usize,
-    j: usize,
-    k: usize,
-    theta0: f64,
-    k_force: f64,
+pub(super) struct Angle {
+    pub(super) i: usize,
+    pub(super) j: usize,
+    pub(super) k: usize,
+    pub(super) theta0: f64,
+    pub(super) k_force: f64,
 }
 
 /// A dihedral quadruple with all its Fourier terms, so that φ and its gradient are computed once.
 #[derive(Debug, Clone)]
-struct Torsion {
-    atoms: [usize; 4],
+pub(super) struct Torsion {
+    pub(super) atoms: [usize; 4],
     /// (periodicity, phase, k) per term; terms with k = 0 are dropped at parse time.
-    terms: Vec<(f64, f64, f64)>,
+    pub(super) terms: Vec<(f64, f64, f64)>,
 }
 
 /// An interacting nonbonded pair (excluded pairs are not stored).
 #[derive(Debug, Clone, Copy)]
-struct NbPair {
-    i: usize,
-    j: usize,
+pub(super) struct NbPair {
+    pub(super) i: usize,
+    pub(super) j: usize,
     /// k_e · q_i q_j (kJ/mol·nm).
-    qq: f64,
+    pub(super) qq: f64,
     /// σ and ε of the pair (combined or from the exception).
-    sigma: f64,
-    eps4: f64,
+    pub(super) sigma: f64,
+    pub(super) eps4: f64,
 }
 
 /// Per-particle GB parameters.
 #[derive(Debug, Clone, Copy)]
-struct GbAtom {
-    charge: f64,
+pub(super) struct GbAtom {
+    pub(super) charge: f64,
     /// Offset radius `or` = intrinsic radius − 0.009 nm.
-    or: f64,
+    pub(super) or: f64,
     /// Scaled offset radius `sr` = screen · or.
-    sr: f64,
+    pub(super) sr: f64,
+}
+
+/// Per-thread buffers of the fast kernel (1-lane and 4-lane).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BatchScratch {
+    lanes1: LaneScratch<1>,
+    lanes4: LaneScratch<4>,
 }
 
 /// Scratch buffers of one GB evaluation (reused across configurations).
@@ -216,20 +224,22 @@ impl GbScratch {
 /// ```
 #[derive(Debug, Clone)]
 pub struct AldpForceField {
-    atoms: Vec<AtomInfo>,
-    topology_bonds: Vec<(usize, usize)>,
-    bonds: Vec<Bond>,
-    angles: Vec<Angle>,
-    torsions: Vec<Torsion>,
-    nb_pairs: Vec<NbPair>,
-    gb_atoms: Vec<GbAtom>,
+    pub(super) atoms: Vec<AtomInfo>,
+    pub(super) topology_bonds: Vec<(usize, usize)>,
+    pub(super) bonds: Vec<Bond>,
+    pub(super) angles: Vec<Angle>,
+    pub(super) torsions: Vec<Torsion>,
+    pub(super) nb_pairs: Vec<NbPair>,
+    pub(super) gb_atoms: Vec<GbAtom>,
     /// All unordered pairs i < j (the GB pair sums run over every pair).
-    all_pairs: Vec<(usize, usize)>,
+    pub(super) all_pairs: Vec<(usize, usize)>,
     /// −k_GB · q_i q_j per entry of `all_pairs`.
-    gb_pair_qq: Vec<f64>,
-    reference_positions: Vec<f64>,
-    start_positions: Vec<f64>,
-    minimum_positions: Vec<f64>,
+    pub(super) gb_pair_qq: Vec<f64>,
+    pub(super) reference_positions: Vec<f64>,
+    pub(super) start_positions: Vec<f64>,
+    pub(super) minimum_positions: Vec<f64>,
+    /// The same force field flattened for the fast kernel.
+    pub(super) kernel: KernelParams,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -479,7 +489,7 @@ impl AldpForceField {
                 charge: a.charge,
             })
             .collect();
-        Ok(Self {
+        let mut ff = Self {
             atoms,
             topology_bonds,
             bonds,
@@ -492,7 +502,10 @@ impl AldpForceField {
             reference_positions: flatten(&f.positions_fab_position_min_energy_pt_nm),
             start_positions: flatten(&f.positions_start_nm),
             minimum_positions: flatten(&f.positions_minimum_nm),
-        })
+            kernel: KernelParams::default(),
+        };
+        ff.kernel = KernelParams::new(&ff);
+        Ok(ff)
     }
 
     /// Number of atoms (22).
@@ -564,8 +577,7 @@ impl AldpForceField {
     pub fn energy_and_forces(&self, x: &[f64], forces: &mut [f64]) -> Result<EnergyTerms> {
         self.check_len(x, "ALDP coordinates")?;
         self.check_len(forces, "ALDP forces")?;
-        let mut s = GbScratch::default();
-        Ok(self.eval(x, forces, &mut s))
+        Ok(eval1(self, x, forces, &mut LaneScratch::default()))
     }
 
     /// Energies and forces split by term (for comparison with per-force-group references).
@@ -624,28 +636,56 @@ impl AldpForceField {
         }
         let n = xs.len() / d;
         let mut out = vec![EnergyTerms::default(); n];
-        out.par_iter_mut()
-            .zip(xs.par_chunks(d).zip(forces.par_chunks_mut(d)))
-            .with_min_len(8)
-            .for_each_init(GbScratch::default, |s, (e, (x, f))| *e = self.eval(x, f, s));
+        // Groups of four configurations go through the 4-lane kernel; results do not depend on
+        // the grouping (each lane computes exactly what the 1-lane kernel computes).
+        out.par_chunks_mut(4)
+            .zip(xs.par_chunks(4 * d).zip(forces.par_chunks_mut(4 * d)))
+            .with_min_len(2)
+            .for_each_init(BatchScratch::default, |s, (e, (x, f))| self.eval_group(x, f, e, s));
         Ok(out)
     }
 
-    /// Energy and forces of one configuration of the right length, reusing `s`.
-    pub(crate) fn eval(&self, x: &[f64], f: &mut [f64], s: &mut GbScratch) -> EnergyTerms {
-        f.fill(0.0);
-        if x.iter().any(|v| !v.is_finite()) {
-            return EnergyTerms::NAN;
+    /// Energies and forces of up to four configurations (`xs`, `fs`: `[k, 66]`, `k ≤ 4`).
+    pub(crate) fn eval_group(&self, xs: &[f64], fs: &mut [f64], es: &mut [EnergyTerms], s: &mut BatchScratch) {
+        let d = self.dim();
+        let k = es.len();
+        if k == 4 {
+            es.copy_from_slice(&eval4(self, xs, fs, &mut s.lanes4));
+        } else {
+            for c in 0..k {
+                es[c] = eval1(self, &xs[c * d..(c + 1) * d], &mut fs[c * d..(c + 1) * d], &mut s.lanes1);
+            }
         }
-        EnergyTerms {
+    }
+
+    /// Energy and forces of one configuration of the right length through the fast kernel.
+    pub(crate) fn eval(&self, x: &[f64], f: &mut [f64], s: &mut BatchScratch) -> EnergyTerms {
+        eval1(self, x, f, &mut s.lanes1)
+    }
+
+    /// The term-by-term reference evaluation (readable, libm-based; the fast kernel is tested
+    /// against it). Same conventions as [`energy_and_forces`](Self::energy_and_forces).
+    ///
+    /// # Errors
+    /// A shape error if `x` or `forces` does not have 3 × n_atoms entries.
+    pub fn energy_and_forces_reference(&self, x: &[f64], forces: &mut [f64]) -> Result<EnergyTerms> {
+        self.check_len(x, "ALDP coordinates")?;
+        self.check_len(forces, "ALDP forces")?;
+        forces.fill(0.0);
+        if x.iter().any(|v| !v.is_finite()) {
+            return Ok(EnergyTerms::NAN);
+        }
+        let mut s = GbScratch::default();
+        let f = forces;
+        Ok(EnergyTerms {
             bonds: self.bond_terms(x, f),
             angles: self.angle_terms(x, f),
             torsions: self.torsion_terms(x, f),
             nonbonded: self.nonbonded_terms(x, f),
-            gb: self.gb_terms(x, f, s),
+            gb: self.gb_terms(x, f, &mut s),
             total: 0.0,
         }
-        .with_total()
+        .with_total())
     }
 
     // -----------------------------------------------------------------------------------------

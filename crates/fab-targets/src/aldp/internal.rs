@@ -59,7 +59,7 @@ pub const SEED_ATOMS: [usize; 3] = [8, 6, 14];
 
 /// Rows of [`Z_MATRIX`] in the topologically sorted build order of boltzgen (atoms 4, 5, 7, 9,
 /// 10, 11, 12, 13, 16, 18, 19, 20, 21, 1, 15, 17, 0, 2, 3).
-const BUILD_ORDER: [usize; 19] = [4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 16, 17, 18, 1, 12, 14, 0, 2, 3];
+pub(super) const BUILD_ORDER: [usize; 19] = [4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 16, 17, 18, 1, 12, 14, 0, 2, 3];
 
 /// Flow indices of the 12 circular dihedrals (std 1, range [−π, π)), ascending.
 pub const CIRCULAR_INDICES: [usize; 12] = [5, 8, 17, 20, 23, 26, 29, 32, 44, 47, 50, 53];
@@ -118,10 +118,10 @@ fn kind(idx: usize) -> Kind {
 /// ```
 #[derive(Debug, Clone)]
 pub struct InternalCoordinates {
-    mean: [f64; FLOW_DIM],
-    std: [f64; FLOW_DIM],
+    pub(super) mean: [f64; FLOW_DIM],
+    pub(super) std: [f64; FLOW_DIM],
     circular: [bool; FLOW_DIM],
-    log_std_sum: f64,
+    pub(super) log_std_sum: f64,
 }
 
 impl Default for InternalCoordinates {

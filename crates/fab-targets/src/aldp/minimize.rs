@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::forcefield::{AldpForceField, EnergyTerms, GbScratch};
+use super::forcefield::{AldpForceField, BatchScratch, EnergyTerms};
 use super::internal::check_len;
 use crate::{Result, TargetError};
 
@@ -65,7 +65,7 @@ impl AldpForceField {
             return Err(TargetError::InvalidConfig(format!("invalid minimiser options {opts:?}")));
         }
         let d = self.dim();
-        let mut s = GbScratch::default();
+        let mut s = BatchScratch::default();
         let mut x = x0.to_vec();
         let mut g = vec![0.0; d]; // gradient = −forces
         let mut e = self.eval(&x, &mut g, &mut s);

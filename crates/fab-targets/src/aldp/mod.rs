@@ -24,7 +24,10 @@
 mod forcefield;
 mod internal;
 mod io;
+mod kernel;
+mod lanes;
 mod minimize;
+mod nerf;
 mod target;
 
 pub use forcefield::{AldpForceField, AtomInfo, EnergyTerms, TermForces, FORCEFIELD_JSON};

@@ -7,7 +7,10 @@ use candle_core::Tensor;
 use fab_core::{check_points, to_f64_vec, LogDensity};
 use rayon::prelude::*;
 
-use super::forcefield::{AldpForceField, GbScratch};
+use super::forcefield::{AldpForceField, BatchScratch, EnergyTerms};
+use super::kernel::{core_lanes, use_avx2, LaneScratch};
+use super::lanes::V;
+use super::nerf::{backward_lanes, to_cartesian_lanes, NerfScratch};
 use super::internal::{to_tensor, InternalCoordinates, CART_DIM, FLOW_DIM};
 use crate::{Result, TargetError};
 
@@ -109,18 +112,23 @@ impl AldpCartesian {
         let mut lp = vec![0.0; n];
         let mut g = vec![0.0; xs.len()];
         let kbt = self.kbt;
-        lp.par_iter_mut()
-            .zip(xs.par_chunks(CART_DIM).zip(g.par_chunks_mut(CART_DIM)))
-            .with_min_len(8)
-            .for_each_init(GbScratch::default, |s, (lp, (x, g))| {
-                let e = self.ff.eval(x, g, s).total;
-                let (l, du) = log_prob_of_energy(e, kbt);
-                *lp = l;
-                if l == f64::NEG_INFINITY {
-                    g.fill(0.0); // forces of a non-finite energy are meaningless
-                } else {
-                    let c = du / kbt;
-                    g.iter_mut().for_each(|v| *v *= c);
+        lp.par_chunks_mut(4)
+            .zip(xs.par_chunks(4 * CART_DIM).zip(g.par_chunks_mut(4 * CART_DIM)))
+            .with_min_len(2)
+            .for_each_init(BatchScratch::default, |s, (lp, (x, g))| {
+                let mut es = [EnergyTerms::default(); 4];
+                let es = &mut es[..lp.len()];
+                self.ff.eval_group(x, g, es, s);
+                for (c, e) in es.iter().enumerate() {
+                    let g = &mut g[c * CART_DIM..(c + 1) * CART_DIM];
+                    let (l, du) = log_prob_of_energy(e.total, kbt);
+                    lp[c] = l;
+                    if l == f64::NEG_INFINITY {
+                        g.fill(0.0); // forces of a non-finite energy are meaningless
+                    } else {
+                        let c = du / kbt;
+                        g.iter_mut().for_each(|v| *v *= c);
+                    }
                 }
             });
         Ok((lp, g))
@@ -186,18 +194,88 @@ impl Default for AldpTarget {
     }
 }
 
-/// Per-thread buffers of the flow-space evaluation.
+/// Buffers of the flow-space evaluation of `L` points at once.
 #[derive(Debug)]
-struct FlowScratch {
-    x: [f64; CART_DIM],
-    f: [f64; CART_DIM],
-    gb: GbScratch,
+struct FlowLanes<const L: usize> {
+    z: Vec<V<L>>,
+    gz: Vec<V<L>>,
+    kernel: LaneScratch<L>,
+    nerf: NerfScratch<L>,
 }
 
-impl Default for FlowScratch {
+impl<const L: usize> Default for FlowLanes<L> {
     fn default() -> Self {
-        Self { x: [0.0; CART_DIM], f: [0.0; CART_DIM], gb: GbScratch::default() }
+        Self {
+            z: vec![V::zero(); FLOW_DIM],
+            gz: vec![V::zero(); FLOW_DIM],
+            kernel: LaneScratch::default(),
+            nerf: NerfScratch::default(),
+        }
     }
+}
+
+/// Per-thread buffers: four lanes for full groups, one lane for the rest.
+#[derive(Debug, Default)]
+struct FlowScratch {
+    l4: FlowLanes<4>,
+    l1: FlowLanes<1>,
+}
+
+/// log p(z) (and ∇_z log p if `grad` is given) of `L` points (`zs`: `[L, 60]`, `lp`: `[L]`,
+/// `grad`: `[L, 60]`): reconstruction, energy kernel and reverse pass, all lane-parallel.
+#[inline(always)]
+fn flow_lanes<const L: usize>(
+    t: &AldpTarget,
+    zs: &[f64],
+    lp: &mut [f64],
+    grad: Option<&mut [f64]>,
+    s: &mut FlowLanes<L>,
+) {
+    let mut zok = [true; L];
+    for l in 0..L {
+        zok[l] = zs[l * FLOW_DIM..(l + 1) * FLOW_DIM].iter().all(|v| v.is_finite());
+    }
+    for k in 0..FLOW_DIM {
+        let mut v = [0.0; L];
+        for l in 0..L {
+            // Non-finite points are evaluated at z = 0 and reported as −∞ below.
+            v[l] = if zok[l] { zs[l * FLOW_DIM + k] } else { 0.0 };
+        }
+        s.z[k] = V(v);
+    }
+    s.kernel.prepare(&t.ff);
+    let (ld, chart) = to_cartesian_lanes(&t.ic, &s.z, &mut s.kernel.x, &mut s.nerf);
+    let es = core_lanes(&t.ff, &mut s.kernel);
+    let mut scale = [0.0; L];
+    for l in 0..L {
+        let (lp_e, du) = log_prob_of_energy(es[l].total, t.kbt);
+        let valid = zok[l] && chart[l] != 0 && lp_e > f64::NEG_INFINITY && ld.0[l].is_finite();
+        lp[l] = if valid { lp_e + ld.0[l] } else { f64::NEG_INFINITY };
+        // ∂log p/∂x = −∂u_reg/∂x = F · du_reg/du / k_BT.
+        scale[l] = if valid { du / t.kbt } else { 0.0 };
+    }
+    if let Some(g) = grad {
+        let sv = V(scale);
+        for v in s.kernel.f.iter_mut() {
+            *v = *v * sv;
+        }
+        backward_lanes(&t.ic, &mut s.kernel.f, &mut s.gz, &s.nerf);
+        for l in 0..L {
+            for k in 0..FLOW_DIM {
+                g[l * FLOW_DIM + k] = if lp[l] > f64::NEG_INFINITY { s.gz[k].0[l] } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// [`flow_lanes`] for four points compiled with AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2 ([`use_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,avx2")]
+unsafe fn flow4_avx2(t: &AldpTarget, zs: &[f64], lp: &mut [f64], grad: Option<&mut [f64]>, s: &mut FlowLanes<4>) {
+    flow_lanes::<4>(t, zs, lp, grad, s)
 }
 
 impl AldpTarget {
@@ -233,55 +311,43 @@ impl AldpTarget {
         self.kbt
     }
 
-    /// log p(z) of one point, with the gradient written into `grad` if given.
-    fn eval_one(&self, z: &[f64], grad: Option<&mut [f64]>, s: &mut FlowScratch) -> f64 {
-        let bad = |grad: Option<&mut [f64]>| {
-            if let Some(g) = grad {
-                g.fill(0.0);
+    /// log p(z) of up to four points (`zs`: `[k, 60]`, `lp`: `[k]`), with the gradients written
+    /// into `grad` (`[k, 60]`) if given. Every point gets exactly the same arithmetic whether it
+    /// is evaluated in a group of four or alone.
+    fn eval_group(&self, zs: &[f64], lp: &mut [f64], mut grad: Option<&mut [f64]>, s: &mut FlowScratch) {
+        let k = lp.len();
+        if k == 4 {
+            #[cfg(target_arch = "x86_64")]
+            if use_avx2() {
+                // SAFETY: AVX2 support was detected at run time just above.
+                unsafe { flow4_avx2(self, zs, lp, grad, &mut s.l4) };
+                return;
             }
-            f64::NEG_INFINITY
-        };
-        if z.iter().any(|v| !v.is_finite()) {
-            return bad(grad);
-        }
-        let ld = self.ic.to_cartesian_into(z, &mut s.x);
-        // Bonds must be positive (the chart of the bijection); NaN log-det also lands here.
-        if !ld.is_finite() || s.x.iter().any(|v| !v.is_finite()) {
-            return bad(grad);
-        }
-        let e = self.ff.eval(&s.x, &mut s.f, &mut s.gb).total;
-        let (lp_e, du) = log_prob_of_energy(e, self.kbt);
-        if lp_e == f64::NEG_INFINITY {
-            return bad(grad);
-        }
-        if let Some(g) = grad {
-            // ∂log p/∂x = −∂u_reg/∂x = F · du_reg/du / k_BT.
-            let c = du / self.kbt;
-            let mut gx = [0.0; CART_DIM];
-            for (gxi, fi) in gx.iter_mut().zip(s.f.iter()) {
-                *gxi = fi * c;
+            flow_lanes::<4>(self, zs, lp, grad, &mut s.l4);
+        } else {
+            for c in 0..k {
+                let g = grad.as_deref_mut().map(|g| &mut g[c * FLOW_DIM..(c + 1) * FLOW_DIM]);
+                flow_lanes::<1>(self, &zs[c * FLOW_DIM..(c + 1) * FLOW_DIM], &mut lp[c..c + 1], g, &mut s.l1);
             }
-            self.ic.backward_into(z, &s.x, &mut gx, 1.0, g);
         }
-        lp_e + ld
     }
 
-    /// Batched log p(z) on host f64 data (`zs`: `[n, 60]`), in parallel over rows.
+    /// Batched log p(z) on host f64 data (`zs`: `[n, 60]`), in parallel over groups of rows.
     ///
     /// # Errors
     /// A shape error if `zs.len()` is not a multiple of 60.
     pub fn log_prob_f64(&self, zs: &[f64]) -> Result<Vec<f64>> {
         let n = super::internal::batch_len(zs, FLOW_DIM, "ALDP flow-coordinate batch")?;
         let mut lp = vec![0.0; n];
-        lp.par_iter_mut()
-            .zip(zs.par_chunks(FLOW_DIM))
-            .with_min_len(8)
-            .for_each_init(FlowScratch::default, |s, (lp, z)| *lp = self.eval_one(z, None, s));
+        lp.par_chunks_mut(4)
+            .zip(zs.par_chunks(4 * FLOW_DIM))
+            .with_min_len(2)
+            .for_each_init(FlowScratch::default, |s, (lp, z)| self.eval_group(z, lp, None, s));
         Ok(lp)
     }
 
     /// Batched log p(z) and ∇_z log p(z) on host f64 data (`zs`: `[n, 60]`), in parallel over
-    /// rows.
+    /// groups of rows.
     ///
     /// # Errors
     /// A shape error if `zs.len()` is not a multiple of 60.
@@ -289,11 +355,11 @@ impl AldpTarget {
         let n = super::internal::batch_len(zs, FLOW_DIM, "ALDP flow-coordinate batch")?;
         let mut lp = vec![0.0; n];
         let mut g = vec![0.0; zs.len()];
-        lp.par_iter_mut()
-            .zip(zs.par_chunks(FLOW_DIM).zip(g.par_chunks_mut(FLOW_DIM)))
-            .with_min_len(8)
+        lp.par_chunks_mut(4)
+            .zip(zs.par_chunks(4 * FLOW_DIM).zip(g.par_chunks_mut(4 * FLOW_DIM)))
+            .with_min_len(2)
             .for_each_init(FlowScratch::default, |s, (lp, (z, g))| {
-                *lp = self.eval_one(z, Some(g), s)
+                self.eval_group(z, lp, Some(g), s)
             });
         Ok((lp, g))
     }
