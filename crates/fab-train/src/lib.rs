@@ -15,6 +15,7 @@ pub mod config;
 mod error;
 pub mod eval;
 pub mod optim;
+pub mod plot;
 mod report;
 pub mod run;
 pub mod target;
