@@ -41,6 +41,9 @@ pub enum TrainError {
     /// Tensor error.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// Writing a plot failed.
+    #[error(transparent)]
+    Plot(#[from] crate::plot::PlotError),
     /// JSON (de)serialisation failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
