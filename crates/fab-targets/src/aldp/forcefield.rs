@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::kernel::{eval1, eval4, KernelParams, LaneScratch};
+use super::kernel::{eval1, eval4, KernelParams, KernelScratch};
 use crate::{Result, TargetError};
 
 /// The OpenMM system description this module was written for, embedded at compile time
@@ -172,12 +172,8 @@ pub(super) struct GbAtom {
     pub(super) sr: f64,
 }
 
-/// Per-thread buffers of the fast kernel (1-lane and 4-lane).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct BatchScratch {
-    lanes1: LaneScratch<1>,
-    lanes4: LaneScratch<4>,
-}
+/// Per-thread buffers of the fast kernel.
+pub(crate) type BatchScratch = KernelScratch;
 
 /// Scratch buffers of one GB evaluation (reused across configurations).
 #[derive(Debug, Clone, Default)]
@@ -577,7 +573,7 @@ impl AldpForceField {
     pub fn energy_and_forces(&self, x: &[f64], forces: &mut [f64]) -> Result<EnergyTerms> {
         self.check_len(x, "ALDP coordinates")?;
         self.check_len(forces, "ALDP forces")?;
-        Ok(eval1(self, x, forces, &mut LaneScratch::default()))
+        Ok(eval1(self, x, forces, &mut KernelScratch::default()))
     }
 
     /// Energies and forces split by term (for comparison with per-force-group references).
@@ -650,17 +646,17 @@ impl AldpForceField {
         let d = self.dim();
         let k = es.len();
         if k == 4 {
-            es.copy_from_slice(&eval4(self, xs, fs, &mut s.lanes4));
+            eval4(self, xs, fs, es, s);
         } else {
             for c in 0..k {
-                es[c] = eval1(self, &xs[c * d..(c + 1) * d], &mut fs[c * d..(c + 1) * d], &mut s.lanes1);
+                es[c] = eval1(self, &xs[c * d..(c + 1) * d], &mut fs[c * d..(c + 1) * d], s);
             }
         }
     }
 
     /// Energy and forces of one configuration of the right length through the fast kernel.
     pub(crate) fn eval(&self, x: &[f64], f: &mut [f64], s: &mut BatchScratch) -> EnergyTerms {
-        eval1(self, x, f, &mut s.lanes1)
+        eval1(self, x, f, s)
     }
 
     /// The term-by-term reference evaluation (readable, libm-based; the fast kernel is tested

@@ -4,53 +4,51 @@
 //! backward pass, and the branch-free ln and sin/cos of [`super::lanes`].
 
 use super::internal::{InternalCoordinates, BUILD_ORDER, CART_DIM, FLOW_DIM, SEED_ATOMS, Z_MATRIX};
-use super::lanes::{add3, and_mask, cross3, dot3, ln, scale3, sin_cos, sub3, V, V3};
+use super::lanes::{add3, cross3, dot3, ln, scale3, sin_cos, sub3, Lane, V3};
 
 /// What the forward pass keeps of one z-matrix row for the backward pass.
 #[derive(Debug, Clone, Copy)]
-struct RowCache<const L: usize> {
-    bc: V3<L>,
-    nrm: V3<L>,
-    m: V3<L>,
-    u2: V3<L>,
-    inv_l1: V<L>,
-    inv_ln: V<L>,
-    b: V<L>,
-    st: V<L>,
-    ct: V<L>,
-    sp: V<L>,
-    cp: V<L>,
+struct RowCache<T: Lane> {
+    bc: V3<T>,
+    nrm: V3<T>,
+    m: V3<T>,
+    u2: V3<T>,
+    inv_l1: T,
+    inv_ln: T,
+    b: T,
+    st: T,
+    ct: T,
+    sp: T,
+    cp: T,
 }
 
 /// Buffers of the lane transform.
 #[derive(Debug, Clone)]
-pub(super) struct NerfScratch<const L: usize> {
-    rows: Vec<RowCache<L>>,
-    seed: [V<L>; 3], // b2, cos a, sin a
+pub(super) struct NerfScratch<T: Lane> {
+    rows: Vec<RowCache<T>>,
+    seed: Vec<T>, // b2, cos a, sin a
 }
 
-impl<const L: usize> Default for NerfScratch<L> {
+impl<T: Lane> Default for NerfScratch<T> {
     fn default() -> Self {
-        let z = V::zero();
-        let r = RowCache { bc: [z; 3], nrm: [z; 3], m: [z; 3], u2: [z; 3], inv_l1: z, inv_ln: z, b: z, st: z, ct: z, sp: z, cp: z };
-        Self { rows: vec![r; Z_MATRIX.len()], seed: [z; 3] }
+        Self { rows: Vec::new(), seed: Vec::new() }
     }
 }
 
 #[inline(always)]
-fn p3<const L: usize>(x: &[V<L>], a: usize) -> V3<L> {
+fn p3<T: Lane>(x: &[T], a: usize) -> V3<T> {
     [x[3 * a], x[3 * a + 1], x[3 * a + 2]]
 }
 
 #[inline(always)]
-fn set3<const L: usize>(x: &mut [V<L>], a: usize, v: V3<L>) {
+fn set3<T: Lane>(x: &mut [T], a: usize, v: V3<T>) {
     x[3 * a] = v[0];
     x[3 * a + 1] = v[1];
     x[3 * a + 2] = v[2];
 }
 
 #[inline(always)]
-fn add_to3<const L: usize>(x: &mut [V<L>], a: usize, v: V3<L>) {
+fn add_to3<T: Lane>(x: &mut [T], a: usize, v: V3<T>) {
     x[3 * a] += v[0];
     x[3 * a + 1] += v[1];
     x[3 * a + 2] += v[2];
@@ -60,31 +58,35 @@ fn add_to3<const L: usize>(x: &mut [V<L>], a: usize, v: V3<L>) {
 /// inside the chart (all bonds in (1e-20, 1e20) nm, all |sin θ| > 1e-20); the log-det of the
 /// other lanes is meaningless.
 #[inline(always)]
-pub(super) fn to_cartesian_lanes<const L: usize>(
+pub(super) fn to_cartesian_lanes<T: Lane>(
     ic: &InternalCoordinates,
-    z: &[V<L>],
-    x: &mut [V<L>],
-    s: &mut NerfScratch<L>,
-) -> (V<L>, [u64; L]) {
+    z: &[T],
+    x: &mut [T],
+    s: &mut NerfScratch<T>,
+) -> (T, T::Mask) {
     debug_assert!(z.len() == FLOW_DIM && x.len() == CART_DIM);
     let icv = |i: usize| z[i] * ic.std[i] + ic.mean[i];
     // Chart with margins: bonds in (1e-20, 1e20) nm and |sin θ| > 1e-20, so that products of
     // four rows of b²|sin θ| stay within (1e-240, 1e160) and never under- or overflow.
-    let tiny = V::splat(1e-20);
-    let huge = V::splat(1e20);
+    let z0 = z[0].c(0.0);
+    let one = z0.c(1.0);
+    let tiny = z0.c(1e-20);
+    let huge = z0.c(1e20);
     let (b1, b2, a) = (icv(0), icv(1), icv(2));
     let (sa, ca) = sin_cos(a);
     for v in x.iter_mut() {
-        *v = V::zero();
+        *v = z0;
     }
-    set3(x, SEED_ATOMS[1], [b1, V::zero(), V::zero()]);
-    set3(x, SEED_ATOMS[2], [b2 * ca, b2 * sa, V::zero()]);
-    s.seed = [b2, ca, sa];
-    let mut ok = and_mask(and_mask(b1.gt(tiny), b2.gt(tiny)), and_mask(b1.lt(huge), b2.lt(huge)));
+    set3(x, SEED_ATOMS[1], [b1, z0, z0]);
+    set3(x, SEED_ATOMS[2], [b2 * ca, b2 * sa, z0]);
+    s.seed.clear();
+    s.seed.extend([b2, ca, sa]);
+    s.rows.resize(Z_MATRIX.len(), RowCache { bc: [z0; 3], nrm: [z0; 3], m: [z0; 3], u2: [z0; 3], inv_l1: z0, inv_ln: z0, b: z0, st: z0, ct: z0, sp: z0, cp: z0 });
+    let mut ok = T::and(T::and(b1.gt(tiny), b2.gt(tiny)), T::and(b1.lt(huge), b2.lt(huge)));
     // Σ 2 ln b + ln|sin θ| as ln of products, a few rows at a time (no overflow/underflow for
     // bonds and sines in (1e-300, 1e300)).
-    let mut ld = ln(V::select(ok, b2, V::splat(1.0))) + ic.log_std_sum;
-    let mut prod = V::splat(1.0);
+    let mut ld = ln(T::select(ok, b2, one)) + ic.log_std_sum;
+    let mut prod = one;
     for (k, &row) in BUILD_ORDER.iter().enumerate() {
         let [atom, r1, r2, r3] = Z_MATRIX[row];
         let (b, theta, dih) = (icv(3 * row + 3), icv(3 * row + 4), icv(3 * row + 5));
@@ -92,11 +94,11 @@ pub(super) fn to_cartesian_lanes<const L: usize>(
         let (sp, cp) = sin_cos(-dih);
         let (pa, pb, pc) = (p3(x, r3), p3(x, r2), p3(x, r1));
         let u1 = sub3(pc, pb);
-        let inv_l1 = 1.0 / dot3(u1, u1).sqrt();
+        let inv_l1 = dot3(u1, u1).sqrt().recip();
         let bc = scale3(u1, inv_l1);
         let u2 = sub3(pb, pa);
         let nv = cross3(u2, bc);
-        let inv_ln = 1.0 / dot3(nv, nv).sqrt();
+        let inv_ln = dot3(nv, nv).sqrt().recip();
         let nrm = scale3(nv, inv_ln);
         let m = cross3(nrm, bc);
         let d0 = -b * ct;
@@ -106,11 +108,11 @@ pub(super) fn to_cartesian_lanes<const L: usize>(
         set3(x, atom, add3(pc, add3(add3(scale3(bc, d0), scale3(m, d1)), scale3(nrm, d2))));
         s.rows[row] = RowCache { bc, nrm, m, u2, inv_l1, inv_ln, b, st, ct, sp, cp };
         let sabs = st.abs();
-        ok = and_mask(ok, and_mask(and_mask(b.gt(tiny), b.lt(huge)), sabs.gt(tiny)));
-        prod = prod * V::select(ok, b * b * sabs, V::splat(1.0));
+        ok = T::and(ok, T::and(T::and(b.gt(tiny), b.lt(huge)), sabs.gt(tiny)));
+        prod = prod * T::select(ok, b * b * sabs, one);
         if k % 4 == 3 || k + 1 == BUILD_ORDER.len() {
             ld += ln(prod);
-            prod = V::splat(1.0);
+            prod = one;
         }
     }
     (ld, ok)
@@ -119,11 +121,11 @@ pub(super) fn to_cartesian_lanes<const L: usize>(
 /// Reverse mode of [`to_cartesian_lanes`] with ∂L/∂log|det| = 1: `gx` (∂L/∂x, consumed) → `gz`.
 /// Uses the frames cached by the forward pass on the same `s`.
 #[inline(always)]
-pub(super) fn backward_lanes<const L: usize>(
+pub(super) fn backward_lanes<T: Lane>(
     ic: &InternalCoordinates,
-    gx: &mut [V<L>],
-    gz: &mut [V<L>],
-    s: &NerfScratch<L>,
+    gx: &mut [T],
+    gz: &mut [T],
+    s: &NerfScratch<T>,
 ) {
     for &row in BUILD_ORDER.iter().rev() {
         let [atom, r1, r2, r3] = Z_MATRIX[row];
@@ -146,19 +148,19 @@ pub(super) fn backward_lanes<const L: usize>(
         let g_u1 = scale3(sub3(g_bc, scale3(c.bc, dot3(c.bc, g_bc))), c.inv_l1);
         add_to3(gx, r1, add3(g_d, g_u1));
         add_to3(gx, r2, sub3(g_u2, g_u1));
-        add_to3(gx, r3, scale3(g_u2, V::splat(-1.0)));
+        add_to3(gx, r3, [-g_u2[0], -g_u2[1], -g_u2[2]]);
         // Internal coordinates, plus the log-det terms 2 ln b and ln|sin θ|.
-        let g_b = -g_d0 * c.ct + (g_d1 * c.cp + g_d2 * c.sp) * c.st + 2.0 / c.b;
+        let g_b = -g_d0 * c.ct + (g_d1 * c.cp + g_d2 * c.sp) * c.st + c.b.recip() * 2.0;
         let g_theta = (g_d0 * c.st + (g_d1 * c.cp + g_d2 * c.sp) * c.ct) * c.b + c.ct / c.st;
         let g_phi = (g_d2 * c.cp - g_d1 * c.sp) * bst;
         gz[3 * row + 3] = g_b * ic.std[3 * row + 3];
         gz[3 * row + 4] = g_theta * ic.std[3 * row + 4];
         gz[3 * row + 5] = -g_phi * ic.std[3 * row + 5];
     }
-    let [b2, ca, sa] = s.seed;
+    let (b2, ca, sa) = (s.seed[0], s.seed[1], s.seed[2]);
     let g_n = p3(gx, SEED_ATOMS[1]);
     let g_c = p3(gx, SEED_ATOMS[2]);
     gz[0] = g_n[0] * ic.std[0];
-    gz[1] = (g_c[0] * ca + g_c[1] * sa + 1.0 / b2) * ic.std[1];
+    gz[1] = (g_c[0] * ca + g_c[1] * sa + b2.recip()) * ic.std[1];
     gz[2] = (g_c[1] * ca - g_c[0] * sa) * b2 * ic.std[2];
 }

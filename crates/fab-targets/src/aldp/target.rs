@@ -8,8 +8,10 @@ use fab_core::{check_points, to_f64_vec, LogDensity};
 use rayon::prelude::*;
 
 use super::forcefield::{AldpForceField, BatchScratch, EnergyTerms};
-use super::kernel::{core_lanes, use_avx2, LaneScratch};
-use super::lanes::V;
+use super::kernel::{core_lanes, LaneScratch};
+use super::lanes::{Lane, F1};
+#[cfg(target_arch = "x86_64")]
+use super::lanes::X4;
 use super::nerf::{backward_lanes, to_cartesian_lanes, NerfScratch};
 use super::internal::{to_tensor, InternalCoordinates, CART_DIM, FLOW_DIM};
 use crate::{Result, TargetError};
@@ -194,88 +196,97 @@ impl Default for AldpTarget {
     }
 }
 
-/// Buffers of the flow-space evaluation of `L` points at once.
+/// Buffers of the flow-space evaluation of `T::N` points at once.
 #[derive(Debug)]
-struct FlowLanes<const L: usize> {
-    z: Vec<V<L>>,
-    gz: Vec<V<L>>,
-    kernel: LaneScratch<L>,
-    nerf: NerfScratch<L>,
+struct FlowLanes<T: Lane> {
+    z: Vec<T>,
+    gz: Vec<T>,
+    kernel: LaneScratch<T>,
+    nerf: NerfScratch<T>,
 }
 
-impl<const L: usize> Default for FlowLanes<L> {
+impl<T: Lane> Default for FlowLanes<T> {
     fn default() -> Self {
-        Self {
-            z: vec![V::zero(); FLOW_DIM],
-            gz: vec![V::zero(); FLOW_DIM],
-            kernel: LaneScratch::default(),
-            nerf: NerfScratch::default(),
-        }
+        Self { z: Vec::new(), gz: Vec::new(), kernel: LaneScratch::default(), nerf: NerfScratch::default() }
     }
 }
 
-/// Per-thread buffers: four lanes for full groups, one lane for the rest.
+/// Per-thread buffers for each lane type.
 #[derive(Debug, Default)]
 struct FlowScratch {
-    l4: FlowLanes<4>,
-    l1: FlowLanes<1>,
+    #[cfg(target_arch = "x86_64")]
+    x4: FlowLanes<X4>,
+    fma1: FlowLanes<F1<true>>,
+    f1: FlowLanes<F1<false>>,
 }
 
-/// log p(z) (and ∇_z log p if `grad` is given) of `L` points (`zs`: `[L, 60]`, `lp`: `[L]`,
-/// `grad`: `[L, 60]`): reconstruction, energy kernel and reverse pass, all lane-parallel.
+/// A [`flow_lanes`] call as a `pulp` operation (see `EvalOp` in `kernel.rs` for why it is not
+/// a closure).
+struct FlowOp<'a, T: Lane> {
+    ctx: T::Ctx,
+    t: &'a AldpTarget,
+    zs: &'a [f64],
+    lp: &'a mut [f64],
+    grad: Option<&'a mut [f64]>,
+    s: &'a mut FlowLanes<T>,
+}
+
+impl<T: Lane> pulp::NullaryFnOnce for FlowOp<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn call(self) {
+        flow_lanes::<T>(self.ctx, self.t, self.zs, self.lp, self.grad, self.s)
+    }
+}
+
+/// log p(z) (and ∇_z log p if `grad` is given) of `T::N` points (`zs`: `[N, 60]`, `lp`: `[N]`,
+/// `grad`: `[N, 60]`): reconstruction, energy kernel and reverse pass, all lane-parallel.
 #[inline(always)]
-fn flow_lanes<const L: usize>(
+fn flow_lanes<T: Lane>(
+    ctx: T::Ctx,
     t: &AldpTarget,
     zs: &[f64],
     lp: &mut [f64],
     grad: Option<&mut [f64]>,
-    s: &mut FlowLanes<L>,
+    s: &mut FlowLanes<T>,
 ) {
-    let mut zok = [true; L];
-    for l in 0..L {
-        zok[l] = zs[l * FLOW_DIM..(l + 1) * FLOW_DIM].iter().all(|v| v.is_finite());
+    let mut zok = [true; 8];
+    for (l, ok) in zok.iter_mut().enumerate().take(T::N) {
+        *ok = zs[l * FLOW_DIM..(l + 1) * FLOW_DIM].iter().all(|v| v.is_finite());
     }
+    let zero = T::splat(ctx, 0.0);
+    s.z.resize(FLOW_DIM, zero);
+    s.gz.resize(FLOW_DIM, zero);
     for k in 0..FLOW_DIM {
-        let mut v = [0.0; L];
-        for l in 0..L {
-            // Non-finite points are evaluated at z = 0 and reported as −∞ below.
-            v[l] = if zok[l] { zs[l * FLOW_DIM + k] } else { 0.0 };
-        }
-        s.z[k] = V(v);
+        // Non-finite points are evaluated at z = 0 and reported as −∞ below.
+        s.z[k] = T::from_fn(ctx, |l| if zok[l] { zs[l * FLOW_DIM + k] } else { 0.0 });
     }
-    s.kernel.prepare(&t.ff);
+    s.kernel.prepare(ctx, &t.ff);
     let (ld, chart) = to_cartesian_lanes(&t.ic, &s.z, &mut s.kernel.x, &mut s.nerf);
-    let es = core_lanes(&t.ff, &mut s.kernel);
-    let mut scale = [0.0; L];
-    for l in 0..L {
+    let mut es = [EnergyTerms::NAN; 8];
+    core_lanes(ctx, &t.ff, &mut s.kernel, &mut es[..T::N]);
+    let mut scale = [0.0; 8];
+    for l in 0..T::N {
         let (lp_e, du) = log_prob_of_energy(es[l].total, t.kbt);
-        let valid = zok[l] && chart[l] != 0 && lp_e > f64::NEG_INFINITY && ld.0[l].is_finite();
-        lp[l] = if valid { lp_e + ld.0[l] } else { f64::NEG_INFINITY };
+        let ldl = ld.lane(l);
+        let valid = zok[l] && T::mask_lane(chart, l) && lp_e > f64::NEG_INFINITY && ldl.is_finite();
+        lp[l] = if valid { lp_e + ldl } else { f64::NEG_INFINITY };
         // ∂log p/∂x = −∂u_reg/∂x = F · du_reg/du / k_BT.
         scale[l] = if valid { du / t.kbt } else { 0.0 };
     }
     if let Some(g) = grad {
-        let sv = V(scale);
+        let sv = T::from_fn(ctx, |l| scale[l]);
         for v in s.kernel.f.iter_mut() {
             *v = *v * sv;
         }
         backward_lanes(&t.ic, &mut s.kernel.f, &mut s.gz, &s.nerf);
-        for l in 0..L {
+        for l in 0..T::N {
+            let valid = lp[l] > f64::NEG_INFINITY;
             for k in 0..FLOW_DIM {
-                g[l * FLOW_DIM + k] = if lp[l] > f64::NEG_INFINITY { s.gz[k].0[l] } else { 0.0 };
+                g[l * FLOW_DIM + k] = if valid { s.gz[k].lane(l) } else { 0.0 };
             }
         }
     }
-}
-
-/// [`flow_lanes`] for four points compiled with AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2 ([`use_avx2`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,avx2")]
-unsafe fn flow4_avx2(t: &AldpTarget, zs: &[f64], lp: &mut [f64], grad: Option<&mut [f64]>, s: &mut FlowLanes<4>) {
-    flow_lanes::<4>(t, zs, lp, grad, s)
 }
 
 impl AldpTarget {
@@ -312,23 +323,32 @@ impl AldpTarget {
     }
 
     /// log p(z) of up to four points (`zs`: `[k, 60]`, `lp`: `[k]`), with the gradients written
-    /// into `grad` (`[k, 60]`) if given. Every point gets exactly the same arithmetic whether it
-    /// is evaluated in a group of four or alone.
+    /// into `grad` (`[k, 60]`) if given. On AVX2 + FMA CPUs a point gets bit-for-bit the same
+    /// result in a group of four as alone.
     fn eval_group(&self, zs: &[f64], lp: &mut [f64], mut grad: Option<&mut [f64]>, s: &mut FlowScratch) {
         let k = lp.len();
-        if k == 4 {
-            #[cfg(target_arch = "x86_64")]
-            if use_avx2() {
-                // SAFETY: AVX2 support was detected at run time just above.
-                unsafe { flow4_avx2(self, zs, lp, grad, &mut s.l4) };
-                return;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            if k == 4 {
+                simd.vectorize(FlowOp::<X4> { ctx: simd, t: self, zs, lp, grad, s: &mut s.x4 });
+            } else {
+                for c in 0..k {
+                    let g = grad.as_deref_mut().map(|g| &mut g[c * FLOW_DIM..(c + 1) * FLOW_DIM]);
+                    simd.vectorize(FlowOp::<F1<true>> {
+                        ctx: (),
+                        t: self,
+                        zs: &zs[c * FLOW_DIM..(c + 1) * FLOW_DIM],
+                        lp: &mut lp[c..c + 1],
+                        grad: g,
+                        s: &mut s.fma1,
+                    });
+                }
             }
-            flow_lanes::<4>(self, zs, lp, grad, &mut s.l4);
-        } else {
-            for c in 0..k {
-                let g = grad.as_deref_mut().map(|g| &mut g[c * FLOW_DIM..(c + 1) * FLOW_DIM]);
-                flow_lanes::<1>(self, &zs[c * FLOW_DIM..(c + 1) * FLOW_DIM], &mut lp[c..c + 1], g, &mut s.l1);
-            }
+            return;
+        }
+        for c in 0..k {
+            let g = grad.as_deref_mut().map(|g| &mut g[c * FLOW_DIM..(c + 1) * FLOW_DIM]);
+            flow_lanes::<F1<false>>((), self, &zs[c * FLOW_DIM..(c + 1) * FLOW_DIM], &mut lp[c..c + 1], g, &mut s.f1);
         }
     }
 
@@ -384,6 +404,32 @@ impl LogDensity for AldpTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn portable_flow_path_matches_the_dispatched_path() {
+        let t = AldpTarget::default();
+        // Deterministic points 0.3·(uniform-ish in [−1, 1)) around z = 0.
+        let mut state = 7u64;
+        let zs: Vec<f64> = (0..4 * FLOW_DIM)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                0.6 * ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
+            })
+            .collect();
+        let (lp, g) = t.log_prob_and_grad_f64(&zs).unwrap();
+        let mut s = FlowLanes::<F1<false>>::default();
+        for c in 0..4 {
+            let mut l = [0.0];
+            let mut gc = vec![0.0; FLOW_DIM];
+            flow_lanes::<F1<false>>((), &t, &zs[c * FLOW_DIM..(c + 1) * FLOW_DIM], &mut l, Some(&mut gc), &mut s);
+            // Different rounding only (FMA vs none): 1e-11 relative.
+            assert!((l[0] - lp[c]).abs() <= 1e-11 * lp[c].abs(), "{} vs {}", l[0], lp[c]);
+            for k in 0..FLOW_DIM {
+                let r = g[c * FLOW_DIM + k];
+                assert!((gc[k] - r).abs() <= 1e-9 * (1.0 + r.abs()), "dim {k}: {} vs {r}", gc[k]);
+            }
+        }
+    }
 
     #[test]
     fn regularisation_rules() {
