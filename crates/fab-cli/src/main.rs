@@ -1,4 +1,4 @@
-//! `fab`: train, evaluate and sample FAB flows; alanine-dipeptide energies.
+//! `fab`: train, evaluate and sample FAB flows; alanine-dipeptide energies and minimisation.
 //!
 //! With no arguments, trains FAB with the prioritised buffer on the 40-mode Gaussian mixture
 //! using the embedded `gmm-quick` configuration.
@@ -20,6 +20,13 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("gmm-paper", include_str!("../../../experiments/gmm/paper.toml")),
     ("many-well-paper", include_str!("../../../experiments/many_well/paper.toml")),
 ];
+
+/// Molecular systems with a built-in force field.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum System {
+    /// Alanine dipeptide in implicit solvent (AMBER ff96 + GB-OBC1), 22 atoms.
+    Aldp,
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "fab", version, about = "Flow Annealed Importance Sampling Bootstrap (FAB) in Rust")]
@@ -63,6 +70,34 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Energies and forces of molecular configurations, printed as JSON.
+    Energy {
+        /// The molecular system (only `aldp`: alanine dipeptide, AMBER ff96 + GB-OBC1).
+        #[arg(long, default_value = "aldp")]
+        system: System,
+        /// Configurations: a JSON list of 22×3 coordinates in nm, or a .npy array [n, 66].
+        #[arg(long)]
+        coords: PathBuf,
+        /// Also report the forces of every energy term.
+        #[arg(long)]
+        per_term_forces: bool,
+    },
+    /// Minimise the energy (L-BFGS) and report the minimum.
+    Minimize {
+        /// The molecular system (only `aldp`).
+        #[arg(long, default_value = "aldp")]
+        system: System,
+        /// Start configuration (JSON or .npy; the first configuration is used). Default: the
+        /// force field's start positions.
+        #[arg(long)]
+        coords: Option<PathBuf>,
+        /// Stop when the largest force component is below this (kJ/mol/nm).
+        #[arg(long, default_value_t = 1e-3)]
+        force_tolerance: f64,
+        /// Write the minimised coordinates here (.pdb, .xyz or .npy).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// List or print the embedded configurations.
     Configs {
         /// Print this one.
@@ -93,6 +128,14 @@ fn run_cli() -> Result<()> {
             Ok(())
         }
         Command::Sample { dir, n, out } => sample(&dir, n, &out),
+        Command::Energy { system: System::Aldp, coords, per_term_forces } => {
+            let ff = fab_targets::aldp::AldpForceField::amber_implicit();
+            let xs = fab_targets::aldp::read_coordinates(&coords)?;
+            let report = fab_targets::aldp::EnergyReport::new(&ff, &xs, per_term_forces)?;
+            println!("{}", report.to_json());
+            Ok(())
+        }
+        Command::Minimize { system: System::Aldp, coords, force_tolerance, out } => minimize(coords, force_tolerance, out),
         Command::Configs { name } => {
             match name {
                 None => {
@@ -181,6 +224,45 @@ fn sample(dir: &Path, n: usize, out: &Path) -> Result<()> {
             eprintln!("wrote {}", out.display());
         }
         _ => bail!("{}: the output must end in .npy or .csv", out.display()),
+    }
+    Ok(())
+}
+
+fn minimize(coords: Option<PathBuf>, force_tolerance: f64, out: Option<PathBuf>) -> Result<()> {
+    use fab_targets::aldp::{AldpForceField, MinimizeOptions, CART_DIM};
+    let ff = AldpForceField::amber_implicit();
+    let x0 = match coords {
+        Some(p) => {
+            let xs = fab_targets::aldp::read_coordinates(&p)?;
+            xs[..CART_DIM].to_vec()
+        }
+        None => ff.start_positions().to_vec(),
+    };
+    let opts = MinimizeOptions { force_tolerance, ..MinimizeOptions::default() };
+    let t = std::time::Instant::now();
+    let r = ff.minimize(&x0, &opts)?;
+    let report = serde_json::json!({
+        "system": "alanine dipeptide, AMBER ff96 + GB-OBC1",
+        "energy_kj_per_mol": r.energy,
+        "iterations": r.iterations,
+        "evaluations": r.evaluations,
+        "max_force_kj_per_mol_nm": r.max_force,
+        "converged": r.converged,
+        "seconds": t.elapsed().as_secs_f64(),
+        "positions_nm": r.positions.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(p) = out {
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("pdb") => fab_targets::aldp::write_pdb(std::fs::File::create(&p)?, &ff, &r.positions)?,
+            Some("xyz") => fab_targets::aldp::write_xyz(std::fs::File::create(&p)?, &ff, &r.positions)?,
+            Some("npy") => fab_core::npy::write_f64(&p, &r.positions, &[1, CART_DIM])?,
+            _ => bail!("{}: the output must end in .pdb, .xyz or .npy", p.display()),
+        }
+        eprintln!("wrote {}", p.display());
+    }
+    if !r.converged {
+        bail!("not converged after {} iterations (max force {:.3e} kJ/mol/nm)", r.iterations, r.max_force);
     }
     Ok(())
 }
