@@ -175,6 +175,19 @@ pub(super) struct GbAtom {
 /// Per-thread buffers of the fast kernel.
 pub(crate) type BatchScratch = KernelScratch;
 
+thread_local! {
+    static KERNEL_SCRATCH: std::cell::RefCell<KernelScratch> = std::cell::RefCell::new(KernelScratch::default());
+}
+
+/// Runs `f` with this thread's kernel buffers (allocated once per thread, so single
+/// evaluations do not allocate); a fresh set if they are already in use.
+pub(crate) fn with_kernel_scratch<R>(f: impl FnOnce(&mut KernelScratch) -> R) -> R {
+    KERNEL_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut KernelScratch::default()),
+    })
+}
+
 /// Scratch buffers of one GB evaluation (reused across configurations).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GbScratch {
@@ -573,7 +586,7 @@ impl AldpForceField {
     pub fn energy_and_forces(&self, x: &[f64], forces: &mut [f64]) -> Result<EnergyTerms> {
         self.check_len(x, "ALDP coordinates")?;
         self.check_len(forces, "ALDP forces")?;
-        Ok(eval1(self, x, forces, &mut KernelScratch::default()))
+        Ok(with_kernel_scratch(|s| eval1(self, x, forces, s)))
     }
 
     /// Energies and forces split by term (for comparison with per-force-group references).
@@ -637,7 +650,7 @@ impl AldpForceField {
         out.par_chunks_mut(4)
             .zip(xs.par_chunks(4 * d).zip(forces.par_chunks_mut(4 * d)))
             .with_min_len(2)
-            .for_each_init(BatchScratch::default, |s, (e, (x, f))| self.eval_group(x, f, e, s));
+            .for_each(|(e, (x, f))| with_kernel_scratch(|s| self.eval_group(x, f, e, s)));
         Ok(out)
     }
 

@@ -616,3 +616,51 @@ mod tests {
         }
     }
 }
+
+/// Operation counts of the kernels (run with `--nocapture` to print them; the numbers are
+/// quoted in docs/ALDP.md).
+#[cfg(test)]
+mod flop_count {
+    use super::super::lanes::counting::{take, C};
+    use super::super::nerf::{backward_lanes, to_cartesian_lanes, NerfScratch};
+    use super::super::InternalCoordinates;
+    use super::*;
+
+    fn report(name: &str, c: [u64; 6]) -> u64 {
+        let flops = c[0] + c[1] + c[2] + c[3] + 2 * c[4];
+        eprintln!(
+            "{name}: {flops} flop = {} add/sub + {} mul + {} div + {} sqrt + {} fma (x2); {} compare/select/bit ops",
+            c[0], c[1], c[2], c[3], c[4], c[5]
+        );
+        flops
+    }
+
+    #[test]
+    fn count_operations_per_configuration() {
+        let ff = AldpForceField::amber_implicit();
+        let ic = InternalCoordinates::alanine_dipeptide();
+        let mut s = LaneScratch::<C>::default();
+        s.prepare((), &ff);
+        for k in 0..ff.dim() {
+            s.x[k] = C(ff.reference_positions()[k]);
+        }
+        let mut out = [EnergyTerms::NAN];
+        take();
+        core_lanes((), &ff, &mut s, &mut out);
+        let e = report("energy + forces", take());
+        // The counting lane computes the real values: check it is the real kernel.
+        assert!((out[0].total - (-172.67751692548748)).abs() < 1e-9);
+        let z = vec![C(0.0); super::super::FLOW_DIM];
+        let mut ns = NerfScratch::<C>::default();
+        let (ld, _) = to_cartesian_lanes(&ic, &z, &mut s.x, &mut ns);
+        let fwd = report("z -> x (+ log det)", take());
+        let mut gx = s.f.clone();
+        let mut gz = vec![C(0.0); super::super::FLOW_DIM];
+        backward_lanes(&ic, &mut gx, &mut gz, &ns);
+        let bwd = report("reverse pass x -> z", take());
+        assert!((ld.0 - (-245.48211)).abs() < 1e-4);
+        eprintln!("flow-space log p + grad: {} flop", e + fwd + bwd);
+        // Sanity bounds so that a change of the algorithm is noticed here.
+        assert!(e > 10_000 && e < 100_000, "{e}");
+    }
+}

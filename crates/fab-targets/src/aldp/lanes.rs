@@ -670,3 +670,155 @@ mod tests {
         }
     }
 }
+
+/// A one-lane type that counts the floating-point operations it performs (tests only), to
+/// state the FLOP count of the kernels by operation count rather than by estimate.
+#[cfg(test)]
+pub(crate) mod counting {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// [add/sub, mul, div, sqrt, fma, compare/select/abs/bit].
+        pub(crate) static COUNTS: Cell<[u64; 6]> = const { Cell::new([0; 6]) };
+    }
+
+    fn bump(k: usize) {
+        COUNTS.with(|c| {
+            let mut v = c.get();
+            v[k] += 1;
+            c.set(v);
+        });
+    }
+
+    /// Resets the counters and returns the previous values.
+    pub(crate) fn take() -> [u64; 6] {
+        COUNTS.with(|c| c.replace([0; 6]))
+    }
+
+    /// An f64 that counts.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub(crate) struct C(pub f64);
+
+    macro_rules! cbinop {
+        ($tr:ident, $f:ident, $op:tt, $k:expr) => {
+            impl $tr for C {
+                type Output = Self;
+                fn $f(self, o: Self) -> Self {
+                    bump($k);
+                    C(self.0 $op o.0)
+                }
+            }
+            impl $tr<f64> for C {
+                type Output = Self;
+                fn $f(self, o: f64) -> Self {
+                    bump($k);
+                    C(self.0 $op o)
+                }
+            }
+        };
+    }
+    cbinop!(Add, add, +, 0);
+    cbinop!(Sub, sub, -, 0);
+    cbinop!(Mul, mul, *, 1);
+    cbinop!(Div, div, /, 2);
+    impl Neg for C {
+        type Output = Self;
+        fn neg(self) -> Self {
+            bump(5);
+            C(-self.0)
+        }
+    }
+    impl AddAssign for C {
+        fn add_assign(&mut self, o: Self) {
+            *self = *self + o;
+        }
+    }
+    impl SubAssign for C {
+        fn sub_assign(&mut self, o: Self) {
+            *self = *self - o;
+        }
+    }
+
+    impl Lane for C {
+        type Ctx = ();
+        type Mask = bool;
+        const N: usize = 1;
+        fn splat(_: (), v: f64) -> Self {
+            C(v)
+        }
+        fn from_fn(_: (), mut f: impl FnMut(usize) -> f64) -> Self {
+            C(f(0))
+        }
+        fn ctx(self) {}
+        fn lane(self, _: usize) -> f64 {
+            self.0
+        }
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            bump(4);
+            C(self.0.mul_add(b.0, c.0))
+        }
+        fn recip(self) -> Self {
+            bump(2);
+            C(1.0 / self.0)
+        }
+        fn sqrt(self) -> Self {
+            bump(3);
+            C(self.0.sqrt())
+        }
+        fn abs(self) -> Self {
+            bump(5);
+            C(self.0.abs())
+        }
+        fn clamp(self, lo: f64, hi: f64) -> Self {
+            bump(5);
+            bump(5);
+            C(self.0.clamp(lo, hi))
+        }
+        fn lt(self, o: Self) -> bool {
+            bump(5);
+            self.0 < o.0
+        }
+        fn ge(self, o: Self) -> bool {
+            bump(5);
+            self.0 >= o.0
+        }
+        fn and(a: bool, b: bool) -> bool {
+            bump(5);
+            a & b
+        }
+        fn mask_lane(m: bool, _: usize) -> bool {
+            m
+        }
+        fn select(m: bool, a: Self, b: Self) -> Self {
+            bump(5);
+            if m {
+                a
+            } else {
+                b
+            }
+        }
+        fn pow2_of_rounded(t: Self) -> Self {
+            // integer sub, add, shift
+            for _ in 0..3 {
+                bump(5);
+            }
+            C(F1::<true>::pow2_of_rounded(F1(t.0)).0)
+        }
+        fn split_exponent(x: Self) -> (Self, Self) {
+            // and, or, shift, and, or (bit ops) and one float subtraction
+            for _ in 0..5 {
+                bump(5);
+            }
+            bump(0);
+            let (m, e) = F1::<true>::split_exponent(F1(x.0));
+            (C(m.0), C(e.0))
+        }
+        fn quadrant_masks(t: Self) -> (bool, bool) {
+            for _ in 0..5 {
+                bump(5);
+            }
+            F1::<true>::quadrant_masks(F1(t.0))
+        }
+    }
+}

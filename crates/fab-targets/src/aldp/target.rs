@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use fab_core::{check_points, to_f64_vec, LogDensity};
 use rayon::prelude::*;
 
-use super::forcefield::{AldpForceField, BatchScratch, EnergyTerms};
+use super::forcefield::{with_kernel_scratch, AldpForceField, EnergyTerms};
 use super::kernel::{core_lanes, LaneScratch};
 use super::lanes::{Lane, F1};
 #[cfg(target_arch = "x86_64")]
@@ -117,10 +117,10 @@ impl AldpCartesian {
         lp.par_chunks_mut(4)
             .zip(xs.par_chunks(4 * CART_DIM).zip(g.par_chunks_mut(4 * CART_DIM)))
             .with_min_len(2)
-            .for_each_init(BatchScratch::default, |s, (lp, (x, g))| {
+            .for_each(|(lp, (x, g))| {
                 let mut es = [EnergyTerms::default(); 4];
                 let es = &mut es[..lp.len()];
-                self.ff.eval_group(x, g, es, s);
+                with_kernel_scratch(|s| self.ff.eval_group(x, g, es, s));
                 for (c, e) in es.iter().enumerate() {
                     let g = &mut g[c * CART_DIM..(c + 1) * CART_DIM];
                     let (l, du) = log_prob_of_energy(e.total, kbt);
@@ -218,6 +218,19 @@ struct FlowScratch {
     x4: FlowLanes<X4>,
     fma1: FlowLanes<F1<true>>,
     f1: FlowLanes<F1<false>>,
+}
+
+thread_local! {
+    static FLOW_SCRATCH: std::cell::RefCell<FlowScratch> = std::cell::RefCell::new(FlowScratch::default());
+}
+
+/// Runs `f` with this thread's flow buffers (allocated once per thread); a fresh set if they
+/// are already in use.
+fn with_flow_scratch<R>(f: impl FnOnce(&mut FlowScratch) -> R) -> R {
+    FLOW_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut FlowScratch::default()),
+    })
 }
 
 /// A [`flow_lanes`] call as a `pulp` operation (see `EvalOp` in `kernel.rs` for why it is not
@@ -362,7 +375,7 @@ impl AldpTarget {
         lp.par_chunks_mut(4)
             .zip(zs.par_chunks(4 * FLOW_DIM))
             .with_min_len(2)
-            .for_each_init(FlowScratch::default, |s, (lp, z)| self.eval_group(z, lp, None, s));
+            .for_each(|(lp, z)| with_flow_scratch(|s| self.eval_group(z, lp, None, s)));
         Ok(lp)
     }
 
@@ -378,9 +391,7 @@ impl AldpTarget {
         lp.par_chunks_mut(4)
             .zip(zs.par_chunks(4 * FLOW_DIM).zip(g.par_chunks_mut(4 * FLOW_DIM)))
             .with_min_len(2)
-            .for_each_init(FlowScratch::default, |s, (lp, (z, g))| {
-                self.eval_group(z, lp, Some(g), s)
-            });
+            .for_each(|(lp, (z, g))| with_flow_scratch(|s| self.eval_group(z, lp, Some(g), s)));
         Ok((lp, g))
     }
 }
