@@ -24,6 +24,12 @@ pub enum McmcError {
         /// The number of levels.
         n_levels: usize,
     },
+    /// A replica-exchange start row has a non-finite tempered log-density.
+    #[error("start row {row} has a non-finite log-density; start every replica at a valid point")]
+    NonFiniteStart {
+        /// The offending row of the start batch.
+        row: usize,
+    },
     /// An error from the shared traits (shapes, densities).
     #[error(transparent)]
     Core(#[from] fab_core::Error),

@@ -5,7 +5,9 @@
 //!   per trajectory, gradient clamp ±1e3 (SPEC §5.1);
 //! - [`Metropolis`]: random-walk Metropolis with Gaussian proposals (SPEC §5.2);
 //! - [`StepSizes`]: FAB's per-level (+ shared) multiplicative step-size adaptation toward
-//!   acceptance 0.65, serialisable for checkpoints.
+//!   acceptance 0.65, serialisable for checkpoints;
+//! - [`ReplicaExchange`]: replica exchange (parallel tempering) with HMC moves over any
+//!   [`fab_core::LogDensity`], for reference samples of multimodal targets (ALDP).
 //!
 //! Kernels act on a [`Point`] that caches the two parts of an annealed density
 //! log f = c_q·log q + c_p·log p ([`Coeffs`]) and, for HMC, their gradients; a level change only
@@ -36,6 +38,7 @@ mod hmc;
 mod kernel;
 mod metropolis;
 mod point;
+mod replica;
 
 pub use adapt::{StepSizeAdapter, StepSizes, MAX_STEP_SIZE, MIN_STEP_SIZE, TARGET_ACCEPT};
 pub use error::{McmcError, Result};
@@ -43,3 +46,7 @@ pub use hmc::{Hmc, DEFAULT_MAX_GRAD};
 pub use kernel::{run_chain, TransitionInfo, TransitionKernel};
 pub use metropolis::Metropolis;
 pub use point::{Annealed, Coeffs, PartsDensity, Point, TargetOnly};
+pub use replica::{
+    betas_from_temperatures, geometric_temperatures, linear_temperatures, swap_log_acceptance,
+    ReplicaExchange, ReplicaExchangeConfig, ReplicaStats, SweepInfo,
+};
