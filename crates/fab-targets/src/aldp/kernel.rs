@@ -18,7 +18,7 @@ use super::forcefield::{
     AldpForceField, EnergyTerms, ACE_CONSTANT, ACE_PROBE, GB_COULOMB, GB_OFFSET_BORN,
     GB_OFFSET_ENERGY, GB_SOLUTE_DIELECTRIC, GB_SOLVENT_DIELECTRIC, OBC_ALPHA, OBC_GAMMA,
 };
-use super::lanes::{add3, atan2_pos, cross3, dot3, exp, ln, scale3, sub3, tanh, Lane, F1, V3};
+use super::lanes::{add3, atan2_pos, cross3, dot3, exp, ln2, scale3, sub3, tanh, Lane, F1, V3};
 #[cfg(target_arch = "x86_64")]
 use super::lanes::X4;
 
@@ -215,10 +215,10 @@ fn acc<T: Lane>(f: &mut [T], a: usize, v: V3<T>, c: T) {
     f[3 * a + 2] += v[2] * c;
 }
 
-/// The OBC integral I(r; or1, sr2) and dI/dr per lane (see `obc_integral` in `forcefield.rs`
-/// for the expression); lanes where the step condition r + sr2 ≥ or1 fails give (0, 0).
+/// U = r + sr2, L = max(or1, |r − sr2|), dL/dr and the step mask r + sr2 ≥ or1 of one order
+/// of a pair.
 #[inline(always)]
-fn obc<T: Lane>(r: T, inv_r: T, or1: f64, sr2: f64) -> (T, T) {
+fn obc_setup<T: Lane>(r: T, or1: f64, sr2: f64) -> (T, T, T, T::Mask) {
     let zero = r.c(0.0);
     let u = r + sr2;
     let active = u.ge(r.c(or1));
@@ -227,8 +227,14 @@ fn obc<T: Lane>(r: T, inv_r: T, or1: f64, sr2: f64) -> (T, T) {
     let use_or = r.c(or1).ge(dabs);
     let l = T::select(use_or, r.c(or1), dabs);
     let sign = T::select(dm.ge(zero), r.c(1.0), r.c(-1.0));
-    let dl = T::select(use_or, zero, sign);
-    let inv_lu = (l * u).recip();
+    (u, l, T::select(use_or, zero, sign), active)
+}
+
+/// I and dI/dr of one order from its setup, 1/(L U) and ln(L/U).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn obc_finish<T: Lane>(r: T, inv_r: T, u: T, l: T, dl: T, inv_lu: T, lg: T, sr2: f64, active: T::Mask) -> (T, T) {
+    let zero = r.c(0.0);
     let inv_l = u * inv_lu;
     let inv_u = l * inv_lu;
     let inv_l2 = inv_l * inv_l;
@@ -236,13 +242,31 @@ fn obc<T: Lane>(r: T, inv_r: T, or1: f64, sr2: f64) -> (T, T) {
     let sr2sq = sr2 * sr2;
     let t = r - inv_r * sr2sq;
     let q = inv_u2 - inv_l2;
-    let lg = ln(l * inv_u);
     let val = (inv_l - inv_u + t * q * 0.25 + lg * inv_r * 0.5) * 0.5;
     let dt = inv_r * inv_r * sr2sq + 1.0;
     let dq = inv_u2 * inv_u * -2.0 + dl * inv_l2 * inv_l * 2.0;
     let dlg = dl * inv_l - inv_u;
     let der = (inv_u2 - dl * inv_l2 + (dt * q + t * dq) * 0.25 + (dlg - lg * inv_r) * inv_r * 0.5) * 0.5;
     (T::select(active, val, zero), T::select(active, der, zero))
+}
+
+/// The OBC integrals I(r; or₁, sr₂) and dI/dr per lane for both orders of a pair,
+/// (or_i, sr_j) and (or_j, sr_i) (see `obc_integral` in `forcefield.rs` for the expression);
+/// lanes where the step condition r + sr2 ≥ or1 fails give (0, 0). The two integrals share
+/// their reciprocals (1/(L U) and the logarithms' divisions). No closures: they would not be
+/// reliably inlined into the AVX2 entry point.
+#[inline(always)]
+fn obc2<T: Lane>(r: T, inv_r: T, a: (f64, f64), b: (f64, f64)) -> ((T, T), (T, T)) {
+    let (u1, l1, dl1, act1) = obc_setup(r, a.0, a.1);
+    let (u2, l2, dl2, act2) = obc_setup(r, b.0, b.1);
+    let (lu1, lu2) = (l1 * u1, l2 * u2);
+    let w = (lu1 * lu2).recip();
+    let (inv_lu1, inv_lu2) = (lu2 * w, lu1 * w);
+    let (lg1, lg2) = ln2(l1 * (l1 * inv_lu1), l2 * (l2 * inv_lu2));
+    (
+        obc_finish(r, inv_r, u1, l1, dl1, inv_lu1, lg1, a.1, act1),
+        obc_finish(r, inv_r, u2, l2, dl2, inv_lu2, lg2, b.1, act2),
+    )
 }
 
 /// Energies and forces of `T::N` configurations (`xs`, `fs`: `[N, 66]` row-major, `out`:
@@ -413,8 +437,7 @@ pub(super) fn core_lanes<T: Lane>(
     // keeps more iterations in flight (the loop is latency-bound).
     for (p, pk) in kp.pairs.iter().enumerate() {
         let (r, inv_r) = (s.r[p], s.inv_r[p]);
-        let (v_ij, d_ij) = obc(r, inv_r, pk.or_i, pk.sr_j);
-        let (v_ji, d_ji) = obc(r, inv_r, pk.or_j, pk.sr_i);
+        let ((v_ij, d_ij), (v_ji, d_ji)) = obc2(r, inv_r, (pk.or_i, pk.sr_j), (pk.or_j, pk.sr_i));
         s.integral[pk.i] += v_ij;
         s.integral[pk.j] += v_ji;
         s.di_ij[p] = d_ij;

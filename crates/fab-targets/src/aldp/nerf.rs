@@ -40,6 +40,12 @@ fn p3<T: Lane>(x: &[T], a: usize) -> V3<T> {
     [x[3 * a], x[3 * a + 1], x[3 * a + 2]]
 }
 
+/// Raw internal coordinate i from the normalised z (no closure: see `kernel.rs`).
+#[inline(always)]
+fn icv<T: Lane>(ic: &InternalCoordinates, z: &[T], i: usize) -> T {
+    z[i] * ic.std[i] + ic.mean[i]
+}
+
 #[inline(always)]
 fn set3<T: Lane>(x: &mut [T], a: usize, v: V3<T>) {
     x[3 * a] = v[0];
@@ -65,14 +71,14 @@ pub(super) fn to_cartesian_lanes<T: Lane>(
     s: &mut NerfScratch<T>,
 ) -> (T, T::Mask) {
     debug_assert!(z.len() == FLOW_DIM && x.len() == CART_DIM);
-    let icv = |i: usize| z[i] * ic.std[i] + ic.mean[i];
+
     // Chart with margins: bonds in (1e-20, 1e20) nm and |sin θ| > 1e-20, so that products of
     // four rows of b²|sin θ| stay within (1e-240, 1e160) and never under- or overflow.
     let z0 = z[0].c(0.0);
     let one = z0.c(1.0);
     let tiny = z0.c(1e-20);
     let huge = z0.c(1e20);
-    let (b1, b2, a) = (icv(0), icv(1), icv(2));
+    let (b1, b2, a) = (icv(ic, z, 0), icv(ic, z, 1), icv(ic, z, 2));
     let (sa, ca) = sin_cos(a);
     for v in x.iter_mut() {
         *v = z0;
@@ -89,7 +95,7 @@ pub(super) fn to_cartesian_lanes<T: Lane>(
     let mut prod = one;
     for (k, &row) in BUILD_ORDER.iter().enumerate() {
         let [atom, r1, r2, r3] = Z_MATRIX[row];
-        let (b, theta, dih) = (icv(3 * row + 3), icv(3 * row + 4), icv(3 * row + 5));
+        let (b, theta, dih) = (icv(ic, z, 3 * row + 3), icv(ic, z, 3 * row + 4), icv(ic, z, 3 * row + 5));
         let (st, ct) = sin_cos(theta);
         let (sp, cp) = sin_cos(-dih);
         let (pa, pb, pc) = (p3(x, r3), p3(x, r2), p3(x, r1));
