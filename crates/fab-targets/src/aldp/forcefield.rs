@@ -41,8 +41,9 @@ pub(super) const GB_SOLUTE_DIELECTRIC: f64 = 1.0;
 pub(super) const GB_SOLVENT_DIELECTRIC: f64 = 78.5;
 /// Dielectric offset used in the Born-radius expression.
 pub(super) const GB_OFFSET_BORN: f64 = 0.009;
-/// Dielectric offset used in the energy expressions (the JSON literally has this value).
-pub(super) const GB_OFFSET_ENERGY: f64 = 0.008999999999999999;
+/// Dielectric offset used in the energy expressions: the JSON writes it as
+/// 0.008999999999999999, which parses to the same float64 as 0.009.
+pub(super) const GB_OFFSET_ENERGY: f64 = 0.009;
 /// OBC1 tanh coefficients α, γ (β = 0).
 pub(super) const OBC_ALPHA: f64 = 0.8;
 pub(super) const OBC_GAMMA: f64 = 2.909125;

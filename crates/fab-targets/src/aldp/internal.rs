@@ -224,10 +224,10 @@ impl InternalCoordinates {
     /// log|det ∂z/∂x|. Lengths must be 66 and 60 (checked by the public wrappers).
     pub(crate) fn to_internal_into(&self, x: &[f64], z: &mut [f64]) -> f64 {
         let ld_raw = raw_internal(x, z);
-        for i in 0..FLOW_DIM {
-            let d = z[i] - self.mean[i];
+        for (i, zi) in z.iter_mut().enumerate() {
+            let d = *zi - self.mean[i];
             let d = if kind(i) == Kind::Dihedral { wrap_angle(d) } else { d };
-            z[i] = d / self.std[i];
+            *zi = d / self.std[i];
         }
         ld_raw - self.log_std_sum
     }

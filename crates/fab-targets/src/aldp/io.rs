@@ -188,9 +188,9 @@ impl EnergyReport {
             let (e, tf) = ff.energy_and_forces_by_term(x)?;
             let mut forces = vec![[0.0; 3]; ff.n_atoms()];
             for (a, f) in forces.iter_mut().enumerate() {
-                for c in 0..3 {
+                for (c, fc) in f.iter_mut().enumerate() {
                     let k = 3 * a + c;
-                    f[c] = tf.bonds[k] + tf.angles[k] + tf.torsions[k] + tf.nonbonded[k] + tf.gb[k];
+                    *fc = tf.bonds[k] + tf.angles[k] + tf.torsions[k] + tf.nonbonded[k] + tf.gb[k];
                 }
             }
             let u = e.total / KBT;

@@ -433,8 +433,8 @@ const FACTORIALS: [f64; 21] = {
     f
 };
 
-const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1; // upper 32 bits of ln 2
-const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10; // ln 2 − LN2_HI
+const LN2_HI: f64 = 6.931_471_803_691_238e-1; // upper 32 bits of ln 2
+const LN2_LO: f64 = 1.908_214_929_270_587_7e-10; // ln 2 − LN2_HI
 const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5·2^52: adding it rounds to an integer
 const TWO52: f64 = 4_503_599_627_370_496.0;
 const TWO52_BITS: u64 = 0x4330_0000_0000_0000;
@@ -599,9 +599,9 @@ pub(crate) fn atan2_pos<T: Lane>(y: T, x: T) -> T {
 /// and r²⁰/20! (truncation (π/4)²¹/21! < 3e-22), then the quadrant k mod 4 picks the signs.
 #[inline(always)]
 pub(crate) fn sin_cos<T: Lane>(x: T) -> (T, T) {
-    const PIO2_1: f64 = 1.570_796_326_734_125_614_17; // first 33 bits of π/2
-    const PIO2_2: f64 = 6.077_100_506_303_965_976_6e-11; // next 33 bits
-    const PIO2_3: f64 = 2.022_266_248_795_950_732_4e-21; // remainder
+    const PIO2_1: f64 = 1.570_796_326_734_125_6; // first 33 bits of π/2
+    const PIO2_2: f64 = 6.077_100_506_303_966e-11; // next 33 bits
+    const PIO2_3: f64 = 2.022_266_248_795_950_6e-21; // remainder
     const S: [f64; 10] = {
         let mut c = [0.0; 10];
         let mut i = 0;

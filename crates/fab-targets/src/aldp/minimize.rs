@@ -103,7 +103,7 @@ impl AldpForceField {
             }
             let mut dir: Vec<f64> = q.iter().map(|v| -v).collect();
             let mut slope = dotv(&dir, &g);
-            if !(slope < 0.0) {
+            if slope.is_nan() || slope >= 0.0 {
                 // Not a descent direction: restart from steepest descent.
                 hist_s.clear();
                 hist_y.clear();
