@@ -75,15 +75,18 @@ fn sigmoid(u: f64) -> f64 {
     }
 }
 
-/// Knot positions and derivatives of one spline (computed in f64).
-struct Knots {
+/// Knot positions of one spline (computed in f64); knot derivatives are computed on demand,
+/// since an evaluation only needs the two at the ends of its bin.
+struct Knots<'a> {
     k: usize,
+    tail: Tail,
     cw: [f64; MAX_BINS + 1],
     ch: [f64; MAX_BINS + 1],
-    d: [f64; MAX_BINS + 1],
     /// softmax of the scaled raw widths / heights (for the backward pass).
     sw: [f64; MAX_BINS],
     sh: [f64; MAX_BINS],
+    /// Raw derivative parameters (K + 1).
+    rd: &'a [f64],
 }
 
 fn softmax_into(raw: &[f64], scale: f64, out: &mut [f64]) {
@@ -110,33 +113,41 @@ fn cumulative(soft: &[f64], bound: f64, min: f64, out: &mut [f64]) {
     out[k] = bound;
 }
 
-impl Knots {
-    fn new(spec: &SplineSpec, raw: &[f64]) -> Self {
+impl<'a> Knots<'a> {
+    fn new(spec: &SplineSpec, raw: &'a [f64]) -> Self {
         let k = spec.bins;
         let mut kn = Knots {
             k,
+            tail: spec.tail,
             cw: [0.0; MAX_BINS + 1],
             ch: [0.0; MAX_BINS + 1],
-            d: [0.0; MAX_BINS + 1],
             sw: [0.0; MAX_BINS],
             sh: [0.0; MAX_BINS],
+            rd: &raw[2 * k..],
         };
         softmax_into(&raw[..k], spec.raw_scale, &mut kn.sw[..k]);
         softmax_into(&raw[k..2 * k], spec.raw_scale, &mut kn.sh[..k]);
         cumulative(&kn.sw[..k], spec.bound, MIN_BIN_WIDTH, &mut kn.cw[..=k]);
         cumulative(&kn.sh[..k], spec.bound, MIN_BIN_HEIGHT, &mut kn.ch[..=k]);
-        let rd = &raw[2 * k..];
-        for j in 0..=k {
-            kn.d[j] = MIN_DERIVATIVE + softplus(rd[j]);
-        }
-        match spec.tail {
-            Tail::Linear => {
-                kn.d[0] = 1.0;
-                kn.d[k] = 1.0;
-            }
-            Tail::Circular => kn.d[k] = kn.d[0],
-        }
         kn
+    }
+
+    /// The raw parameter behind knot derivative `j`, or `None` if the tail fixes it to 1.
+    fn deriv_source(&self, j: usize) -> Option<usize> {
+        match self.tail {
+            Tail::Linear if j == 0 || j == self.k => None,
+            Tail::Circular if j == self.k => Some(0),
+            _ => Some(j),
+        }
+    }
+
+    /// Knot derivative j: 1 at linear-tail ends, the first one again at a circular end,
+    /// `min + softplus(raw)` otherwise.
+    fn deriv(&self, j: usize) -> f64 {
+        match self.deriv_source(j) {
+            None => 1.0,
+            Some(r) => MIN_DERIVATIVE + softplus(self.rd[r]),
+        }
     }
 
     /// Bin index of `v` among the knots `locs` (searchsorted with the last knot nudged up).
@@ -225,14 +236,14 @@ fn local_forward(kn: &Knots, x: f64) -> Local {
     let k = kn.bin(&kn.cw, x);
     let w = kn.cw[k + 1] - kn.cw[k];
     let h = kn.ch[k + 1] - kn.ch[k];
-    Local { k, w, h, s: h / w, d0: kn.d[k], d1: kn.d[k + 1], theta: (x - kn.cw[k]) / w }
+    Local { k, w, h, s: h / w, d0: kn.deriv(k), d1: kn.deriv(k + 1), theta: (x - kn.cw[k]) / w }
 }
 
 fn local_inverse(kn: &Knots, y: f64) -> Local {
     let k = kn.bin(&kn.ch, y);
     let w = kn.cw[k + 1] - kn.cw[k];
     let h = kn.ch[k + 1] - kn.ch[k];
-    let (s, d0, d1) = (h / w, kn.d[k], kn.d[k + 1]);
+    let (s, d0, d1) = (h / w, kn.deriv(k), kn.deriv(k + 1));
     let dy = y - kn.ch[k];
     let c2 = d0 + d1 - 2.0 * s;
     let a = dy * c2 + h * (s - d0);
@@ -333,23 +344,10 @@ pub(crate) fn apply_backward<T: Real>(
         knots_to_raw(&gcw[..=kk], &kn.sw[..kk], spec.bound, MIN_BIN_WIDTH, spec.raw_scale, &mut graw[..kk]);
         knots_to_raw(&gch[..=kk], &kn.sh[..kk], spec.bound, MIN_BIN_HEIGHT, spec.raw_scale, &mut graw[kk..2 * kk]);
         // Derivatives: d_j = min + softplus(raw_j), with tail overrides.
-        let mut gd = [0.0f64; MAX_BINS + 1];
-        gd[k] += g_d0;
-        gd[k + 1] += g_d1;
-        match spec.tail {
-            Tail::Linear => {
-                gd[0] = 0.0;
-                gd[kk] = 0.0;
-            }
-            Tail::Circular => {
-                gd[0] += gd[kk];
-                gd[kk] = 0.0;
-            }
-        }
-        for j in 0..=kk {
-            if gd[j] != 0.0 {
-                let rj = r[2 * kk + j];
-                graw[2 * kk + j] = graw[2 * kk + j] + T::from_f64(gd[j] * sigmoid(rj));
+        for (j, gj) in [(k, g_d0), (k + 1, g_d1)] {
+            if let Some(src) = kn.deriv_source(j) {
+                let rj = r[2 * kk + src];
+                graw[2 * kk + src] = graw[2 * kk + src] + T::from_f64(gj * sigmoid(rj));
             }
         }
     }
