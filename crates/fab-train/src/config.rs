@@ -271,6 +271,13 @@ impl ExperimentConfig {
         }
         if t.loss == LossKind::FabBuffer {
             self.buffer.validate().map_err(|e| config_err(format!("buffer: {e}")))?;
+            if self.buffer.min_len < t.batch_size * t.n_updates_per_ais {
+                return Err(config_err(format!(
+                    "buffer.min_len = {} is smaller than one iteration's draw without replacement, train.batch_size·train.n_updates_per_ais = {}",
+                    self.buffer.min_len,
+                    t.batch_size * t.n_updates_per_ais
+                )));
+            }
             if self.buffer.max_len < t.batch_size * t.n_updates_per_ais {
                 return Err(config_err(format!(
                     "buffer.max_len = {} is smaller than one iteration's draw train.batch_size·train.n_updates_per_ais = {}",
