@@ -76,8 +76,10 @@ fn sigmoid(u: f64) -> f64 {
 }
 
 /// Knot positions of one spline (computed in f64); knot derivatives are computed on demand,
-/// since an evaluation only needs the two at the ends of its bin.
-struct Knots<'a> {
+/// since an evaluation only needs the two at the ends of its bin. Splines whose parameters are
+/// shared by every row (the unconditional ones) prepare their knots once per batch.
+#[derive(Debug, Clone)]
+pub(crate) struct Knots {
     k: usize,
     tail: Tail,
     cw: [f64; MAX_BINS + 1],
@@ -86,7 +88,7 @@ struct Knots<'a> {
     sw: [f64; MAX_BINS],
     sh: [f64; MAX_BINS],
     /// Raw derivative parameters (K + 1).
-    rd: &'a [f64],
+    rd: [f64; MAX_BINS + 1],
 }
 
 fn softmax_into(raw: &[f64], scale: f64, out: &mut [f64]) {
@@ -113,8 +115,9 @@ fn cumulative(soft: &[f64], bound: f64, min: f64, out: &mut [f64]) {
     out[k] = bound;
 }
 
-impl<'a> Knots<'a> {
-    fn new(spec: &SplineSpec, raw: &'a [f64]) -> Self {
+impl Knots {
+    /// Knots of the spline with raw parameters `raw` (`3K + 1` values).
+    pub(crate) fn new(spec: &SplineSpec, raw: &[f64]) -> Self {
         let k = spec.bins;
         let mut kn = Knots {
             k,
@@ -123,8 +126,9 @@ impl<'a> Knots<'a> {
             ch: [0.0; MAX_BINS + 1],
             sw: [0.0; MAX_BINS],
             sh: [0.0; MAX_BINS],
-            rd: &raw[2 * k..],
+            rd: [0.0; MAX_BINS + 1],
         };
+        kn.rd[..=k].copy_from_slice(&raw[2 * k..3 * k + 1]);
         softmax_into(&raw[..k], spec.raw_scale, &mut kn.sw[..k]);
         softmax_into(&raw[k..2 * k], spec.raw_scale, &mut kn.sh[..k]);
         cumulative(&kn.sw[..k], spec.bound, MIN_BIN_WIDTH, &mut kn.cw[..=k]);
@@ -254,23 +258,39 @@ fn local_inverse(kn: &Knots, y: f64) -> Local {
     Local { k, w, h, s, d0, d1, theta }
 }
 
+fn raw_f64<T: Real>(spec: &SplineSpec, raw: &[T]) -> [f64; 3 * MAX_BINS + 1] {
+    let mut r = [0.0f64; 3 * MAX_BINS + 1];
+    for (a, b) in r.iter_mut().zip(&raw[..spec.n_params()]) {
+        *a = b.as_f64();
+    }
+    r
+}
+
+/// Knots of a spline from raw parameters of any float type.
+pub(crate) fn knots<T: Real>(spec: &SplineSpec, raw: &[T]) -> Knots {
+    Knots::new(spec, &raw_f64(spec, raw)[..spec.n_params()])
+}
+
 /// Applies one scalar spline: `x → (y, log|dy/dx|)`, or with `inverse`, `y → (x, log|dx/dy|)`.
 pub(crate) fn apply<T: Real>(spec: &SplineSpec, raw: &[T], v: T, inverse: bool) -> (T, T) {
+    if !inside(spec, v.as_f64()) {
+        return (v, T::zero());
+    }
+    apply_knots(spec, &knots(spec, raw), v, inverse)
+}
+
+/// [`apply`] with prepared knots.
+pub(crate) fn apply_knots<T: Real>(spec: &SplineSpec, kn: &Knots, v: T, inverse: bool) -> (T, T) {
     let v = v.as_f64();
     if !inside(spec, v) {
         return (T::from_f64(v), T::zero());
     }
-    let mut r = [0.0f64; 3 * MAX_BINS + 1];
-    for (a, b) in r.iter_mut().zip(raw) {
-        *a = b.as_f64();
-    }
-    let kn = Knots::new(spec, &r[..spec.n_params()]);
     if inverse {
-        let loc = local_inverse(&kn, v);
+        let loc = local_inverse(kn, v);
         let x = kn.cw[loc.k] + loc.theta * loc.w;
         (T::from_f64(x), T::from_f64(-loc.log_deriv()))
     } else {
-        let loc = local_forward(&kn, v);
+        let loc = local_forward(kn, v);
         let y = kn.ch[loc.k] + loc.num() / loc.den();
         (T::from_f64(y), T::from_f64(loc.log_deriv()))
     }
@@ -287,21 +307,32 @@ pub(crate) fn apply_backward<T: Real>(
     g_ld: T,
     g_raw: Option<&mut [T]>,
 ) -> T {
+    if !inside(spec, v.as_f64()) {
+        return g_out;
+    }
+    apply_backward_knots(spec, &knots(spec, raw), v, inverse, g_out, g_ld, g_raw)
+}
+
+/// [`apply_backward`] with prepared knots.
+pub(crate) fn apply_backward_knots<T: Real>(
+    spec: &SplineSpec,
+    kn: &Knots,
+    v: T,
+    inverse: bool,
+    g_out: T,
+    g_ld: T,
+    g_raw: Option<&mut [T]>,
+) -> T {
     let vf = v.as_f64();
     if !inside(spec, vf) {
         return g_out;
     }
     let kk = spec.bins;
-    let mut r = [0.0f64; 3 * MAX_BINS + 1];
-    for (a, b) in r.iter_mut().zip(raw) {
-        *a = b.as_f64();
-    }
-    let kn = Knots::new(spec, &r[..spec.n_params()]);
     let (gy, gl) = (g_out.as_f64(), g_ld.as_f64());
     // Gradients w.r.t. the local bin quantities.
     let (g_in, g_cw, mut g_w, g_ch, mut g_h, g_s, g_d0, g_d1, loc);
     if inverse {
-        let l = local_inverse(&kn, vf);
+        let l = local_inverse(kn, vf);
         let p = l.partials();
         // x = cw + θ·W ; ℓ_inv = −ℓ(θ, s, d0, d1) ; θ solves ch + num/den = y.
         let g_theta = gy * l.w - gl * p.l_theta;
@@ -316,7 +347,7 @@ pub(crate) fn apply_backward<T: Real>(
         g_w = gy * l.theta;
         loc = l;
     } else {
-        let l = local_forward(&kn, vf);
+        let l = local_forward(kn, vf);
         let p = l.partials();
         let g_theta = gy * p.y_theta + gl * p.l_theta;
         g_in = g_theta / l.w;
@@ -346,7 +377,7 @@ pub(crate) fn apply_backward<T: Real>(
         // Derivatives: d_j = min + softplus(raw_j), with tail overrides.
         for (j, gj) in [(k, g_d0), (k + 1, g_d1)] {
             if let Some(src) = kn.deriv_source(j) {
-                let rj = r[2 * kk + src];
+                let rj = kn.rd[src];
                 graw[2 * kk + src] = graw[2 * kk + src] + T::from_f64(gj * sigmoid(rj));
             }
         }

@@ -199,11 +199,20 @@ impl SplineCoupling {
     fn splines_cpu<T: Real>(specs: &[SplineSpec], v: &mut [T], raw: &[T], shared: bool, ld: &mut [T], inverse: bool) {
         let f = specs.len();
         let np = specs[0].n_params();
+        // Shared parameters: one set of knots per feature for the whole batch.
+        let prepared: Vec<spline::Knots> = if shared {
+            (0..f).map(|j| spline::knots(&specs[j], &raw[j * np..(j + 1) * np])).collect()
+        } else {
+            Vec::new()
+        };
         let row = |(i, (vr, l)): (usize, (&mut [T], &mut T))| {
             let mut acc = T::zero();
             for j in 0..f {
-                let p = if shared { &raw[j * np..(j + 1) * np] } else { &raw[(i * f + j) * np..(i * f + j + 1) * np] };
-                let (y, dl) = spline::apply(&specs[j], p, vr[j], inverse);
+                let (y, dl) = if shared {
+                    spline::apply_knots(&specs[j], &prepared[j], vr[j], inverse)
+                } else {
+                    spline::apply(&specs[j], &raw[(i * f + j) * np..(i * f + j + 1) * np], vr[j], inverse)
+                };
                 vr[j] = y;
                 acc = acc + dl;
             }
@@ -223,28 +232,37 @@ impl SplineCoupling {
         let f = specs.len();
         let np = specs[0].n_params();
         let n = gld.len();
-        match (graw, shared) {
-            (Some(graw), false) => {
-                let work = |(i, (gr, gp)): (usize, (&mut [T], &mut [T]))| {
-                    for j in 0..f {
-                        let p = &raw[(i * f + j) * np..(i * f + j + 1) * np];
-                        gr[j] = spline::apply_backward(&specs[j], p, v[i * f + j], inverse, gr[j], gld[i], Some(&mut gp[j * np..(j + 1) * np]));
-                    }
-                };
-                if crate::cpu::parallel_rows(n, f * 40) {
-                    g.par_chunks_mut(f).zip(graw.par_chunks_mut(f * np)).enumerate().for_each(work);
-                } else {
-                    g.chunks_mut(f).zip(graw.chunks_mut(f * np)).enumerate().for_each(work);
+        if shared {
+            let prepared: Vec<spline::Knots> = (0..f).map(|j| spline::knots(&specs[j], &raw[j * np..(j + 1) * np])).collect();
+            let mut graw = graw;
+            for i in 0..n {
+                for j in 0..f {
+                    let gp = graw.as_deref_mut().map(|gr| &mut gr[j * np..(j + 1) * np]);
+                    g[i * f + j] = spline::apply_backward_knots(&specs[j], &prepared[j], v[i * f + j], inverse, g[i * f + j], gld[i], gp);
                 }
             }
-            (graw, _) => {
-                let mut graw = graw;
-                for i in 0..n {
-                    for j in 0..f {
-                        let p = if shared { &raw[j * np..(j + 1) * np] } else { &raw[(i * f + j) * np..(i * f + j + 1) * np] };
-                        let gp = graw.as_deref_mut().map(|gr| &mut gr[j * np..(j + 1) * np]);
-                        g[i * f + j] = spline::apply_backward(&specs[j], p, v[i * f + j], inverse, g[i * f + j], gld[i], gp);
-                    }
+            return;
+        }
+        let work = |i: usize, gr: &mut [T], mut gp: Option<&mut [T]>| {
+            for j in 0..f {
+                let p = &raw[(i * f + j) * np..(i * f + j + 1) * np];
+                let gpj = gp.as_deref_mut().map(|x| &mut x[j * np..(j + 1) * np]);
+                gr[j] = spline::apply_backward(&specs[j], p, v[i * f + j], inverse, gr[j], gld[i], gpj);
+            }
+        };
+        match graw {
+            Some(graw) => {
+                if crate::cpu::parallel_rows(n, f * 40) {
+                    g.par_chunks_mut(f).zip(graw.par_chunks_mut(f * np)).enumerate().for_each(|(i, (gr, gp))| work(i, gr, Some(gp)));
+                } else {
+                    g.chunks_mut(f).zip(graw.chunks_mut(f * np)).enumerate().for_each(|(i, (gr, gp))| work(i, gr, Some(gp)));
+                }
+            }
+            None => {
+                if crate::cpu::parallel_rows(n, f * 40) {
+                    g.par_chunks_mut(f).enumerate().for_each(|(i, gr)| work(i, gr, None));
+                } else {
+                    g.chunks_mut(f).enumerate().for_each(|(i, gr)| work(i, gr, None));
                 }
             }
         }
