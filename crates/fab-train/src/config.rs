@@ -92,7 +92,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             loss: LossKind::FabBuffer,
-            n_iterations: Some(1000),
+            n_iterations: None,
             flow_eval_budget: None,
             batch_size: 128,
             n_updates_per_ais: 4,
@@ -178,7 +178,7 @@ impl Default for ExperimentConfig {
             flow: FlowConfig::RealNvp(fab_flows::RealNvpConfig::gmm()),
             ais: AisConfig::gmm(),
             buffer: BufferConfig::default(),
-            train: TrainConfig::default(),
+            train: TrainConfig { n_iterations: Some(1000), ..TrainConfig::default() },
             eval: EvalConfig::default(),
         }
     }
@@ -385,15 +385,18 @@ mod tests {
 
     #[test]
     fn overrides_and_errors_name_the_key() {
-        let c = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=64".into(), "seed=3".into()]).unwrap();
-        assert_eq!((c.train.batch_size, c.seed), (64, 3));
+        let c = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=64".into(), "train.n_iterations=7".into(), "seed=3".into()]).unwrap();
+        assert_eq!((c.train.batch_size, c.n_iterations(), c.seed), (64, 7, 3));
+        // A [train] section must say how long to train.
+        let e = ExperimentConfig::from_toml_with_overrides("[train]\nbatch_size = 8\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("train.n_iterations"), "{e}");
         let e = ExperimentConfig::from_toml_with_overrides("", &["train.batchsize=64".into()]).unwrap_err().to_string();
         assert!(e.contains("batchsize"), "{e}");
         let e = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=-5".into()]).unwrap_err().to_string();
         assert!(e.contains("batch_size") || e.contains("invalid value"), "{e}");
-        let e = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=0".into()]).unwrap_err().to_string();
+        let e = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=0".into(), "train.n_iterations=7".into()]).unwrap_err().to_string();
         assert!(e.contains("train.batch_size"), "{e}");
-        let e = ExperimentConfig::from_toml_with_overrides("", &["ais.alpha=0".into()]).unwrap_err().to_string();
+        let e = ExperimentConfig::from_toml_with_overrides("", &["ais.alpha=0".into(), "train.n_iterations=7".into()]).unwrap_err().to_string();
         assert!(e.contains("ais.alpha"), "{e}");
         let e = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=\"x\"".into()]).unwrap_err().to_string();
         assert!(e.contains("batch_size") || e.contains("invalid type"), "{e}");

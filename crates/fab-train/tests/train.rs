@@ -179,3 +179,25 @@ fn reverse_kl_drops_modes_where_fab_does_not() {
     let (m, _) = t.evaluate(true).unwrap();
     assert!(m["modes_covered"] < 6.0, "{m:?}");
 }
+
+#[test]
+fn every_shipped_experiment_config_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let mut n = 0;
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "toml") && f.file_name().is_some_and(|n| n != "Cargo.toml") {
+                let text = std::fs::read_to_string(&f).unwrap();
+                let cfg = ExperimentConfig::from_toml_with_overrides(&text, &[]).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                assert!(cfg.n_iterations() > 0);
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 5, "found only {n} configs");
+}
