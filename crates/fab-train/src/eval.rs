@@ -155,7 +155,7 @@ pub fn evaluate(
     match target {
         Target::Gmm(g) => gmm_metrics(&mut m, flow, g, sizes, &xf, &log_w_flow, rng)?,
         Target::ManyWell(mw) => many_well_metrics(&mut m, flow, mw, sizes, &xf, &log_w_flow, &ais_lw, rng)?,
-        Target::Aldp(_) => {}
+        Target::Aldp(_) | Target::Custom(_) => {}
     }
     if let Some(log_z) = density.log_normalizer() {
         m.insert("flow_log_z_abs_error".into(), (log_mean_exp(&log_w_flow) - log_z).abs());

@@ -119,7 +119,6 @@ impl TargetConfig {
 }
 
 /// A built target.
-#[derive(Debug)]
 pub enum Target {
     /// Gaussian mixture.
     Gmm(Gmm),
@@ -127,6 +126,20 @@ pub enum Target {
     ManyWell(ManyWell),
     /// Alanine dipeptide (flow coordinates).
     Aldp(Box<AldpTarget>),
+    /// A user-supplied density (see [`crate::Trainer::with_target`]); evaluated with the
+    /// target-independent metrics (ESS, log Z).
+    Custom(Box<dyn LogDensity>),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Gmm(g) => f.debug_tuple("Gmm").field(g).finish(),
+            Target::ManyWell(m) => f.debug_tuple("ManyWell").field(m).finish(),
+            Target::Aldp(_) => f.write_str("Aldp"),
+            Target::Custom(d) => f.debug_struct("Custom").field("dim", &d.dim()).finish(),
+        }
+    }
 }
 
 impl Target {
@@ -136,6 +149,7 @@ impl Target {
             Target::Gmm(t) => t,
             Target::ManyWell(t) => t,
             Target::Aldp(t) => t.as_ref(),
+            Target::Custom(d) => d.as_ref(),
         }
     }
 
@@ -144,7 +158,7 @@ impl Target {
         match self {
             Target::Gmm(t) => Some(t),
             Target::ManyWell(t) => Some(t),
-            Target::Aldp(_) => None,
+            Target::Aldp(_) | Target::Custom(_) => None,
         }
     }
 

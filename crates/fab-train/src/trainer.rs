@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use fab_ais::{Ais, AisOutput, AisState};
 use fab_buffer::PrioritisedBuffer;
 use fab_core::stats::normalized_weights;
-use fab_core::{FabRng, Grads, Proposal};
+use fab_core::{FabRng, Grads, LogDensity, Proposal};
 use fab_flows::FlowModel;
 use serde::{Deserialize, Serialize};
 
@@ -92,10 +92,59 @@ impl Trainer {
     /// Builds flow, target, AIS, buffer and optimiser from a validated configuration.
     pub fn new(config: ExperimentConfig) -> Result<Self> {
         config.validate()?;
+        let target = config.target.build(config.precision.dtype(), &Device::Cpu)?;
+        Self::build(config, target)
+    }
+
+    /// Trains on your own (unnormalised) log-density instead of the configured target: the
+    /// `[target]` section is ignored, `flow.dim` must equal `density.dim()`, and losses that
+    /// need exact samples (forward KL) are refused.
+    ///
+    /// ```no_run
+    /// use fab_core::FnDensity;
+    /// use fab_train::{ExperimentConfig, Trainer};
+    /// // A banana-shaped 2-D density.
+    /// let banana = FnDensity::new(2, |x: &candle_core::Tensor| {
+    ///     let a = x.narrow(1, 0, 1)?.squeeze(1)?;
+    ///     let b = x.narrow(1, 1, 1)?.squeeze(1)?;
+    ///     let bend = (b - (a.sqr()? * 0.5)?)?;
+    ///     (a.sqr()? * -0.125)? - (bend.sqr()? * 2.0)?
+    /// });
+    /// let cfg = ExperimentConfig::from_toml_with_overrides("", &["train.n_iterations=500".into()])?;
+    /// let mut trainer = Trainer::with_target(cfg, Box::new(banana))?;
+    /// while !trainer.is_finished() {
+    ///     trainer.step()?;
+    /// }
+    /// # Ok::<(), fab_train::TrainError>(())
+    /// ```
+    pub fn with_target(mut config: ExperimentConfig, density: Box<dyn LogDensity>) -> Result<Self> {
+        if config.flow.dim() != density.dim() {
+            return Err(TrainError::Config(format!("flow.dim = {} differs from the density's dimension {}", config.flow.dim(), density.dim())));
+        }
+        if config.train.loss == LossKind::ForwardKl {
+            return Err(TrainError::Config("train.loss = \"forward_kl\" needs exact target samples, which a custom density does not provide".into()));
+        }
+        // Validate everything but the ignored target section, which gets a placeholder of the
+        // right dimension.
+        let d = config.flow.dim();
+        config.target = crate::TargetConfig::Gmm {
+            mixture: Some(fab_targets::gmm::GmmConfig {
+                dim: d,
+                means: vec![vec![0.0; d]],
+                scales: fab_targets::gmm::GmmScales::Shared(1.0),
+                weights: None,
+                log_prob_floor: f64::NEG_INFINITY,
+            }),
+        };
+        config.train.filter_chirality = false;
+        config.validate()?;
+        Self::build(config, Target::Custom(density))
+    }
+
+    fn build(config: ExperimentConfig, target: Target) -> Result<Self> {
         let dtype = config.precision.dtype();
         let device = Device::Cpu;
         let flow = config.flow.build(config.seed, dtype, &device)?;
-        let target = config.target.build(dtype, &device)?;
         let ais = Ais::new(config.ais.clone())?;
         let buffer = if config.train.loss == LossKind::FabBuffer {
             Some(config.buffer.init(target.dim())?)

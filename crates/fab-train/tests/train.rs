@@ -201,3 +201,30 @@ fn every_shipped_experiment_config_is_valid() {
     }
     assert!(n >= 5, "found only {n} configs");
 }
+
+#[test]
+fn fab_trains_on_a_user_supplied_density() {
+    // Two well-separated 2-D Gaussian bumps (σ = 0.5 at (±4, 0)), unnormalised, written inline.
+    let two_bumps = fab_core::FnDensity::new(2, |x: &candle_core::Tensor| {
+        let a = x.narrow(1, 0, 1)?.squeeze(1)?;
+        let b = x.narrow(1, 1, 1)?.squeeze(1)?;
+        let l = ((((&a - 4.0)?.sqr()? + b.sqr()?)? * -2.0)?).exp()?;
+        let r = ((((&a + 4.0)?.sqr()? + b.sqr()?)? * -2.0)?).exp()?;
+        (l + r)?.log()
+    });
+    let mut cfg = small_config("fab_buffer", 300);
+    cfg.ais.transition = fab_ais::TransitionConfig::Metropolis(fab_ais::MetropolisConfig { step_size: 2.0, ..Default::default() });
+    let mut t = Trainer::with_target(cfg, Box::new(two_bumps)).unwrap();
+    while !t.is_finished() {
+        t.step().unwrap();
+    }
+    let (x, _) = t.sample_flow(2000).unwrap();
+    // Both bumps get a substantial share of the flow's samples (each has half the mass).
+    let right = x.chunks(2).filter(|p| p[0] > 0.0).count() as f64 / 2000.0;
+    assert!((0.3..0.7).contains(&right), "share on the right bump: {right}");
+    let (m, _) = t.evaluate(false).unwrap();
+    assert!(m["eval_ess_flow"] > 0.3, "{m:?}");
+    // A forward-KL loss cannot be used without exact samples.
+    let bad = small_config("forward_kl", 5);
+    assert!(Trainer::with_target(bad, Box::new(fab_core::FnDensity::new(2, |x: &candle_core::Tensor| x.sum(1)))).is_err());
+}
