@@ -9,8 +9,13 @@
 //! (it copies the first). Inputs outside [−B, B] are passed through unchanged with log-det 0
 //! (the reference maps them to 0; that quirk is deliberately not reproduced).
 //!
-//! This module has two implementations: scalar CPU kernels with a hand-derived reverse pass,
-//! and candle ops (autodiff, any device).
+//! This module has two implementations: scalar CPU kernels with a hand-derived reverse pass
+//! (the reference that the tests compare the vectorised kernels of the CPU path,
+//! `cpu::spline_lanes`, against), and candle ops (autodiff, any device).
+
+// The scalar kernels are the reference implementation that the tests compare the vectorised
+// kernels of `cpu::spline_lanes` (the CPU path) against.
+#![cfg_attr(not(test), allow(dead_code))]
 
 use candle_core::{DType, Device, Tensor, D};
 
@@ -134,6 +139,12 @@ impl Knots {
         cumulative(&kn.sw[..k], spec.bound, MIN_BIN_WIDTH, &mut kn.cw[..=k]);
         cumulative(&kn.sh[..k], spec.bound, MIN_BIN_HEIGHT, &mut kn.ch[..=k]);
         kn
+    }
+
+    /// Knot position j (tests).
+    #[cfg(test)]
+    pub(crate) fn knot(&self, j: usize) -> f64 {
+        self.cw[j]
     }
 
     /// The raw parameter behind knot derivative `j`, or `None` if the tail fixes it to 1.
@@ -386,7 +397,7 @@ pub(crate) fn apply_backward_knots<T: Real>(
 }
 
 /// Back-propagates knot-position gradients through cumsum and softmax to the raw parameters.
-fn knots_to_raw<T: Real>(gknot: &[f64], soft: &[f64], bound: f64, min: f64, scale: f64, graw: &mut [T]) {
+pub(crate) fn knots_to_raw<T: Real>(gknot: &[f64], soft: &[f64], bound: f64, min: f64, scale: f64, graw: &mut [T]) {
     let k = soft.len();
     // knot_j = −B + 2B Σ_{i<j} w_i for 1 ≤ j ≤ K−1 (knots 0 and K are constants).
     let mut gw = [0.0f64; MAX_BINS];

@@ -7,9 +7,9 @@ use std::f64::consts::PI;
 use candle_core::{DType, Device, Tensor, Var};
 use fab_core::ParamSet;
 use rand::RngCore;
-use rayon::prelude::*;
 
-use crate::cpu::{gather_cols, scatter_cols, with_slices, CpuLayer, Real, Tape};
+use crate::cpu::spline_lanes::{self, ParamGrads, Params, SplineSet};
+use crate::cpu::{with_slices, CpuLayer, Real, Tape};
 use crate::layer::{impl_flow_via_layer, param, Layer};
 use crate::nets::{LinearInit, ResNetTape, ResidualNet};
 use crate::spline::{self, SplineSpec, Tail};
@@ -172,99 +172,39 @@ impl SplineCoupling {
         Ok(self.net.forward_t(&self.features_t(id, track)?, track)?.reshape((n, self.transform.len(), self.n_raw()))?)
     }
 
-    /// Periodic features on the host (scale π/B = 1 for circular coordinates).
-    fn features_cpu<T: Real>(&self, id: &[T], n: usize, w: Option<&[T]>) -> Vec<T> {
-        let mut f = id.to_vec();
+    /// Conditioner input on the host: the identity columns of `x` (`[n, dim]`), with periodic
+    /// features w₁ sin f + w₂ cos f for circular coordinates (scale π/B = 1).
+    fn features_cpu<T: Real>(&self, x: &[T], n: usize, w: Option<&[T]>) -> Vec<T> {
+        let ni = self.identity.len();
+        let mut f = Vec::with_capacity(n * ni);
+        for row in x.chunks_exact(self.dim).take(n) {
+            f.extend(self.identity.iter().map(|&c| row[c]));
+        }
         if let Some(w) = w {
-            let ni = self.identity.len();
-            for i in 0..n {
+            for fr in f.chunks_exact_mut(ni) {
                 for (c, &p) in self.id_circular.iter().enumerate() {
-                    let v = id[i * ni + p];
-                    f[i * ni + p] = w[2 * c] * v.sin() + w[2 * c + 1] * v.cos();
+                    let v = fr[p];
+                    fr[p] = w[2 * c] * v.sin() + w[2 * c + 1] * v.cos();
                 }
             }
         }
         f
     }
 
+    /// The transformed coordinates' splines (per-row parameters from the conditioner).
+    fn tr_set(&self) -> SplineSet<'_> {
+        SplineSet { specs: &self.tr_specs, cols: &self.transform, stride: self.dim }
+    }
+
+    /// The identity coordinates' unconditional splines.
+    fn id_set(&self) -> SplineSet<'_> {
+        SplineSet { specs: &self.id_specs, cols: &self.identity, stride: self.dim }
+    }
+
     fn pf_slices<T: Real, R>(&self, f: impl FnOnce(Option<&[T]>) -> Result<R>) -> Result<R> {
         match &self.pf_weight {
             Some(w) => with_slices::<T, _>(&[w], |s| f(Some(s[0]))),
             None => f(None),
-        }
-    }
-
-    /// Applies per-element splines to the `[n, F]` buffer `v` with per-row parameters `raw`
-    /// (`[n, F·P]`, or shared `[F·P]` when `shared`), adding log-dets to `ld`.
-    fn splines_cpu<T: Real>(specs: &[SplineSpec], v: &mut [T], raw: &[T], shared: bool, ld: &mut [T], inverse: bool) {
-        let f = specs.len();
-        let np = specs[0].n_params();
-        // Shared parameters: one set of knots per feature for the whole batch.
-        let prepared: Vec<spline::Knots> = if shared {
-            (0..f).map(|j| spline::knots(&specs[j], &raw[j * np..(j + 1) * np])).collect()
-        } else {
-            Vec::new()
-        };
-        let row = |(i, (vr, l)): (usize, (&mut [T], &mut T))| {
-            let mut acc = T::zero();
-            for j in 0..f {
-                let (y, dl) = if shared {
-                    spline::apply_knots(&specs[j], &prepared[j], vr[j], inverse)
-                } else {
-                    spline::apply(&specs[j], &raw[(i * f + j) * np..(i * f + j + 1) * np], vr[j], inverse)
-                };
-                vr[j] = y;
-                acc = acc + dl;
-            }
-            *l = *l + acc;
-        };
-        if crate::cpu::parallel_rows(ld.len(), f * 20) {
-            v.par_chunks_mut(f).zip(ld.par_iter_mut()).enumerate().for_each(row);
-        } else {
-            v.chunks_mut(f).zip(ld.iter_mut()).enumerate().for_each(row);
-        }
-    }
-
-    /// Reverse of [`splines_cpu`](Self::splines_cpu) on the original inputs `v`: overwrites `g`
-    /// (∂L/∂out) with ∂L/∂in and adds ∂L/∂raw into `graw` (per-row, or summed when `shared`).
-    #[allow(clippy::too_many_arguments)]
-    fn splines_backward_cpu<T: Real>(specs: &[SplineSpec], v: &[T], raw: &[T], shared: bool, g: &mut [T], gld: &[T], graw: Option<&mut [T]>, inverse: bool) {
-        let f = specs.len();
-        let np = specs[0].n_params();
-        let n = gld.len();
-        if shared {
-            let prepared: Vec<spline::Knots> = (0..f).map(|j| spline::knots(&specs[j], &raw[j * np..(j + 1) * np])).collect();
-            let mut graw = graw;
-            for i in 0..n {
-                for j in 0..f {
-                    let gp = graw.as_deref_mut().map(|gr| &mut gr[j * np..(j + 1) * np]);
-                    g[i * f + j] = spline::apply_backward_knots(&specs[j], &prepared[j], v[i * f + j], inverse, g[i * f + j], gld[i], gp);
-                }
-            }
-            return;
-        }
-        let work = |i: usize, gr: &mut [T], mut gp: Option<&mut [T]>| {
-            for j in 0..f {
-                let p = &raw[(i * f + j) * np..(i * f + j + 1) * np];
-                let gpj = gp.as_deref_mut().map(|x| &mut x[j * np..(j + 1) * np]);
-                gr[j] = spline::apply_backward(&specs[j], p, v[i * f + j], inverse, gr[j], gld[i], gpj);
-            }
-        };
-        match graw {
-            Some(graw) => {
-                if crate::cpu::parallel_rows(n, f * 40) {
-                    g.par_chunks_mut(f).zip(graw.par_chunks_mut(f * np)).enumerate().for_each(|(i, (gr, gp))| work(i, gr, Some(gp)));
-                } else {
-                    g.chunks_mut(f).zip(graw.chunks_mut(f * np)).enumerate().for_each(|(i, (gr, gp))| work(i, gr, Some(gp)));
-                }
-            }
-            None => {
-                if crate::cpu::parallel_rows(n, f * 40) {
-                    g.par_chunks_mut(f).enumerate().for_each(|(i, gr)| work(i, gr, None));
-                } else {
-                    g.chunks_mut(f).enumerate().for_each(|(i, gr)| work(i, gr, None));
-                }
-            }
         }
     }
 }
@@ -313,29 +253,25 @@ impl Layer for SplineCoupling {
 impl_flow_via_layer!(SplineCoupling);
 
 struct SplineTape<T> {
-    id: Vec<T>,
-    tr: Vec<T>,
+    /// The layer's input `[n, dim]`.
+    x: Vec<T>,
+    /// Conditioner output `[n, F·(3K+1)]`.
     raw: Vec<T>,
     net: ResNetTape<T>,
 }
 
 impl<T: Real> CpuLayer<T> for SplineCoupling {
     fn inverse(&self, mut x: Vec<T>, n: usize, ld: &mut [T], record: bool) -> Result<(Vec<T>, Option<Tape>)> {
-        let d = self.dim;
-        let id = gather_cols(&x, n, d, &self.identity);
-        let mut tr = gather_cols(&x, n, d, &self.transform);
-        let feats = self.pf_slices::<T, _>(|w| Ok(self.features_cpu(&id, n, w)))?;
+        // The conditioner reads the identity coordinates before their unconditional spline.
+        let feats = self.pf_slices::<T, _>(|w| Ok(self.features_cpu(&x, n, w)))?;
         let (raw, net_tape) = self.net.cpu_forward(feats, n, record)?;
-        let tr_in = if record { tr.clone() } else { Vec::new() };
-        Self::splines_cpu(&self.tr_specs, &mut tr, &raw, false, ld, false);
-        let mut zid = id.clone();
+        let x_in = if record { x.clone() } else { Vec::new() };
+        spline_lanes::apply_rows(&self.tr_set(), &mut x, Params::PerRow(&raw), ld, false);
         with_slices::<T, _>(&[&self.unconditional], |u| {
-            Self::splines_cpu(&self.id_specs, &mut zid, u[0], true, ld, false);
+            spline_lanes::apply_rows(&self.id_set(), &mut x, Params::Shared(u[0]), ld, false);
             Ok(())
         })?;
-        scatter_cols(&mut x, n, d, &self.transform, &tr);
-        scatter_cols(&mut x, n, d, &self.identity, &zid);
-        let tape = net_tape.map(|net| Box::new(SplineTape { id, tr: tr_in, raw, net }) as Tape);
+        let tape = net_tape.map(|net| Box::new(SplineTape { x: x_in, raw, net }) as Tape);
         Ok((x, tape))
     }
 
@@ -343,18 +279,19 @@ impl<T: Real> CpuLayer<T> for SplineCoupling {
         let tape = *tape.downcast::<SplineTape<T>>().map_err(|_| candle_core::Error::Msg("spline coupling: wrong tape".into()))?;
         let d = self.dim;
         let (ni, nt, np) = (self.identity.len(), self.transform.len(), self.n_raw());
-        let mut g_tr = gather_cols(&gz, n, d, &self.transform);
-        let mut g_id = gather_cols(&gz, n, d, &self.identity);
-        // Transformed coordinates: ∂/∂input and ∂/∂(conditioner output).
+        // Transformed coordinates: ∂/∂input (in place in gz) and ∂/∂(conditioner output).
         let mut g_raw = vec![T::zero(); n * nt * np];
-        Self::splines_backward_cpu(&self.tr_specs, &tape.tr, &tape.raw, false, &mut g_tr, gld, Some(&mut g_raw), false);
+        spline_lanes::backward_rows(&self.tr_set(), &tape.x, Params::PerRow(&tape.raw), &mut gz, gld, ParamGrads::PerRow(&mut g_raw));
         let (pf_idx, net_lo) = if self.pf_weight.is_some() { (Some(0), 1) } else { (None, 0) };
         let net_hi = net_lo + self.n_net_params;
         let mut pg = pgrads;
         // Unconditional splines on the identity coordinates.
         with_slices::<T, _>(&[&self.unconditional], |u| {
-            let gu = pg.as_deref_mut().map(|p| p[net_hi].as_mut_slice());
-            Self::splines_backward_cpu(&self.id_specs, &tape.id, u[0], true, &mut g_id, gld, gu, false);
+            let gu = match pg.as_deref_mut() {
+                Some(p) => ParamGrads::Shared(p[net_hi].as_mut_slice()),
+                None => ParamGrads::None,
+            };
+            spline_lanes::backward_rows(&self.id_set(), &tape.x, Params::Shared(u[0]), &mut gz, gld, gu);
             Ok(())
         })?;
         // Conditioner.
@@ -362,60 +299,44 @@ impl<T: Real> CpuLayer<T> for SplineCoupling {
         let g_feat = self.net.cpu_backward(tape.net, g_raw, n, net_pg)?;
         // Periodic features: f' = w₁ sin f + w₂ cos f.
         self.pf_slices::<T, _>(|w| {
-            match w {
-                Some(w) => {
-                    let mut circ_of = vec![None; ni];
-                    for (c, &p) in self.id_circular.iter().enumerate() {
-                        circ_of[p] = Some(c);
-                    }
-                    let mut gw = vec![T::zero(); 2 * self.id_circular.len()];
-                    for i in 0..n {
-                        for (p, circ) in circ_of.iter().enumerate() {
-                            let gf = g_feat[i * ni + p];
-                            let dst = &mut g_id[i * ni + p];
-                            match *circ {
-                                None => *dst = *dst + gf,
-                                Some(c) => {
-                                    let v = tape.id[i * ni + p];
-                                    *dst = *dst + gf * (w[2 * c] * v.cos() - w[2 * c + 1] * v.sin());
-                                    gw[2 * c] = gw[2 * c] + gf * v.sin();
-                                    gw[2 * c + 1] = gw[2 * c + 1] + gf * v.cos();
-                                }
-                            }
+            let mut circ_of = vec![None; ni];
+            for (c, &p) in self.id_circular.iter().enumerate() {
+                circ_of[p] = Some(c);
+            }
+            let mut gw = vec![T::zero(); 2 * self.id_circular.len()];
+            for ((gr, xr), gf) in gz.chunks_exact_mut(d).zip(tape.x.chunks_exact(d)).zip(g_feat.chunks_exact(ni)).take(n) {
+                for (p, (&col, circ)) in self.identity.iter().zip(&circ_of).enumerate() {
+                    let gfp = gf[p];
+                    match (*circ, w) {
+                        (Some(c), Some(w)) => {
+                            let v = xr[col];
+                            let (sv, cv) = (v.sin(), v.cos());
+                            gr[col] = gr[col] + gfp * (w[2 * c] * cv - w[2 * c + 1] * sv);
+                            gw[2 * c] = gw[2 * c] + gfp * sv;
+                            gw[2 * c + 1] = gw[2 * c + 1] + gfp * cv;
                         }
-                    }
-                    if let (Some(p), Some(i)) = (pg.as_deref_mut(), pf_idx) {
-                        for (a, b) in p[i].iter_mut().zip(&gw) {
-                            *a = *a + *b;
-                        }
+                        _ => gr[col] = gr[col] + gfp,
                     }
                 }
-                None => {
-                    for (a, b) in g_id.iter_mut().zip(&g_feat) {
-                        *a = *a + *b;
-                    }
+            }
+            if let (Some(p), Some(i)) = (pg.as_deref_mut(), pf_idx) {
+                for (a, b) in p[i].iter_mut().zip(&gw) {
+                    *a = *a + *b;
                 }
             }
             Ok(())
         })?;
-        scatter_cols(&mut gz, n, d, &self.transform, &g_tr);
-        scatter_cols(&mut gz, n, d, &self.identity, &g_id);
         Ok(gz)
     }
 
     fn forward(&self, mut z: Vec<T>, n: usize, ld: &mut [T]) -> Result<Vec<T>> {
-        let d = self.dim;
-        let mut id = gather_cols(&z, n, d, &self.identity);
-        let mut tr = gather_cols(&z, n, d, &self.transform);
         with_slices::<T, _>(&[&self.unconditional], |u| {
-            Self::splines_cpu(&self.id_specs, &mut id, u[0], true, ld, true);
+            spline_lanes::apply_rows(&self.id_set(), &mut z, Params::Shared(u[0]), ld, true);
             Ok(())
         })?;
-        let feats = self.pf_slices::<T, _>(|w| Ok(self.features_cpu(&id, n, w)))?;
+        let feats = self.pf_slices::<T, _>(|w| Ok(self.features_cpu(&z, n, w)))?;
         let (raw, _) = self.net.cpu_forward(feats, n, false)?;
-        Self::splines_cpu(&self.tr_specs, &mut tr, &raw, false, ld, true);
-        scatter_cols(&mut z, n, d, &self.transform, &tr);
-        scatter_cols(&mut z, n, d, &self.identity, &id);
+        spline_lanes::apply_rows(&self.tr_set(), &mut z, Params::PerRow(&raw), ld, true);
         Ok(z)
     }
 }

@@ -8,6 +8,8 @@
 //! remains the reference (and the GPU path); tests check the two against each other.
 
 mod gemm_safe;
+pub(crate) mod lanes;
+pub(crate) mod spline_lanes;
 
 use std::any::Any;
 
@@ -105,19 +107,6 @@ pub(crate) fn gather_cols<T: Real>(x: &[T], n: usize, d: usize, cols: &[usize]) 
         }
     }
     out
-}
-
-/// Writes `src` (`[n, cols.len()]`) into the columns `cols` of `x` (`[n, d]`).
-pub(crate) fn scatter_cols<T: Real>(x: &mut [T], n: usize, d: usize, cols: &[usize], src: &[T]) {
-    let k = cols.len();
-    if k == 0 {
-        return;
-    }
-    for (xrow, srow) in x.chunks_exact_mut(d).zip(src.chunks_exact(k)).take(n) {
-        for (&c, &s) in cols.iter().zip(srow) {
-            xrow[c] = s;
-        }
-    }
 }
 
 /// `c = op(a)·op(b)` on row-major buffers (exposed for benchmarks and probes).
