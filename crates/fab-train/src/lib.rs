@@ -11,6 +11,7 @@
 //!   files, progress, plots).
 #![deny(missing_docs)]
 
+pub mod aldp_eval;
 pub mod config;
 mod error;
 pub mod eval;

@@ -1,0 +1,874 @@
+//! Alanine-dipeptide evaluation metrics on host data, exactly as fab-torch defines them
+//! (SPEC §3.4), plus basin populations, clipped ESS and the shipped replica-exchange reference.
+//!
+//! All functions are pure: they take samples (flow coordinates `z: [n, 60]` row-major, or
+//! Ramachandran angles in radians) and optional importance weights, and return numbers.
+//!
+//! * Histograms follow `numpy.histogram(…, range=…, density=True)`: equal-width bins on
+//!   [lo, hi], every bin half-open [e_i, e_{i+1}) except the last, which includes hi; values
+//!   outside the range or NaN are dropped; densities are count (or weight) / (in-range total ×
+//!   bin width).
+//! * KL divergences are Σ h_ref·ln((h_ref + ε)/(h_gen + ε))·(cell size) with ε = 1e-10
+//!   ([`KL_EPS`]); the reference histogram is unweighted, the generated one optionally weighted
+//!   (importance re-weighting with self-normalised weights, [`importance_weights`]).
+//! * A generated histogram with no in-range mass is all zeros (numpy would give NaN); a
+//!   reference without in-range mass, mismatched lengths and negative or non-finite weights are
+//!   errors.
+//!
+//! Basins ([`Basin`]) are defined on (φ, ψ) in radians, (−π, π]:
+//! * αL/C7ax: 0 < φ < [`PHI_L_MAX`] (= 2.2 rad ≈ 126°);
+//! * αR: φ outside that window and [`PSI_ALPHA_MIN`] ≤ ψ < [`PSI_ALPHA_MAX`] (−2.2 ≤ ψ < 0.5 rad,
+//!   ≈ −126° … 29°);
+//! * β/C5/PII/C7eq (the extended region): φ outside the αL window and ψ outside that band.
+//!
+//! `docs/ALDP_REFERENCE.md` gives the reasoning (boundaries on low-density ridges of the
+//! reference) and the reference populations with error bars.
+
+use std::path::{Path, PathBuf};
+
+use fab_core::npy;
+use fab_core::stats::log_sum_exp;
+use fab_targets::aldp::{phi_psi, InternalCoordinates, CART_DIM, FLOW_DIM};
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError};
+
+/// ε added to both densities inside the logarithm of every KL (fab-torch).
+pub const KL_EPS: f64 = 1e-10;
+/// Bins per axis of the paper's Ramachandran KL.
+pub const RAMACHANDRAN_BINS: usize = 64;
+/// Bins per axis of the finer Ramachandran KL also reported.
+pub const RAMACHANDRAN_BINS_FINE: usize = 100;
+/// Bins of the 1-D φ and ψ KLs, on [−π, π].
+pub const ANGLE_BINS: usize = 200;
+/// Bins of the 1-D marginal KLs of the 60 flow coordinates.
+pub const MARGINAL_BINS: usize = 200;
+/// Range of the 1-D marginal histograms.
+pub const MARGINAL_RANGE: (f64, f64) = (-5.0, 5.0);
+
+/// Upper φ limit (rad) of the αL/C7ax basin 0 < φ < `PHI_L_MAX`.
+pub const PHI_L_MAX: f64 = 2.2;
+/// Lower ψ limit (rad, inclusive) of the αR band for φ outside the αL window.
+pub const PSI_ALPHA_MIN: f64 = -2.2;
+/// Upper ψ limit (rad, exclusive) of the αR band.
+pub const PSI_ALPHA_MAX: f64 = 0.5;
+
+const PI: f64 = std::f64::consts::PI;
+
+fn invalid(msg: impl Into<String>) -> TrainError {
+    TrainError::Core(fab_core::Error::invalid(msg))
+}
+
+/// Checks optional weights: same length as the samples, finite and ≥ 0.
+fn check_weights(w: Option<&[f64]>, n: usize, what: &str) -> Result<()> {
+    if let Some(w) = w {
+        if w.len() != n {
+            return Err(invalid(format!("{what}: {} weights for {n} samples", w.len())));
+        }
+        if let Some(bad) = w.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+            return Err(invalid(format!("{what}: weights must be finite and >= 0, got {bad}")));
+        }
+    }
+    Ok(())
+}
+
+/// Bin index of `v` among `bins` equal bins on [lo, hi] (numpy semantics), `None` outside or NaN.
+#[inline]
+fn bin_index(v: f64, lo: f64, hi: f64, bins: usize) -> Option<usize> {
+    if !(v >= lo && v <= hi) {
+        return None;
+    }
+    let width = (hi - lo) / bins as f64;
+    let edge = |i: usize| if i == bins { hi } else { lo + width * i as f64 };
+    let mut i = (((v - lo) / (hi - lo)) * bins as f64).floor() as usize;
+    i = i.min(bins - 1);
+    // Exact comparison with the edges (numpy corrects its fast index the same way).
+    if v < edge(i) && i > 0 {
+        i -= 1;
+    } else if i + 1 < bins && v >= edge(i + 1) {
+        i += 1;
+    }
+    Some(i)
+}
+
+/// Density histogram of `values` (optionally weighted) with `bins` equal bins on [lo, hi], as
+/// `numpy.histogram(values, bins, range=(lo, hi), weights, density=True)`. Returns the
+/// densities and the in-range total weight; all zeros if that total is 0.
+///
+/// # Errors
+/// `bins == 0`, an empty or reversed range, bad weights.
+pub fn histogram_1d(values: &[f64], weights: Option<&[f64]>, bins: usize, lo: f64, hi: f64) -> Result<(Vec<f64>, f64)> {
+    if bins == 0 || !lo.is_finite() || !hi.is_finite() || lo >= hi {
+        return Err(invalid(format!("histogram needs bins >= 1 and lo < hi, got {bins} on [{lo}, {hi}]")));
+    }
+    check_weights(weights, values.len(), "histogram")?;
+    let mut h = vec![0.0; bins];
+    let mut total = 0.0;
+    for (i, v) in values.iter().enumerate() {
+        if let Some(b) = bin_index(*v, lo, hi, bins) {
+            let w = weights.map_or(1.0, |w| w[i]);
+            h[b] += w;
+            total += w;
+        }
+    }
+    if total > 0.0 {
+        let norm = total * (hi - lo) / bins as f64;
+        h.iter_mut().for_each(|v| *v /= norm);
+    }
+    Ok((h, total))
+}
+
+/// 2-D density histogram (`bins × bins`, row-major over x then y) of the pairs (x, y) on
+/// [lo, hi]², as `numpy.histogram2d(x, y, bins, range=[[lo, hi], [lo, hi]], weights,
+/// density=True)`. A pair is dropped if either value is outside or NaN.
+///
+/// # Errors
+/// Length mismatch, `bins == 0`, an empty range, bad weights.
+pub fn histogram_2d(
+    x: &[f64],
+    y: &[f64],
+    weights: Option<&[f64]>,
+    bins: usize,
+    lo: f64,
+    hi: f64,
+) -> Result<(Vec<f64>, f64)> {
+    if x.len() != y.len() {
+        return Err(invalid(format!("histogram_2d: {} x values but {} y values", x.len(), y.len())));
+    }
+    if bins == 0 || !lo.is_finite() || !hi.is_finite() || lo >= hi {
+        return Err(invalid(format!("histogram needs bins >= 1 and lo < hi, got {bins} on [{lo}, {hi}]")));
+    }
+    check_weights(weights, x.len(), "histogram_2d")?;
+    let mut h = vec![0.0; bins * bins];
+    let mut total = 0.0;
+    for i in 0..x.len() {
+        if let (Some(a), Some(b)) = (bin_index(x[i], lo, hi, bins), bin_index(y[i], lo, hi, bins)) {
+            let w = weights.map_or(1.0, |w| w[i]);
+            h[a * bins + b] += w;
+            total += w;
+        }
+    }
+    if total > 0.0 {
+        let cell = ((hi - lo) / bins as f64).powi(2);
+        h.iter_mut().for_each(|v| *v /= total * cell);
+    }
+    Ok((h, total))
+}
+
+/// Σ h_ref·ln((h_ref + ε)/(h_gen + ε))·`cell` over matching bins (ε = [`KL_EPS`]).
+///
+/// # Errors
+/// Histograms of different lengths.
+pub fn kl_from_densities(h_ref: &[f64], h_gen: &[f64], cell: f64) -> Result<f64> {
+    if h_ref.len() != h_gen.len() {
+        return Err(invalid(format!("KL: histograms of {} and {} bins", h_ref.len(), h_gen.len())));
+    }
+    Ok(h_ref
+        .iter()
+        .zip(h_gen)
+        .map(|(r, g)| r * ((r + KL_EPS) / (g + KL_EPS)).ln())
+        .sum::<f64>()
+        * cell)
+}
+
+/// 1-D KL(ref ‖ gen) from density histograms with `bins` bins on [lo, hi]:
+/// Σ h_ref ln((h_ref+ε)/(h_gen+ε))·(hi − lo)/bins. `gen_weights` re-weights the generated
+/// samples (e.g. [`importance_weights`]).
+///
+/// # Errors
+/// No reference sample in range, bad weights or range.
+pub fn kl_1d(
+    reference: &[f64],
+    generated: &[f64],
+    gen_weights: Option<&[f64]>,
+    bins: usize,
+    lo: f64,
+    hi: f64,
+) -> Result<f64> {
+    let (hr, tr) = histogram_1d(reference, None, bins, lo, hi)?;
+    if tr == 0.0 {
+        return Err(invalid("KL: no reference sample inside the histogram range"));
+    }
+    let (hg, _) = histogram_1d(generated, gen_weights, bins, lo, hi)?;
+    kl_from_densities(&hr, &hg, (hi - lo) / bins as f64)
+}
+
+/// Ramachandran KL(ref ‖ gen) exactly as SPEC §3.4: 2-D density histograms of (φ, ψ) with
+/// `bins × bins` bins on [−π, π]² (64 in the paper, also reported with 100), ε = 1e-10,
+/// KL = Σ h_ref ln((h_ref+ε)/(h_gen+ε))·(2π/bins)². NaN angles are dropped. `gen_weights`
+/// gives the importance-re-weighted variant.
+///
+/// # Errors
+/// Length mismatches, no reference pair in range, bad weights, `bins == 0`.
+pub fn ramachandran_kl(
+    ref_phi: &[f64],
+    ref_psi: &[f64],
+    gen_phi: &[f64],
+    gen_psi: &[f64],
+    gen_weights: Option<&[f64]>,
+    bins: usize,
+) -> Result<f64> {
+    let (hr, tr) = histogram_2d(ref_phi, ref_psi, None, bins, -PI, PI)?;
+    if tr == 0.0 {
+        return Err(invalid("Ramachandran KL: no reference pair"));
+    }
+    let (hg, _) = histogram_2d(gen_phi, gen_psi, gen_weights, bins, -PI, PI)?;
+    let w = 2.0 * PI / bins as f64;
+    kl_from_densities(&hr, &hg, w * w)
+}
+
+/// The 1-D φ and ψ KLs of SPEC §3.4 (200 bins on [−π, π], ·2π/200): returns (KL_φ, KL_ψ).
+///
+/// # Errors
+/// As [`kl_1d`], and length mismatches between φ and ψ.
+pub fn phi_psi_kl(
+    ref_phi: &[f64],
+    ref_psi: &[f64],
+    gen_phi: &[f64],
+    gen_psi: &[f64],
+    gen_weights: Option<&[f64]>,
+) -> Result<(f64, f64)> {
+    if ref_phi.len() != ref_psi.len() || gen_phi.len() != gen_psi.len() {
+        return Err(invalid("phi_psi_kl: φ and ψ must have the same length"));
+    }
+    Ok((
+        kl_1d(ref_phi, gen_phi, gen_weights, ANGLE_BINS, -PI, PI)?,
+        kl_1d(ref_psi, gen_psi, gen_weights, ANGLE_BINS, -PI, PI)?,
+    ))
+}
+
+/// Kind of a flow coordinate for the grouping of the marginal KLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordKind {
+    /// A bond length (the seed b1, b2 and every z-matrix bond).
+    Bond,
+    /// A bond angle (the seed angle and every z-matrix angle).
+    Angle,
+    /// A dihedral.
+    Dihedral,
+}
+
+/// Kind of flow coordinate `i` (SPEC §3.2 layout: 0, 1 bonds, 2 angle, then (bond, angle,
+/// dihedral) triples). Indices ≥ 60 are reported as dihedrals by the same rule; callers pass
+/// i < 60.
+pub fn coord_kind(i: usize) -> CoordKind {
+    match i {
+        0 | 1 => CoordKind::Bond,
+        2 => CoordKind::Angle,
+        _ => match (i - 3) % 3 {
+            0 => CoordKind::Bond,
+            1 => CoordKind::Angle,
+            _ => CoordKind::Dihedral,
+        },
+    }
+}
+
+/// KL of every flow coordinate's marginal (SPEC §3.4): 200-bin density histograms on [−5, 5],
+/// KL = Σ h_ref ln((h_ref+ε)/(h_gen+ε))·10/200. `ref_z` and `gen_z` are `[n, 60]` row-major.
+///
+/// # Errors
+/// Lengths that are not multiples of 60, a coordinate without reference samples in range,
+/// bad weights.
+pub fn marginal_kls(ref_z: &[f64], gen_z: &[f64], gen_weights: Option<&[f64]>) -> Result<Vec<f64>> {
+    if ref_z.len() % FLOW_DIM != 0 || gen_z.len() % FLOW_DIM != 0 {
+        return Err(invalid(format!("marginal_kls: inputs must be [n, {FLOW_DIM}]")));
+    }
+    let (nr, ng) = (ref_z.len() / FLOW_DIM, gen_z.len() / FLOW_DIM);
+    check_weights(gen_weights, ng, "marginal_kls")?;
+    let (lo, hi) = MARGINAL_RANGE;
+    (0..FLOW_DIM)
+        .map(|i| {
+            let r: Vec<f64> = (0..nr).map(|k| ref_z[k * FLOW_DIM + i]).collect();
+            let g: Vec<f64> = (0..ng).map(|k| gen_z[k * FLOW_DIM + i]).collect();
+            kl_1d(&r, &g, gen_weights, MARGINAL_BINS, lo, hi)
+        })
+        .collect()
+}
+
+/// Mean and median of the marginal KLs per coordinate kind (the reference's reported numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MarginalKlSummary {
+    /// Mean over the 21 bonds.
+    pub bond_mean: f64,
+    /// Median over the bonds.
+    pub bond_median: f64,
+    /// Mean over the 20 angles.
+    pub angle_mean: f64,
+    /// Median over the angles.
+    pub angle_median: f64,
+    /// Mean over the 19 dihedrals.
+    pub dihedral_mean: f64,
+    /// Median over the dihedrals.
+    pub dihedral_median: f64,
+}
+
+fn mean_median(v: &mut [f64]) -> (f64, f64) {
+    let n = v.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let median = if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) };
+    (mean, median)
+}
+
+/// Groups 60 marginal KLs into bonds/angles/dihedrals (seed b1, b2 as bonds, the seed angle as
+/// an angle) and returns each group's mean and median.
+///
+/// # Errors
+/// Not exactly 60 values, or a NaN among them.
+pub fn summarize_marginal_kls(kls: &[f64]) -> Result<MarginalKlSummary> {
+    if kls.len() != FLOW_DIM || kls.iter().any(|v| v.is_nan()) {
+        return Err(invalid(format!("summarize_marginal_kls: need {FLOW_DIM} non-NaN values")));
+    }
+    let pick = |k: CoordKind| -> Vec<f64> {
+        kls.iter().enumerate().filter(|(i, _)| coord_kind(*i) == k).map(|(_, v)| *v).collect()
+    };
+    let (bond_mean, bond_median) = mean_median(&mut pick(CoordKind::Bond));
+    let (angle_mean, angle_median) = mean_median(&mut pick(CoordKind::Angle));
+    let (dihedral_mean, dihedral_median) = mean_median(&mut pick(CoordKind::Dihedral));
+    Ok(MarginalKlSummary { bond_mean, bond_median, angle_mean, angle_median, dihedral_mean, dihedral_median })
+}
+
+/// Self-normalised importance weights softmax(log w); non-finite log-weights get weight 0.
+/// All zeros if no log-weight is finite.
+pub fn importance_weights(log_w: &[f64]) -> Vec<f64> {
+    let finite: Vec<f64> = log_w.iter().copied().filter(|v| v.is_finite()).collect();
+    let lse = log_sum_exp(&finite);
+    log_w
+        .iter()
+        .map(|v| if v.is_finite() && lse.is_finite() { (v - lse).exp() } else { 0.0 })
+        .collect()
+}
+
+/// Effective sample size as a fraction of N, (Σw)²/(N·Σw²), after clipping the largest
+/// ⌊`clip_fraction`·N⌋ weights to the largest unclipped weight (the paper's table clips the
+/// top 10⁻⁴; `clip_fraction = 0` is the plain ESS of SPEC §3.4). Non-finite log-weights are
+/// dropped first (N shrinks), as in [`fab_core::stats::effective_sample_size`].
+///
+/// # Errors
+/// `clip_fraction` outside [0, 1).
+pub fn clipped_ess(log_w: &[f64], clip_fraction: f64) -> Result<f64> {
+    if !(0.0..1.0).contains(&clip_fraction) {
+        return Err(invalid(format!("clip_fraction must be in [0, 1), got {clip_fraction}")));
+    }
+    let mut v: Vec<f64> = log_w.iter().copied().filter(|x| x.is_finite()).collect();
+    let n = v.len();
+    if n == 0 {
+        return Ok(0.0);
+    }
+    let k = (clip_fraction * n as f64).floor() as usize;
+    v.sort_by(|a, b| b.total_cmp(a));
+    let cap = v[k.min(n - 1)];
+    for x in v.iter_mut().take(k) {
+        *x = cap;
+    }
+    let m = v[0];
+    let (s1, s2) = v.iter().fold((0.0, 0.0), |(a, b), x| {
+        let w = (x - m).exp();
+        (a + w, b + w * w)
+    });
+    Ok(s1 * s1 / (n as f64 * s2))
+}
+
+/// Mean test log-likelihood in Cartesian space (SPEC §3.4): mean over samples of
+/// log q(z) − log|det ∂x/∂z| (the flow density of the reference configurations, expressed per
+/// Cartesian volume modulo the six rigid-body degrees of freedom).
+///
+/// A −∞ term (a sample the flow cannot produce) makes the mean −∞, which is the honest value.
+///
+/// # Errors
+/// Different lengths, no samples, or a NaN term.
+pub fn cartesian_log_likelihood(log_q_z: &[f64], log_det_dx_dz: &[f64]) -> Result<f64> {
+    if log_q_z.len() != log_det_dx_dz.len() || log_q_z.is_empty() {
+        return Err(invalid(format!(
+            "cartesian_log_likelihood: {} log q values and {} log-dets",
+            log_q_z.len(),
+            log_det_dx_dz.len()
+        )));
+    }
+    let mut s = 0.0;
+    for (i, (q, l)) in log_q_z.iter().zip(log_det_dx_dz).enumerate() {
+        let t = q - l;
+        if t.is_nan() {
+            return Err(invalid(format!("cartesian_log_likelihood: NaN term at sample {i}")));
+        }
+        s += t;
+    }
+    Ok(s / log_q_z.len() as f64)
+}
+
+/// log|det ∂x/∂z| of flow-space configurations `[n, 60]` under the paper's transform
+/// ([`InternalCoordinates::alanine_dipeptide`]), for [`cartesian_log_likelihood`].
+///
+/// # Errors
+/// A length that is not a multiple of 60.
+pub fn log_det_dx_dz(z: &[f64]) -> Result<Vec<f64>> {
+    let ic = InternalCoordinates::alanine_dipeptide();
+    Ok(ic.to_cartesian_batch(z)?.1)
+}
+
+/// Ramachandran angles (φ, ψ) of flow-space configurations `[n, 60]`, computed on the
+/// reconstructed Cartesian coordinates as the reference does (mdtraj convention, radians in
+/// (−π, π]). Configurations that cannot be reconstructed give NaN angles (dropped by the
+/// histograms).
+///
+/// # Errors
+/// A length that is not a multiple of 60.
+pub fn phi_psi_of_flow(z: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let ic = InternalCoordinates::alanine_dipeptide();
+    let (x, _) = ic.to_cartesian_batch(z)?;
+    let mut phi = Vec::with_capacity(x.len() / CART_DIM);
+    let mut psi = Vec::with_capacity(x.len() / CART_DIM);
+    for xi in x.chunks(CART_DIM) {
+        let (a, b) = if xi.iter().all(|v| v.is_finite()) { phi_psi(xi)? } else { (f64::NAN, f64::NAN) };
+        phi.push(a);
+        psi.push(b);
+    }
+    Ok((phi, psi))
+}
+
+/// Conformational basins of alanine dipeptide on the Ramachandran plane (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Basin {
+    /// Extended region: β, C5, polyproline II and C7eq.
+    BetaC5,
+    /// Right-handed helix region αR (with the bridge region).
+    AlphaR,
+    /// Left-handed region αL/C7ax, 0 < φ < [`PHI_L_MAX`]: the rare basin.
+    AlphaL,
+}
+
+/// The basin of one (φ, ψ) pair in radians; `None` if either angle is NaN.
+pub fn basin_of(phi: f64, psi: f64) -> Option<Basin> {
+    if phi.is_nan() || psi.is_nan() {
+        return None;
+    }
+    Some(if phi > 0.0 && phi < PHI_L_MAX {
+        Basin::AlphaL
+    } else if (PSI_ALPHA_MIN..PSI_ALPHA_MAX).contains(&psi) {
+        Basin::AlphaR
+    } else {
+        Basin::BetaC5
+    })
+}
+
+/// Basin populations (fractions of the total weight).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BasinPops {
+    /// Fraction in the extended β/C5/PII/C7eq region.
+    pub beta_c5: f64,
+    /// Fraction in αR.
+    pub alpha_r: f64,
+    /// Fraction in αL/C7ax.
+    pub alpha_l: f64,
+    /// Number of samples with finite angles that were counted.
+    pub n: usize,
+    /// Kish effective sample size (Σw)²/Σw² of the counted samples (= n without weights).
+    pub n_effective: f64,
+}
+
+impl BasinPops {
+    /// The three populations in the order (β/C5, αR, αL).
+    pub fn as_array(&self) -> [f64; 3] {
+        [self.beta_c5, self.alpha_r, self.alpha_l]
+    }
+
+    /// Largest absolute population difference to `other`.
+    pub fn max_abs_diff(&self, other: &BasinPops) -> f64 {
+        self.as_array().iter().zip(other.as_array()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+    }
+}
+
+/// Basin populations of (φ, ψ) samples, optionally weighted; NaN pairs are skipped.
+///
+/// # Errors
+/// Length mismatches, bad weights, or no countable sample (zero total weight).
+pub fn basin_populations(phi: &[f64], psi: &[f64], weights: Option<&[f64]>) -> Result<BasinPops> {
+    if phi.len() != psi.len() {
+        return Err(invalid(format!("basin_populations: {} φ but {} ψ", phi.len(), psi.len())));
+    }
+    check_weights(weights, phi.len(), "basin_populations")?;
+    let mut s = [0.0f64; 3];
+    let (mut n, mut w2) = (0usize, 0.0);
+    for i in 0..phi.len() {
+        if let Some(b) = basin_of(phi[i], psi[i]) {
+            let w = weights.map_or(1.0, |w| w[i]);
+            let j = match b {
+                Basin::BetaC5 => 0,
+                Basin::AlphaR => 1,
+                Basin::AlphaL => 2,
+            };
+            s[j] += w;
+            w2 += w * w;
+            n += 1;
+        }
+    }
+    let total: f64 = s.iter().sum();
+    if total <= 0.0 {
+        return Err(invalid("basin_populations: no sample with finite angles and positive weight"));
+    }
+    Ok(BasinPops {
+        beta_c5: s[0] / total,
+        alpha_r: s[1] / total,
+        alpha_l: s[2] / total,
+        n,
+        n_effective: total * total / w2,
+    })
+}
+
+/// A population estimate with its standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// The estimate.
+    pub mean: f64,
+    /// Its standard error.
+    pub se: f64,
+}
+
+/// Summary of the shipped reference, stored as `reference.json` next to the arrays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceSummary {
+    /// Number of (φ, ψ) pairs in `phi_psi.npy`.
+    pub n_phi_psi: usize,
+    /// Number of flow-space samples in `z.npy`.
+    pub n_z: usize,
+    /// Per independent run: (φ, ψ) pairs contributed, in file order (contiguous blocks).
+    pub phi_psi_per_run: Vec<usize>,
+    /// Per independent run: z samples contributed, in file order.
+    pub z_per_run: Vec<usize>,
+    /// Pooled basin populations (β/C5, αR, αL) with standard errors from the spread of the
+    /// independent runs.
+    pub basins: [Estimate; 3],
+    /// Per run: basin populations with standard errors from batch means of that run.
+    pub basins_per_run: Vec<[Estimate; 3]>,
+    /// Fraction of 300 K samples that were D-form (removed).
+    pub d_form_fraction: f64,
+    /// Temperature (K).
+    pub temperature: f64,
+    /// Free-form protocol description (ladder, moves, thinning, seeds, command).
+    pub protocol: String,
+}
+
+/// The replica-exchange reference shipped with fab-targets (`data/aldp/reference`).
+#[derive(Debug, Clone)]
+pub struct AldpReference {
+    /// φ of the L-form 300 K samples (radians).
+    pub phi: Vec<f64>,
+    /// ψ of the same samples.
+    pub psi: Vec<f64>,
+    /// L-form 300 K samples in flow coordinates, `[n_z, 60]` row-major.
+    pub z: Vec<f64>,
+    /// Number of rows of `z`.
+    pub n_z: usize,
+    /// The stored summary (populations, provenance).
+    pub summary: ReferenceSummary,
+}
+
+impl AldpReference {
+    /// Basin populations of the reference (φ, ψ) pairs.
+    ///
+    /// # Errors
+    /// Only if the reference is empty.
+    pub fn basin_populations(&self) -> Result<BasinPops> {
+        basin_populations(&self.phi, &self.psi, None)
+    }
+}
+
+/// Directory of the shipped reference inside the workspace
+/// (`crates/fab-targets/data/aldp/reference`, located from this crate's manifest directory).
+pub fn reference_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fab-targets/data/aldp/reference")
+}
+
+/// Loads the shipped reference from [`reference_dir`].
+///
+/// # Errors
+/// As [`load_reference_from`].
+pub fn load_reference() -> Result<AldpReference> {
+    load_reference_from(&reference_dir())
+}
+
+/// Loads `phi_psi.npy` (`[n, 2]`), `z.npy` (`[m, 60]`) and `reference.json` from `dir`.
+///
+/// # Errors
+/// Missing or malformed files, shapes that disagree with the summary.
+pub fn load_reference_from(dir: &Path) -> Result<AldpReference> {
+    let (pp, pshape) = npy::read_f64(&dir.join("phi_psi.npy"))?;
+    if pshape.len() != 2 || pshape[1] != 2 {
+        return Err(invalid(format!("phi_psi.npy has shape {pshape:?}, expected [n, 2]")));
+    }
+    let (z, zshape) = npy::read_f64(&dir.join("z.npy"))?;
+    if zshape.len() != 2 || zshape[1] != FLOW_DIM {
+        return Err(invalid(format!("z.npy has shape {zshape:?}, expected [n, {FLOW_DIM}]")));
+    }
+    let path = dir.join("reference.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+    let summary: ReferenceSummary = serde_json::from_str(&text)?;
+    if summary.n_phi_psi != pshape[0] || summary.n_z != zshape[0] {
+        return Err(invalid(format!(
+            "reference.json says {} pairs and {} z rows, files have {} and {}",
+            summary.n_phi_psi, summary.n_z, pshape[0], zshape[0]
+        )));
+    }
+    let phi = pp.iter().step_by(2).copied().collect();
+    let psi = pp.iter().skip(1).step_by(2).copied().collect();
+    Ok(AldpReference { phi, psi, z, n_z: zshape[0], summary })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_follow_numpy_edges() {
+        // 4 bins on [0, 1]: edges 0, .25, .5, .75, 1; the last bin includes 1.
+        assert_eq!(bin_index(0.0, 0.0, 1.0, 4), Some(0));
+        assert_eq!(bin_index(0.25, 0.0, 1.0, 4), Some(1));
+        assert_eq!(bin_index(0.2499999, 0.0, 1.0, 4), Some(0));
+        assert_eq!(bin_index(1.0, 0.0, 1.0, 4), Some(3));
+        assert_eq!(bin_index(1.0000001, 0.0, 1.0, 4), None);
+        assert_eq!(bin_index(-1e-12, 0.0, 1.0, 4), None);
+        assert_eq!(bin_index(f64::NAN, 0.0, 1.0, 4), None);
+        // ±π: −π in the first bin, π in the last (angles in (−π, π] all count).
+        assert_eq!(bin_index(-PI, -PI, PI, 64), Some(0));
+        assert_eq!(bin_index(PI, -PI, PI, 64), Some(63));
+        // Every edge of 64 bins on [−π, π] starts its own bin.
+        let w = 2.0 * PI / 64.0;
+        for i in 1..64 {
+            let e = -PI + w * i as f64;
+            assert_eq!(bin_index(e, -PI, PI, 64), Some(i), "edge {i}");
+        }
+    }
+
+    #[test]
+    fn histogram_is_a_density() {
+        let v = [0.1, 0.2, 0.3, 0.9, 5.0, f64::NAN];
+        let (h, t) = histogram_1d(&v, None, 2, 0.0, 1.0).unwrap();
+        assert_eq!(t, 4.0);
+        // 3 of 4 in-range values in [0, .5): density 0.75/0.5 = 1.5; 0.25/0.5 = 0.5.
+        assert!((h[0] - 1.5).abs() < 1e-15 && (h[1] - 0.5).abs() < 1e-15);
+        let w = [1.0, 1.0, 1.0, 3.0, 7.0, 1.0];
+        let (h, _) = histogram_1d(&v, Some(&w), 2, 0.0, 1.0).unwrap();
+        assert!((h[0] - 1.0).abs() < 1e-15 && (h[1] - 1.0).abs() < 1e-15);
+        // 2-D: integral of the density is 1.
+        let x = [0.1, -3.0, 2.0, 3.1];
+        let y = [0.2, 3.0, -1.0, 0.0];
+        let (h2, _) = histogram_2d(&x, &y, None, 64, -PI, PI).unwrap();
+        let cell = (2.0 * PI / 64.0).powi(2);
+        assert!((h2.iter().sum::<f64>() * cell - 1.0).abs() < 1e-12);
+        assert!(histogram_1d(&v, Some(&[1.0]), 2, 0.0, 1.0).is_err());
+        assert!(histogram_1d(&v, Some(&[1.0, 1.0, -1.0, 1.0, 1.0, 1.0]), 2, 0.0, 1.0).is_err());
+        assert!(histogram_1d(&v, None, 0, 0.0, 1.0).is_err());
+        assert!(histogram_2d(&x, &y[..3], None, 4, -PI, PI).is_err());
+    }
+
+    /// Deterministic points spread over [−π, π)² (a low-discrepancy lattice).
+    fn lattice(n: usize, shift: f64) -> (Vec<f64>, Vec<f64>) {
+        let g = 0.618_033_988_749_895;
+        let phi = (0..n).map(|i| -PI + 2.0 * PI * (((i as f64 + 0.5) / n as f64 + shift).fract())).collect();
+        let psi = (0..n).map(|i| -PI + 2.0 * PI * ((i as f64 * g + shift).fract())).collect();
+        (phi, psi)
+    }
+
+    #[test]
+    fn identical_samples_have_zero_kl() {
+        let (phi, psi) = lattice(5000, 0.1);
+        for bins in [RAMACHANDRAN_BINS, RAMACHANDRAN_BINS_FINE] {
+            assert!(ramachandran_kl(&phi, &psi, &phi, &psi, None, bins).unwrap().abs() < 1e-12);
+        }
+        let (a, b) = phi_psi_kl(&phi, &psi, &phi, &psi, None).unwrap();
+        assert!(a.abs() < 1e-12 && b.abs() < 1e-12);
+        // Equal weights are the same as no weights; duplicating a sample equals weight 2.
+        let w = vec![0.37; phi.len()];
+        assert!(ramachandran_kl(&phi, &psi, &phi, &psi, Some(&w), 64).unwrap().abs() < 1e-12);
+        let (mut p2, mut s2) = (phi.clone(), psi.clone());
+        p2.push(phi[7]);
+        s2.push(psi[7]);
+        let mut w2 = vec![1.0; phi.len()];
+        w2[7] = 2.0;
+        let a = ramachandran_kl(&phi, &psi, &p2, &s2, None, 64).unwrap();
+        let b = ramachandran_kl(&phi, &psi, &phi, &psi, Some(&w2), 64).unwrap();
+        assert!(a > 0.0 && (a - b).abs() < 1e-12);
+    }
+
+    #[test]
+    fn shifted_histograms_give_closed_form_kls() {
+        // Reference: all mass in one cell of the 64×64 grid. Generated: half in that cell, half
+        // in another. h_ref = 1/c, h_gen = 0.5/c ⇒ KL = (1/c)·ln((1/c+ε)/(0.5/c+ε))·c ≈ ln 2.
+        let w = 2.0 * PI / 64.0;
+        let centre = |i: usize| -PI + (i as f64 + 0.5) * w;
+        let rphi = vec![centre(10); 100];
+        let rpsi = vec![centre(20); 100];
+        let mut gphi = vec![centre(10); 50];
+        let mut gpsi = vec![centre(20); 50];
+        gphi.extend(vec![centre(40); 50]);
+        gpsi.extend(vec![centre(5); 50]);
+        let c = w * w;
+        let exact = (1.0 / c) * ((1.0 / c + KL_EPS) / (0.5 / c + KL_EPS)).ln() * c;
+        let kl = ramachandran_kl(&rphi, &rpsi, &gphi, &gpsi, None, 64).unwrap();
+        assert!((kl - exact).abs() < 1e-12 && (kl - 2f64.ln()).abs() < 1e-8, "{kl}");
+        // Importance weights 3:1 on the two generated groups: h_gen = 0.75/c in the cell.
+        let wts: Vec<f64> = (0..100).map(|i| if i < 50 { 3.0 } else { 1.0 }).collect();
+        let kl = ramachandran_kl(&rphi, &rpsi, &gphi, &gpsi, Some(&wts), 64).unwrap();
+        assert!((kl - (1.0f64 / 0.75).ln()).abs() < 1e-8, "{kl}");
+        // Disjoint supports: KL = ln((1/c + ε)/ε), large but finite.
+        let kl = ramachandran_kl(&rphi, &rpsi, &gphi[50..], &gpsi[50..], None, 64).unwrap();
+        assert!((kl - ((1.0 / c + KL_EPS) / KL_EPS).ln()).abs() < 1e-6);
+        // No generated pair at all: zero density, the same value.
+        let kl0 = ramachandran_kl(&rphi, &rpsi, &[], &[], None, 64).unwrap();
+        assert!((kl0 - kl).abs() < 1e-9);
+        // 1-D: reference uniform over bins 0..100 of 200 on [−π, π], generated uniform over all
+        // 200 bins ⇒ KL = ln 2 exactly (up to ε).
+        let bw = 2.0 * PI / 200.0;
+        let r: Vec<f64> = (0..100).map(|i| -PI + (i as f64 + 0.5) * bw).collect();
+        let g: Vec<f64> = (0..200).map(|i| -PI + (i as f64 + 0.5) * bw).collect();
+        let (kphi, _) = phi_psi_kl(&r, &r, &g, &g, None).unwrap();
+        assert!((kphi - 2f64.ln()).abs() < 1e-8, "{kphi}");
+        assert!(ramachandran_kl(&[], &[], &gphi, &gpsi, None, 64).is_err());
+    }
+
+    #[test]
+    fn marginal_kls_and_grouping() {
+        // Reference: coordinate i takes the centre of bin i of 200 on [−5, 5] (one sample);
+        // generated: identical except coordinate 17 is moved to another bin ⇒ KL_i = 0 for
+        // i ≠ 17, KL_17 = (1/w)·ln((1/w+ε)/ε)·w.
+        let w = 10.0 / 200.0;
+        let centre = |i: usize| -5.0 + (i as f64 + 0.5) * w;
+        let r: Vec<f64> = (0..FLOW_DIM).map(centre).collect();
+        let mut g = r.clone();
+        g[17] = centre(150);
+        let kls = marginal_kls(&r, &g, None).unwrap();
+        let exact = ((1.0 / w + KL_EPS) / KL_EPS).ln();
+        for (i, k) in kls.iter().enumerate() {
+            if i == 17 {
+                assert!((k - exact).abs() < 1e-6);
+            } else {
+                assert!(k.abs() < 1e-12);
+            }
+        }
+        assert_eq!((0..60).filter(|i| coord_kind(*i) == CoordKind::Bond).count(), 21);
+        assert_eq!((0..60).filter(|i| coord_kind(*i) == CoordKind::Angle).count(), 20);
+        assert_eq!((0..60).filter(|i| coord_kind(*i) == CoordKind::Dihedral).count(), 19);
+        assert_eq!(coord_kind(17), CoordKind::Dihedral);
+        assert_eq!(coord_kind(44), CoordKind::Dihedral);
+        let s = summarize_marginal_kls(&kls).unwrap();
+        assert!((s.dihedral_mean - exact / 19.0).abs() < 1e-9 && s.dihedral_median == 0.0);
+        assert_eq!(s.bond_mean, 0.0);
+        assert!(marginal_kls(&r[..59], &g, None).is_err());
+        assert!(summarize_marginal_kls(&kls[..10]).is_err());
+    }
+
+    #[test]
+    fn basins_on_hand_points() {
+        let deg = PI / 180.0;
+        assert_eq!(basin_of(-150.0 * deg, 150.0 * deg), Some(Basin::BetaC5)); // β
+        assert_eq!(basin_of(-75.0 * deg, 145.0 * deg), Some(Basin::BetaC5)); // PII
+        assert_eq!(basin_of(-83.0 * deg, 75.0 * deg), Some(Basin::BetaC5)); // C7eq
+        assert_eq!(basin_of(-150.0 * deg, -170.0 * deg), Some(Basin::BetaC5)); // β across ±π
+        assert_eq!(basin_of(-65.0 * deg, -40.0 * deg), Some(Basin::AlphaR));
+        assert_eq!(basin_of(60.0 * deg, 40.0 * deg), Some(Basin::AlphaL));
+        assert_eq!(basin_of(75.0 * deg, -60.0 * deg), Some(Basin::AlphaL)); // C7ax
+        assert_eq!(basin_of(170.0 * deg, 170.0 * deg), Some(Basin::BetaC5)); // β wrapping to φ > 0
+        assert_eq!(basin_of(f64::NAN, 0.0), None);
+        let phi = [-2.5, -1.2, 1.0, 1.0, f64::NAN];
+        let psi = [2.5, -0.7, 0.5, -1.0, 0.0];
+        let p = basin_populations(&phi, &psi, None).unwrap();
+        assert_eq!(p.n, 4);
+        assert!((p.beta_c5 - 0.25).abs() < 1e-15 && (p.alpha_r - 0.25).abs() < 1e-15);
+        assert!((p.alpha_l - 0.5).abs() < 1e-15 && (p.n_effective - 4.0).abs() < 1e-12);
+        let p = basin_populations(&phi, &psi, Some(&[2.0, 1.0, 0.5, 0.5, 9.0])).unwrap();
+        assert!((p.beta_c5 - 0.5).abs() < 1e-15 && (p.alpha_l - 0.25).abs() < 1e-15);
+        assert!((p.n_effective - 16.0 / 5.5).abs() < 1e-12);
+        assert!(basin_populations(&phi, &psi[..3], None).is_err());
+        assert!(basin_populations(&[f64::NAN], &[0.0], None).is_err());
+        let q = BasinPops { beta_c5: 0.3, alpha_r: 0.5, alpha_l: 0.2, n: 1, n_effective: 1.0 };
+        assert!((p.max_abs_diff(&q) - 0.25).abs() < 1e-12); // |0.25 − 0.5| in αR
+    }
+
+    #[test]
+    fn ess_with_and_without_clipping() {
+        // 9999 equal weights and one weight e^20 times larger.
+        let mut lw = vec![0.0; 10_000];
+        lw[123] = 20.0;
+        let big = 20f64.exp();
+        let n = 10_000.0;
+        let exact = (9999.0 + big).powi(2) / (n * (9999.0 + big * big));
+        assert!((clipped_ess(&lw, 0.0).unwrap() - exact).abs() < 1e-12);
+        assert!((clipped_ess(&lw, 0.0).unwrap() - fab_core::stats::effective_sample_size(&lw)).abs() < 1e-12);
+        // Clipping the top 1e-4 (one weight of 10 000) to the largest unclipped one: all equal.
+        assert!((clipped_ess(&lw, 1e-4).unwrap() - 1.0).abs() < 1e-12);
+        // With 5000 weights ⌊0.5⌋ = 0 are clipped.
+        assert!((clipped_ess(&lw[..5000], 1e-4).unwrap() - clipped_ess(&lw[..5000], 0.0).unwrap()).abs() < 1e-15);
+        // Non-finite weights are dropped.
+        let lw2 = [0.0, 0.0, f64::NEG_INFINITY, f64::NAN];
+        assert!((clipped_ess(&lw2, 0.0).unwrap() - 1.0).abs() < 1e-15);
+        assert_eq!(clipped_ess(&[f64::NAN], 0.0).unwrap(), 0.0);
+        assert!(clipped_ess(&lw, 1.0).is_err());
+        let w = importance_weights(&[0.0, 2f64.ln(), f64::NAN]);
+        assert!((w[0] - 1.0 / 3.0).abs() < 1e-15 && (w[1] - 2.0 / 3.0).abs() < 1e-15 && w[2] == 0.0);
+    }
+
+    /// The shipped replica-exchange reference: sizes, validity of every sample, and agreement
+    /// of its parts within their statistical errors.
+    #[test]
+    fn shipped_reference_is_complete_and_consistent() {
+        use fab_targets::aldp::{is_l_form, AldpTarget};
+        let r = load_reference().unwrap();
+        let s = &r.summary;
+        assert!(r.phi.len() >= 100_000 && r.n_z >= 20_000, "{} pairs, {} z", r.phi.len(), r.n_z);
+        assert!(s.phi_psi_per_run.len() >= 4 && s.phi_psi_per_run.len() == s.basins_per_run.len());
+        assert_eq!(s.phi_psi_per_run.iter().sum::<usize>(), r.phi.len());
+        assert_eq!(s.z_per_run.iter().sum::<usize>(), r.n_z);
+        assert!(r.phi.iter().chain(&r.psi).all(|v| v.is_finite() && v.abs() <= PI + 1e-6));
+        // Every flow-space sample is L-form with a finite target density.
+        assert!(r.z.chunks(FLOW_DIM).all(|z| is_l_form(z).unwrap()));
+        let lp = AldpTarget::default().log_prob_f64(&r.z).unwrap();
+        assert!(lp.iter().all(|v| v.is_finite()));
+
+        // Pooled populations are the mean of the per-run ones.
+        for j in 0..3 {
+            let m = s.basins_per_run.iter().map(|b| b[j].mean).sum::<f64>() / s.basins_per_run.len() as f64;
+            assert!((m - s.basins[j].mean).abs() < 1e-12);
+        }
+        // Each run agrees with the pool of the others: |p_r − p̄| < 4·√(se_r² + se_pool²)
+        // (a normal-theory 4σ test, false-positive rate 6e-5 per comparison, ~1e-3 for all).
+        for (i, run) in s.basins_per_run.iter().enumerate() {
+            for j in 0..3 {
+                let tol = 4.0 * (run[j].se.powi(2) + s.basins[j].se.powi(2)).sqrt();
+                assert!((run[j].mean - s.basins[j].mean).abs() < tol, "run {i}, basin {j}: {run:?} vs {:?}", s.basins);
+            }
+        }
+        // The (φ, ψ) pairs and the z samples (φ, ψ recomputed from the float32 coordinates)
+        // are thinned subsets of the same runs: their populations agree within binomial error
+        // (both sets are thinned beyond the basin autocorrelation time; √2 allows for residual
+        // correlation; 5σ ⇒ false-positive rate < 1e-6 per basin).
+        let pp = r.basin_populations().unwrap();
+        let (zphi, zpsi) = phi_psi_of_flow(&r.z).unwrap();
+        let zp = basin_populations(&zphi, &zpsi, None).unwrap();
+        for (a, b) in pp.as_array().iter().zip(zp.as_array()) {
+            let se = (a * (1.0 - a) * (1.0 / pp.n as f64 + 1.0 / zp.n as f64)).sqrt();
+            assert!((a - b).abs() < 5.0 * 2f64.sqrt() * se, "{pp:?} vs {zp:?}");
+        }
+        // The rare φ > 0 basin is present in both sets and in every run.
+        assert!(pp.alpha_l > 0.0 && zp.alpha_l * zp.n as f64 >= 20.0, "{pp:?} {zp:?}");
+        assert!(s.basins_per_run.iter().all(|b| b[2].mean > 0.0));
+    }
+
+    #[test]
+    fn cartesian_log_likelihood_and_flow_helpers() {
+        assert!((cartesian_log_likelihood(&[1.0, 3.0], &[0.5, -0.5]).unwrap() - 2.0).abs() < 1e-15);
+        assert_eq!(cartesian_log_likelihood(&[f64::NEG_INFINITY, 0.0], &[0.0, 0.0]).unwrap(), f64::NEG_INFINITY);
+        assert!(cartesian_log_likelihood(&[f64::NAN], &[0.0]).is_err());
+        assert!(cartesian_log_likelihood(&[1.0], &[]).is_err());
+        // z = 0 is the minimum-energy configuration: φ = −2.5450, ψ = 2.6225 (SPEC §3.2),
+        // log|det ∂x/∂z| = −245.48211 (aldp_internal_coords.md).
+        let z = vec![0.0; 2 * FLOW_DIM];
+        let (phi, psi) = phi_psi_of_flow(&z).unwrap();
+        assert!((phi[1] + 2.544956).abs() < 1e-5 && (psi[0] - 2.622511).abs() < 1e-5);
+        let ld = log_det_dx_dz(&z).unwrap();
+        assert!((ld[0] + 245.48211).abs() < 1e-4);
+        assert!(phi_psi_of_flow(&z[..59]).is_err());
+    }
+}
