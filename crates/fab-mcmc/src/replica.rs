@@ -256,13 +256,21 @@ pub struct SweepInfo {
     pub swaps_accepted: Vec<u64>,
 }
 
-/// Cached evaluation of a batch: u = log p̃ − log r, log r, and their gradients.
+/// Cached evaluation of a batch: u = log p̃ − log r, log r, and their gradients (`log_r` and
+/// `grad_r` are empty without a reference density).
 #[derive(Debug, Clone, Default)]
 struct Parts {
     u: Vec<f64>,
     grad_u: Vec<f64>,
     log_r: Vec<f64>,
     grad_r: Vec<f64>,
+}
+
+impl Parts {
+    /// log r at `row` (0 without a reference).
+    fn log_r(&self, row: usize) -> f64 {
+        self.log_r.get(row).copied().unwrap_or(0.0)
+    }
 }
 
 /// Replica-exchange (parallel-tempering) sampler over any [`LogDensity`].
@@ -382,10 +390,8 @@ impl<'a> ReplicaExchange<'a> {
             x,
         };
         re.parts = re.evaluate(&re.x.clone())?;
-        for row in 0..n {
-            if !re.log_pi(row, &re.parts).is_finite() || !re.parts.u[row].is_finite() {
-                return Err(McmcError::NonFiniteStart { row });
-            }
+        if let Some(row) = (0..n).find(|&r| !re.log_pi(r, &re.parts).is_finite()) {
+            return Err(McmcError::NonFiniteStart { row });
         }
         Ok(re)
     }
@@ -485,7 +491,7 @@ impl<'a> ReplicaExchange<'a> {
         Ok((0..self.n_chains)
             .map(|c| {
                 let r = self.row(c, replica);
-                self.parts.u[r] + self.parts.log_r.get(r).copied().unwrap_or(0.0)
+                self.parts.u[r] + self.parts.log_r(r)
             })
             .collect())
     }
@@ -541,8 +547,7 @@ impl<'a> ReplicaExchange<'a> {
     /// log π_k at `row` of `parts` (k = row mod K).
     fn log_pi(&self, row: usize, parts: &Parts) -> f64 {
         let beta = self.config.betas[row % self.n_replicas()];
-        let lr = parts.log_r.get(row).copied().unwrap_or(0.0);
-        beta * parts.u[row] + lr
+        beta * parts.u[row] + parts.log_r(row)
     }
 
     /// ∇log π_k at `row`, cleaned (non-finite → 0) and clamped, into `out`.

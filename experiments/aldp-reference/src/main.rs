@@ -563,9 +563,7 @@ fn combine(a: CombineArgs) -> Result<()> {
     for j in 0..3 {
         let v: Vec<f64> = per_run.iter().map(|e| e[j].mean).collect();
         let s: Vec<f64> = per_run.iter().map(|e| e[j].se).collect();
-        let m = mean(&v);
-        let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (r.max(2) - 1) as f64).sqrt();
-        pooled[j] = Estimate { mean: m, se: sd / (r as f64).sqrt() };
+        pooled[j] = mean_se(&v);
         let (chi2, dof, p) = chi2_consistency(&v, &s);
         consistency.insert(names[j].to_string(), json!({"chi2": chi2, "dof": dof, "p_value": p}));
     }
