@@ -15,6 +15,7 @@ use fab_targets::gmm::{Gmm, QuadraticFunction};
 use fab_targets::many_well::ManyWell;
 use rand::RngCore;
 
+use crate::aldp_eval::{self, AldpReference};
 use crate::target::Target;
 use crate::Result;
 
@@ -42,6 +43,8 @@ pub struct EvalSizes {
 pub struct EvalSamples {
     /// Flow samples, row-major `[n, d]`.
     pub flow: Vec<f64>,
+    /// Importance log-weights log p − log q of the flow samples.
+    pub flow_log_w: Vec<f64>,
     /// AIS samples (target p), row-major.
     pub ais: Vec<f64>,
     /// AIS log-weights.
@@ -108,6 +111,7 @@ pub fn evaluate(
     target: &Target,
     ais: &mut Ais,
     sizes: &EvalSizes,
+    reference: Option<&AldpReference>,
     rng: &mut dyn RngCore,
 ) -> Result<(Metrics, EvalSamples)> {
     let mut m = Metrics::new();
@@ -155,13 +159,14 @@ pub fn evaluate(
     match target {
         Target::Gmm(g) => gmm_metrics(&mut m, flow, g, sizes, &xf, &log_w_flow, rng)?,
         Target::ManyWell(mw) => many_well_metrics(&mut m, flow, mw, sizes, &xf, &log_w_flow, &ais_lw, rng)?,
-        Target::Aldp(_) | Target::Custom(_) => {}
+        Target::Aldp(_) => aldp_metrics(&mut m, flow, &xf, &log_w_flow, &ais_x, &ais_lw, reference)?,
+        Target::Custom(_) => {}
     }
     if let Some(log_z) = density.log_normalizer() {
         m.insert("flow_log_z_abs_error".into(), (log_mean_exp(&log_w_flow) - log_z).abs());
         m.insert("log_z_abs_error".into(), (log_mean_exp(&ais_lw) - log_z).abs());
     }
-    Ok((m, EvalSamples { flow: xf, ais: ais_x, ais_log_w: ais_lw }))
+    Ok((m, EvalSamples { flow: xf, flow_log_w: log_w_flow, ais: ais_x, ais_log_w: ais_lw }))
 }
 
 /// Test-set metrics with exact samples: mean log q, forward KL, EUBO, ESS over p.
@@ -376,4 +381,70 @@ mod tests {
         // P(x₁ > 0) = 0.845 (SPEC §2: 0.84514 measured on 50 000 samples, ±0.0016).
         assert!((many_well_p_positive() - 0.845).abs() < 0.002);
     }
+}
+
+/// Alanine-dipeptide metrics (SPEC §3.4): clipped ESS, L-form fraction, and — with the shipped
+/// replica-exchange reference — Ramachandran KLs (64 and 100 bins, with and without importance
+/// weights), φ/ψ and per-coordinate marginal KLs, test log-likelihood in Cartesian space and
+/// basin populations.
+#[allow(clippy::too_many_arguments)]
+fn aldp_metrics(
+    m: &mut Metrics,
+    flow: &FlowModel,
+    xf: &[f64],
+    log_w_flow: &[f64],
+    ais_x: &[f64],
+    ais_lw: &[f64],
+    reference: Option<&AldpReference>,
+) -> Result<()> {
+    // The paper's table clips the largest 10⁻⁴ of the weights.
+    m.insert("eval_ess_flow_clipped".into(), aldp_eval::clipped_ess(log_w_flow, 1e-4)?);
+    m.insert("eval_ess_ais_clipped".into(), aldp_eval::clipped_ess(ais_lw, 1e-4)?);
+    let l_form = fab_targets::aldp::l_form_mask(xf)?;
+    m.insert("l_form_fraction".into(), l_form.iter().filter(|&&b| b).count() as f64 / l_form.len().max(1) as f64);
+    let (phi_f, psi_f) = aldp_eval::phi_psi_of_flow(xf)?;
+    let (phi_a, psi_a) = aldp_eval::phi_psi_of_flow(ais_x)?;
+    let w_flow = aldp_eval::importance_weights(log_w_flow);
+    let w_ais = aldp_eval::importance_weights(ais_lw);
+    let basins = |name: &str, m: &mut Metrics, phi: &[f64], psi: &[f64], w: Option<&[f64]>| -> Result<()> {
+        if let Ok(b) = aldp_eval::basin_populations(phi, psi, w) {
+            m.insert(format!("basin_beta_c5_{name}"), b.beta_c5);
+            m.insert(format!("basin_alpha_r_{name}"), b.alpha_r);
+            m.insert(format!("basin_alpha_l_{name}"), b.alpha_l);
+        }
+        Ok(())
+    };
+    basins("flow", m, &phi_f, &psi_f, None)?;
+    basins("flow_reweighted", m, &phi_f, &psi_f, Some(&w_flow))?;
+    basins("ais_reweighted", m, &phi_a, &psi_a, Some(&w_ais))?;
+    let Some(r) = reference else { return Ok(()) };
+    for bins in [aldp_eval::RAMACHANDRAN_BINS, aldp_eval::RAMACHANDRAN_BINS_FINE] {
+        let sfx = if bins == aldp_eval::RAMACHANDRAN_BINS { String::new() } else { format!("_{bins}") };
+        m.insert(format!("ramachandran_kl_flow{sfx}"), aldp_eval::ramachandran_kl(&r.phi, &r.psi, &phi_f, &psi_f, None, bins)?);
+        m.insert(format!("ramachandran_kl_flow_reweighted{sfx}"), aldp_eval::ramachandran_kl(&r.phi, &r.psi, &phi_f, &psi_f, Some(&w_flow), bins)?);
+        m.insert(format!("ramachandran_kl_ais{sfx}"), aldp_eval::ramachandran_kl(&r.phi, &r.psi, &phi_a, &psi_a, None, bins)?);
+        m.insert(format!("ramachandran_kl_ais_reweighted{sfx}"), aldp_eval::ramachandran_kl(&r.phi, &r.psi, &phi_a, &psi_a, Some(&w_ais), bins)?);
+    }
+    let (kphi, kpsi) = aldp_eval::phi_psi_kl(&r.phi, &r.psi, &phi_f, &psi_f, None)?;
+    m.insert("phi_kl_flow".into(), kphi);
+    m.insert("psi_kl_flow".into(), kpsi);
+    let kls = aldp_eval::marginal_kls(&r.z, xf, None)?;
+    let s = aldp_eval::summarize_marginal_kls(&kls)?;
+    m.insert("marginal_kl_mean".into(), kls.iter().sum::<f64>() / kls.len() as f64);
+    m.insert("marginal_kl_bond_mean".into(), s.bond_mean);
+    m.insert("marginal_kl_angle_mean".into(), s.angle_mean);
+    m.insert("marginal_kl_dihedral_mean".into(), s.dihedral_mean);
+    // Mean log-likelihood of the reference samples in Cartesian space.
+    let lq = log_prob_host(flow, &r.z, flow.dtype())?;
+    let ld = aldp_eval::log_det_dx_dz(&r.z)?;
+    if let Ok(ll) = aldp_eval::cartesian_log_likelihood(&lq, &ld) {
+        m.insert("test_log_likelihood".into(), ll);
+    }
+    if let Ok(rb) = r.basin_populations() {
+        m.insert("basin_alpha_l_reference".into(), rb.alpha_l);
+        if let Ok(fb) = aldp_eval::basin_populations(&phi_f, &psi_f, Some(&w_flow)) {
+            m.insert("basin_max_abs_error_flow_reweighted".into(), fb.max_abs_diff(&rb));
+        }
+    }
+    Ok(())
 }

@@ -90,9 +90,46 @@ pub fn write_plots(trainer: &Trainer, samples: &EvalSamples, out: &Path) -> Resu
             )
             ?;
         }
+        Target::Aldp(_) => aldp_plots(trainer, samples, &dir, name)?,
         _ => {}
     }
     training_curves(out, &dir.join("training.png"), name)
+}
+
+/// Ramachandran plots (log-density colour scale, as the paper's Figure 4) of the reference, the
+/// flow, the re-weighted flow, AIS and re-weighted AIS, and the φ marginal on a log scale
+/// (Figure 3b).
+fn aldp_plots(trainer: &Trainer, samples: &EvalSamples, dir: &Path, name: &str) -> Result<()> {
+    use crate::aldp_eval::{importance_weights, phi_psi_of_flow};
+    let (phi_f, psi_f) = phi_psi_of_flow(&samples.flow)?;
+    let (phi_a, psi_a) = phi_psi_of_flow(&samples.ais)?;
+    let w_f = importance_weights(&samples.flow_log_w);
+    let w_a = importance_weights(&samples.ais_log_w);
+    let mut panels = Vec::new();
+    if let Some(r) = trainer.aldp_reference() {
+        panels.push(plot::RamachandranPanel { title: "reference (replica exchange)", phi: &r.phi, psi: &r.psi, weights: None });
+    }
+    panels.push(plot::RamachandranPanel { title: "flow", phi: &phi_f, psi: &psi_f, weights: None });
+    panels.push(plot::RamachandranPanel { title: "flow, re-weighted", phi: &phi_f, psi: &psi_f, weights: Some(&w_f) });
+    panels.push(plot::RamachandranPanel { title: "AIS", phi: &phi_a, psi: &psi_a, weights: None });
+    panels.push(plot::RamachandranPanel { title: "AIS, re-weighted", phi: &phi_a, psi: &psi_a, weights: Some(&w_a) });
+    plot::ramachandran_panels(dir.join("ramachandran.png"), &format!("{name}: Ramachandran plots (φ, ψ)"), &panels, &plot::RamachandranOptions::default())?;
+    let mut series = Vec::new();
+    if let Some(r) = trainer.aldp_reference() {
+        series.push(plot::HistogramSeries::new("reference", &r.phi));
+    }
+    series.push(plot::HistogramSeries::new("flow", &phi_f));
+    series.push(plot::HistogramSeries::new("flow, re-weighted", &phi_f).weighted(&w_f));
+    series.push(plot::HistogramSeries::new("AIS, re-weighted", &phi_a).weighted(&w_a));
+    plot::histogram_1d_log(
+        dir.join("phi_marginal.png"),
+        &format!("{name}: marginal of φ"),
+        &series,
+        [-std::f64::consts::PI, std::f64::consts::PI],
+        200,
+        &plot::Histogram1dOptions::default(),
+    )?;
+    Ok(())
 }
 
 /// Panels of loss, ESS and test-set log q against iteration, read back from `metrics.jsonl`
@@ -130,7 +167,7 @@ fn training_curves(out: &Path, path: &Path, name: &str) -> Result<()> {
     if !xe.is_empty() {
         panels.push(CurvePanel::multi("effective sample size", vec![Series::new("flow", xe, ye), Series::new("AIS", xa, ya)], false).with_y_label("ESS fraction"));
     }
-    for key in ["test_set_mean_log_prob", "test_set_modes_mean_log_prob", "test_set_exact_mean_log_prob", "kl_forward"] {
+    for key in ["test_set_mean_log_prob", "test_set_modes_mean_log_prob", "test_set_exact_mean_log_prob", "kl_forward", "ramachandran_kl_flow", "test_log_likelihood"] {
         let (x, y) = series("eval", key);
         if x.iter().zip(&y).any(|(_, v)| v.is_finite()) {
             panels.push(CurvePanel::single(key, x, y, false));

@@ -86,6 +86,8 @@ pub struct Trainer {
     skipped_steps: u64,
     elapsed_seconds: f64,
     n_iterations: usize,
+    /// The replica-exchange reference of alanine dipeptide (loaded once, for evaluations).
+    aldp_reference: Option<crate::aldp_eval::AldpReference>,
 }
 
 impl Trainer {
@@ -153,7 +155,18 @@ impl Trainer {
         };
         let optim = Adam::new(flow.params(), config.train.optimizer.clone())?;
         let n_iterations = config.n_iterations();
+        let aldp_reference = match &target {
+            Target::Aldp(_) => match crate::aldp_eval::load_reference() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("note: alanine-dipeptide reference not loaded ({e}); KL metrics are skipped");
+                    None
+                }
+            },
+            _ => None,
+        };
         Ok(Self {
+            aldp_reference,
             rng: fab_core::seeded_rng(config.seed, TRAIN_STREAM),
             eval_rng: fab_core::seeded_rng(config.seed, EVAL_STREAM),
             config,
@@ -188,6 +201,12 @@ impl Trainer {
     /// The replay buffer (FAB with buffer only).
     pub fn buffer(&self) -> Option<&PrioritisedBuffer> {
         self.buffer.as_ref()
+    }
+
+    /// The alanine-dipeptide reference samples, if this run's target is alanine dipeptide and
+    /// the shipped reference could be loaded.
+    pub fn aldp_reference(&self) -> Option<&crate::aldp_eval::AldpReference> {
+        self.aldp_reference.as_ref()
     }
 
     /// The AIS sampler (with its adapted step sizes).
@@ -399,7 +418,7 @@ impl Trainer {
             n_mode_samples: e.n_mode_samples,
             mae_repeats: if final_eval { e.mae_repeats } else { 0 },
         };
-        let (mut m, s) = evaluate(&self.flow, &self.target, &mut self.ais, &sizes, &mut self.eval_rng)?;
+        let (mut m, s) = evaluate(&self.flow, &self.target, &mut self.ais, &sizes, self.aldp_reference.as_ref(), &mut self.eval_rng)?;
         m.insert("iteration".into(), self.iteration as f64);
         m.insert("skipped_steps".into(), self.skipped_steps as f64);
         m.insert("train_seconds".into(), self.elapsed_seconds);
