@@ -576,10 +576,14 @@ impl AldpReference {
     }
 }
 
-/// Directory of the shipped reference inside the workspace
+/// Directory of the reference samples: `$FAB_ALDP_REFERENCE_DIR` if set (for binaries moved
+/// out of the source tree, or your own reference), else the shipped one inside the workspace
 /// (`crates/fab-targets/data/aldp/reference`, located from this crate's manifest directory).
 pub fn reference_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fab-targets/data/aldp/reference")
+    match std::env::var_os("FAB_ALDP_REFERENCE_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../fab-targets/data/aldp/reference"),
+    }
 }
 
 /// Loads the shipped reference from [`reference_dir`].
