@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use fab_core::ParamSet;
 use rand::RngCore;
 
-use crate::cpu::spline_lanes::{self, ParamGrads, Params, SplineSet};
+use crate::cpu::spline_lanes::{self, ParamGrads, Params, SplineCache, SplineSet};
 use crate::cpu::{with_slices, CpuLayer, Real, Tape};
 use crate::layer::{impl_flow_via_layer, param, Layer};
 use crate::nets::{LinearInit, ResNetTape, ResidualNet};
@@ -255,8 +255,8 @@ impl_flow_via_layer!(SplineCoupling);
 struct SplineTape<T> {
     /// The layer's input `[n, dim]`.
     x: Vec<T>,
-    /// Conditioner output `[n, F·(3K+1)]`.
-    raw: Vec<T>,
+    /// What the transformed coordinates' splines recorded (instead of the conditioner output).
+    splines: SplineCache,
     net: ResNetTape<T>,
 }
 
@@ -266,12 +266,16 @@ impl<T: Real> CpuLayer<T> for SplineCoupling {
         let feats = self.pf_slices::<T, _>(|w| Ok(self.features_cpu(&x, n, w)))?;
         let (raw, net_tape) = self.net.cpu_forward(feats, n, record)?;
         let x_in = if record { x.clone() } else { Vec::new() };
-        spline_lanes::apply_rows(&self.tr_set(), &mut x, Params::PerRow(&raw), ld, false);
+        let splines = spline_lanes::apply_rows(&self.tr_set(), &mut x, Params::PerRow(&raw), ld, false, record);
+        drop(raw);
         with_slices::<T, _>(&[&self.unconditional], |u| {
-            spline_lanes::apply_rows(&self.id_set(), &mut x, Params::Shared(u[0]), ld, false);
+            spline_lanes::apply_rows(&self.id_set(), &mut x, Params::Shared(u[0]), ld, false, false);
             Ok(())
         })?;
-        let tape = net_tape.map(|net| Box::new(SplineTape { x: x_in, raw, net }) as Tape);
+        let tape = match (net_tape, splines) {
+            (Some(net), Some(splines)) => Some(Box::new(SplineTape { x: x_in, splines, net }) as Tape),
+            _ => None,
+        };
         Ok((x, tape))
     }
 
@@ -281,7 +285,7 @@ impl<T: Real> CpuLayer<T> for SplineCoupling {
         let (ni, nt, np) = (self.identity.len(), self.transform.len(), self.n_raw());
         // Transformed coordinates: ∂/∂input (in place in gz) and ∂/∂(conditioner output).
         let mut g_raw = vec![T::zero(); n * nt * np];
-        spline_lanes::backward_rows(&self.tr_set(), &tape.x, Params::PerRow(&tape.raw), &mut gz, gld, ParamGrads::PerRow(&mut g_raw));
+        spline_lanes::backward_rows(&self.tr_set(), &tape.x, Params::Recorded(&tape.splines), &mut gz, gld, ParamGrads::PerRow(&mut g_raw));
         let (pf_idx, net_lo) = if self.pf_weight.is_some() { (Some(0), 1) } else { (None, 0) };
         let net_hi = net_lo + self.n_net_params;
         let mut pg = pgrads;
@@ -331,12 +335,12 @@ impl<T: Real> CpuLayer<T> for SplineCoupling {
 
     fn forward(&self, mut z: Vec<T>, n: usize, ld: &mut [T]) -> Result<Vec<T>> {
         with_slices::<T, _>(&[&self.unconditional], |u| {
-            spline_lanes::apply_rows(&self.id_set(), &mut z, Params::Shared(u[0]), ld, true);
+            spline_lanes::apply_rows(&self.id_set(), &mut z, Params::Shared(u[0]), ld, true, false);
             Ok(())
         })?;
         let feats = self.pf_slices::<T, _>(|w| Ok(self.features_cpu(&z, n, w)))?;
         let (raw, _) = self.net.cpu_forward(feats, n, false)?;
-        spline_lanes::apply_rows(&self.tr_set(), &mut z, Params::PerRow(&raw), ld, true);
+        spline_lanes::apply_rows(&self.tr_set(), &mut z, Params::PerRow(&raw), ld, true, false);
         Ok(z)
     }
 }

@@ -4,25 +4,26 @@
 //!
 //! The mathematics is that of the scalar reference kernels in [`crate::spline`] (which the tests
 //! compare against): softmax widths and heights, cumulative knots, bin search, the
-//! rational-quadratic map and its log-derivative, and the hand-derived reverse pass, with the
-//! same floating-point expressions except that
+//! rational-quadratic map and its log-derivative, and the hand-derived reverse pass, except that
 //! * `exp`, `ln` and `log1p` are the branch-free lane versions of [`super::lanes`];
-//! * the log-derivative is ln(s²·n₂/den²) (one logarithm instead of three);
+//! * divisions by a common denominator are multiplications by its reciprocal, and the
+//!   log-derivative is ln(s²·n₂/den²) (one logarithm instead of three), so results differ from
+//!   the reference by a few ulp;
 //! * gradients of parameters shared by every row (the unconditional splines) are summed over
 //!   the rows as knot-position and knot-derivative gradients, then mapped through the cumsum,
 //!   softmax and softplus once (the map is linear).
 //!
 //! All computation is in f64 whatever the storage type. Each row is processed in groups of
-//! [`Lane::N`] consecutive features (the last group padded with copies of the last feature,
-//! whose results are discarded). Every lane operation is correctly rounded per lane, rows are
-//! independent, and sums over rows (shared-parameter gradients) run over fixed blocks of rows
-//! combined in order, so results are bitwise independent of the number of threads.
+//! [`Lane::N`] features (the last group padded with copies of the last feature, whose results
+//! are discarded). Every lane operation is correctly rounded per lane, rows are independent,
+//! and sums over rows (shared-parameter gradients) run over fixed blocks of rows combined in
+//! order, so results are bitwise independent of the number of threads.
 
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::lanes::X4;
-use super::lanes::{self, Lane, F1};
+use super::lanes::{self, Lane, Pair, F1, MAX_LANES};
 use super::Real;
 use crate::spline::{SplineSpec, Tail, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE};
 
@@ -59,6 +60,24 @@ pub(crate) enum Params<'a, T> {
     PerRow(&'a [T]),
     /// One set for every row: `[F·(3K+1)]`.
     Shared(&'a [T]),
+    /// Per row, as recorded by [`apply_rows`] for [`backward_rows`] (backward only).
+    Recorded(&'a SplineCache),
+}
+
+/// What the backward pass of per-row splines needs from the forward pass, so that it does not
+/// recompute the softmaxes and softplus: per row and group of features, the softmax widths and
+/// heights (K each), the knot derivatives at the ends of each element's bin and the sigmoids of
+/// their raw parameters, as `[n, groups, 2K + 4, width]` f64.
+#[derive(Debug)]
+pub(crate) struct SplineCache {
+    width: usize,
+    per_row: usize,
+    data: Vec<f64>,
+}
+
+/// Cached vectors per group and row.
+fn cache_items(k: usize) -> usize {
+    2 * k + 4
 }
 
 /// Where the backward pass puts parameter gradients.
@@ -93,79 +112,136 @@ impl<Op: LaneOp> pulp::NullaryFnOnce for WithX4<Op> {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+struct WithX8<Op>(Op, pulp::x86::V3);
+
+#[cfg(target_arch = "x86_64")]
+impl<Op: LaneOp> pulp::NullaryFnOnce for WithX8<Op> {
+    type Output = Op::Output;
+    #[inline(always)]
+    fn call(self) -> Op::Output {
+        self.0.run::<Pair<X4>>(self.1)
+    }
+}
+
 #[cfg(test)]
 thread_local! {
-    /// Tests: force the portable one-lane path on this thread.
+    /// Tests: use the portable one-lane path for calls made from this thread.
     static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `op` with four AVX2 lanes when the CPU has AVX2 + FMA, one portable lane otherwise.
-fn dispatch<Op: LaneOp>(op: Op) -> Op::Output {
+/// Lanes per group: 8 (two AVX2 registers, for instruction-level parallelism) when the CPU has
+/// AVX2 + FMA, 1 otherwise. Decided once per call (on the calling thread) and passed to
+/// [`dispatch`].
+fn lane_width() -> usize {
     #[cfg(test)]
     if FORCE_PORTABLE.with(|f| f.get()) {
-        return op.run::<F1<false>>(());
+        return 1;
     }
     #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V3::try_new() {
-        return simd.vectorize(WithX4(op, simd));
+    if pulp::x86::V3::try_new().is_some() {
+        return X86_WIDTH;
     }
+    1
+}
+
+/// Lanes per group with AVX2 + FMA (4 or 8).
+const X86_WIDTH: usize = 4;
+
+/// Runs `op` with `width` (from [`lane_width`]) lanes.
+fn dispatch<Op: LaneOp>(width: usize, op: Op) -> Op::Output {
+    #[cfg(target_arch = "x86_64")]
+    if width == 4 || width == 8 {
+        let simd = pulp::x86::V3::try_new().expect("four lanes need AVX2 + FMA");
+        return if width == 4 { simd.vectorize(WithX4(op, simd)) } else { simd.vectorize(WithX8(op, simd)) };
+    }
+    assert_eq!(width, 1, "unsupported lane width");
     op.run::<F1<false>>(())
 }
 
 // ---------------------------------------------------------------------------------------------
-// Lane building blocks.
+// Groups of features.
 
-/// Per-lane constants of a group of features.
-#[derive(Clone, Copy)]
-struct Group<L: Lane> {
-    /// First feature and number of valid lanes.
+/// A group of up to four features processed together, as plain per-lane data.
+#[derive(Debug, Clone, Copy)]
+struct GroupData {
+    /// First feature and number of real lanes.
     f0: usize,
     nl: usize,
-    /// Feature index of each lane (padding lanes repeat the last feature).
-    feat: [usize; 4],
-    bound: L,
-    scale: L,
-    /// Lanes with linear tails.
-    linear: L::Mask,
-    /// Lanes that are not padding.
-    valid: L::Mask,
-    /// Per lane: circular tail.
-    circ: [bool; 4],
+    /// Feature and column of each lane (padding lanes repeat the last feature).
+    feat: [usize; MAX_LANES],
+    col: [usize; MAX_LANES],
+    bound: [f64; MAX_LANES],
+    scale: [f64; MAX_LANES],
+    /// 1 for linear tails, 0 for circular ones.
+    linear: [f64; MAX_LANES],
+    /// 1 for real lanes, 0 for padding.
+    valid: [f64; MAX_LANES],
+    circ: [bool; MAX_LANES],
 }
 
-fn groups<L: Lane>(ctx: L::Ctx, set: &SplineSet<'_>) -> Vec<Group<L>> {
+fn group_data(set: &SplineSet<'_>, width: usize) -> Vec<GroupData> {
     let f = set.f();
-    (0..f.div_ceil(L::N))
+    (0..f.div_ceil(width))
         .map(|gi| {
-            let f0 = gi * L::N;
-            let nl = L::N.min(f - f0);
-            let mut feat = [f0; 4];
-            for (l, ft) in feat.iter_mut().enumerate().take(L::N) {
-                *ft = (f0 + l).min(f - 1);
+            let f0 = gi * width;
+            let nl = width.min(f - f0);
+            let mut gd = GroupData { f0, nl, feat: [0; MAX_LANES], col: [0; MAX_LANES], bound: [0.0; MAX_LANES], scale: [0.0; MAX_LANES], linear: [0.0; MAX_LANES], valid: [0.0; MAX_LANES], circ: [false; MAX_LANES] };
+            for l in 0..MAX_LANES {
+                let ft = (f0 + l).min(f0 + nl - 1);
+                let spec = &set.specs[ft];
+                gd.feat[l] = ft;
+                gd.col[l] = set.cols[ft];
+                gd.bound[l] = spec.bound;
+                gd.scale[l] = spec.raw_scale;
+                gd.circ[l] = spec.tail == Tail::Circular;
+                gd.linear[l] = if gd.circ[l] { 0.0 } else { 1.0 };
+                gd.valid[l] = if l < nl { 1.0 } else { 0.0 };
             }
-            let spec = |l: usize| &set.specs[feat[l]];
-            let lin = L::from_fn(ctx, |l| if spec(l).tail == Tail::Linear { 1.0 } else { 0.0 });
-            let mut circ = [false; 4];
-            for (l, c) in circ.iter_mut().enumerate().take(L::N) {
-                *c = spec(l).tail == Tail::Circular;
-            }
-            Group {
-                f0,
-                nl,
-                feat,
-                bound: L::from_fn(ctx, |l| spec(l).bound),
-                scale: L::from_fn(ctx, |l| spec(l).raw_scale),
-                linear: lin.eq(L::splat(ctx, 1.0)),
-                valid: L::from_fn(ctx, |l| l as f64).lt(L::splat(ctx, nl as f64)),
-                circ,
-            }
+            gd
         })
         .collect()
 }
 
-/// Knots of one group's splines: positions `cw`, `ch` (K + 1), softmax values `sw`, `sh` (K)
-/// and, for shared parameters, knot derivatives `d` and the sigmoids `sig` of their raw
-/// parameters (K + 1, tail overrides applied; `sig` is 0 where a tail fixes the derivative).
+/// A group's per-lane constants as lanes.
+#[derive(Clone, Copy)]
+struct Group<L: Lane> {
+    bound: L,
+    scale: L,
+    linear: L::Mask,
+    valid: L::Mask,
+}
+
+impl<L: Lane> Group<L> {
+    #[inline(always)]
+    fn load(ctx: L::Ctx, gd: &GroupData) -> Self {
+        let one = L::splat(ctx, 1.0);
+        Group {
+            bound: L::load(ctx, &gd.bound),
+            scale: L::load(ctx, &gd.scale),
+            linear: L::load(ctx, &gd.linear).eq(one),
+            valid: L::load(ctx, &gd.valid).eq(one),
+        }
+    }
+
+    /// Lanes inside [−B, B].
+    #[inline(always)]
+    fn inside(&self, v: L) -> L::Mask {
+        L::and(v.ge(-self.bound), v.le(self.bound))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Knots.
+
+/// What the bin search reads: knot positions and (for shared parameters) knot derivatives.
+trait KnotLanes<L: Lane> {
+    fn cw(&self, j: usize) -> L;
+    fn ch(&self, j: usize) -> L;
+    fn d(&self, j: usize) -> L;
+}
+
+/// Per-row knots of one group: positions `cw`, `ch` (K + 1) and softmax values `sw`, `sh` (K).
 struct Knots<L: Lane> {
     k: usize,
     v: Vec<L>,
@@ -173,19 +249,11 @@ struct Knots<L: Lane> {
 
 impl<L: Lane> Knots<L> {
     fn new(ctx: L::Ctx, k: usize) -> Self {
-        Knots { k, v: vec![L::splat(ctx, 0.0); 6 * (k + 1)] }
+        Knots { k, v: vec![L::splat(ctx, 0.0); 4 * (k + 1)] }
     }
     #[inline(always)]
     fn part(&self, i: usize) -> &[L] {
         &self.v[i * (self.k + 1)..(i + 1) * (self.k + 1)]
-    }
-    #[inline(always)]
-    fn cw(&self) -> &[L] {
-        self.part(0)
-    }
-    #[inline(always)]
-    fn ch(&self) -> &[L] {
-        self.part(1)
     }
     #[inline(always)]
     fn sw(&self) -> &[L] {
@@ -195,32 +263,58 @@ impl<L: Lane> Knots<L> {
     fn sh(&self) -> &[L] {
         &self.part(3)[..self.k]
     }
-    #[inline(always)]
-    fn d(&self) -> &[L] {
-        self.part(4)
-    }
 
-    /// Softmax and cumulative knots from raw parameters (`raw(p)`: parameter p of every lane).
+    /// Cumulative knots from recorded softmax values (`soft(j)`: widths for j < K, then heights).
     #[inline(always)]
-    fn compute(&mut self, g: &Group<L>, raw: &impl Fn(usize) -> L) {
+    fn load_soft(&mut self, g: &Group<L>, soft: impl Fn(usize) -> L) {
         let k = self.k;
         let kp = k + 1;
         let (cw, rest) = self.v.split_at_mut(kp);
         let (ch, rest) = rest.split_at_mut(kp);
-        let (sw, rest) = rest.split_at_mut(kp);
-        let sh = &mut rest[..kp];
-        softmax(g.scale, k, raw, &mut sw[..k]);
-        softmax(g.scale, k, |i| raw(k + i), &mut sh[..k]);
+        let (sw, sh) = rest.split_at_mut(kp);
+        for j in 0..k {
+            sw[j] = soft(j);
+            sh[j] = soft(k + j);
+        }
+        cumulative(g.bound, MIN_BIN_WIDTH, &sw[..k], cw);
+        cumulative(g.bound, MIN_BIN_HEIGHT, &sh[..k], ch);
+    }
+
+    /// Softmax and cumulative knots from raw parameters (`raw(p)`: parameter p of every lane).
+    #[inline(always)]
+    fn compute(&mut self, g: &Group<L>, raw: impl Fn(usize) -> L) {
+        let k = self.k;
+        let kp = k + 1;
+        let (cw, rest) = self.v.split_at_mut(kp);
+        let (ch, rest) = rest.split_at_mut(kp);
+        let (sw, sh) = rest.split_at_mut(kp);
+        softmax(g.scale, |i| raw(i), &mut sw[..k]);
+        softmax(g.scale, |i| raw(k + i), &mut sh[..k]);
         cumulative(g.bound, MIN_BIN_WIDTH, &sw[..k], cw);
         cumulative(g.bound, MIN_BIN_HEIGHT, &sh[..k], ch);
     }
 }
 
-/// `out = softmax(raw · scale)` as in the reference (max-shifted, sequential sum, division).
+impl<L: Lane> KnotLanes<L> for Knots<L> {
+    #[inline(always)]
+    fn cw(&self, j: usize) -> L {
+        self.v[j]
+    }
+    #[inline(always)]
+    fn ch(&self, j: usize) -> L {
+        self.v[self.k + 1 + j]
+    }
+    #[inline(always)]
+    fn d(&self, _: usize) -> L {
+        unreachable!("per-row knots have no derivatives")
+    }
+}
+
+/// `out = softmax(raw · scale)` (max-shifted).
 #[inline(always)]
-fn softmax<L: Lane>(scale: L, k: usize, raw: impl Fn(usize) -> L, out: &mut [L]) {
+fn softmax<L: Lane>(scale: L, raw: impl Fn(usize) -> L, out: &mut [L]) {
     let mut m = scale.c(f64::NEG_INFINITY);
-    for (i, o) in out.iter_mut().enumerate().take(k) {
+    for (i, o) in out.iter_mut().enumerate() {
         *o = raw(i) * scale;
         m = o.max(m);
     }
@@ -229,8 +323,9 @@ fn softmax<L: Lane>(scale: L, k: usize, raw: impl Fn(usize) -> L, out: &mut [L])
         *o = lanes::exp(*o - m);
         s = s + *o;
     }
+    let r = scale.c(1.0) / s;
     for o in out.iter_mut() {
-        *o = *o / s;
+        *o = *o * r;
     }
 }
 
@@ -255,11 +350,103 @@ fn softplus_sigmoid<L: Lane>(u: L) -> (L, L) {
     let zero = u.c(0.0);
     let e = lanes::exp(-u.abs());
     let sp = u.max(zero) + lanes::log1p_unit(e);
-    let pos = u.ge(zero);
-    let one_pe = e + 1.0;
-    let sig = L::select(pos, u.c(1.0) / one_pe, e / one_pe);
+    let r = u.c(1.0) / (e + 1.0);
+    let sig = L::select(u.ge(zero), r, e * r);
     (sp, sig)
 }
+
+/// Knots, knot derivatives and sigmoids of shared splines, once per call, lane-ready:
+/// `[group][part][j]` with parts cw, ch, sw, sh, d, sig (K + 1 entries each; `d` and `sig` with
+/// the tail overrides applied, `sig` 0 where a tail fixes the derivative).
+struct SharedKnots {
+    k: usize,
+    v: Vec<[f64; MAX_LANES]>,
+}
+
+const SHARED_PARTS: usize = 6;
+
+impl SharedKnots {
+    fn new<T: Real>(set: &SplineSet<'_>, raw: &[T], gds: &[GroupData], width: usize) -> Self {
+        struct Op<'a, T> {
+            k: usize,
+            gds: &'a [GroupData],
+            raw: &'a [T],
+        }
+        impl<T: Real> LaneOp for Op<'_, T> {
+            type Output = Vec<[f64; MAX_LANES]>;
+            #[inline(always)]
+            fn run<L: Lane>(self, ctx: L::Ctx) -> Vec<[f64; MAX_LANES]> {
+                let (k, raw) = (self.k, self.raw);
+                let (kp, np) = (k + 1, 3 * k + 1);
+                let mut out = vec![[0.0; MAX_LANES]; self.gds.len() * SHARED_PARTS * kp];
+                let mut kn = Knots::<L>::new(ctx, k);
+                for (gi, gd) in self.gds.iter().enumerate() {
+                    let g = Group::load(ctx, gd);
+                    let at = |l: usize, p: usize| raw[gd.feat[l] * np + p].as_f64();
+                    kn.compute(&g, |p| L::from_fn(ctx, |l| at(l, p)));
+                    let o = &mut out[gi * SHARED_PARTS * kp..(gi + 1) * SHARED_PARTS * kp];
+                    for (j, v) in kn.v.iter().enumerate() {
+                        o[j] = v.to_array();
+                    }
+                    // Derivative and sigmoid of every knot, with the tail overrides.
+                    for j in 0..kp {
+                        let src = |l: usize| {
+                            if j == k {
+                                gd.circ[l].then_some(0)
+                            } else {
+                                (j > 0 || gd.circ[l]).then_some(j)
+                            }
+                        };
+                        let r = L::from_fn(ctx, |l| at(l, 2 * k + src(l).unwrap_or(0)));
+                        let (sp, sg) = softplus_sigmoid(r);
+                        let fixed = L::from_fn(ctx, |l| if src(l).is_none() { 1.0 } else { 0.0 }).eq(r.c(1.0));
+                        o[4 * kp + j] = L::select(fixed, r.c(1.0), sp + MIN_DERIVATIVE).to_array();
+                        o[5 * kp + j] = L::select(fixed, r.c(0.0), sg).to_array();
+                    }
+                }
+                out
+            }
+        }
+        SharedKnots { k: set.k(), v: dispatch(width, Op { k: set.k(), gds, raw }) }
+    }
+
+    /// Part `pi` of group `gi`, lane `l`.
+    fn lane_part(&self, gi: usize, pi: usize, l: usize) -> impl Iterator<Item = f64> + '_ {
+        let kp = self.k + 1;
+        self.v[(gi * SHARED_PARTS + pi) * kp..(gi * SHARED_PARTS + pi + 1) * kp].iter().map(move |a| a[l])
+    }
+
+    #[inline(always)]
+    fn view<L: Lane>(&self, ctx: L::Ctx, gi: usize) -> SharedView<'_, L> {
+        let n = SHARED_PARTS * (self.k + 1);
+        SharedView { ctx, kp: self.k + 1, v: &self.v[gi * n..(gi + 1) * n] }
+    }
+}
+
+/// One group's shared knots as lanes.
+struct SharedView<'a, L: Lane> {
+    ctx: L::Ctx,
+    kp: usize,
+    v: &'a [[f64; MAX_LANES]],
+}
+
+impl<L: Lane> KnotLanes<L> for SharedView<'_, L> {
+    #[inline(always)]
+    fn cw(&self, j: usize) -> L {
+        L::load(self.ctx, &self.v[j])
+    }
+    #[inline(always)]
+    fn ch(&self, j: usize) -> L {
+        L::load(self.ctx, &self.v[self.kp + j])
+    }
+    #[inline(always)]
+    fn d(&self, j: usize) -> L {
+        L::load(self.ctx, &self.v[4 * self.kp + j])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One bin.
 
 /// The bin of every lane and the quantities at its ends.
 #[derive(Clone, Copy)]
@@ -274,25 +461,28 @@ struct Bin<L: Lane> {
     d1: L,
 }
 
-/// Bin search of `v` among `cw` (or `ch` with `inverse`): the number of interior knots ≤ v,
-/// which equals the reference's searchsorted for v ∈ [−B, B]. With `with_d`, also picks the
-/// knot derivatives from `kn.d()`.
+/// Bin search of `v` among the knots `cw` (or `ch` with `inverse`): the number of interior
+/// knots ≤ v, which equals the reference's searchsorted for v ∈ [−B, B]. With `with_d`, also
+/// picks the knot derivatives.
 #[inline(always)]
-fn search<L: Lane>(kn: &Knots<L>, v: L, inverse: bool, with_d: bool) -> Bin<L> {
-    let (cw, ch) = (kn.cw(), kn.ch());
-    let locs = if inverse { ch } else { cw };
-    let d = kn.d();
-    let mut b = Bin { idx: v.c(0.0), x0: cw[0], x1: cw[1], y0: ch[0], y1: ch[1], d0: d[0], d1: d[1] };
-    for j in 1..kn.k {
-        let m = v.ge(locs[j]);
+fn search<L: Lane>(kn: &impl KnotLanes<L>, k: usize, v: L, inverse: bool, with_d: bool) -> Bin<L> {
+    let zero = v.c(0.0);
+    let mut b = Bin { idx: zero, x0: kn.cw(0), x1: kn.cw(1), y0: kn.ch(0), y1: kn.ch(1), d0: zero, d1: zero };
+    if with_d {
+        b.d0 = kn.d(0);
+        b.d1 = kn.d(1);
+    }
+    for j in 1..k {
+        let (cw1, ch1) = (kn.cw(j + 1), kn.ch(j + 1));
+        let m = v.ge(if inverse { b.y1 } else { b.x1 });
         b.idx = L::select(m, v.c(j as f64), b.idx);
-        b.x0 = L::select(m, cw[j], b.x0);
-        b.x1 = L::select(m, cw[j + 1], b.x1);
-        b.y0 = L::select(m, ch[j], b.y0);
-        b.y1 = L::select(m, ch[j + 1], b.y1);
+        b.x0 = L::select(m, b.x1, b.x0);
+        b.y0 = L::select(m, b.y1, b.y0);
+        b.x1 = L::select(m, cw1, b.x1);
+        b.y1 = L::select(m, ch1, b.y1);
         if with_d {
-            b.d0 = L::select(m, d[j], b.d0);
-            b.d1 = L::select(m, d[j + 1], b.d1);
+            b.d0 = L::select(m, b.d1, b.d0);
+            b.d1 = L::select(m, kn.d(j + 1), b.d1);
         }
     }
     b
@@ -300,9 +490,8 @@ fn search<L: Lane>(kn: &Knots<L>, v: L, inverse: bool, with_d: bool) -> Bin<L> {
 
 /// Per-lane bin index as usize.
 #[inline(always)]
-fn lane_idx<L: Lane>(idx: L) -> [usize; 4] {
-    let a = idx.to_array();
-    [a[0] as usize, a[1] as usize, a[2] as usize, a[3] as usize]
+fn lane_idx<L: Lane>(idx: L) -> [usize; MAX_LANES] {
+    idx.to_array().map(|v| v as usize)
 }
 
 /// Sources of the derivatives at a bin's two ends (see [`deriv_sources`]).
@@ -328,12 +517,12 @@ fn deriv_sources(k: usize, idx: usize, circ: bool) -> DerivSources {
 /// Per-row parameters: knot derivatives (and sigmoids of their raw values) at the ends of the
 /// bins `b.idx`, loaded from `raw_at(lane, p)`.
 #[inline(always)]
-fn per_row_derivs<L: Lane>(k: usize, g: &Group<L>, b: &mut Bin<L>, raw_at: impl Fn(usize, usize) -> f64) -> (L, L, [DerivSources; 4]) {
+fn per_row_derivs<L: Lane>(k: usize, gd: &GroupData, g: &Group<L>, b: &mut Bin<L>, raw_at: impl Fn(usize, usize) -> f64) -> (L, L, [DerivSources; MAX_LANES]) {
     let ctx = b.idx.ctx();
     let idx = lane_idx(b.idx);
-    let mut src = [(None, None); 4];
+    let mut src = [(None, None); MAX_LANES];
     for l in 0..L::N {
-        src[l] = deriv_sources(k, idx[l], g.circ[l]);
+        src[l] = deriv_sources(k, idx[l], gd.circ[l]);
     }
     let r0 = L::from_fn(ctx, |l| raw_at(l, 2 * k + src[l].0.unwrap_or(0)));
     let r1 = L::from_fn(ctx, |l| raw_at(l, 2 * k + src[l].1.unwrap_or(0)));
@@ -350,22 +539,26 @@ fn per_row_derivs<L: Lane>(k: usize, g: &Group<L>, b: &mut Bin<L>, raw_at: impl 
 /// Forward map of the bin: (y, log dy/dx).
 #[inline(always)]
 fn rq_forward<L: Lane>(b: &Bin<L>, x: L) -> (L, L) {
+    let one = x.c(1.0);
     let w = b.x1 - b.x0;
     let h = b.y1 - b.y0;
-    let s = h / w;
-    let th = (x - b.x0) / w;
-    let one = x.c(1.0);
+    let inv_w = one / w;
+    let s = h * inv_w;
+    let th = (x - b.x0) * inv_w;
     let t = th * (one - th);
     let den = s + (b.d0 + b.d1 - s * 2.0) * t;
+    let inv_den = one / den;
     let num = h * (s * th * th + b.d0 * t);
-    let y = b.y0 + num / den;
+    let y = b.y0 + num * inv_den;
     let n2 = b.d1 * th * th + s * 2.0 * t + b.d0 * (one - th) * (one - th);
-    (y, lanes::ln(s * s * n2 / (den * den)))
+    let sd = s * inv_den;
+    (y, lanes::ln(sd * sd * n2))
 }
 
 /// Inverse map of the bin: (x, log dx/dy).
 #[inline(always)]
 fn rq_inverse<L: Lane>(b: &Bin<L>, y: L) -> (L, L) {
+    let one = y.c(1.0);
     let w = b.x1 - b.x0;
     let h = b.y1 - b.y0;
     let s = h / w;
@@ -378,95 +571,11 @@ fn rq_inverse<L: Lane>(b: &Bin<L>, y: L) -> (L, L) {
     let disc = (bq * bq - a * 4.0 * c).max(y.c(0.0));
     let th = (c * 2.0) / (-bq - disc.sqrt());
     let x = b.x0 + th * w;
-    let one = y.c(1.0);
     let t = th * (one - th);
     let den = s + c2 * t;
     let n2 = d1 * th * th + s * 2.0 * t + d0 * (one - th) * (one - th);
-    (x, -lanes::ln(s * s * n2 / (den * den)))
-}
-
-/// Lanes inside [−B, B].
-#[inline(always)]
-fn inside<L: Lane>(g: &Group<L>, v: L) -> L::Mask {
-    L::and(v.ge(-g.bound), v.le(g.bound))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Shared parameters: knots once per call.
-
-/// Shared splines' knots, derivatives and sigmoids per feature, in f64 (`[F, 6, K + 1]`).
-struct SharedKnots {
-    k: usize,
-    v: Vec<f64>,
-}
-
-impl SharedKnots {
-    fn new<T: Real>(set: &SplineSet<'_>, raw: &[T]) -> Self {
-        struct Op<'a, T> {
-            set: &'a SplineSet<'a>,
-            raw: &'a [T],
-        }
-        impl<T: Real> LaneOp for Op<'_, T> {
-            type Output = Vec<f64>;
-            #[inline(always)]
-            fn run<L: Lane>(self, ctx: L::Ctx) -> Vec<f64> {
-                let (set, raw) = (self.set, self.raw);
-                let (k, np) = (set.k(), set.np());
-                let kp = k + 1;
-                let mut out = vec![0.0; set.f() * 6 * kp];
-                let mut kn = Knots::<L>::new(ctx, k);
-                for g in groups::<L>(ctx, set) {
-                    let at = |l: usize, p: usize| raw[g.feat[l] * np + p].as_f64();
-                    kn.compute(&g, &|p| L::from_fn(ctx, |l| at(l, p)));
-                    // Derivative and sigmoid of every knot, with the tail overrides.
-                    let mut d = vec![L::splat(ctx, 0.0); kp];
-                    let mut sig = vec![L::splat(ctx, 0.0); kp];
-                    for j in 0..kp {
-                        let src = |l: usize| if j == k { if g.circ[l] { Some(0) } else { None } } else if j == 0 && !g.circ[l] { None } else { Some(j) };
-                        let r = L::from_fn(ctx, |l| at(l, 2 * k + src(l).unwrap_or(0)));
-                        let (sp, sg) = softplus_sigmoid(r);
-                        let fixed = L::from_fn(ctx, |l| if src(l).is_none() { 1.0 } else { 0.0 }).eq(r.c(1.0));
-                        d[j] = L::select(fixed, r.c(1.0), sp + MIN_DERIVATIVE);
-                        sig[j] = L::select(fixed, r.c(0.0), sg);
-                    }
-                    let parts: [&[L]; 6] = [kn.cw(), kn.ch(), kn.part(2), kn.part(3), &d, &sig];
-                    for (pi, part) in parts.iter().enumerate() {
-                        for (j, v) in part.iter().enumerate().take(kp) {
-                            let a = v.to_array();
-                            for l in 0..g.nl {
-                                out[((g.f0 + l) * 6 + pi) * kp + j] = a[l];
-                            }
-                        }
-                    }
-                }
-                out
-            }
-        }
-        SharedKnots { k: set.k(), v: dispatch(Op { set, raw }) }
-    }
-
-    /// Part `pi` of feature `f`.
-    fn part(&self, f: usize, pi: usize) -> &[f64] {
-        let kp = self.k + 1;
-        &self.v[(f * 6 + pi) * kp..(f * 6 + pi + 1) * kp]
-    }
-
-    /// The lane knots of every group.
-    #[inline(always)]
-    fn lanes<L: Lane>(&self, ctx: L::Ctx, gs: &[Group<L>]) -> Vec<Knots<L>> {
-        gs.iter()
-            .map(|g| {
-                let mut kn = Knots::new(ctx, self.k);
-                let kp = self.k + 1;
-                for pi in 0..6 {
-                    for j in 0..kp {
-                        kn.v[pi * kp + j] = L::from_fn(ctx, |l| self.part(g.feat[l], pi)[j]);
-                    }
-                }
-                kn
-            })
-            .collect()
-    }
+    let ds = den / s;
+    (x, lanes::ln(ds * ds / n2))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,89 +583,99 @@ impl SharedKnots {
 
 /// Applies the splines of `set` to the columns `set.cols` of `x` (`[n, stride]`) in place and
 /// adds each row's log-determinant to `ld` (density direction, or with `inverse` the sampling
-/// direction).
-pub(crate) fn apply_rows<T: Real>(set: &SplineSet<'_>, x: &mut [T], params: Params<'_, T>, ld: &mut [T], inverse: bool) {
+/// direction). With `record` (per-row parameters, density direction), also returns what
+/// [`backward_rows`] needs instead of the parameters.
+pub(crate) fn apply_rows<T: Real>(set: &SplineSet<'_>, x: &mut [T], params: Params<'_, T>, ld: &mut [T], inverse: bool, record: bool) -> Option<SplineCache> {
     let n = ld.len();
+    let width = lane_width();
+    let gds = group_data(set, width);
+    let k = set.specs.first().map_or(0, |s| s.bins);
+    let per_row = gds.len() * cache_items(k) * width;
+    let mut cache = (record && matches!(params, Params::PerRow(_)) && !inverse).then(|| SplineCache { width, per_row, data: vec![0.0; n * per_row] });
     if n == 0 || set.f() == 0 {
-        return;
+        return cache;
     }
     let shared = match params {
-        Params::Shared(raw) => Some(SharedKnots::new(set, raw)),
+        Params::Shared(raw) => Some(SharedKnots::new(set, raw, &gds, width)),
         Params::PerRow(_) => None,
+        Params::Recorded(_) => panic!("recorded parameters are for the backward pass"),
     };
     let rb = ROW_BLOCK;
     let fnp = set.f() * set.np();
-    let block = |(bi, (xb, lb)): (usize, (&mut [T], &mut [T]))| {
+    let block = |bi: usize, xb: &mut [T], lb: &mut [T], cb: Option<&mut [f64]>| {
         let raw = match params {
             Params::PerRow(raw) => Some(&raw[bi * rb * fnp..(bi * rb + lb.len()) * fnp]),
-            Params::Shared(_) => None,
+            _ => None,
         };
-        dispatch(ValueOp { set, x: xb, raw, shared: shared.as_ref(), ld: lb, inverse });
+        dispatch(width, ValueOp { set, gds: &gds, x: xb, raw, shared: shared.as_ref(), ld: lb, inverse, cache: cb });
     };
-    if super::parallel_rows(n, set.f() * 40) {
-        x.par_chunks_mut(rb * set.stride).zip(ld.par_chunks_mut(rb)).enumerate().for_each(block);
-    } else {
-        x.chunks_mut(rb * set.stride).zip(ld.chunks_mut(rb)).enumerate().for_each(block);
+    let par = super::parallel_rows(n, set.f() * 40);
+    match cache.as_mut() {
+        Some(c) if par => x.par_chunks_mut(rb * set.stride).zip(ld.par_chunks_mut(rb)).zip(c.data.par_chunks_mut(rb * per_row)).enumerate().for_each(|(bi, ((xb, lb), cb))| block(bi, xb, lb, Some(cb))),
+        Some(c) => x.chunks_mut(rb * set.stride).zip(ld.chunks_mut(rb)).zip(c.data.chunks_mut(rb * per_row)).enumerate().for_each(|(bi, ((xb, lb), cb))| block(bi, xb, lb, Some(cb))),
+        None if par => x.par_chunks_mut(rb * set.stride).zip(ld.par_chunks_mut(rb)).enumerate().for_each(|(bi, (xb, lb))| block(bi, xb, lb, None)),
+        None => x.chunks_mut(rb * set.stride).zip(ld.chunks_mut(rb)).enumerate().for_each(|(bi, (xb, lb))| block(bi, xb, lb, None)),
     }
+    cache
 }
 
 struct ValueOp<'a, T> {
     set: &'a SplineSet<'a>,
+    gds: &'a [GroupData],
     x: &'a mut [T],
     /// Per-row parameters of this block's rows.
     raw: Option<&'a [T]>,
     shared: Option<&'a SharedKnots>,
     ld: &'a mut [T],
     inverse: bool,
+    /// Where to record this block's softmaxes and derivatives (per-row parameters).
+    cache: Option<&'a mut [f64]>,
 }
 
 impl<T: Real> LaneOp for ValueOp<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run<L: Lane>(self, ctx: L::Ctx) {
-        let ValueOp { set, x, raw, shared, ld, inverse } = self;
+        let ValueOp { set, gds, x, raw, shared, ld, inverse, mut cache } = self;
         let (k, np, f, stride) = (set.k(), set.np(), set.f(), set.stride);
-        let gs = groups::<L>(ctx, set);
-        let shared_kn = shared.map(|s| s.lanes::<L>(ctx, &gs));
+        let (w, nci) = (L::N, cache_items(k));
         let mut kn = Knots::<L>::new(ctx, k);
+        let zero = L::splat(ctx, 0.0);
         for (i, (xr, l)) in x.chunks_exact_mut(stride).zip(ld.iter_mut()).enumerate() {
-            let mut acc = L::splat(ctx, 0.0);
-            for (gi, g) in gs.iter().enumerate() {
-                let v = L::from_fn(ctx, |l| xr[set.cols[g.feat[l]]].as_f64());
-                let ins = inside(g, v);
-                let vin = L::select(ins, v, v.c(0.0));
-                let (out, dl) = match (shared_kn.as_ref(), raw) {
-                    (Some(skn), _) => {
-                        let b = search(&skn[gi], vin, inverse, true);
-                        if inverse {
-                            rq_inverse(&b, vin)
-                        } else {
-                            rq_forward(&b, vin)
-                        }
-                    }
+            let mut acc = zero;
+            for (gi, gd) in gds.iter().enumerate() {
+                let g = Group::<L>::load(ctx, gd);
+                let v = L::from_fn(ctx, |l| xr[gd.col[l]].as_f64());
+                let ins = g.inside(v);
+                let vin = L::select(ins, v, zero);
+                let b = match (shared, raw) {
+                    (Some(sk), _) => search(&sk.view::<L>(ctx, gi), k, vin, inverse, true),
                     (None, Some(raw)) => {
-                        let at = |l: usize, p: usize| raw[(i * f + g.feat[l]) * np + p].as_f64();
-                        kn.compute(g, &|p| L::from_fn(ctx, |l| at(l, p)));
-                        let mut b = search(&kn, vin, inverse, false);
-                        per_row_derivs(k, g, &mut b, at);
-                        if inverse {
-                            rq_inverse(&b, vin)
-                        } else {
-                            rq_forward(&b, vin)
+                        let base = gd.feat.map(|ft| (i * f + ft) * np);
+                        let at = |l: usize, p: usize| raw[base[l] + p].as_f64();
+                        kn.compute(&g, |p| L::from_fn(ctx, |l| at(l, p)));
+                        let mut b = search(&kn, k, vin, inverse, false);
+                        let (s0, s1, _) = per_row_derivs(k, gd, &g, &mut b, at);
+                        if let Some(c) = cache.as_deref_mut() {
+                            let c = &mut c[(i * gds.len() + gi) * nci * w..(i * gds.len() + gi + 1) * nci * w];
+                            for (j, v) in kn.sw().iter().chain(kn.sh()).chain(&[b.d0, b.d1, s0, s1]).enumerate() {
+                                v.store(&mut c[j * w..]);
+                            }
                         }
+                        b
                     }
                     (None, None) => unreachable!("parameters are per row or shared"),
                 };
+                let (out, dl) = if inverse { rq_inverse(&b, vin) } else { rq_forward(&b, vin) };
                 let out = L::select(ins, out, v).to_array();
-                let dl = L::select(L::and(ins, g.valid), dl, v.c(0.0));
-                for (lane, o) in out.iter().enumerate().take(g.nl) {
-                    xr[set.cols[g.f0 + lane]] = T::from_f64(*o);
+                for lane in 0..gd.nl {
+                    xr[gd.col[lane]] = T::from_f64(out[lane]);
                 }
-                acc = acc + dl;
+                acc = acc + L::select(L::and(ins, g.valid), dl, zero);
             }
             let a = acc.to_array();
             let mut s = a[0];
-            for v in a.iter().take(L::N).skip(1) {
+            for v in &a[1..L::N] {
                 s += v;
             }
             *l = *l + T::from_f64(s);
@@ -577,41 +696,55 @@ pub(crate) fn backward_rows<T: Real>(set: &SplineSet<'_>, x: &[T], params: Param
     }
     let (k, np, f) = (set.k(), set.np(), set.f());
     let kp = k + 1;
+    let width = match params {
+        Params::Recorded(c) => c.width,
+        _ => lane_width(),
+    };
+    let gds = group_data(set, width);
     let shared = match params {
-        Params::Shared(raw) => Some(SharedKnots::new(set, raw)),
-        Params::PerRow(_) => None,
+        Params::Shared(raw) => Some(SharedKnots::new(set, raw, &gds, width)),
+        _ => None,
     };
     let rb = ROW_BLOCK;
     let fnp = f * np;
-    let want_shared = matches!(grads, ParamGrads::Shared(_));
-    let acc_len = if want_shared { f * 3 * kp } else { 0 };
-    let run = |bi: usize, gb: &mut [T], graw: Option<&mut [T]>| -> Vec<f64> {
-        let rows = gb.len() / set.stride;
-        let r0 = bi * rb;
-        let raw = match params {
-            Params::PerRow(raw) => Some(&raw[r0 * fnp..(r0 + rows) * fnp]),
-            Params::Shared(_) => None,
-        };
-        let mut acc = vec![0.0; acc_len];
-        dispatch(BackwardOp {
-            set,
-            x: &x[r0 * set.stride..(r0 + rows) * set.stride],
-            raw,
-            shared: shared.as_ref(),
-            g: gb,
-            gld: &gld[r0..r0 + rows],
-            graw,
-            acc: want_shared.then_some(&mut acc[..]),
-        });
-        acc
-    };
-    let par = super::parallel_rows(n, f * 80);
-    let stride = set.stride;
     let (graw_rows, graw_shared) = match grads {
         ParamGrads::PerRow(g) => (Some(g), None),
         ParamGrads::Shared(g) => (None, Some(g)),
         ParamGrads::None => (None, None),
     };
+    let want_shared = graw_shared.is_some();
+    let acc_len = if want_shared { f * 3 * kp } else { 0 };
+    let stride = set.stride;
+    let run = |bi: usize, gb: &mut [T], graw: Option<&mut [T]>| -> Vec<f64> {
+        let rows = gb.len() / stride;
+        let r0 = bi * rb;
+        let raw = match params {
+            Params::PerRow(raw) => Some(&raw[r0 * fnp..(r0 + rows) * fnp]),
+            _ => None,
+        };
+        let cache = match params {
+            Params::Recorded(c) => Some(&c.data[r0 * c.per_row..(r0 + rows) * c.per_row]),
+            _ => None,
+        };
+        let mut acc = vec![0.0; acc_len];
+        dispatch(
+            width,
+            BackwardOp {
+                set,
+                gds: &gds,
+                x: &x[r0 * stride..(r0 + rows) * stride],
+                raw,
+                shared: shared.as_ref(),
+                g: gb,
+                gld: &gld[r0..r0 + rows],
+                graw,
+                acc: want_shared.then_some(&mut acc[..]),
+                cache,
+            },
+        );
+        acc
+    };
+    let par = super::parallel_rows(n, f * 80);
     let partials: Vec<Vec<f64>> = match graw_rows {
         Some(graw) => {
             if par {
@@ -628,7 +761,7 @@ pub(crate) fn backward_rows<T: Real>(set: &SplineSet<'_>, x: &[T], params: Param
             }
         }
     };
-    if let (Some(graw), Some(skn)) = (graw_shared, shared.as_ref()) {
+    if let (Some(graw), Some(sk)) = (graw_shared, shared.as_ref()) {
         // Sum the blocks' knot gradients in order, then map them to the raw parameters.
         let mut tot = vec![0.0; acc_len];
         for p in &partials {
@@ -636,29 +769,34 @@ pub(crate) fn backward_rows<T: Real>(set: &SplineSet<'_>, x: &[T], params: Param
                 *a += b;
             }
         }
-        finish_shared(set, skn, &tot, graw);
+        finish_shared(set, &gds, sk, &tot, graw);
     }
 }
 
 /// Maps summed knot-position and knot-derivative gradients (`tot`: `[F, 3, K + 1]`) of shared
-/// splines to their raw parameters and adds them to `grads`.
-fn finish_shared<T: Real>(set: &SplineSet<'_>, skn: &SharedKnots, tot: &[f64], graw: &mut [T]) {
+/// splines to their raw parameters and adds them to `graw`.
+fn finish_shared<T: Real>(set: &SplineSet<'_>, gds: &[GroupData], sk: &SharedKnots, tot: &[f64], graw: &mut [T]) {
     let (k, np) = (set.k(), set.np());
     let kp = k + 1;
-    for (fi, spec) in set.specs.iter().enumerate() {
-        let gr = &mut graw[fi * np..(fi + 1) * np];
-        let t = &tot[fi * 3 * kp..(fi + 1) * 3 * kp];
-        crate::spline::knots_to_raw(&t[..kp], &skn.part(fi, 2)[..k], spec.bound, MIN_BIN_WIDTH, spec.raw_scale, &mut gr[..k]);
-        crate::spline::knots_to_raw(&t[kp..2 * kp], &skn.part(fi, 3)[..k], spec.bound, MIN_BIN_HEIGHT, spec.raw_scale, &mut gr[k..2 * k]);
-        let sig = skn.part(fi, 5);
-        for j in 0..kp {
-            let src = match spec.tail {
-                Tail::Linear if j == 0 || j == k => None,
-                Tail::Circular if j == k => Some(0),
-                _ => Some(j),
-            };
-            if let Some(s) = src {
-                gr[2 * k + s] = gr[2 * k + s] + T::from_f64(t[2 * kp + j] * sig[j]);
+    for (gi, gd) in gds.iter().enumerate() {
+        for lane in 0..gd.nl {
+            let fi = gd.f0 + lane;
+            let spec = &set.specs[fi];
+            let gr = &mut graw[fi * np..(fi + 1) * np];
+            let t = &tot[fi * 3 * kp..(fi + 1) * 3 * kp];
+            let sw: Vec<f64> = sk.lane_part(gi, 2, lane).take(k).collect();
+            let sh: Vec<f64> = sk.lane_part(gi, 3, lane).take(k).collect();
+            crate::spline::knots_to_raw(&t[..kp], &sw, spec.bound, MIN_BIN_WIDTH, spec.raw_scale, &mut gr[..k]);
+            crate::spline::knots_to_raw(&t[kp..2 * kp], &sh, spec.bound, MIN_BIN_HEIGHT, spec.raw_scale, &mut gr[k..2 * k]);
+            for (j, sig) in sk.lane_part(gi, 5, lane).enumerate() {
+                let src = match spec.tail {
+                    Tail::Linear if j == 0 || j == k => None,
+                    Tail::Circular if j == k => Some(0),
+                    _ => Some(j),
+                };
+                if let Some(s) = src {
+                    gr[2 * k + s] = gr[2 * k + s] + T::from_f64(t[2 * kp + j] * sig);
+                }
             }
         }
     }
@@ -666,6 +804,7 @@ fn finish_shared<T: Real>(set: &SplineSet<'_>, skn: &SharedKnots, tot: &[f64], g
 
 struct BackwardOp<'a, T> {
     set: &'a SplineSet<'a>,
+    gds: &'a [GroupData],
     x: &'a [T],
     raw: Option<&'a [T]>,
     shared: Option<&'a SharedKnots>,
@@ -675,92 +814,106 @@ struct BackwardOp<'a, T> {
     graw: Option<&'a mut [T]>,
     /// Shared parameters: knot gradients summed over this block's rows, `[F, 3, K + 1]`.
     acc: Option<&'a mut [f64]>,
+    /// Per-row parameters: what the forward pass recorded for this block's rows.
+    cache: Option<&'a [f64]>,
 }
 
 impl<T: Real> LaneOp for BackwardOp<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run<L: Lane>(self, ctx: L::Ctx) {
-        let BackwardOp { set, x, raw, shared, g, gld, mut graw, mut acc } = self;
+        let BackwardOp { set, gds, x, raw, shared, g, gld, mut graw, mut acc, cache } = self;
         let (k, np, f, stride) = (set.k(), set.np(), set.f(), set.stride);
         let kp = k + 1;
-        let gs = groups::<L>(ctx, set);
-        let shared_kn = shared.map(|s| s.lanes::<L>(ctx, &gs));
+        let (w, nci) = (L::N, cache_items(k));
         let mut kn = Knots::<L>::new(ctx, k);
         let want_raw = graw.is_some() || acc.is_some();
         let zero = L::splat(ctx, 0.0);
         let one = L::splat(ctx, 1.0);
         for (i, (gr, xr)) in g.chunks_exact_mut(stride).zip(x.chunks_exact(stride)).enumerate() {
             let gl = L::splat(ctx, gld[i].as_f64());
-            for (gi, grp) in gs.iter().enumerate() {
-                let v = L::from_fn(ctx, |l| xr[set.cols[grp.feat[l]]].as_f64());
-                let gy = L::from_fn(ctx, |l| gr[set.cols[grp.feat[l]]].as_f64());
-                let ins = inside(grp, v);
+            for (gi, gd) in gds.iter().enumerate() {
+                let grp = Group::<L>::load(ctx, gd);
+                let v = L::from_fn(ctx, |l| xr[gd.col[l]].as_f64());
+                let gy = L::from_fn(ctx, |l| gr[gd.col[l]].as_f64());
+                let ins = grp.inside(v);
                 let vin = L::select(ins, v, zero);
-                let at = |l: usize, p: usize| raw.map_or(0.0, |r| r[(i * f + grp.feat[l]) * np + p].as_f64());
-                let (knr, b, s0, s1, src) = match shared_kn.as_ref() {
-                    Some(skn) => {
-                        let b = search(&skn[gi], vin, false, true);
-                        (&skn[gi], b, zero, zero, [(None, None); 4])
+                let base = gd.feat.map(|ft| (i * f + ft) * np);
+                let at = |l: usize, p: usize| raw.map_or(0.0, |r| r[base[l] + p].as_f64());
+                let (b, s0, s1, src) = match (shared, cache) {
+                    (Some(sk), _) => (search(&sk.view::<L>(ctx, gi), k, vin, false, true), zero, zero, [(None, None); MAX_LANES]),
+                    (None, Some(c)) => {
+                        let c = &c[(i * gds.len() + gi) * nci * w..(i * gds.len() + gi + 1) * nci * w];
+                        kn.load_soft(&grp, |j| L::load(ctx, &c[j * w..]));
+                        let mut b = search(&kn, k, vin, false, false);
+                        let item = |j: usize| L::load(ctx, &c[(2 * k + j) * w..]);
+                        (b.d0, b.d1) = (item(0), item(1));
+                        let idx = lane_idx(b.idx);
+                        let mut src = [(None, None); MAX_LANES];
+                        for l in 0..L::N {
+                            src[l] = deriv_sources(k, idx[l], gd.circ[l]);
+                        }
+                        (b, item(2), item(3), src)
                     }
-                    None => {
-                        kn.compute(grp, &|p| L::from_fn(ctx, |l| at(l, p)));
-                        let mut b = search(&kn, vin, false, false);
-                        let (s0, s1, src) = per_row_derivs(k, grp, &mut b, at);
-                        (&kn, b, s0, s1, src)
+                    (None, None) => {
+                        kn.compute(&grp, |p| L::from_fn(ctx, |l| at(l, p)));
+                        let mut b = search(&kn, k, vin, false, false);
+                        let (s0, s1, src) = per_row_derivs(k, gd, &grp, &mut b, at);
+                        (b, s0, s1, src)
                     }
                 };
                 // Local quantities and partial derivatives (as `spline::Local::partials`).
                 let (d0, d1) = (b.d0, b.d1);
                 let w = b.x1 - b.x0;
                 let h = b.y1 - b.y0;
-                let s = h / w;
-                let th = (vin - b.x0) / w;
+                let inv_w = one / w;
+                let s = h * inv_w;
+                let th = (vin - b.x0) * inv_w;
                 let t = th * (one - th);
-                let den = s + (d0 + d1 - s * 2.0) * t;
+                let c = d0 + d1 - s * 2.0;
+                let den = s + c * t;
                 let num = h * (s * th * th + d0 * t);
                 let n2 = d1 * th * th + s * 2.0 * t + d0 * (one - th) * (one - th);
-                let den2 = den * den;
-                let c = d0 + d1 - s * 2.0;
+                let inv_den = one / den;
+                let inv_den2 = inv_den * inv_den;
+                let inv_n2 = one / n2;
                 let omt = one - th * 2.0;
-                let y_theta = (h * (s * 2.0 * th + d0 * omt) * den - num * c * omt) / den2;
-                let l_theta = (d1 * 2.0 * th + s * 2.0 * omt - d0 * 2.0 * (one - th)) / n2 - c * 2.0 * omt / den;
+                let y_theta = (h * (s * 2.0 * th + d0 * omt) * den - num * c * omt) * inv_den2;
+                let l_theta = (d1 * 2.0 * th + s * 2.0 * omt - d0 * 2.0 * (one - th)) * inv_n2 - c * 2.0 * omt * inv_den;
                 let g_theta = gy * y_theta + gl * l_theta;
-                let g_in = L::select(ins, g_theta / w, gy).to_array();
-                for (lane, v) in g_in.iter().enumerate().take(grp.nl) {
-                    gr[set.cols[grp.f0 + lane]] = T::from_f64(*v);
+                let g_in = L::select(ins, g_theta * inv_w, gy).to_array();
+                for lane in 0..gd.nl {
+                    gr[gd.col[lane]] = T::from_f64(g_in[lane]);
                 }
                 if !want_raw {
                     continue;
                 }
-                let y_s = (h * th * th * den - num * (one - t * 2.0)) / den2;
-                let y_h = (s * th * th + d0 * t) / den;
-                let y_d0 = t * (h * den - num) / den2;
-                let y_d1 = -num * t / den2;
-                let l_s = one * 2.0 / s + t * 2.0 / n2 - (one - t * 2.0) * 2.0 / den;
-                let l_d0 = (one - th) * (one - th) / n2 - t * 2.0 / den;
-                let l_d1 = th * th / n2 - t * 2.0 / den;
-                let g_cw = -g_theta / w;
-                let mut g_w = -g_theta * th / w;
-                let g_ch = gy;
-                let mut g_h = gy * y_h;
+                let y_s = (h * th * th * den - num * (one - t * 2.0)) * inv_den2;
+                let y_h = (s * th * th + d0 * t) * inv_den;
+                let y_d0 = t * (h * den - num) * inv_den2;
+                let y_d1 = -num * t * inv_den2;
+                let two_t_den = t * 2.0 * inv_den;
+                let l_s = w * 2.0 / h + t * 2.0 * inv_n2 - (one - t * 2.0) * 2.0 * inv_den;
+                let l_d0 = (one - th) * (one - th) * inv_n2 - two_t_den;
+                let l_d1 = th * th * inv_n2 - two_t_den;
+                let g_cw = -g_theta * inv_w;
                 let g_s = gy * y_s + gl * l_s;
+                let g_w = -g_theta * th * inv_w - g_s * s * inv_w;
+                let g_h = gy * y_h + g_s * inv_w;
                 let g_d0 = gy * y_d0 + gl * l_d0;
                 let g_d1 = gy * y_d1 + gl * l_d1;
-                g_h = g_h + g_s / w;
-                g_w = g_w - g_s * s / w;
                 // Knot gradients at the bin's ends (zero outside the interval).
                 let gcw0 = L::select(ins, g_cw - g_w, zero);
                 let gcw1 = L::select(ins, g_w, zero);
-                let gch0 = L::select(ins, g_ch - g_h, zero);
+                let gch0 = L::select(ins, gy - g_h, zero);
                 let gch1 = L::select(ins, g_h, zero);
                 let gd0 = L::select(ins, g_d0, zero);
                 let gd1 = L::select(ins, g_d1, zero);
                 if let Some(acc) = acc.as_deref_mut() {
                     let idx = lane_idx(b.idx);
                     let vals = [gcw0, gcw1, gch0, gch1, gd0, gd1].map(|v| v.to_array());
-                    for lane in 0..grp.nl {
-                        let base = (grp.f0 + lane) * 3 * kp + idx[lane];
+                    for lane in 0..gd.nl {
+                        let base = (gd.f0 + lane) * 3 * kp + idx[lane];
                         acc[base] += vals[0][lane];
                         acc[base + 1] += vals[1][lane];
                         acc[base + kp] += vals[2][lane];
@@ -776,33 +929,34 @@ impl<T: Real> LaneOp for BackwardOp<'_, T> {
                 let row = &mut graw[i * f * np..(i + 1) * f * np];
                 let has_lo = b.idx.ge(one); // knot idx is interior
                 let has_hi = b.idx.lt(one.c((k - 1) as f64)); // knot idx + 1 is interior
-                for (part, (gk0, gk1, soft, min)) in [(gcw0, gcw1, knr.sw(), MIN_BIN_WIDTH), (gch0, gch1, knr.sh(), MIN_BIN_HEIGHT)].into_iter().enumerate() {
-                    let bv = L::select(has_hi, gk1, zero);
-                    let below = L::select(has_lo, bv + gk0, bv);
+                let two_b = grp.bound * 2.0;
+                for (part, (gk0, gk1, soft, min)) in [(gcw0, gcw1, kn.sw(), MIN_BIN_WIDTH), (gch0, gch1, kn.sh(), MIN_BIN_HEIGHT)].into_iter().enumerate() {
+                    // gw_i = 2B·Σ_{j=i+1}^{K−1} gknot_j: `below` for i < idx, `at_idx` for i = idx,
+                    // 0 above.
+                    let at_idx = two_b * L::select(has_hi, gk1, zero);
+                    let below = L::select(has_lo, two_b * (L::select(has_hi, gk1, zero) + gk0), at_idx);
                     let a = 1.0 - min * k as f64;
-                    let two_b = grp.bound * 2.0;
-                    // gw_i = 2B·(Σ_{j=i+1}^{K−1} gknot_j): `below` for i < idx, `bv` at idx, 0 above.
                     let gw_at = |ii: usize| {
                         let iv = one.c(ii as f64);
-                        two_b * L::select(iv.lt(b.idx), below, L::select(iv.eq(b.idx), bv, zero))
+                        L::select(iv.lt(b.idx), below, L::select(iv.eq(b.idx), at_idx, zero))
                     };
                     let mut dot = zero;
                     for (ii, sv) in soft.iter().enumerate() {
                         dot = dot + *sv * a * gw_at(ii);
                     }
+                    let sc = grp.scale;
                     for (ii, sv) in soft.iter().enumerate() {
-                        let val = grp.scale * *sv * (gw_at(ii) * a - dot);
-                        let arr = val.to_array();
-                        for lane in 0..grp.nl {
-                            row[(grp.f0 + lane) * np + part * k + ii] = T::from_f64(arr[lane]);
+                        let val = (sc * *sv * (gw_at(ii) * a - dot)).to_array();
+                        for lane in 0..gd.nl {
+                            row[(gd.f0 + lane) * np + part * k + ii] = T::from_f64(val[lane]);
                         }
                     }
                 }
                 // Knot derivatives: d = min + softplus(raw), d' = sigmoid(raw).
                 let gr0 = (gd0 * s0).to_array();
                 let gr1 = (gd1 * s1).to_array();
-                for lane in 0..grp.nl {
-                    let base = (grp.f0 + lane) * np + 2 * k;
+                for lane in 0..gd.nl {
+                    let base = (gd.f0 + lane) * np + 2 * k;
                     row[base..base + kp].fill(T::zero());
                     if let Some(sl) = src[lane].0 {
                         row[base + sl] = row[base + sl] + T::from_f64(gr0[lane]);
@@ -932,7 +1086,7 @@ mod tests {
                     let mut y = x.clone();
                     let mut ld = vec![0.25; rows];
                     let params = if shared { Params::Shared(&raw[..]) } else { Params::PerRow(&raw[..]) };
-                    apply_rows(&c.set(), &mut y, params, &mut ld, inverse);
+                    apply_rows(&c.set(), &mut y, params, &mut ld, inverse, false);
                     for i in 0..rows {
                         let mut lsum = 0.25;
                         for j in 0..f {
@@ -998,6 +1152,17 @@ mod tests {
                 let mut g2 = gout.clone();
                 backward_rows(&c.set(), &x, params, &mut g2, &gld, ParamGrads::None);
                 assert_eq!(g, g2, "input gradients do not depend on whether parameter gradients are wanted");
+                if !shared {
+                    // From what the forward pass recorded: bitwise the same as recomputing.
+                    let mut y = x.clone();
+                    let mut ld = vec![0.0; rows];
+                    let rec = apply_rows(&c.set(), &mut y, params, &mut ld, false, true).expect("recorded");
+                    let mut g3 = gout.clone();
+                    let mut graw3 = vec![f64::NAN; raw.len()];
+                    backward_rows(&c.set(), &x, Params::Recorded(&rec), &mut g3, &gld, ParamGrads::PerRow(&mut graw3));
+                    assert!(g3.iter().zip(&g).all(|(a, b)| a.to_bits() == b.to_bits()));
+                    assert!(graw3.iter().zip(&graw).all(|(a, b)| a.to_bits() == b.to_bits()));
+                }
                 for idx in 0..g.len() {
                     assert!(close(g[idx], g_ref[idx], 1e-10), "f{f} k{k} sh{shared} elem {idx}: {} vs {}", g[idx], g_ref[idx]);
                 }
@@ -1030,11 +1195,11 @@ mod tests {
         let x = inputs(&c, &raw, rows, false, 6, true);
         let mut y64 = x.clone();
         let mut ld64 = vec![0.0; rows];
-        apply_rows(&c.set(), &mut y64, Params::PerRow(&raw[..]), &mut ld64, false);
+        apply_rows(&c.set(), &mut y64, Params::PerRow(&raw[..]), &mut ld64, false, false);
         let raw32: Vec<f32> = to_t(&raw);
         let mut y32: Vec<f32> = to_t(&x);
         let mut ld32 = vec![0.0f32; rows];
-        apply_rows(&c.set(), &mut y32, Params::PerRow(&raw32[..]), &mut ld32, false);
+        apply_rows(&c.set(), &mut y32, Params::PerRow(&raw32[..]), &mut ld32, false, false);
         for (a, b) in y32.iter().zip(&y64) {
             assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
@@ -1059,11 +1224,12 @@ mod tests {
         let run = || {
             let mut y = x.clone();
             let mut ld = vec![0.0; rows];
-            apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, false);
-            apply_rows(&c.set(), &mut y, Params::Shared(&shared_raw[..]), &mut ld, true);
+            apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, false, false);
+            apply_rows(&c.set(), &mut y, Params::Shared(&shared_raw[..]), &mut ld, true, false);
+            let rec = apply_rows(&c.set(), &mut x.clone(), Params::PerRow(&raw[..]), &mut vec![0.0; rows], false, true).expect("recorded");
             let mut g = gout.clone();
             let mut graw = vec![0.0; raw.len()];
-            backward_rows(&c.set(), &x, Params::PerRow(&raw[..]), &mut g, &gld, ParamGrads::PerRow(&mut graw));
+            backward_rows(&c.set(), &x, Params::Recorded(&rec), &mut g, &gld, ParamGrads::PerRow(&mut graw));
             let mut gs = vec![0.0; shared_raw.len()];
             backward_rows(&c.set(), &x, Params::Shared(&shared_raw[..]), &mut g, &gld, ParamGrads::Shared(&mut gs));
             [y, ld, g, graw, gs].map(|v| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>())
@@ -1076,8 +1242,8 @@ mod tests {
         // The first rows alone give the same values as within the batch.
         let mut y = x[..5 * c.stride].to_vec();
         let mut ld = vec![0.0; 5];
-        apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..5 * f * (3 * k + 1)]), &mut ld, false);
-        apply_rows(&c.set(), &mut y, Params::Shared(&shared_raw[..]), &mut ld, true);
+        apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..5 * f * (3 * k + 1)]), &mut ld, false, false);
+        apply_rows(&c.set(), &mut y, Params::Shared(&shared_raw[..]), &mut ld, true, false);
         assert!(y.iter().zip(&one[0]).all(|(a, b)| a.to_bits() == *b));
         assert!(ld.iter().zip(&one[1]).all(|(a, b)| a.to_bits() == *b));
     }
@@ -1101,32 +1267,46 @@ mod tests {
         let x: Vec<f32> = to_t(&inputs(&c, &raw_params(rows, f, k, 1), rows, false, 3, false));
         let gout = vec![0.3f32; rows * c.stride];
         let gld = vec![-1.0f32; rows];
-        let reps = 40;
+        // The thread's CPU time advances in scheduler ticks: time batches of calls.
+        let (reps, batch) = (11, 100);
         let time = |name: &str, mut work: Box<dyn FnMut() + '_>| {
             let mut ts = Vec::new();
             for _ in 0..reps {
                 let t0 = thread_cpu_ns();
-                work();
-                ts.push(thread_cpu_ns() - t0);
+                for _ in 0..batch {
+                    work();
+                }
+                ts.push((thread_cpu_ns() - t0) as f64 / batch as f64);
             }
-            ts.sort_unstable();
-            println!("{name}: median {:.1} µs/call, {:.1} ns/element", ts[reps / 2] as f64 * 1e-3, ts[reps / 2] as f64 / (rows * f) as f64);
+            ts.sort_by(f64::total_cmp);
+            println!("{name}: median {:.1} µs/call, {:.1} ns/element", ts[reps / 2] * 1e-3, ts[reps / 2] / (rows * f) as f64);
         };
         rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| {
             time("per-row forward", Box::new(|| {
                 let mut y = x.clone();
                 let mut ld = vec![0.0f32; rows];
-                apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, false);
+                apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, false, false);
             }));
             time("per-row inverse", Box::new(|| {
                 let mut y = x.clone();
                 let mut ld = vec![0.0f32; rows];
-                apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, true);
+                apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, true, false);
             }));
             time("shared forward", Box::new(|| {
                 let mut y = x.clone();
                 let mut ld = vec![0.0f32; rows];
-                apply_rows(&c.set(), &mut y, Params::Shared(&shared_raw[..]), &mut ld, false);
+                apply_rows(&c.set(), &mut y, Params::Shared(&shared_raw[..]), &mut ld, false, false);
+            }));
+            time("per-row forward, recording", Box::new(|| {
+                let mut y = x.clone();
+                let mut ld = vec![0.0f32; rows];
+                std::hint::black_box(apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, false, true));
+            }));
+            let rec = apply_rows(&c.set(), &mut x.clone(), Params::PerRow(&raw[..]), &mut vec![0.0f32; rows], false, true).unwrap();
+            time("per-row backward, recorded", Box::new(|| {
+                let mut g = gout.clone();
+                let mut graw = vec![0.0f32; raw.len()];
+                backward_rows(&c.set(), &x, Params::Recorded(&rec), &mut g, &gld, ParamGrads::PerRow(&mut graw));
             }));
             time("per-row backward", Box::new(|| {
                 let mut g = gout.clone();
