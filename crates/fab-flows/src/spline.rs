@@ -147,6 +147,12 @@ impl Knots {
         self.cw[j]
     }
 
+    /// Knot height j (tests).
+    #[cfg(test)]
+    pub(crate) fn height_knot(&self, j: usize) -> f64 {
+        self.ch[j]
+    }
+
     /// The raw parameter behind knot derivative `j`, or `None` if the tail fixes it to 1.
     fn deriv_source(&self, j: usize) -> Option<usize> {
         match self.tail {

@@ -28,9 +28,13 @@ const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76); // 1.9082149292705877
 /// Below this, exp underflows to (at most) a subnormal: [`exp`] returns 0.
 const EXP_LO: f64 = -708.39;
 /// Above this, 2^round(x/ln 2) leaves the normal range: [`exp`] returns +∞.
+#[cfg_attr(not(test), allow(dead_code))] // the kernels use the restricted variants
 const EXP_HI: f64 = 709.43;
 const MANTISSA_MASK: u64 = (1 << 52) - 1;
-const ONE_BITS: u64 = 0x3ff0_0000_0000_0000;
+/// Bits of √½ (rounded down), and 1.0's bits minus them: adding the latter to the bits of
+/// x = m·2^e moves the exponent up by one exactly when m ≥ √2.
+const SQRT_HALF_BITS: u64 = 0x3fe6_a09e_667f_3bcd;
+const SQRT2_SHIFT: u64 = 0x3ff0_0000_0000_0000 - SQRT_HALF_BITS;
 /// 2⁵² as bits: or-ing a biased exponent (< 2¹¹) into it gives 2⁵² + exponent exactly.
 const TWO52_BITS: u64 = 0x4330_0000_0000_0000;
 const TWO52: f64 = 4_503_599_627_370_496.0;
@@ -73,6 +77,8 @@ pub(crate) trait Lane:
     fn store(self, out: &mut [f64]);
     /// self·b + c (fused where the implementation says so).
     fn mul_add(self, b: Self, c: Self) -> Self;
+    /// c − self·b (fused where the implementation says so).
+    fn neg_mul_add(self, b: Self, c: Self) -> Self;
     /// Square root.
     fn sqrt(self) -> Self;
     /// |self|.
@@ -86,6 +92,7 @@ pub(crate) trait Lane:
     /// self ≥ o (false for NaN).
     fn ge(self, o: Self) -> Self::Mask;
     /// self > o (false for NaN).
+    #[cfg_attr(not(test), allow(dead_code))]
     fn gt(self, o: Self) -> Self::Mask {
         o.lt(self)
     }
@@ -97,7 +104,7 @@ pub(crate) trait Lane:
     fn select(m: Self::Mask, a: Self, b: Self) -> Self;
     /// For t = k + [`ROUND_MAGIC`] (k an integer, −1022 ≤ k ≤ 1023): 2^k.
     fn pow2_of_rounded(t: Self) -> Self;
-    /// x = m·2^e with m ∈ [1, 2) for finite normal x > 0: (m, e).
+    /// x = m·2^e with m ∈ [√½, √2) for finite normal x > 0: (m, e).
     fn split_exponent(x: Self) -> (Self, Self);
     /// A constant in this value's context.
     #[inline(always)]
@@ -181,6 +188,14 @@ impl<const FMA: bool> Lane for F1<FMA> {
         }
     }
     #[inline(always)]
+    fn neg_mul_add(self, b: Self, c: Self) -> Self {
+        if FMA {
+            F1((-self.0).mul_add(b.0, c.0))
+        } else {
+            F1(c.0 - self.0 * b.0)
+        }
+    }
+    #[inline(always)]
     fn sqrt(self) -> Self {
         F1(self.0.sqrt())
     }
@@ -222,14 +237,14 @@ impl<const FMA: bool> Lane for F1<FMA> {
     }
     #[inline(always)]
     fn pow2_of_rounded(t: Self) -> Self {
-        let k = t.0.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
-        F1(f64::from_bits(k.wrapping_add(1023) << 52))
+        // bits(t) = bits(ROUND_MAGIC) + k, and bits(ROUND_MAGIC) << 52 wraps to 0.
+        F1(f64::from_bits(t.0.to_bits().wrapping_add(1023) << 52))
     }
     #[inline(always)]
     fn split_exponent(x: Self) -> (Self, Self) {
-        let b = x.0.to_bits();
-        let m = f64::from_bits((b & MANTISSA_MASK) | ONE_BITS);
-        let e = f64::from_bits(((b >> 52) & 0x7ff) | TWO52_BITS) - (TWO52 + 1023.0);
+        let b = x.0.to_bits().wrapping_add(SQRT2_SHIFT);
+        let m = f64::from_bits((b & MANTISSA_MASK) + SQRT_HALF_BITS);
+        let e = f64::from_bits((b >> 52) | TWO52_BITS) - (TWO52 + 1023.0);
         (F1(m), F1(e))
     }
 }
@@ -343,6 +358,10 @@ mod x4 {
             self.w(self.s.fma._mm256_fmadd_pd(self.v, b.v, c.v))
         }
         #[inline(always)]
+        fn neg_mul_add(self, b: Self, c: Self) -> Self {
+            self.w(self.s.fma._mm256_fnmadd_pd(self.v, b.v, c.v))
+        }
+        #[inline(always)]
         fn sqrt(self) -> Self {
             self.w(self.s.avx._mm256_sqrt_pd(self.v))
         }
@@ -384,20 +403,17 @@ mod x4 {
         }
         #[inline(always)]
         fn pow2_of_rounded(t: Self) -> Self {
+            // bits(t) = bits(ROUND_MAGIC) + k, and bits(ROUND_MAGIC) << 52 wraps to 0.
             let s = t.s;
-            let k = s.avx2._mm256_sub_epi64(t.bits(), X4::const_bits(s, ROUND_MAGIC.to_bits()));
-            let e = s.avx2._mm256_add_epi64(k, X4::const_bits(s, 1023));
+            let e = s.avx2._mm256_add_epi64(t.bits(), X4::const_bits(s, 1023));
             X4::from_bits(s, s.avx2._mm256_slli_epi64::<52>(e))
         }
         #[inline(always)]
         fn split_exponent(x: Self) -> (Self, Self) {
             let s = x.s;
-            let b = x.bits();
-            let m = s.avx2._mm256_or_si256(s.avx2._mm256_and_si256(b, X4::const_bits(s, MANTISSA_MASK)), X4::const_bits(s, ONE_BITS));
-            let e = s.avx2._mm256_or_si256(
-                s.avx2._mm256_and_si256(s.avx2._mm256_srli_epi64::<52>(b), X4::const_bits(s, 0x7ff)),
-                X4::const_bits(s, TWO52_BITS),
-            );
+            let b = s.avx2._mm256_add_epi64(x.bits(), X4::const_bits(s, SQRT2_SHIFT));
+            let m = s.avx2._mm256_add_epi64(s.avx2._mm256_and_si256(b, X4::const_bits(s, MANTISSA_MASK)), X4::const_bits(s, SQRT_HALF_BITS));
+            let e = s.avx2._mm256_or_si256(s.avx2._mm256_srli_epi64::<52>(b), X4::const_bits(s, TWO52_BITS));
             (X4::from_bits(s, m), X4::from_bits(s, e) - (TWO52 + 1023.0))
         }
     }
@@ -486,6 +502,10 @@ impl<L: Lane> Lane for Pair<L> {
         Pair(self.0.mul_add(b.0, c.0), self.1.mul_add(b.1, c.1))
     }
     #[inline(always)]
+    fn neg_mul_add(self, b: Self, c: Self) -> Self {
+        Pair(self.0.neg_mul_add(b.0, c.0), self.1.neg_mul_add(b.1, c.1))
+    }
+    #[inline(always)]
     fn sqrt(self) -> Self {
         Pair(self.0.sqrt(), self.1.sqrt())
     }
@@ -535,65 +555,87 @@ impl<L: Lane> Lane for Pair<L> {
 // ---------------------------------------------------------------------------------------------
 // Elementary functions.
 
-/// eˣ, accurate to about 1 ulp for x ∈ [−708.39, 709.43]; 0 below that range (where the true
-/// value is at most a subnormal 2.3e−308), +∞ above it, NaN for NaN.
+/// eˣ for x ≤ 709.43 (no overflow check): the shared part of [`exp`] and [`exp_nonpos`].
 #[inline(always)]
-pub(crate) fn exp<L: Lane>(x: L) -> L {
+fn exp_core<L: Lane>(x: L) -> L {
     // x = k ln 2 + r with k = round(x / ln 2), |r| ≤ ln 2 / 2 (+ rounding).
     let t = x.mul_add(x.c(std::f64::consts::LOG2_E), x.c(ROUND_MAGIC));
     let k = t - ROUND_MAGIC;
     // k·LN2_HI is exact and x − k·LN2_HI is exact by Sterbenz's lemma (fused or not).
-    let r = (-k).mul_add(x.c(LN2_HI), x);
-    let r = (-k).mul_add(x.c(LN2_LO), r);
-    // e^r − 1 − r = r²·Σ_{n≥2} r^{n−2}/n!, truncated after r¹³/13! (next term < 4.3e−18).
-    let mut p = x.c(1.0 / 6_227_020_800.0); // 1/13!
-    for d in [479_001_600.0, 39_916_800.0, 3_628_800.0, 362_880.0, 40_320.0, 5_040.0, 720.0, 120.0, 24.0, 6.0, 2.0] {
-        p = p.mul_add(r, x.c(1.0 / d));
+    let r = k.neg_mul_add(x.c(LN2_HI), x);
+    let r = k.neg_mul_add(x.c(LN2_LO), r);
+    // e^r = 1 + r·q, q = Σ_{n≥0} rⁿ/(n+1)!, truncated after r¹²/13! (next term < 4.3e−18).
+    let mut q = x.c(1.0 / 6_227_020_800.0); // 1/13!
+    for d in [479_001_600.0, 39_916_800.0, 3_628_800.0, 362_880.0, 40_320.0, 5_040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0] {
+        q = q.mul_add(r, x.c(1.0 / d));
     }
-    let em1 = (r * r).mul_add(p, r);
-    let y = (em1 + 1.0) * L::pow2_of_rounded(t);
-    let y = L::select(x.lt(x.c(EXP_LO)), x.c(0.0), y);
-    L::select(x.gt(x.c(EXP_HI)), x.c(f64::INFINITY), y)
+    let y = r.mul_add(q, x.c(1.0)) * L::pow2_of_rounded(t);
+    L::select(x.lt(x.c(EXP_LO)), x.c(0.0), y)
+}
+
+/// eˣ, accurate to about 1 ulp for x ∈ [−708.39, 709.43]; 0 below that range (where the true
+/// value is at most a subnormal 2.3e−308), +∞ above it, NaN for NaN.
+#[inline(always)]
+#[cfg_attr(not(test), allow(dead_code))] // the kernels use the restricted variants
+pub(crate) fn exp<L: Lane>(x: L) -> L {
+    L::select(x.gt(x.c(EXP_HI)), x.c(f64::INFINITY), exp_core(x))
+}
+
+/// [`exp`] for x ≤ 0 (or NaN).
+#[inline(always)]
+pub(crate) fn exp_nonpos<L: Lane>(x: L) -> L {
+    exp_core(x)
+}
+
+/// ln(m·2^e) for m ∈ [√½, √2): e ln 2 + ln m.
+#[inline(always)]
+fn ln_reduced<L: Lane>(m: L, e: L) -> L {
+    // ln m = 2 atanh(s) = 2s + s·R with f = m − 1 (exact), s = f / (2 + f), |s| ≤ 0.1716,
+    // R = Σ_{k≥1} 2 s^{2k} / (2k + 1), truncated after k = 10 (next term < 1e−18 relative).
+    let f = m - 1.0;
+    let s = f / (f + 2.0);
+    let z = s * s;
+    let mut r = m.c(2.0 / 21.0);
+    for d in [19.0, 17.0, 15.0, 13.0, 11.0, 9.0, 7.0, 5.0, 3.0] {
+        r = r.mul_add(z, m.c(2.0 / d));
+    }
+    let r = r * z;
+    // 2s = f − f²/2 + s·f²/2, so ln m = f − (hfsq − s(hfsq + R)).
+    let hfsq = f * f * 0.5;
+    e.mul_add(m.c(LN2_HI), -((hfsq - s.mul_add(hfsq + r, e * LN2_LO)) - f))
 }
 
 /// ln x, accurate to about 1 ulp for every finite x > 0 (subnormals included); −∞ at 0, +∞ at
 /// +∞, NaN for negative or NaN inputs.
 #[inline(always)]
+#[cfg_attr(not(test), allow(dead_code))] // the kernels use the restricted variants
 pub(crate) fn ln<L: Lane>(x: L) -> L {
     let sub = x.lt(x.c(f64::MIN_POSITIVE));
     let xs = L::select(sub, x * 18_014_398_509_481_984.0, x); // 2⁵⁴
     let (m, e) = L::split_exponent(xs);
-    let e = L::select(sub, e - 54.0, e);
-    // m ∈ [√½, √2): ln x = e ln 2 + ln(1 + f), f = m − 1 (exact).
-    let big = m.gt(x.c(std::f64::consts::SQRT_2));
-    let m = L::select(big, m * 0.5, m);
-    let e = L::select(big, e + 1.0, e);
-    let f = m - 1.0;
-    // ln(1 + f) = 2 atanh(s) = 2s + s·R, s = f / (2 + f), |s| ≤ 0.1716,
-    // R = Σ_{k≥1} 2 s^{2k} / (2k + 1), truncated after k = 10 (next term < 1e−18 relative).
-    let s = f / (f + 2.0);
-    let z = s * s;
-    let mut r = x.c(2.0 / 21.0);
-    for d in [19.0, 17.0, 15.0, 13.0, 11.0, 9.0, 7.0, 5.0, 3.0] {
-        r = r.mul_add(z, x.c(2.0 / d));
-    }
-    let r = r * z;
-    // 2s = f − f²/2 + s·f²/2, so ln(1 + f) = f − (hfsq − s(hfsq + R)).
-    let hfsq = f * f * 0.5;
-    let y = e.mul_add(x.c(LN2_HI), -((hfsq - s.mul_add(hfsq + r, e * LN2_LO)) - f));
+    let y = ln_reduced(m, L::select(sub, e - 54.0, e));
     // Special values.
     let y = L::select(x.eq(x.c(0.0)), x.c(f64::NEG_INFINITY), y);
     let y = L::select(x.eq(x.c(f64::INFINITY)), x, y);
     L::select(x.ge(x.c(0.0)), y, x.c(f64::NAN))
 }
 
+/// [`ln`] for positive normal finite x (accurate to about 1 ulp there), NaN for NaN or negative
+/// x; meaningless for 0, subnormals and +∞.
+#[inline(always)]
+pub(crate) fn ln_normal<L: Lane>(x: L) -> L {
+    let (m, e) = L::split_exponent(x);
+    L::select(x.ge(x.c(0.0)), ln_reduced(m, e), x.c(f64::NAN))
+}
+
 /// ln(1 + x) for x ∈ [0, 1] (the range softplus needs), accurate to about 1 ulp.
 #[inline(always)]
 pub(crate) fn log1p_unit<L: Lane>(x: L) -> L {
     let u = x + 1.0;
-    // u = 1 + x − c exactly (Fast2Sum, 1 ≥ x); ln(1 + x) = ln u + c/u + O(c²).
+    // u = 1 + x − c exactly (Fast2Sum, 1 ≥ x); ln(1 + x) = ln u + c/u + O(c²), and c/u may be
+    // taken as c·(2 − u): where u is far from 1, c/u is below 1e−16 of the result.
     let c = x - (u - 1.0);
-    ln(u) + c / u
+    c.mul_add(u.c(2.0) - u, ln_normal(u))
 }
 
 #[cfg(test)]
@@ -673,6 +715,11 @@ mod tests {
             },
         );
         assert!(w <= 2.0, "{w}");
+        let nonpos: Vec<f64> = xs.iter().copied().filter(|x| !(*x > 0.0)).collect();
+        for &x in &nonpos {
+            let (a, b) = (exp_nonpos(F1::<false>(x)).0, exp(F1::<false>(x)).0);
+            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{x}");
+        }
         // exp(0) = 1 exactly, and the flush-to-zero region is where std gives ≤ 2.3e−308.
         assert_eq!(exp(F1::<false>(0.0)).0, 1.0);
         assert!((EXP_LO - 1e-9).exp() < 2.3e-308);
@@ -682,6 +729,9 @@ mod tests {
     fn ln_and_log1p_match_std() {
         let xs = ln_inputs();
         let w = worst(&xs, |x| ln(F1::<false>(x)).0, f64::ln);
+        assert!(w <= 2.0, "{w}");
+        let normal: Vec<f64> = xs.iter().copied().filter(|x| x.is_nan() || *x < 0.0 || (x.is_normal() && x.is_finite())).collect();
+        let w = worst(&normal, |x| ln_normal(F1::<false>(x)).0, f64::ln);
         assert!(w <= 2.0, "{w}");
         assert_eq!(ln(F1::<false>(1.0)).0, 0.0);
         let mut s = 3;
