@@ -40,7 +40,7 @@ const TWO52_BITS: u64 = 0x4330_0000_0000_0000;
 const TWO52: f64 = 4_503_599_627_370_496.0;
 
 /// Most lanes of any [`Lane`] type.
-pub(crate) const MAX_LANES: usize = 8;
+pub(crate) const MAX_LANES: usize = 4;
 
 /// `N` float64 lanes with the operations the kernels need.
 pub(crate) trait Lane:
@@ -73,8 +73,11 @@ pub(crate) trait Lane:
     fn ctx(self) -> Self::Ctx;
     /// The lanes (entries beyond `N` are 0).
     fn to_array(self) -> [f64; MAX_LANES];
-    /// Writes the lanes to `out[..N]`.
-    fn store(self, out: &mut [f64]);
+    /// Appends the lanes to `out`.
+    #[inline(always)]
+    fn push_to(self, out: &mut Vec<f64>) {
+        out.extend_from_slice(&self.to_array()[..Self::N]);
+    }
     /// self·b + c (fused where the implementation says so).
     fn mul_add(self, b: Self, c: Self) -> Self;
     /// c − self·b (fused where the implementation says so).
@@ -174,10 +177,6 @@ impl<const FMA: bool> Lane for F1<FMA> {
         let mut a = [0.0; MAX_LANES];
         a[0] = self.0;
         a
-    }
-    #[inline(always)]
-    fn store(self, out: &mut [f64]) {
-        out[0] = self.0;
     }
     #[inline(always)]
     fn mul_add(self, b: Self, c: Self) -> Self {
@@ -349,9 +348,9 @@ mod x4 {
             o
         }
         #[inline(always)]
-        fn store(self, out: &mut [f64]) {
+        fn push_to(self, out: &mut Vec<f64>) {
             let a: [f64; 4] = pulp::cast(self.v);
-            out[..4].copy_from_slice(&a);
+            out.extend_from_slice(&a);
         }
         #[inline(always)]
         fn mul_add(self, b: Self, c: Self) -> Self {
@@ -416,139 +415,6 @@ mod x4 {
             let e = s.avx2._mm256_or_si256(s.avx2._mm256_srli_epi64::<52>(b), X4::const_bits(s, TWO52_BITS));
             (X4::from_bits(s, m), X4::from_bits(s, e) - (TWO52 + 1023.0))
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Two lane values side by side (twice the lanes, twice the independent work per operation).
-
-/// Lanes `0..N` in `.0`, lanes `N..2N` in `.1`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Pair<L>(pub L, pub L);
-
-macro_rules! pair_binop {
-    ($tr:ident, $f:ident) => {
-        impl<L: Lane> $tr for Pair<L> {
-            type Output = Self;
-            #[inline(always)]
-            fn $f(self, o: Self) -> Self {
-                Pair(<L as $tr>::$f(self.0, o.0), <L as $tr>::$f(self.1, o.1))
-            }
-        }
-        impl<L: Lane> $tr<f64> for Pair<L> {
-            type Output = Self;
-            #[inline(always)]
-            fn $f(self, o: f64) -> Self {
-                Pair(<L as $tr<f64>>::$f(self.0, o), <L as $tr<f64>>::$f(self.1, o))
-            }
-        }
-    };
-}
-pair_binop!(Add, add);
-pair_binop!(Sub, sub);
-pair_binop!(Mul, mul);
-
-impl<L: Lane> Div for Pair<L> {
-    type Output = Self;
-    #[inline(always)]
-    fn div(self, o: Self) -> Self {
-        Pair(self.0 / o.0, self.1 / o.1)
-    }
-}
-
-impl<L: Lane> Neg for Pair<L> {
-    type Output = Self;
-    #[inline(always)]
-    fn neg(self) -> Self {
-        Pair(-self.0, -self.1)
-    }
-}
-
-impl<L: Lane> Lane for Pair<L> {
-    type Ctx = L::Ctx;
-    type Mask = (L::Mask, L::Mask);
-    const N: usize = 2 * L::N;
-    #[inline(always)]
-    fn splat(ctx: L::Ctx, v: f64) -> Self {
-        Pair(L::splat(ctx, v), L::splat(ctx, v))
-    }
-    #[inline(always)]
-    fn from_fn(ctx: L::Ctx, mut f: impl FnMut(usize) -> f64) -> Self {
-        let a = L::from_fn(ctx, &mut f);
-        Pair(a, L::from_fn(ctx, |l| f(l + L::N)))
-    }
-    #[inline(always)]
-    fn load(ctx: L::Ctx, a: &[f64]) -> Self {
-        Pair(L::load(ctx, a), L::load(ctx, &a[L::N..]))
-    }
-    #[inline(always)]
-    fn ctx(self) -> L::Ctx {
-        self.0.ctx()
-    }
-    #[inline(always)]
-    fn to_array(self) -> [f64; MAX_LANES] {
-        let (a, b) = (self.0.to_array(), self.1.to_array());
-        let mut o = a;
-        o[L::N..2 * L::N].copy_from_slice(&b[..L::N]);
-        o
-    }
-    #[inline(always)]
-    fn store(self, out: &mut [f64]) {
-        self.0.store(out);
-        self.1.store(&mut out[L::N..]);
-    }
-    #[inline(always)]
-    fn mul_add(self, b: Self, c: Self) -> Self {
-        Pair(self.0.mul_add(b.0, c.0), self.1.mul_add(b.1, c.1))
-    }
-    #[inline(always)]
-    fn neg_mul_add(self, b: Self, c: Self) -> Self {
-        Pair(self.0.neg_mul_add(b.0, c.0), self.1.neg_mul_add(b.1, c.1))
-    }
-    #[inline(always)]
-    fn sqrt(self) -> Self {
-        Pair(self.0.sqrt(), self.1.sqrt())
-    }
-    #[inline(always)]
-    fn abs(self) -> Self {
-        Pair(self.0.abs(), self.1.abs())
-    }
-    #[inline(always)]
-    fn max(self, o: Self) -> Self {
-        Pair(self.0.max(o.0), self.1.max(o.1))
-    }
-    #[inline(always)]
-    fn lt(self, o: Self) -> Self::Mask {
-        (self.0.lt(o.0), self.1.lt(o.1))
-    }
-    #[inline(always)]
-    fn le(self, o: Self) -> Self::Mask {
-        (self.0.le(o.0), self.1.le(o.1))
-    }
-    #[inline(always)]
-    fn ge(self, o: Self) -> Self::Mask {
-        (self.0.ge(o.0), self.1.ge(o.1))
-    }
-    #[inline(always)]
-    fn eq(self, o: Self) -> Self::Mask {
-        (self.0.eq(o.0), self.1.eq(o.1))
-    }
-    #[inline(always)]
-    fn and(a: Self::Mask, b: Self::Mask) -> Self::Mask {
-        (L::and(a.0, b.0), L::and(a.1, b.1))
-    }
-    #[inline(always)]
-    fn select(m: Self::Mask, a: Self, b: Self) -> Self {
-        Pair(L::select(m.0, a.0, b.0), L::select(m.1, a.1, b.1))
-    }
-    #[inline(always)]
-    fn pow2_of_rounded(t: Self) -> Self {
-        Pair(L::pow2_of_rounded(t.0), L::pow2_of_rounded(t.1))
-    }
-    #[inline(always)]
-    fn split_exponent(x: Self) -> (Self, Self) {
-        let (a, b) = (L::split_exponent(x.0), L::split_exponent(x.1));
-        (Pair(a.0, b.0), Pair(a.1, b.1))
     }
 }
 

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::lanes::X4;
-use super::lanes::{self, Lane, Pair, F1, MAX_LANES};
+use super::lanes::{self, Lane, F1, MAX_LANES};
 use super::Real;
 use crate::spline::{SplineSpec, Tail, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE};
 
@@ -65,14 +65,14 @@ pub(crate) enum Params<'a, T> {
 }
 
 /// What the backward pass of per-row splines needs from the forward pass, so that it does not
-/// recompute the softmaxes and softplus: per row and group of features, the softmax widths and
-/// heights (K each), the knot derivatives at the ends of each element's bin and the sigmoids of
-/// their raw parameters, as `[n, groups, 2K + 4, width]` f64.
+/// recompute the softmaxes and softplus: per row, for each group of features the softmax widths
+/// and heights (`[groups, 2K, width]`), then for each group the knot derivatives at the ends of
+/// each element's bin and the sigmoids of their raw parameters (`[groups, 4, width]`), in f64;
+/// one buffer per block of [`ROW_BLOCK`] rows (written by appending, so never zero-filled).
 #[derive(Debug)]
 pub(crate) struct SplineCache {
     width: usize,
-    per_row: usize,
-    data: Vec<f64>,
+    blocks: Vec<Vec<f64>>,
 }
 
 /// Cached vectors per group and row.
@@ -112,17 +112,6 @@ impl<Op: LaneOp> pulp::NullaryFnOnce for WithX4<Op> {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-struct WithX8<Op>(Op, pulp::x86::V3);
-
-#[cfg(target_arch = "x86_64")]
-impl<Op: LaneOp> pulp::NullaryFnOnce for WithX8<Op> {
-    type Output = Op::Output;
-    #[inline(always)]
-    fn call(self) -> Op::Output {
-        self.0.run::<Pair<X4>>(self.1)
-    }
-}
 
 #[cfg(test)]
 thread_local! {
@@ -130,9 +119,8 @@ thread_local! {
     static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Lanes per group: 8 (two AVX2 registers, for instruction-level parallelism) when the CPU has
-/// AVX2 + FMA, 1 otherwise. Decided once per call (on the calling thread) and passed to
-/// [`dispatch`].
+/// Lanes per group: 4 when the CPU has AVX2 + FMA, 1 otherwise. Decided once per call (on the
+/// calling thread) and passed to [`dispatch`].
 fn lane_width() -> usize {
     #[cfg(test)]
     if FORCE_PORTABLE.with(|f| f.get()) {
@@ -140,20 +128,17 @@ fn lane_width() -> usize {
     }
     #[cfg(target_arch = "x86_64")]
     if pulp::x86::V3::try_new().is_some() {
-        return X86_WIDTH;
+        return 4;
     }
     1
 }
 
-/// Lanes per group with AVX2 + FMA (4 or 8).
-const X86_WIDTH: usize = 4;
-
 /// Runs `op` with `width` (from [`lane_width`]) lanes.
 fn dispatch<Op: LaneOp>(width: usize, op: Op) -> Op::Output {
     #[cfg(target_arch = "x86_64")]
-    if width == 4 || width == 8 {
+    if width == 4 {
         let simd = pulp::x86::V3::try_new().expect("four lanes need AVX2 + FMA");
-        return if width == 4 { simd.vectorize(WithX4(op, simd)) } else { simd.vectorize(WithX8(op, simd)) };
+        return simd.vectorize(WithX4(op, simd));
     }
     assert_eq!(width, 1, "unsupported lane width");
     op.run::<F1<false>>(())
@@ -603,7 +588,9 @@ pub(crate) fn apply_rows<T: Real>(set: &SplineSet<'_>, x: &mut [T], params: Para
     let gds = group_data(set, width);
     let k = set.specs.first().map_or(0, |s| s.bins);
     let per_row = gds.len() * cache_items(k) * width;
-    let mut cache = (record && matches!(params, Params::PerRow(_)) && !inverse).then(|| SplineCache { width, per_row, data: vec![0.0; n * per_row] });
+    let rb = ROW_BLOCK;
+    let mut cache = (record && matches!(params, Params::PerRow(_)) && !inverse)
+        .then(|| SplineCache { width, blocks: (0..n.div_ceil(rb)).map(|bi| Vec::with_capacity(rb.min(n - bi * rb) * per_row)).collect() });
     if n == 0 || set.f() == 0 {
         return cache;
     }
@@ -612,9 +599,8 @@ pub(crate) fn apply_rows<T: Real>(set: &SplineSet<'_>, x: &mut [T], params: Para
         Params::PerRow(_) => None,
         Params::Recorded(_) => panic!("recorded parameters are for the backward pass"),
     };
-    let rb = ROW_BLOCK;
     let fnp = set.f() * set.np();
-    let block = |bi: usize, xb: &mut [T], lb: &mut [T], cb: Option<&mut [f64]>| {
+    let block = |bi: usize, xb: &mut [T], lb: &mut [T], cb: Option<&mut Vec<f64>>| {
         let raw = match params {
             Params::PerRow(raw) => Some(&raw[bi * rb * fnp..(bi * rb + lb.len()) * fnp]),
             _ => None,
@@ -623,8 +609,8 @@ pub(crate) fn apply_rows<T: Real>(set: &SplineSet<'_>, x: &mut [T], params: Para
     };
     let par = super::parallel_rows(n, set.f() * 40);
     match cache.as_mut() {
-        Some(c) if par => x.par_chunks_mut(rb * set.stride).zip(ld.par_chunks_mut(rb)).zip(c.data.par_chunks_mut(rb * per_row)).enumerate().for_each(|(bi, ((xb, lb), cb))| block(bi, xb, lb, Some(cb))),
-        Some(c) => x.chunks_mut(rb * set.stride).zip(ld.chunks_mut(rb)).zip(c.data.chunks_mut(rb * per_row)).enumerate().for_each(|(bi, ((xb, lb), cb))| block(bi, xb, lb, Some(cb))),
+        Some(c) if par => x.par_chunks_mut(rb * set.stride).zip(ld.par_chunks_mut(rb)).zip(c.blocks.par_iter_mut()).enumerate().for_each(|(bi, ((xb, lb), cb))| block(bi, xb, lb, Some(cb))),
+        Some(c) => x.chunks_mut(rb * set.stride).zip(ld.chunks_mut(rb)).zip(c.blocks.iter_mut()).enumerate().for_each(|(bi, ((xb, lb), cb))| block(bi, xb, lb, Some(cb))),
         None if par => x.par_chunks_mut(rb * set.stride).zip(ld.par_chunks_mut(rb)).enumerate().for_each(|(bi, (xb, lb))| block(bi, xb, lb, None)),
         None => x.chunks_mut(rb * set.stride).zip(ld.chunks_mut(rb)).enumerate().for_each(|(bi, (xb, lb))| block(bi, xb, lb, None)),
     }
@@ -640,8 +626,8 @@ struct ValueOp<'a, T> {
     shared: Option<&'a SharedKnots>,
     ld: &'a mut [T],
     inverse: bool,
-    /// Where to record this block's softmaxes and derivatives (per-row parameters).
-    cache: Option<&'a mut [f64]>,
+    /// Where to record this block's softmaxes and derivatives (per-row parameters; appended).
+    cache: Option<&'a mut Vec<f64>>,
 }
 
 impl<T: Real> LaneOp for ValueOp<'_, T> {
@@ -650,7 +636,6 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
     fn run<L: Lane>(self, ctx: L::Ctx) {
         let ValueOp { set, gds, x, raw, shared, ld, inverse, mut cache } = self;
         let (k, np, f, stride) = (set.k(), set.np(), set.f(), set.stride);
-        let (w, nci) = (L::N, cache_items(k));
         let mut kn = Knots::<L>::new(ctx, k);
         let zero = L::splat(ctx, 0.0);
         // Per-row parameters run in two phases over the row's groups (knots and bins, then
@@ -667,9 +652,8 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
                     kn.compute(&g, |p| L::from_fn(ctx, |l| raw[base[l] + p].as_f64()));
                     bins[gi] = (search(&kn, k, vin, inverse, false), v);
                     if let Some(c) = cache.as_deref_mut() {
-                        let c = &mut c[(i * gds.len() + gi) * nci * w..(i * gds.len() + gi + 1) * nci * w];
-                        for (j, v) in kn.sw().iter().chain(kn.sh()).enumerate() {
-                            v.store(&mut c[j * w..]);
+                        for v in kn.sw().iter().chain(kn.sh()) {
+                            v.push_to(c);
                         }
                     }
                 }
@@ -688,9 +672,8 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
                         let at = |l: usize, p: usize| raw[base[l] + p].as_f64();
                         let (s0, s1, _) = per_row_derivs(k, gd, &g, &mut b, at);
                         if let Some(c) = cache.as_deref_mut() {
-                            let c = &mut c[(i * gds.len() + gi) * nci * w..(i * gds.len() + gi + 1) * nci * w];
-                            for (j, v) in [b.d0, b.d1, s0, s1].iter().enumerate() {
-                                v.store(&mut c[(2 * k + j) * w..]);
+                            for v in [b.d0, b.d1, s0, s1] {
+                                v.push_to(c);
                             }
                         }
                         (b, v)
@@ -756,7 +739,7 @@ pub(crate) fn backward_rows<T: Real>(set: &SplineSet<'_>, x: &[T], params: Param
             _ => None,
         };
         let cache = match params {
-            Params::Recorded(c) => Some(&c.data[r0 * c.per_row..(r0 + rows) * c.per_row]),
+            Params::Recorded(c) => Some(&c.blocks[bi][..]),
             _ => None,
         };
         let mut acc = vec![0.0; acc_len];
@@ -858,7 +841,7 @@ impl<T: Real> LaneOp for BackwardOp<'_, T> {
         let BackwardOp { set, gds, x, raw, shared, g, gld, mut graw, mut acc, cache } = self;
         let (k, np, f, stride) = (set.k(), set.np(), set.f(), set.stride);
         let kp = k + 1;
-        let (w, nci) = (L::N, cache_items(k));
+        let (w, nci, ng) = (L::N, cache_items(k), gds.len());
         let mut kn = Knots::<L>::new(ctx, k);
         let want_raw = graw.is_some() || acc.is_some();
         let zero = L::splat(ctx, 0.0);
@@ -876,10 +859,13 @@ impl<T: Real> LaneOp for BackwardOp<'_, T> {
                 let (b, s0, s1, src) = match (shared, cache) {
                     (Some(sk), _) => (search(&sk.view::<L>(ctx, gi), k, vin, false, true), zero, zero, [(None, None); MAX_LANES]),
                     (None, Some(c)) => {
-                        let c = &c[(i * gds.len() + gi) * nci * w..(i * gds.len() + gi + 1) * nci * w];
-                        kn.load_soft(&grp, |j| L::load(ctx, &c[j * w..]));
+                        // Layout of `SplineCache`: the row's softmaxes, then its derivatives.
+                        let row = &c[i * nci * w * ng..(i + 1) * nci * w * ng];
+                        let soft = &row[gi * 2 * k * w..(gi + 1) * 2 * k * w];
+                        kn.load_soft(&grp, |j| L::load(ctx, &soft[j * w..]));
                         let mut b = search(&kn, k, vin, false, false);
-                        let item = |j: usize| L::load(ctx, &c[(2 * k + j) * w..]);
+                        let ders = &row[(ng * 2 * k + gi * 4) * w..(ng * 2 * k + gi * 4 + 4) * w];
+                        let item = |j: usize| L::load(ctx, &ders[j * w..]);
                         (b.d0, b.d1) = (item(0), item(1));
                         let idx = lane_idx(b.idx);
                         let mut src = [(None, None); MAX_LANES];
