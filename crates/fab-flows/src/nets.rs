@@ -107,19 +107,46 @@ impl Linear {
         grads: Option<(&mut [T], &mut [T])>,
         want_input_grad: bool,
     ) -> Result<Option<Vec<T>>> {
+        if !want_input_grad {
+            self.cpu_backward_into(x, gy, n, grads, None)?;
+            return Ok(None);
+        }
+        let mut gx = vec![T::zero(); n * self.in_features];
+        self.cpu_backward_into(x, gy, n, grads, Some(&mut gx))?;
+        Ok(Some(gx))
+    }
+
+    /// [`cpu_backward`](Self::cpu_backward) writing ∂L/∂x (if wanted) into `gx` (`[n, in]`,
+    /// overwritten whatever it held).
+    pub(crate) fn cpu_backward_into<T: Real>(&self, x: &[T], gy: &[T], n: usize, grads: Option<(&mut [T], &mut [T])>, gx: Option<&mut [T]>) -> Result<()> {
         if let Some((gw, gb)) = grads {
             matmul(gw, gy, true, x, false, self.out_features, n, self.in_features, true);
             column_sums_into(gb, gy);
         }
-        if !want_input_grad {
-            return Ok(None);
-        }
+        let Some(gx) = gx else { return Ok(()) };
         with_slices::<T, _>(&[&self.weight], |p| {
-            let mut gx = vec![T::zero(); n * self.in_features];
-            matmul(&mut gx, gy, false, p[0], false, n, self.out_features, self.in_features, false);
-            Ok(Some(gx))
+            matmul(&mut gx[..n * self.in_features], gy, false, p[0], false, n, self.out_features, self.in_features, false);
+            Ok(())
         })
     }
+
+    /// `y += x Wᵀ + b` on row-major buffers (a residual connection without a temporary).
+    pub(crate) fn cpu_forward_add<T: Real>(&self, x: &[T], n: usize, y: &mut [T]) -> Result<()> {
+        with_slices::<T, _>(&[&self.weight, &self.bias], |p| {
+            for row in y.chunks_exact_mut(self.out_features).take(n) {
+                for (a, b) in row.iter_mut().zip(p[1]) {
+                    *a = *a + *b;
+                }
+            }
+            matmul(y, x, false, p[0], true, n, self.in_features, self.out_features, true);
+            Ok(())
+        })
+    }
+}
+
+/// max(v, 0) into a new buffer (NaN stays NaN).
+fn relu_of<T: Real>(v: &[T]) -> Vec<T> {
+    v.iter().map(|&x| if x < T::zero() { T::zero() } else { x }).collect()
 }
 
 fn relu_inplace<T: Real>(v: &mut [T]) {
@@ -310,14 +337,11 @@ impl ResidualNet {
         let mut h = self.initial.cpu_forward(&x, n)?;
         let mut blocks = Vec::new();
         for (l0, l1) in &self.blocks {
-            let mut a0 = h.clone();
-            relu_inplace(&mut a0);
+            let a0 = relu_of(&h);
             let mut a1 = l0.cpu_forward(&a0, n)?;
             relu_inplace(&mut a1);
-            let t = l1.cpu_forward(&a1, n)?;
-            for (hv, tv) in h.iter_mut().zip(&t) {
-                *hv = *hv + *tv;
-            }
+            // h += relu(a1) W₁ᵀ + b₁ (the residual connection, accumulated in place).
+            l1.cpu_forward_add(&a1, n, &mut h)?;
             if record {
                 blocks.push((a0, a1));
             }
@@ -338,16 +362,26 @@ impl ResidualNet {
         let nb = self.blocks.len();
         let last_idx = 2 + 4 * nb;
         let mut gh = self.last.cpu_backward(&tape.last_in, &gout, n, pair(&mut pgrads, last_idx), true)?.expect("input grad");
+        drop(gout);
+        // Gradient buffers reuse activations that are no longer needed (every product
+        // overwrites its output): the last layer's input, then each block's activations once
+        // their ReLU masks have been applied.
+        let mut spare = tape.last_in;
         for (b, ((l0, l1), (a0, a1))) in self.blocks.iter().zip(tape.blocks).enumerate().rev() {
             let base = 2 + 4 * b;
-            let mut g1 = l1.cpu_backward(&a1, &gh, n, pair(&mut pgrads, base + 2), true)?.expect("input grad");
+            let mut g1 = spare;
+            l1.cpu_backward_into(&a1, &gh, n, pair(&mut pgrads, base + 2), Some(&mut g1))?;
             relu_backward_inplace(&mut g1, &a1);
-            let mut g0 = l0.cpu_backward(&a0, &g1, n, pair(&mut pgrads, base), true)?.expect("input grad");
+            let mut g0 = a1;
+            l0.cpu_backward_into(&a0, &g1, n, pair(&mut pgrads, base), Some(&mut g0))?;
             relu_backward_inplace(&mut g0, &a0);
             for (a, b) in gh.iter_mut().zip(&g0) {
                 *a = *a + *b;
             }
+            spare = g1;
+            drop((a0, g0));
         }
+        drop(spare);
         Ok(self.initial.cpu_backward(&tape.input, &gh, n, pair(&mut pgrads, 0), true)?.expect("input grad"))
     }
 }
