@@ -19,6 +19,9 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("gmm-quick", include_str!("../../../experiments/gmm/quick.toml")),
     ("gmm-paper", include_str!("../../../experiments/gmm/paper.toml")),
     ("many-well-paper", include_str!("../../../experiments/many_well/paper.toml")),
+    ("many-well-cpu", include_str!("../../../experiments/many_well/cpu.toml")),
+    ("aldp-paper", include_str!("../../../experiments/aldp/paper.toml")),
+    ("aldp-cpu", include_str!("../../../experiments/aldp/cpu.toml")),
 ];
 
 /// Molecular systems with a built-in force field.
