@@ -61,6 +61,9 @@ enum Command {
     Eval {
         /// The run directory.
         dir: PathBuf,
+        /// Override an evaluation setting, e.g. `--set eval.final_batch_size=1000000`.
+        #[arg(long = "set", value_name = "eval.KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Draw samples from a trained flow (.npy, or .csv by extension).
     Sample {
@@ -125,8 +128,8 @@ fn run_cli() -> Result<()> {
     let command = cli.command.unwrap_or(Command::Train { config: None, overrides: vec![], out: None, resume: None, no_progress: false });
     match command {
         Command::Train { config, overrides, out, resume, no_progress } => train(config, overrides, out, resume, !no_progress),
-        Command::Eval { dir } => {
-            let m = run::evaluate_run(&dir)?;
+        Command::Eval { dir, set } => {
+            let m = run::evaluate_run_with(&dir, &set)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
             Ok(())
         }

@@ -25,8 +25,10 @@ pub type Metrics = BTreeMap<String, f64>;
 /// Sizes of one evaluation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvalSizes {
-    /// Flow samples and AIS samples (each).
+    /// Flow samples.
     pub n_samples: usize,
+    /// AIS samples.
+    pub n_ais_samples: usize,
     /// AIS batch size.
     pub ais_batch: usize,
     /// Exact target samples for the test-set metrics.
@@ -132,7 +134,7 @@ pub fn evaluate(
     ais.set_eval_mode(true);
     let mut ais_x = Vec::new();
     let mut ais_lw = Vec::new();
-    let mut left = sizes.n_samples;
+    let mut left = sizes.n_ais_samples;
     let mut failure = None;
     while left > 0 {
         let b = left.min(sizes.ais_batch);

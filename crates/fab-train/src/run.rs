@@ -99,7 +99,19 @@ pub fn load_run_config(out: &Path) -> Result<ExperimentConfig> {
 
 /// Rebuilds the trainer of a run directory at its latest checkpoint.
 pub fn load_trainer(out: &Path) -> Result<Trainer> {
-    let mut trainer = Trainer::new(load_run_config(out)?)?;
+    load_trainer_with(out, &[])
+}
+
+/// [`load_trainer`] with `key=value` overrides of the run's `[eval]` section (other keys would
+/// change what the checkpoint was trained with, so they are refused).
+pub fn load_trainer_with(out: &Path, eval_overrides: &[String]) -> Result<Trainer> {
+    if let Some(bad) = eval_overrides.iter().find(|o| !o.trim_start().starts_with("eval.")) {
+        return Err(TrainError::Config(format!("only eval.* keys can be overridden when evaluating a run, not `{bad}`")));
+    }
+    let path = out.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+    let config = ExperimentConfig::from_toml_with_overrides(&text, eval_overrides)?;
+    let mut trainer = Trainer::new(config)?;
     match latest_checkpoint(out)? {
         Some(dir) => trainer.load_checkpoint(&dir)?,
         None => return Err(TrainError::Checkpoint(format!("{} has no checkpoint", out.display()))),
@@ -280,7 +292,13 @@ pub fn final_evaluation(trainer: &mut Trainer, out: &Path) -> Result<Metrics> {
 
 /// `fab eval DIR`: re-evaluates the latest checkpoint of a run.
 pub fn evaluate_run(out: &Path) -> Result<Metrics> {
-    let mut trainer = load_trainer(out)?;
+    evaluate_run_with(out, &[])
+}
+
+/// `fab eval DIR --set eval.key=value …`: re-evaluates the latest checkpoint with other
+/// evaluation sizes (e.g. more flow samples for histogram metrics).
+pub fn evaluate_run_with(out: &Path, eval_overrides: &[String]) -> Result<Metrics> {
+    let mut trainer = load_trainer_with(out, eval_overrides)?;
     final_evaluation(&mut trainer, out)
 }
 

@@ -413,6 +413,7 @@ impl Trainer {
         let e = &self.config.eval;
         let sizes = EvalSizes {
             n_samples: if final_eval { e.final_batch_size } else { e.batch_size },
+            n_ais_samples: if final_eval { e.final_ais_batch_size.unwrap_or(e.final_batch_size) } else { e.batch_size },
             ais_batch: e.inner_batch_size,
             n_test: e.n_test,
             n_mode_samples: e.n_mode_samples,

@@ -113,6 +113,14 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
             .collect()
     };
     assert_eq!(strip(&a), strip(&b));
+    // `fab eval DIR --set eval.…`: the final evaluation again with other sample counts (the
+    // AIS count follows its own key); training keys are refused.
+    let m = fab_train::run::evaluate_run_with(&a, &["eval.final_batch_size=300".into(), "eval.final_ais_batch_size=200".into()]).unwrap();
+    assert_eq!(m["iteration"], 30.0);
+    assert!(m["eval_ess_flow"] > 0.0 && m["eval_ess_ais"] > 0.0, "{m:?}");
+    assert_ne!(m["eval_ess_flow"].to_bits(), ma["eval_ess_flow"].to_bits(), "the override had no effect");
+    let err = fab_train::run::evaluate_run_with(&a, &["train.batch_size=8".into()]).unwrap_err().to_string();
+    assert!(err.contains("train.batch_size"), "{err}");
     // A finished run refuses to be overwritten.
     let err = run_experiment(Some(small_config("fab_buffer", 30)), &opts(&a, false, None)).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
