@@ -814,6 +814,27 @@ mod tests {
         assert!((w[0] - 1.0 / 3.0).abs() < 1e-15 && (w[1] - 2.0 / 3.0).abs() < 1e-15 && w[2] == 0.0);
     }
 
+    /// How many generated samples the Ramachandran KL needs: exact draws (bootstrap resamples
+    /// of the shipped reference itself) still score KL ≈ 0.26 at 2·10⁴ samples, because every
+    /// reference bin a sample misses costs p_b·ln(p_b/(cell·ε)) with ε = 1e-10, but < 0.01 at
+    /// 10⁶. This is why the ALDP configs evaluate 10⁶ flow samples; bounds are wide (the
+    /// values are 0.26 and 0.0008 for this seed) so only a changed metric can fail them.
+    #[test]
+    fn ramachandran_kl_needs_many_samples() {
+        use rand::Rng;
+        let r = load_reference().unwrap();
+        let mut rng = fab_core::seeded_rng(7, 0);
+        let mut draw = |n: usize| -> (Vec<f64>, Vec<f64>) {
+            (0..n).map(|_| rng.gen_range(0..r.phi.len())).map(|i| (r.phi[i], r.psi[i])).unzip()
+        };
+        let (p, q) = draw(20_000);
+        let small = ramachandran_kl(&r.phi, &r.psi, &p, &q, None, 64).unwrap();
+        let (p, q) = draw(1_000_000);
+        let large = ramachandran_kl(&r.phi, &r.psi, &p, &q, None, 64).unwrap();
+        assert!((0.1..0.6).contains(&small), "KL with 2e4 exact samples: {small}");
+        assert!(large < 0.01, "KL with 1e6 exact samples: {large}");
+    }
+
     /// The shipped replica-exchange reference: sizes, validity of every sample, and agreement
     /// of its parts within their statistical errors.
     #[test]
