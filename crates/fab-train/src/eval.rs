@@ -183,6 +183,11 @@ fn test_set_metrics(m: &mut Metrics, flow: &FlowModel, target: &Target, n_test: 
     // independent test-set draws for the two means; one draw gives the same expectation with
     // less variance).
     m.insert("kl_forward".into(), mean(&diff));
+    // The mean log q (like the reference's) is NaN/−∞ as soon as one test point has a
+    // non-finite flow density (e.g. a mode-seeking flow whose scales overflow far from its
+    // modes); this says how many did not.
+    let finite = lq.iter().filter(|v| v.is_finite()).count();
+    m.insert("test_set_log_prob_finite_fraction".into(), finite as f64 / lq.len().max(1) as f64);
     // EUBO = E_p[log p̃ − log q] ≥ log Z.
     m.insert("eubo".into(), mean(&diff) + log_z);
     // ESS over p: 1 / E_p[p/q] (needs a normalised p).
