@@ -1,6 +1,6 @@
 //! Batched log-densities and the samplers that go with them.
 
-use candle_core::{Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use rand::RngCore;
 use std::sync::Arc;
 
@@ -32,6 +32,54 @@ pub trait LogDensity: Send + Sync {
     /// log Z of the density, if it is known (0 for a normalised density).
     fn log_normalizer(&self) -> Option<f64> {
         None
+    }
+}
+
+/// Evaluates a density on a fixed device, wherever its inputs live: inputs are copied to
+/// `device`, results copied back to the input's device (no copy when the devices agree).
+///
+/// This is how a target computed on the CPU (e.g. the alanine-dipeptide force field) serves
+/// AIS running beside a flow on a GPU, and how host data reaches a flow on a GPU.
+pub struct OnDevice<'a> {
+    inner: &'a dyn LogDensity,
+    device: Device,
+}
+
+impl<'a> OnDevice<'a> {
+    /// Wraps `inner`, whose inputs must be on `device`.
+    pub fn new(inner: &'a dyn LogDensity, device: Device) -> Self {
+        Self { inner, device }
+    }
+}
+
+impl std::fmt::Debug for OnDevice<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnDevice").field("dim", &self.inner.dim()).field("device", &self.device).finish()
+    }
+}
+
+impl LogDensity for OnDevice<'_> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    fn log_prob(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().same_device(&self.device) {
+            return self.inner.log_prob(x);
+        }
+        Ok(self.inner.log_prob(&x.to_device(&self.device)?)?.to_device(x.device())?)
+    }
+
+    fn log_prob_and_grad(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        if x.device().same_device(&self.device) {
+            return self.inner.log_prob_and_grad(x);
+        }
+        let (v, g) = self.inner.log_prob_and_grad(&x.to_device(&self.device)?)?;
+        Ok((v.to_device(x.device())?, g.to_device(x.device())?))
+    }
+
+    fn log_normalizer(&self) -> Option<f64> {
+        self.inner.log_normalizer()
     }
 }
 

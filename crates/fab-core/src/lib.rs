@@ -20,7 +20,7 @@ pub mod stats;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
-pub use density::{autodiff_log_prob_and_grad, check_points, ExactSample, FnDensity, LogDensity, Proposal};
+pub use density::{autodiff_log_prob_and_grad, check_points, ExactSample, FnDensity, LogDensity, OnDevice, Proposal};
 pub use error::{Error, Result};
 pub use flow::{Chain, Flow, Inverted};
 pub use params::{Grads, ParamSet};

@@ -160,6 +160,10 @@ pub struct ExperimentConfig {
     pub seed: u64,
     /// Floating-point precision.
     pub precision: Precision,
+    /// Where the flow, AIS and the gradient steps run: `"cpu"` (default; the fast hand-written
+    /// CPU path), `"cuda"` or `"cuda:N"` (needs the `cuda` cargo feature; the flow runs
+    /// through candle's kernels, targets are evaluated on the host).
+    pub device: String,
     /// The target distribution.
     pub target: TargetConfig,
     /// The flow architecture.
@@ -180,12 +184,46 @@ impl Default for ExperimentConfig {
             name: "fab".into(),
             seed: 0,
             precision: Precision::F64,
+            device: "cpu".into(),
             target: TargetConfig::default(),
             flow: FlowConfig::RealNvp(fab_flows::RealNvpConfig::gmm()),
             ais: AisConfig::gmm(),
             buffer: BufferConfig::default(),
             train: TrainConfig { n_iterations: Some(1000), ..TrainConfig::default() },
             eval: EvalConfig::default(),
+        }
+    }
+}
+
+/// Parses a device name: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
+fn parse_device_name(name: &str) -> Result<Option<usize>> {
+    match name.trim() {
+        "cpu" => Ok(None),
+        "cuda" => Ok(Some(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(Some)
+            .ok_or_else(|| config_err(format!("device = \"{name}\": expected \"cpu\", \"cuda\" or \"cuda:N\""))),
+    }
+}
+
+impl ExperimentConfig {
+    /// Opens the configured device.
+    ///
+    /// # Errors
+    /// A malformed name, or a CUDA device in a build without the `cuda` feature / without a
+    /// usable GPU.
+    pub fn open_device(&self) -> Result<candle_core::Device> {
+        match parse_device_name(&self.device)? {
+            None => Ok(candle_core::Device::Cpu),
+            Some(i) => candle_core::Device::new_cuda(i).map_err(|e| {
+                config_err(format!(
+                    "device = \"{}\" cannot be opened ({}); CUDA needs a build with `--features cuda` and a GPU",
+                    self.device,
+                    first_line(&e.to_string())
+                ))
+            }),
         }
     }
 }
@@ -238,6 +276,7 @@ impl ExperimentConfig {
 
     /// Checks every section; the error names the key to change.
     pub fn validate(&self) -> Result<()> {
+        parse_device_name(&self.device)?;
         let t = &self.train;
         if t.batch_size == 0 {
             return Err(config_err("train.batch_size must be > 0"));

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor};
 use fab_ais::Ais;
 use fab_core::stats::{effective_sample_size, log_mean_exp, normalized_weights};
-use fab_core::{LogDensity, Proposal};
+use fab_core::{LogDensity, OnDevice, Proposal};
 use fab_flows::FlowModel;
 use fab_targets::gmm::{Gmm, QuadraticFunction};
 use fab_targets::many_well::ManyWell;
@@ -138,7 +138,7 @@ pub fn evaluate(
     let mut failure = None;
     while left > 0 {
         let b = left.min(sizes.ais_batch);
-        match ais.run(flow, density, b, rng) {
+        match ais.run(flow, &OnDevice::new(density, Device::Cpu), b, rng) {
             Ok(out) => {
                 ais_x.extend(fab_core::to_f64_vec(&out.x)?);
                 ais_lw.extend(out.log_w_f64.iter().copied());
@@ -175,7 +175,7 @@ pub fn evaluate(
 fn test_set_metrics(m: &mut Metrics, flow: &FlowModel, target: &Target, n_test: usize, rng: &mut dyn RngCore) -> Result<(Vec<f64>, Vec<f64>)> {
     let xp = target.sample(n_test, rng)?;
     let xs = fab_core::to_f64_vec(&xp)?;
-    let lq = log_prob_host(flow, &xs, flow.dtype())?;
+    let lq = log_prob_host(&OnDevice::new(flow, flow.device().clone()), &xs, flow.dtype())?;
     let lp = log_prob_host(target.density(), &xs, flow.dtype())?;
     let log_z = target.density().log_normalizer().unwrap_or(0.0);
     let diff: Vec<f64> = lp.iter().zip(&lq).map(|(p, q)| p - log_z - q).collect();
@@ -340,7 +340,7 @@ fn many_well_metrics(
     m.insert("test_set_exact_mean_log_prob".into(), mean(&lq_test));
     m.insert("forward_kl".into(), m["kl_forward"]);
     let modes = mw.mode_test_set(rng)?;
-    let lq_modes = log_prob_host(flow, &fab_core::to_f64_vec(&modes)?, flow.dtype())?;
+    let lq_modes = log_prob_host(&OnDevice::new(flow, flow.device().clone()), &fab_core::to_f64_vec(&modes)?, flow.dtype())?;
     m.insert("test_set_modes_mean_log_prob".into(), mean(&lq_modes));
     let log_z = mw.log_normalizer().unwrap_or(0.0);
     let (rel, abs) = grouped_z_errors(log_w_flow, log_z);
@@ -442,7 +442,7 @@ fn aldp_metrics(
     m.insert("marginal_kl_angle_mean".into(), s.angle_mean);
     m.insert("marginal_kl_dihedral_mean".into(), s.dihedral_mean);
     // Mean log-likelihood of the reference samples in Cartesian space.
-    let lq = log_prob_host(flow, &r.z, flow.dtype())?;
+    let lq = log_prob_host(&OnDevice::new(flow, flow.device().clone()), &r.z, flow.dtype())?;
     let ld = aldp_eval::log_det_dx_dz(&r.z)?;
     if let Ok(ll) = aldp_eval::cartesian_log_likelihood(&lq, &ld) {
         m.insert("test_log_likelihood".into(), ll);

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use fab_ais::{Ais, AisOutput, AisState};
 use fab_buffer::PrioritisedBuffer;
 use fab_core::stats::normalized_weights;
-use fab_core::{FabRng, Grads, LogDensity, Proposal};
+use fab_core::{FabRng, Grads, LogDensity, OnDevice, Proposal};
 use fab_flows::FlowModel;
 use serde::{Deserialize, Serialize};
 
@@ -145,7 +145,7 @@ impl Trainer {
 
     fn build(config: ExperimentConfig, target: Target) -> Result<Self> {
         let dtype = config.precision.dtype();
-        let device = Device::Cpu;
+        let device = config.open_device()?;
         let flow = config.flow.build(config.seed, dtype, &device)?;
         let ais = Ais::new(config.ais.clone())?;
         let buffer = if config.train.loss == LossKind::FabBuffer {
@@ -255,7 +255,9 @@ impl Trainer {
     /// Runs AIS with the training target (p^α q^{1−α}).
     fn ais_pass(&mut self) -> Result<AisOutput> {
         let b = self.config.train.batch_size;
-        Ok(self.ais.run(&self.flow, self.target.density(), b, &mut self.rng)?)
+        // Targets are evaluated on the host; AIS runs on the flow's device.
+        let target = OnDevice::new(self.target.density(), Device::Cpu);
+        Ok(self.ais.run(&self.flow, &target, b, &mut self.rng)?)
     }
 
     /// AIS samples that go into the buffer, L-form filtered for ALDP when configured.
@@ -321,6 +323,7 @@ impl Trainer {
         let alpha = self.config.ais.alpha;
         let b = self.config.train.batch_size;
         let dtype = self.flow.dtype();
+        let device = self.flow.device().clone();
         match self.config.train.loss {
             LossKind::FabBuffer => {
                 let out = self.ais_pass()?;
@@ -330,7 +333,7 @@ impl Trainer {
                 let clip = self.config.train.w_adjust_max_clip;
                 let buffer = self.buffer.as_mut().expect("buffer loss has a buffer");
                 buffer.add_host(&x, &lw, &lq)?;
-                let batches = buffer.sample_batches(b, l, dtype, &Device::Cpu, &mut self.rng)?;
+                let batches = buffer.sample_batches(b, l, dtype, &device, &mut self.rng)?;
                 for batch in batches {
                     let mut loss = f64::NAN;
                     let buffer = self.buffer.as_mut().expect("buffer");
@@ -360,7 +363,7 @@ impl Trainer {
                 push_outcome(&outcome, loss, &mut losses, &mut norms, &mut info);
             }
             LossKind::ForwardKl => {
-                let x = self.target.sample(b, &mut self.rng)?.to_dtype(dtype)?;
+                let x = self.target.sample(b, &mut self.rng)?.to_dtype(dtype)?.to_device(&device)?;
                 let coef = vec![-1.0 / b as f64; b];
                 let (lq, grads) = self.flow.log_prob_backward(&x, &coef)?;
                 let loss = -fab_core::to_f64_vec(&lq)?.iter().sum::<f64>() / b as f64;
@@ -372,7 +375,7 @@ impl Trainer {
                 // (the score-function form; see docs/RESULTS.md for how this differs from the
                 // reference, which keeps the reparameterisation path of x).
                 let (x, lq0) = self.flow.sample_and_log_prob(b, &mut self.rng)?;
-                let lp = fab_core::to_f64_vec(&self.target.density().log_prob(&x)?)?;
+                let lp = fab_core::to_f64_vec(&OnDevice::new(self.target.density(), Device::Cpu).log_prob(&x)?)?;
                 let lq0 = fab_core::to_f64_vec(&lq0)?;
                 let coef: Vec<f64> = lp.iter().zip(&lq0).map(|(p, q)| -(2.0 * (p - q)).exp() / b as f64).collect();
                 let (lq, grads) = self.flow.log_prob_backward(&x, &coef)?;
@@ -382,7 +385,7 @@ impl Trainer {
             }
             LossKind::ReverseKl => {
                 let (x, lq) = self.flow.sample_t(b, &mut self.rng, true)?;
-                let (lp, g) = self.target.density().log_prob_and_grad(&x.detach())?;
+                let (lp, g) = OnDevice::new(self.target.density(), Device::Cpu).log_prob_and_grad(&x.detach())?;
                 let value = fab_core::to_f64_vec(&(&lq - &lp)?)?.iter().sum::<f64>() / b as f64;
                 // Surrogate with the gradient of mean(log q − log p): the target enters through
                 // its ∇ₓ log p at the reparameterised samples.

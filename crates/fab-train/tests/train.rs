@@ -136,6 +136,8 @@ fn bad_configs_name_the_key_and_write_nothing() {
         ("ais.alpha=0.0", "ais.alpha"),
         ("buffer.min_len=100000", "buffer"),
         ("flow.dim=3", "flow.dim"),
+        ("device=\"gpu\"", "device"),
+        ("device=\"cuda:x\"", "device"),
     ];
     let base = small_config("fab_buffer", 5).to_toml().unwrap();
     for (ov, key) in cases {
@@ -149,6 +151,15 @@ fn bad_configs_name_the_key_and_write_nothing() {
     cfg.train.batch_size = 0;
     assert!(run_experiment(Some(cfg), &opts(&out, false, None)).is_err());
     assert!(!out.exists());
+    // A CUDA device in a CPU-only build is a clear error, not a panic, and nothing is written.
+    if !cfg!(feature = "cuda") {
+        let mut cfg = small_config("fab_buffer", 5);
+        cfg.device = "cuda:0".into();
+        let e = Trainer::new(cfg.clone()).unwrap_err().to_string();
+        assert!(e.contains("--features cuda"), "{e}");
+        assert!(run_experiment(Some(cfg), &opts(&out, false, None)).is_err());
+        assert!(!out.exists());
+    }
     let _ = LossKind::FabBuffer;
 }
 
