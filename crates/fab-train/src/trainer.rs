@@ -193,6 +193,12 @@ impl Trainer {
         &self.flow
     }
 
+    /// Chooses the flow's implementation: [`Backend::Candle`](fab_flows::Backend) runs the
+    /// device-generic candle path (the one a GPU uses) on the CPU too, e.g. to compare the two.
+    pub fn set_flow_backend(&mut self, backend: fab_flows::Backend) {
+        self.flow.set_backend(backend);
+    }
+
     /// The target.
     pub fn target(&self) -> &Target {
         &self.target
