@@ -1950,6 +1950,10 @@ pub struct Histogram1dOptions {
     pub x_label: String,
     /// Vertical axis description (default `"density"`).
     pub y_label: String,
+    /// Show at most this many decades below the highest density; lower bins are left as gaps
+    /// (default `None`: everything). Re-weighted histograms can have bins at 10⁻³⁰⁰ that would
+    /// otherwise squash the interesting range.
+    pub max_decades: Option<f64>,
 }
 
 impl Default for Histogram1dOptions {
@@ -1958,6 +1962,7 @@ impl Default for Histogram1dOptions {
             size: None,
             x_label: "x".to_string(),
             y_label: "density".to_string(),
+            max_decades: None,
         }
     }
 }
@@ -1981,7 +1986,16 @@ pub fn histogram_1d_log(
         .iter()
         .map(|s| histogram_1d(s.values, s.weights, range, bins))
         .collect::<Result<_>>()?;
-    let dens: Vec<Vec<f64>> = hists.iter().map(Histogram1d::densities).collect();
+    let mut dens: Vec<Vec<f64>> = hists.iter().map(Histogram1d::densities).collect();
+    if let Some(decades) = opts.max_decades {
+        let top = dens.iter().flatten().copied().fold(0.0_f64, f64::max);
+        let floor = top * 10f64.powf(-decades.max(0.0));
+        for d in dens.iter_mut().flatten() {
+            if *d < floor {
+                *d = 0.0;
+            }
+        }
+    }
     let logs = dens
         .iter()
         .flatten()

@@ -127,7 +127,7 @@ fn aldp_plots(trainer: &Trainer, samples: &EvalSamples, dir: &Path, name: &str) 
         &series,
         [-std::f64::consts::PI, std::f64::consts::PI],
         200,
-        &plot::Histogram1dOptions::default(),
+        &plot::Histogram1dOptions { x_label: "φ (rad)".into(), max_decades: Some(7.0), ..Default::default() },
     )?;
     Ok(())
 }
