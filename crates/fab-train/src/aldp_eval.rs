@@ -825,7 +825,7 @@ mod tests {
         let r = load_reference().unwrap();
         let mut rng = fab_core::seeded_rng(7, 0);
         let mut draw = |n: usize| -> (Vec<f64>, Vec<f64>) {
-            (0..n).map(|_| rng.gen_range(0..r.phi.len())).map(|i| (r.phi[i], r.psi[i])).unzip()
+            (0..n).map(|_| rng.random_range(0..r.phi.len())).map(|i| (r.phi[i], r.psi[i])).unzip()
         };
         let (p, q) = draw(20_000);
         let small = ramachandran_kl(&r.phi, &r.psi, &p, &q, None, 64).unwrap();
