@@ -92,9 +92,14 @@ fn save_checkpoint(trainer: &Trainer, out: &Path) -> Result<PathBuf> {
 
 /// Loads the configuration of a run directory.
 pub fn load_run_config(out: &Path) -> Result<ExperimentConfig> {
+    load_run_config_with(out, &[])
+}
+
+/// The configuration of a run directory with `key=value` overrides applied.
+fn load_run_config_with(out: &Path, overrides: &[String]) -> Result<ExperimentConfig> {
     let path = out.join("config.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-    ExperimentConfig::from_toml_with_overrides(&text, &[])
+    ExperimentConfig::from_toml_with_overrides(&text, overrides)
 }
 
 /// Rebuilds the trainer of a run directory at its latest checkpoint.
@@ -108,10 +113,7 @@ pub fn load_trainer_with(out: &Path, eval_overrides: &[String]) -> Result<Traine
     if let Some(bad) = eval_overrides.iter().find(|o| !o.trim_start().starts_with("eval.")) {
         return Err(TrainError::Config(format!("only eval.* keys can be overridden when evaluating a run, not `{bad}`")));
     }
-    let path = out.join("config.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-    let config = ExperimentConfig::from_toml_with_overrides(&text, eval_overrides)?;
-    let mut trainer = Trainer::new(config)?;
+    let mut trainer = Trainer::new(load_run_config_with(out, eval_overrides)?)?;
     match latest_checkpoint(out)? {
         Some(dir) => trainer.load_checkpoint(&dir)?,
         None => return Err(TrainError::Checkpoint(format!("{} has no checkpoint", out.display()))),
