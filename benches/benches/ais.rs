@@ -1,5 +1,6 @@
-//! One AIS pass on Many Well 32-D with the Many Well flow (SPEC §4.1): 4 intermediate
-//! distributions, HMC with 5 leapfrog steps, target p²/q (training), float64 and float32.
+//! One AIS pass on Many Well 32-D with the Many Well flow (docs/ALGORITHMS.md,
+//! "Normalizing flows"): 4 intermediate distributions, HMC with 5 leapfrog steps, target p²/q
+//! (training), float64 and float32.
 //!
 //! Run: `RAYON_NUM_THREADS=1 cargo bench -p fab-benches --bench ais`
 

@@ -71,7 +71,8 @@ impl AisOutput {
 }
 
 /// Annealed importance sampling from the flow q toward g = p^α q^{1−α} (training) or g = p
-/// (evaluation), with per-level adaptive step sizes (SPEC §5).
+/// (evaluation), with per-level adaptive step sizes (docs/ALGORITHMS.md, "Annealed importance
+/// sampling").
 ///
 /// One pass: x ~ q; log w = log f_{β₁}(x) − log q(x); for j = 1..n: x ← T_j(x) leaving f_{β_j}
 /// invariant, log w += log f_{β_{j+1}}(x) − log f_{β_j}(x); β_{n+1} = 1 has no transition.

@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AisError, Result};
 
-/// Spacing of the inverse temperatures β₀ = 0 < β₁ ≤ … ≤ β_{n+1} = 1 (SPEC §5).
+/// Spacing of the inverse temperatures β₀ = 0 < β₁ ≤ … ≤ β_{n+1} = 1
+/// (docs/ALGORITHMS.md, "Annealed importance sampling").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Schedule {
@@ -44,7 +45,7 @@ impl Schedule {
     }
 }
 
-/// Settings of the HMC transition (SPEC §5.1; defaults = Many Well).
+/// Settings of the HMC transition (docs/ALGORITHMS.md, "HMC and Metropolis"; defaults = Many Well).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HmcConfig {
@@ -76,7 +77,8 @@ impl Default for HmcConfig {
     }
 }
 
-/// Settings of the random-walk Metropolis transition (SPEC §5.2; defaults = GMM).
+/// Settings of the random-walk Metropolis transition (docs/ALGORITHMS.md, "HMC and Metropolis";
+/// defaults = GMM).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetropolisConfig {

@@ -1,7 +1,8 @@
 //! # fab-ais
 //!
 //! Annealed importance sampling (AIS) from a normalizing flow q toward g = p^α q^{1−α} (FAB
-//! training, α = 2 in the paper) or g = p (evaluation), exactly as in SPEC §5:
+//! training, α = 2 in the paper) or g = p (evaluation), exactly as in
+//! docs/ALGORITHMS.md, "Annealed importance sampling":
 //! log f_β = [(1−β) + β(1−α)]·log q + βα·log p (or (1−β)·log q + β·log p), linear or geometric
 //! β schedules, HMC or Metropolis transitions from [`fab_mcmc`] with per-level adaptive step
 //! sizes, and removal of samples with non-finite log q / log p.

@@ -111,7 +111,8 @@ fn schedules_match_the_reference() {
 #[test]
 fn level_coefficients() {
     let ais = Ais::new(AisConfig::gmm()).unwrap();
-    // α = 2, β = 0.5: log f = 0·log q + 1·log p, the target itself (SPEC §5).
+    // α = 2, β = 0.5: log f = 0·log q + 1·log p, the target itself
+    // (docs/ALGORITHMS.md, "Annealed importance sampling").
     let c = ais.level_coeffs(1).unwrap();
     assert_eq!((c.q, c.p), (0.0, 1.0));
     let c = ais.level_coeffs(2).unwrap();

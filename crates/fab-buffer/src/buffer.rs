@@ -13,7 +13,8 @@ use crate::{BufferError, Result};
 /// Version tag written into checkpoints; [`PrioritisedBuffer::load`] refuses other versions.
 const FORMAT_VERSION: i64 = 1;
 
-/// Buffer sizes, in points (not batches), as in the paper configs (SPEC §7.1).
+/// Buffer sizes, in points (not batches), as in the paper configs
+/// (docs/ALGORITHMS.md, "Replay buffer").
 ///
 /// The defaults are the GMM values (min 1 280, max 12 800). Many Well uses 65 536 / 512 000 and
 /// ALDP 65 536 / 524 288.
@@ -109,7 +110,8 @@ pub fn log_weight_adjustment(log_q_old: f64, log_q_new: f64, alpha: f64) -> f64 
     (1.0 - alpha) * (log_q_new - log_q_old)
 }
 
-/// A prioritised replay buffer of (x, log w, log q_old) for FAB (Midgley et al. 2023, SPEC §7).
+/// A prioritised replay buffer of (x, log w, log q_old) for FAB (Midgley et al. 2023;
+/// docs/ALGORITHMS.md, "Replay buffer").
 ///
 /// * Fixed capacity with circular (FIFO) overwrite: entry `i` of the k-th point ever added lives in
 ///   slot `k mod capacity`.
@@ -446,8 +448,8 @@ impl PrioritisedBuffer {
 
     /// FAB's draw for one iteration: K = `batch_size`·`n_batches` distinct entries at once
     /// (all with the weights as they are now), split into `n_batches` consecutive chunks of
-    /// `batch_size` (SPEC §7 step 2). The data of every chunk is copied now; adjust each chunk
-    /// with [`adjust`](Self::adjust) after its gradient step.
+    /// `batch_size` (docs/ALGORITHMS.md, "Replay buffer"). The data of every chunk is copied now;
+    /// adjust each chunk with [`adjust`](Self::adjust) after its gradient step.
     ///
     /// # Errors
     /// As [`sample_indices`](Self::sample_indices) with k = K.
@@ -475,8 +477,9 @@ impl PrioritisedBuffer {
             .collect()
     }
 
-    /// Re-weights the entries at `indices` after the flow changed from q_old to q_new (SPEC §7
-    /// step 3), given `log_q_new[i]` = log q_θ(x) of entry `indices[i]` under the current flow.
+    /// Re-weights the entries at `indices` after the flow changed from q_old to q_new
+    /// (docs/ALGORITHMS.md, "Replay buffer", weight correction), given `log_q_new[i]` = log q_θ(x)
+    /// of entry `indices[i]` under the current flow.
     ///
     /// For every entry: log_w_adjust = (1 − α)(log q_new − log q_old), with log q_old as currently
     /// stored. If log_w_adjust and log q_new are finite, the stored log w += log_w_adjust (the

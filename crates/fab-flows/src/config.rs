@@ -19,7 +19,7 @@ pub const MASK_STREAM: u64 = 0x1418;
 pub const SHIFT_STREAM: u64 = 0x1419;
 
 /// The 12 circular (periodic) coordinates of the alanine-dipeptide internal coordinates, in the
-/// 60-D flow layout (SPEC §3.2).
+/// 60-D flow layout (docs/ALGORITHMS.md, "Targets").
 pub const ALDP_CIRCULAR_DIMS: [usize; 12] = [5, 8, 17, 20, 23, 26, 29, 32, 44, 47, 50, 53];
 
 /// A flow architecture.
@@ -59,9 +59,9 @@ impl FlowConfig {
     }
 }
 
-/// The RealNVP flow of SPEC §4.1: per layer an [`AffineCoupling`] (MLP with two hidden layers
-/// of width `dim·layer_nodes_per_dim`) followed by an [`LuLinear`] mixing; trainable diagonal
-/// Gaussian base.
+/// The RealNVP flow of docs/ALGORITHMS.md, "Normalizing flows": per layer an [`AffineCoupling`]
+/// (MLP with two hidden layers of width `dim·layer_nodes_per_dim`) followed by an [`LuLinear`]
+/// mixing; trainable diagonal Gaussian base.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RealNvpConfig {
@@ -128,10 +128,10 @@ impl RealNvpConfig {
     }
 }
 
-/// The neural-spline flow of SPEC §4.2: `n_blocks` [`SplineCoupling`]s with random balanced
-/// masks (block i even: a fresh mask from `seed + i`; odd: its complement), a
-/// [`PeriodicShift`] by s·π (s ~ U[0.5, 1.5) from `seed + i`) after every odd block but the
-/// last, and a final [`PeriodicWrap`]; uniform-on-circle × Gaussian base.
+/// The neural-spline flow of docs/ALGORITHMS.md, "Normalizing flows": `n_blocks`
+/// [`SplineCoupling`]s with random balanced masks (block i even: a fresh mask from `seed + i`;
+/// odd: its complement), a [`PeriodicShift`] by s·π (s ~ U[0.5, 1.5) from `seed + i`) after
+/// every odd block but the last, and a final [`PeriodicWrap`]; uniform-on-circle × Gaussian base.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CircularNsfConfig {

@@ -1,6 +1,7 @@
 //! Coupling layer with rational-quadratic splines, circular splines for periodic coordinates,
 //! a residual-net conditioner with periodic input features, and an unconditional element-wise
-//! spline on the conditioning coordinates (the alanine-dipeptide flow block of SPEC §4.2).
+//! spline on the conditioning coordinates (the alanine-dipeptide flow block of
+//! docs/ALGORITHMS.md, "Normalizing flows").
 
 use std::f64::consts::PI;
 

@@ -219,7 +219,7 @@ fn float32_agrees_with_float64() {
 
 #[test]
 fn paper_architectures_have_the_reference_parameter_counts() {
-    // SPEC §4.1 counts (full L and U matrices included).
+    // Reference counts (docs/ALGORITHMS.md, "Normalizing flows"; full L and U matrices included).
     let gmm = RealNvpConfig::gmm().build(0, DType::F64, &Device::Cpu).unwrap();
     assert_eq!(gmm.params().num_scalars(), 102_184);
     let mw = RealNvpConfig::many_well().build(0, DType::F64, &Device::Cpu).unwrap();

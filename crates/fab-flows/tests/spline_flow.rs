@@ -156,7 +156,8 @@ fn model_samples_are_consistent_and_periodic() {
 fn aldp_flow_matches_the_reference_architecture_and_starts_at_its_base() {
     let cfg = CircularNsfConfig::aldp();
     let m = cfg.build(0, DType::F64, &Device::Cpu).unwrap();
-    // SPEC §4.2: ≈ 3 996 384 parameters (12 blocks, hidden 256, 8 bins, periodic features).
+    // docs/ALGORITHMS.md, "Normalizing flows": 3 996 384 parameters (12 blocks, hidden 256, 8
+    // bins, periodic features).
     assert_eq!(m.params().num_scalars(), 3_996_384);
     // 12 couplings, 5 shifts, 1 wrap.
     assert_eq!(m.layers().len(), 18);

@@ -1,7 +1,8 @@
 //! Step-size adaptation, kept apart from the (stateless) kernels and serialisable for
 //! checkpoints.
 //!
-//! FAB's rule (SPEC §5.1): after each AIS level's transition, with p̄ the mean over the batch of
+//! FAB's rule (docs/ALGORITHMS.md, "HMC and Metropolis"): after each AIS level's transition, with
+//! p̄ the mean over the batch of
 //! min(1, α) (non-finite α counted as 0), the step size is multiplied by a factor if p̄ > 0.65 and
 //! divided by it otherwise. HMC uses ε_i = `eps[i]` + common with factor 1.05 for `eps[i]` and 1.02
 //! for the shared `common` (updated once per level); Metropolis uses ×/÷ 1.05 per level.
@@ -173,7 +174,8 @@ mod tests {
         assert!((s.common.unwrap().value - 0.1).abs() < 1e-15);
         assert!(s.step_size(4).is_err());
         assert!(s.advance(9, 0.5).is_err());
-        // ALDP: ε0 = 0.05, w = 0.05 ⇒ common 0.0025, per level 0.0475 (SPEC §5.1).
+        // ALDP: ε0 = 0.05, w = 0.05 ⇒ common 0.0025, per level 0.0475
+        // (docs/ALGORITHMS.md, "HMC and Metropolis").
         let a = StepSizes::hmc(8, 0.05, 0.05, TARGET_ACCEPT).unwrap();
         assert!((a.common.unwrap().value - 0.0025).abs() < 1e-15);
         assert!((a.levels[0].value - 0.0475).abs() < 1e-15);

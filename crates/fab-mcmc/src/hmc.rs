@@ -1,5 +1,5 @@
 //! Hamiltonian Monte Carlo with unit mass, L leapfrog steps and one Metropolis test per
-//! trajectory (SPEC §5.1).
+//! trajectory (docs/ALGORITHMS.md, "HMC and Metropolis").
 
 use candle_core::Tensor;
 use fab_core::rng;

@@ -16,7 +16,7 @@ pub struct TransitionInfo {
     /// Fraction of proposals accepted.
     pub acceptance_rate: f64,
     /// Mean over proposals of min(1, α), with non-finite α counted as 0: the statistic that
-    /// drives step-size adaptation (SPEC §5.1 p̄).
+    /// drives step-size adaptation (p̄ in docs/ALGORITHMS.md, "HMC and Metropolis").
     pub mean_accept_prob: f64,
     /// Mean over chains of ‖x′ − x‖ (0 for rejected proposals).
     pub mean_displacement: f64,

@@ -2,8 +2,9 @@
 //!
 //! Batched MCMC transition kernels for FAB's annealed importance sampling (one chain per row):
 //! - [`Hmc`]: Hamiltonian Monte Carlo with unit mass, L leapfrog steps and one Metropolis test
-//!   per trajectory, gradient clamp ±1e3 (SPEC §5.1);
-//! - [`Metropolis`]: random-walk Metropolis with Gaussian proposals (SPEC §5.2);
+//!   per trajectory, gradient clamp ±1e3 (docs/ALGORITHMS.md, "HMC and Metropolis");
+//! - [`Metropolis`]: random-walk Metropolis with Gaussian proposals
+//!   (docs/ALGORITHMS.md, "HMC and Metropolis");
 //! - [`StepSizes`]: FAB's per-level (+ shared) multiplicative step-size adaptation toward
 //!   acceptance 0.65, serialisable for checkpoints;
 //! - [`ReplicaExchange`]: replica exchange (parallel tempering) with HMC moves over any

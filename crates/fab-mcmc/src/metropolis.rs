@@ -1,4 +1,4 @@
-//! Random-walk Metropolis with Gaussian proposals (SPEC §5.2).
+//! Random-walk Metropolis with Gaussian proposals (docs/ALGORITHMS.md, "HMC and Metropolis").
 
 use candle_core::Tensor;
 use fab_core::rng;

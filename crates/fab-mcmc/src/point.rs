@@ -111,12 +111,14 @@ impl Coeffs {
     /// The plain target: log f = log p.
     pub const TARGET: Coeffs = Coeffs { q: 0.0, p: 1.0 };
 
-    /// AIS toward g = p: log f_β = (1−β)·log q + β·log p (SPEC §5).
+    /// AIS toward g = p: log f_β = (1−β)·log q + β·log p
+    /// (docs/ALGORITHMS.md, "Annealed importance sampling").
     pub fn p_target(beta: f64) -> Self {
         Self { q: 1.0 - beta, p: beta }
     }
 
-    /// AIS toward g = p^α q^{1−α}: log f_β = [(1−β) + β(1−α)]·log q + βα·log p (SPEC §5).
+    /// AIS toward g = p^α q^{1−α}: log f_β = [(1−β) + β(1−α)]·log q + βα·log p
+    /// (docs/ALGORITHMS.md, "Annealed importance sampling").
     ///
     /// The gradient is combined with the same coefficients, which is the exact gradient for any
     /// α (the reference hard-codes α = 2 in its gradient; identical for α = 2).

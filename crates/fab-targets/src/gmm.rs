@@ -6,10 +6,10 @@
 //! The mixture is normalised (`log_normalizer() = Some(0)`), samples exactly and has an analytic
 //! gradient.
 //!
-//! The paper target (SPEC §1): 40 means uniform in [−40, 40]² drawn by PyTorch with seed 0
-//! (stored in `data/gmm40_means.json`, see `data/README.md`), isotropic std softplus(1) =
-//! ln(1 + e) ≈ 1.31326 rounded to float32 as in the reference (1.31326162815094), uniform
-//! weights.
+//! The paper target (docs/ALGORITHMS.md, "Targets"): 40 means uniform in [−40, 40]² drawn by
+//! PyTorch with seed 0 (stored in `data/gmm40_means.json`, see `data/README.md`), isotropic
+//! std softplus(1) = ln(1 + e) ≈ 1.31326 rounded to float32 as in the reference
+//! (1.31326162815094), uniform weights.
 
 use candle_core::{DType, Device, Tensor};
 use fab_core::{check_points, rng, ExactSample, LogDensity};
@@ -21,11 +21,13 @@ use crate::{Result, TargetError};
 /// The FAB paper's 40 means and component std, with their provenance (`data/gmm40_means.json`).
 const FAB40_JSON: &str = include_str!("../data/gmm40_means.json");
 
-/// Default floor of the log-density: values below it are reported as −∞ (SPEC §1, §10).
+/// Default floor of the log-density: values below it are reported as −∞
+/// (docs/ALGORITHMS.md, "Targets").
 pub const DEFAULT_LOG_PROB_FLOOR: f64 = -1e4;
 
-/// The reference's Monte-Carlo estimate of `E_p[f]` for the SPEC §1.1 quadratic test function on
-/// the FAB 40-component mixture (1e7 float32 samples). Papers' "bias" numbers are relative to it.
+/// The reference's Monte-Carlo estimate of `E_p[f]` for the quadratic test function
+/// (docs/ALGORITHMS.md, "Targets") on the FAB 40-component mixture (1e7 float32 samples).
+/// Papers' "bias" numbers are relative to it.
 pub const FAB40_QUADRATIC_MC_EXPECTATION: f64 = 1777.66845703125;
 
 /// Standard deviations of the mixture components, in one of three TOML forms.
@@ -86,7 +88,7 @@ struct Fab40File {
 }
 
 impl GmmConfig {
-    /// The FAB paper's 40-component 2-D mixture (SPEC §1).
+    /// The FAB paper's 40-component 2-D mixture (docs/ALGORITHMS.md, "Targets").
     pub fn fab40() -> Self {
         // The embedded file is part of the crate and checked by the tests; it cannot be malformed
         // in a build that passed them.
@@ -95,7 +97,8 @@ impl GmmConfig {
         // The reference computes softplus(1) in float32 when it builds the mixture and only then
         // casts the target to float64, so its σ is the float32 rounding of ln(1 + e):
         // 1.31326162815094 (not 1.3132616875182228). With it, log p((0,0)) and log p(μ₀)
-        // reproduce the SPEC §1 values to ~1e-14; with the exact σ they are off by ~1e-6.
+        // reproduce the reference's values (docs/ALGORITHMS.md, "Targets") to ~1e-14; with the
+        // exact σ they are off by ~1e-6.
         let std = f64::from(f.component_std as f32);
         // The means are float32 values printed exactly; serde_json's default float parser can
         // be one f64 ulp off, which rounding through f32 undoes exactly.
@@ -239,7 +242,7 @@ pub struct Gmm {
 }
 
 impl Gmm {
-    /// The FAB 40-component 2-D mixture (SPEC §1) in `dtype` on `device`.
+    /// The FAB 40-component 2-D mixture (docs/ALGORITHMS.md, "Targets") in `dtype` on `device`.
     ///
     /// # Errors
     /// Only tensor allocation failures.
@@ -542,7 +545,7 @@ impl ExactSample for Gmm {
     }
 }
 
-/// The quadratic test function of SPEC §1.1, f(x) = (x+s)ᵀA(x+s) + bᵀ(x+s).
+/// The quadratic test function f(x) = (x+s)ᵀA(x+s) + bᵀ(x+s) (docs/ALGORITHMS.md, "Targets").
 ///
 /// Only the symmetric part of A matters; it is kept as given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -557,7 +560,8 @@ pub struct QuadraticFunction {
 }
 
 impl QuadraticFunction {
-    /// The reference's function for d = 2 (PyTorch seed 0, float32 values, SPEC §1.1).
+    /// The reference's function for d = 2 (PyTorch seed 0, float32 values;
+    /// docs/ALGORITHMS.md, "Targets").
     pub fn fab_2d() -> Self {
         Self {
             shift: vec![3.0819921493530273, -0.586857795715332],

@@ -1,5 +1,5 @@
-//! The Many Well target (SPEC §2): `dim/2` independent copies of a 2-D double well on the
-//! coordinate pairs (x_{2i}, x_{2i+1}).
+//! The Many Well target (docs/ALGORITHMS.md, "Targets"): `dim/2` independent copies of a 2-D
+//! double well on the coordinate pairs (x_{2i}, x_{2i+1}).
 //!
 //! log p̃(x) = Σ_i [ 0.5·x_{2i} + 6·x_{2i}² − x_{2i}⁴ − 0.5·x_{2i+1}² ]   (unnormalised)
 //!
@@ -111,9 +111,10 @@ impl ManyWell {
         Ok(t.sum(1)?)
     }
 
-    /// Exact samples of x₁ of one double well by rejection sampling (SPEC §2): proposal
-    /// 0.2·N(−1.7, 0.5²) + 0.8·N(1.7, 0.5²), envelope 3·Z₁ times the proposal density, 10·m
-    /// proposals per round for a shortfall of m, keeping the first accepted ones.
+    /// Exact samples of x₁ of one double well by rejection sampling
+    /// (docs/ALGORITHMS.md, "Targets"): proposal 0.2·N(−1.7, 0.5²) + 0.8·N(1.7, 0.5²),
+    /// envelope 3·Z₁ times the proposal density, 10·m proposals per round for a shortfall of m,
+    /// keeping the first accepted ones.
     ///
     /// Randomness per proposal, in order: a uniform (component), a standard normal, a uniform
     /// (acceptance).

@@ -1,6 +1,7 @@
-//! The internal-coordinate transform (SPEC §3.2) and the 60-D flow-space target: fab-torch's
-//! test vectors, round trips, log-determinants against numerical Jacobians, ∇_z log p against
-//! finite differences, the chirality filter and the `Flow`/`LogDensity` tensor interfaces.
+//! The internal-coordinate transform (docs/ALGORITHMS.md, "Targets") and the 60-D flow-space
+//! target: fab-torch's test vectors, round trips, log-determinants against numerical Jacobians,
+//! ∇_z log p against finite differences, the chirality filter and the `Flow`/`LogDensity` tensor
+//! interfaces.
 
 use candle_core::{DType, Device, Tensor};
 use fab_core::test_utils::{log_abs_det_rows, numerical_jacobian};
@@ -127,7 +128,8 @@ fn z_zero_is_the_reference_configuration_and_log_p_matches_spec() {
         .zip(pairwise(ff.reference_positions()))
         .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
     assert!(err < 1e-14, "pairwise distance error {err}");
-    // SPEC: log|det ∂x/∂z| at z = 0 is −245.48211 and log p(0) = −176.25049 (5 decimals);
+    // docs/ALGORITHMS.md, "Targets": log|det ∂x/∂z| at z = 0 is −245.48211 and log p(0) =
+    // −176.25049 (5 decimals);
     // the unrounded fab-torch value is −176.25048624002648.
     assert!((ld - (-245.48211)).abs() < 5e-6, "{ld}");
     let target = AldpTarget::default();

@@ -1,5 +1,6 @@
-//! Tests of the Gaussian mixture target: SPEC sanity values, gradients vs finite differences,
-//! exact sampler statistics, the quadratic test function, user configs and bad inputs.
+//! Tests of the Gaussian mixture target: the reference's sanity values (docs/ALGORITHMS.md,
+//! "Targets"), gradients vs finite differences, exact sampler statistics, the quadratic test
+//! function, user configs and bad inputs.
 
 use candle_core::{DType, Device, Tensor};
 use fab_core::test_utils::{finite_difference_grad, ks_critical_001, ks_statistic, normal_cdf};
@@ -20,7 +21,8 @@ fn fab40_parameters_match_spec() {
     let g = fab40();
     assert_eq!(g.n_components(), 40);
     assert_eq!(g.dim(), 2);
-    // Entries of the SPEC §1 table (float32 values printed as float64: exact equality).
+    // Entries of the reference's table of means (`data/gmm40_means.json`; float32 values
+    // printed as float64: exact equality).
     assert_eq!(g.mean(0), &[-0.2994728088378906, 21.457744598388672]);
     assert_eq!(g.mean(13), &[36.21904754638672, -37.106815338134766]);
     assert_eq!(g.mean(39), &[3.6796998977661133, -25.024213790893555]);
@@ -40,7 +42,8 @@ fn fab40_sanity_values() {
     let g = fab40();
     let m0 = g.mean(0).to_vec();
     let lp = g.log_prob(&pts(&[0.0, 0.0, m0[0], m0[1]], 2)).unwrap().to_vec1::<f64>().unwrap();
-    // SPEC §1 values from the reference in float64; the sums differ only by rounding order.
+    // The reference's float64 values (docs/ALGORITHMS.md, "Targets"); the sums differ only by
+    // rounding order.
     assert!((lp[0] - -23.31634941808696).abs() < 1e-11, "{}", lp[0]);
     assert!((lp[1] - -6.071784191116432).abs() < 1e-11, "{}", lp[1]);
     // Independent host evaluation of the mixture formula at a few more points.
@@ -200,7 +203,8 @@ fn quadratic_expectation_analytic_and_monte_carlo() {
     let g = fab40();
     let f = QuadraticFunction::fab_2d();
     let e = g.quadratic_expectation(&f).unwrap();
-    // SPEC §1.1 analytic value (the reference's MC number is 1777.668, 1e-4 relative off).
+    // Analytic value (docs/ALGORITHMS.md, "Targets"; the reference's MC number is 1777.668, 1e-4
+    // relative off).
     assert!((e - 1777.886059268078).abs() < 1e-9, "{e}");
     // Monte Carlo with exact samples agrees within 4 standard errors (FPR 6e-5).
     let mut rng = seeded_rng(3, 0);

@@ -1,5 +1,6 @@
-//! Tests of the Many Well target: energy and log Z against SPEC values and quadrature, gradients
-//! vs finite differences, stationary points, the exact sampler, the mode test set and bad inputs.
+//! Tests of the Many Well target: energy and log Z against the reference's values
+//! (docs/ALGORITHMS.md, "Targets") and quadrature, gradients vs finite differences, stationary
+//! points, the exact sampler, the mode test set and bad inputs.
 
 use candle_core::{DType, Device, Tensor};
 use fab_core::test_utils::{finite_difference_grad, ks_critical_001, ks_statistic, normal_cdf};
@@ -31,7 +32,8 @@ fn log_normalizer_matches_spec_and_quadrature() {
     assert!((t.log_normalizer().unwrap() - 164.6956753197969).abs() < 1e-10);
     assert_eq!(mw(2).log_normalizer().unwrap(), log_z_2d());
     // Independent check of Z₁ by quadrature: the trapezoid rule on a smooth, rapidly decaying
-    // integrand is accurate far beyond 1e-8 relative at h = 1e-4 (SPEC quotes 11784.509265).
+    // integrand is accurate far beyond 1e-8 relative at h = 1e-4 (quadrature value 11784.509265
+    // in docs/ALGORITHMS.md, "Targets").
     let (_, cum) = x1_cdf_table(1e-4);
     let z = *cum.last().unwrap();
     assert!((z / Z1 - 1.0).abs() < 1e-8, "quadrature {z} vs {Z1}");
@@ -70,7 +72,8 @@ fn gradient_matches_finite_differences() {
 
 #[test]
 fn stationary_points_match_spec() {
-    // Newton's method on g(x) = 0.5 + 12x − 4x³ from the SPEC values; the SPEC gives 5 decimals.
+    // Newton's method on g(x) = 0.5 + 12x − 4x³ from the reference's values, given to 5
+    // decimals (docs/ALGORITHMS.md, "Targets").
     for x0 in [SHALLOW_WELL_X1, BARRIER_X1, DEEP_WELL_X1] {
         let mut x = x0;
         for _ in 0..50 {
@@ -121,7 +124,8 @@ fn exact_sampler_matches_quadrature() {
         let f = (v - grid[i]) / 1e-4;
         (cum[i] + f * (cum[i + 1] - cum[i])) / total
     };
-    // P(x₁ > 0) by quadrature is 0.84431 (SPEC: ≈ 0.845, measured 0.84514 on 50 000 samples).
+    // P(x₁ > 0) by quadrature is 0.84431 (the reference: ≈ 0.845, measured 0.84514 on 50 000
+    // samples).
     let p_pos = 1.0 - cdf(0.0);
     assert!((p_pos - 0.84431).abs() < 1e-4, "{p_pos}");
     let frac = x1.iter().filter(|v| **v > 0.0).count() as f64 / n;
@@ -133,7 +137,8 @@ fn exact_sampler_matches_quadrature() {
     let d2 = ks_statistic(&x2, &normal_cdf);
     assert!(d1 < ks_critical_001(x1.len()), "KS x1 {d1}");
     assert!(d2 < ks_critical_001(x2.len()), "KS x2 {d2}");
-    // SPEC: mean (log p̃ − log Z) over exact samples = −27.49 (a reference MC number). Ours is an
+    // Reference: mean (log p̃ − log Z) over exact samples = −27.49 (a reference MC number;
+    // docs/ALGORITHMS.md, "Targets"). Ours is an
     // MC mean too; 5 standard errors of our mean plus the reference's own MC error (~0.02 for
     // 500–50 000 samples of sd ~ 4) bound the difference.
     let lp = t.log_prob(&x).unwrap().to_vec1::<f64>().unwrap();
@@ -174,7 +179,8 @@ fn mode_test_set_order_and_values() {
     let idx = t.well_index(&set).unwrap();
     assert!(idx.iter().enumerate().all(|(k, i)| *i == Some(k as u64)));
     assert_eq!(t.populated_well_fraction(&set).unwrap(), 1.0);
-    // SPEC: mean (log p̃ − log Z) over the set = −20.889 (printed to 3 decimals).
+    // Reference: mean (log p̃ − log Z) over the set = −20.889 (printed to 3 decimals;
+    // docs/ALGORITHMS.md, "Targets").
     let lp = t.log_prob(&set).unwrap().to_vec1::<f64>().unwrap();
     let m = lp.iter().sum::<f64>() / lp.len() as f64 - t.log_normalizer().unwrap();
     assert!((m - -20.889).abs() < 5e-4, "{m}");

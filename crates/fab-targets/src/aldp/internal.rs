@@ -1,5 +1,5 @@
 //! The complete internal-coordinate transform of fab-torch/boltzgen for alanine dipeptide
-//! (SPEC §3.2): 66 Cartesian coordinates ↔ 60 normalised flow coordinates.
+//! (docs/ALGORITHMS.md, "Targets"): 66 Cartesian coordinates ↔ 60 normalised flow coordinates.
 //!
 //! * Seed triangle CA(8), N(6), C(14) → b1 = |N − CA|, b2 = |C − CA|, angle N–CA–C; the six
 //!   rigid-body degrees of freedom are dropped. Reconstruction frame: CA at the origin, N on +x,
@@ -101,7 +101,8 @@ fn kind(idx: usize) -> Kind {
     }
 }
 
-/// The SPEC §3.2 internal-coordinate transform of alanine dipeptide, with its normalisation.
+/// The internal-coordinate transform of alanine dipeptide, with its normalisation
+/// (docs/ALGORITHMS.md, "Targets").
 ///
 /// `forward`/[`to_cartesian`](Self::to_cartesian) is z (60) → x (66, nm) and
 /// `inverse`/[`to_internal`](Self::to_internal) is x → z, as in fab-torch's
@@ -539,8 +540,9 @@ pub const CHIRALITY_MEAN_DIFF: f64 = -0.043;
 pub const CHIRALITY_THRESHOLD: f64 = 0.8;
 
 /// Whether a flow-space configuration (`[60]`) is the L-enantiomer (fab-torch
-/// `filter_chirality`, SPEC §3.3): d = z17 − z26 taken modulo 2π to the representative of
-/// smallest magnitude, L-form iff |d − (−0.043)| < 0.8. Non-finite input gives `false`.
+/// `filter_chirality`; docs/ALGORITHMS.md, "Targets"): d = z17 − z26 taken modulo 2π to the
+/// representative of smallest magnitude, L-form iff |d − (−0.043)| < 0.8. Non-finite input gives
+/// `false`.
 ///
 /// # Errors
 /// A shape error if `z` does not have 60 entries.

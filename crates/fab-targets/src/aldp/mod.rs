@@ -6,8 +6,8 @@
 //!   without cut-off with exclusions and scaled 1-4 pairs, GB-OBC1 with the ACE surface term),
 //!   energies per term and analytic forces, batched with rayon.
 //! * [`InternalCoordinates`]: the 66 ↔ 60-D internal-coordinate transform of fab-torch/boltzgen
-//!   (SPEC §3.2), both directions with log-determinants and an exact reverse-mode gradient; it
-//!   implements [`fab_core::Flow`].
+//!   (docs/ALGORITHMS.md, "Targets"), both directions with log-determinants and an exact
+//!   reverse-mode gradient; it implements [`fab_core::Flow`].
 //! * [`AldpTarget`]: the 60-D flow-space target log p(z) = −u_reg(x(z)) + log|det ∂x/∂z| used by
 //!   FAB, and [`AldpCartesian`], the 66-D Cartesian Boltzmann density; both implement
 //!   [`fab_core::LogDensity`] with analytic gradients.

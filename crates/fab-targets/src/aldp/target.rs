@@ -1,5 +1,5 @@
 //! Boltzmann densities of alanine dipeptide at 300 K in Cartesian and in flow (internal)
-//! coordinates, with the energy regularisation of boltzgen (SPEC §3.1).
+//! coordinates, with the energy regularisation of boltzgen (docs/ALGORITHMS.md, "Targets").
 
 use std::sync::Arc;
 
@@ -178,7 +178,7 @@ fn checked_kbt(temperature: f64) -> Result<f64> {
 /// let target = AldpTarget::default();
 /// let z = Tensor::zeros((1, 60), candle_core::DType::F64, &Device::Cpu).unwrap();
 /// let lp = target.log_prob(&z).unwrap().to_vec1::<f64>().unwrap();
-/// assert!((lp[0] - (-176.25049)).abs() < 1e-4); // SPEC §3.2
+/// assert!((lp[0] - (-176.25049)).abs() < 1e-4); // docs/ALGORITHMS.md, "Targets"
 /// ```
 #[derive(Debug, Clone)]
 pub struct AldpTarget {
