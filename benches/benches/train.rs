@@ -5,7 +5,8 @@
 //! Run: `RAYON_NUM_THREADS=1 cargo bench -p fab-benches --bench train`
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fab_train::{ExperimentConfig, Trainer};
+use fab_sampler::Sampler;
+use fab_train::{ExperimentConfig, FabSampler};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -14,7 +15,7 @@ const GMM_PAPER: &str = include_str!("../../experiments/gmm/paper.toml");
 
 fn fab_iteration(c: &mut Criterion) {
     let cfg = ExperimentConfig::from_toml_with_overrides(GMM_PAPER, &[]).expect("config");
-    let mut trainer = Trainer::new(cfg).expect("trainer");
+    let mut trainer = FabSampler::new(cfg).expect("sampler");
     trainer.fill_buffer().expect("buffer");
     // Warm up past the first iterations so that the flow is no longer the identity.
     for _ in 0..200 {

@@ -8,21 +8,87 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use fab_train::run::{self, RunOptions, RunOutcome};
-use fab_train::ExperimentConfig;
+use fab_sampler::run::{self, RunOptions, RunOutcome, StopSignal};
+use fab_sampler::{Draws, FamilyConfig, Metrics};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Configurations compiled into the binary, usable by name instead of a path.
-const EMBEDDED: &[(&str, &str)] = &[
-    ("gmm-quick", include_str!("../../../experiments/gmm/quick.toml")),
-    ("gmm-paper", include_str!("../../../experiments/gmm/paper.toml")),
-    ("many-well-paper", include_str!("../../../experiments/many_well/paper.toml")),
-    ("many-well-cpu", include_str!("../../../experiments/many_well/cpu.toml")),
-    ("aldp-paper", include_str!("../../../experiments/aldp/paper.toml")),
-    ("aldp-cpu", include_str!("../../../experiments/aldp/cpu.toml")),
-];
+/// A sampler family the command line knows: its embedded configurations and the generic
+/// driver entry points instantiated for its configuration type. Adding a family is adding
+/// one entry to [`FAMILIES`].
+struct Family {
+    /// The value of the top-level `family` key of its configurations.
+    name: &'static str,
+    /// Configurations compiled into the binary (name, TOML text).
+    configs: &'static [(&'static str, &'static str)],
+    /// Parses and validates a configuration text with overrides.
+    check: fn(&str, &[String]) -> fab_sampler::Result<()>,
+    /// `fab train`.
+    train: fn(Option<&str>, &[String], &RunOptions) -> fab_sampler::Result<RunOutcome>,
+    /// `fab eval`.
+    eval: fn(&Path, &[String]) -> fab_sampler::Result<Metrics>,
+    /// `fab sample`.
+    sample: fn(&Path, usize) -> fab_sampler::Result<Draws>,
+}
+
+fn check_family<C: FamilyConfig>(text: &str, overrides: &[String]) -> fab_sampler::Result<()> {
+    C::parse(text, overrides).map(|_| ())
+}
+
+fn train_family<C: FamilyConfig>(text: Option<&str>, overrides: &[String], opts: &RunOptions) -> fab_sampler::Result<RunOutcome> {
+    let config = text.map(|t| C::parse(t, overrides)).transpose()?;
+    run::train::<C>(config, opts)
+}
+
+fn eval_family<C: FamilyConfig>(dir: &Path, overrides: &[String]) -> fab_sampler::Result<Metrics> {
+    run::evaluate_run::<C>(dir, overrides)
+}
+
+fn sample_family<C: FamilyConfig>(dir: &Path, n: usize) -> fab_sampler::Result<Draws> {
+    run::load_run::<C>(dir, &[])?.1.draw(n)
+}
+
+/// The registered sampler families; the first is the default.
+const FAMILIES: &[Family] = &[Family {
+    name: fab_train::FAMILY,
+    configs: &[
+        ("gmm-quick", include_str!("../../../experiments/gmm/quick.toml")),
+        ("gmm-paper", include_str!("../../../experiments/gmm/paper.toml")),
+        ("many-well-paper", include_str!("../../../experiments/many_well/paper.toml")),
+        ("many-well-cpu", include_str!("../../../experiments/many_well/cpu.toml")),
+        ("aldp-paper", include_str!("../../../experiments/aldp/paper.toml")),
+        ("aldp-cpu", include_str!("../../../experiments/aldp/cpu.toml")),
+    ],
+    check: check_family::<fab_train::ExperimentConfig>,
+    train: train_family::<fab_train::ExperimentConfig>,
+    eval: eval_family::<fab_train::ExperimentConfig>,
+    sample: sample_family::<fab_train::ExperimentConfig>,
+}];
+
+/// Every embedded configuration with its family.
+fn embedded() -> impl Iterator<Item = (&'static Family, &'static str, &'static str)> {
+    FAMILIES.iter().flat_map(|f| f.configs.iter().map(move |(n, t)| (f, *n, *t)))
+}
+
+/// The family a configuration text names (top-level `family`, default: the first family).
+fn family_of(text: &str) -> Result<&'static Family> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("invalid config: {}", e.message()))?;
+    let name = match table.get("family") {
+        None => FAMILIES[0].name,
+        Some(toml::Value::String(s)) => s.as_str(),
+        Some(other) => bail!("invalid config: family must be a string, got {other}"),
+    };
+    FAMILIES.iter().find(|f| f.name == name).ok_or_else(|| {
+        let known: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        anyhow::anyhow!("invalid config: family = \"{name}\" is not a known sampler family ({})", known.join(", "))
+    })
+}
+
+/// The family of the run in `dir`.
+fn family_of_run(dir: &Path) -> Result<&'static Family> {
+    family_of(&run::read_run_config(dir)?)
+}
 
 /// Molecular systems with a built-in force field.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -129,7 +195,7 @@ fn run_cli() -> Result<()> {
     match command {
         Command::Train { config, overrides, out, resume, no_progress } => train(config, overrides, out, resume, !no_progress),
         Command::Eval { dir, set } => {
-            let m = run::evaluate_run_with(&dir, &set)?;
+            let m = (family_of_run(&dir)?.eval)(&dir, &set)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
             Ok(())
         }
@@ -145,12 +211,12 @@ fn run_cli() -> Result<()> {
         Command::Configs { name } => {
             match name {
                 None => {
-                    for (n, _) in EMBEDDED {
-                        println!("{n}");
+                    for (f, n, _) in embedded() {
+                        println!("{n}\t({})", f.name);
                     }
                 }
-                Some(n) => match EMBEDDED.iter().find(|(k, _)| *k == n) {
-                    Some((_, text)) => print!("{text}"),
+                Some(n) => match embedded().find(|(_, k, _)| *k == n) {
+                    Some((_, _, text)) => print!("{text}"),
                     None => bail!("no embedded config named {n}"),
                 },
             }
@@ -159,42 +225,68 @@ fn run_cli() -> Result<()> {
     }
 }
 
-fn load_config(config: Option<String>, overrides: &[String]) -> Result<ExperimentConfig> {
-    let text = match config {
-        None => EMBEDDED[0].1.to_string(),
+/// The text of a configuration given as a path or an embedded name (default: the first
+/// embedded configuration).
+fn config_text(config: Option<String>) -> Result<String> {
+    Ok(match config {
+        None => FAMILIES[0].configs[0].1.to_string(),
         Some(c) => {
             let p = Path::new(&c);
             if p.exists() {
                 std::fs::read_to_string(p).with_context(|| format!("reading {c}"))?
-            } else if let Some((_, t)) = EMBEDDED.iter().find(|(k, _)| *k == c) {
+            } else if let Some((_, _, t)) = embedded().find(|(_, k, _)| *k == c) {
                 t.to_string()
             } else {
                 bail!("{c}: no such file, and not an embedded config (see `fab configs`)");
             }
         }
-    };
-    Ok(ExperimentConfig::from_toml_with_overrides(&text, overrides)?)
+    })
+}
+
+/// `name` and `seed` of a configuration text with overrides, for the default run directory.
+fn name_and_seed(text: &str, overrides: &[String]) -> (String, i64) {
+    let table: toml::Table = text.parse().unwrap_or_default();
+    let mut name = table.get("name").and_then(|v| v.as_str()).unwrap_or("run").to_string();
+    let mut seed = table.get("seed").and_then(|v| v.as_integer()).unwrap_or(0);
+    for o in overrides {
+        if let Some((k, v)) = o.split_once('=') {
+            match k.trim() {
+                "name" => name = v.trim().trim_matches('"').to_string(),
+                "seed" => seed = v.trim().parse().unwrap_or(seed),
+                _ => {}
+            }
+        }
+    }
+    (name, seed)
 }
 
 fn train(config: Option<String>, overrides: Vec<String>, out: Option<PathBuf>, resume: Option<PathBuf>, progress: bool) -> Result<()> {
-    ctrlc::set_handler(|| {
+    let stop = StopSignal::new();
+    let handler_stop = stop.clone();
+    ctrlc::set_handler(move || {
         eprintln!("\nstopping after this iteration (a checkpoint will be written)…");
-        run::request_stop();
+        handler_stop.request();
     })
     .context("installing the Ctrl-C handler")?;
-    let (cfg, opts) = match resume {
-        Some(dir) => (None, RunOptions { out: dir, resume: true, progress, max_iterations_this_run: None }),
+    let (family, text, opts) = match resume {
+        Some(dir) => (family_of_run(&dir)?, None, RunOptions { out: dir, resume: true, progress, max_iterations_this_run: None, stop }),
         None => {
-            let cfg = load_config(config, &overrides)?;
+            let text = config_text(config)?;
+            let family = family_of(&text)?;
             let out = out.unwrap_or_else(|| {
                 let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                PathBuf::from("runs").join(format!("{}-seed{}-{t}", cfg.name, cfg.seed))
+                let (name, seed) = name_and_seed(&text, &overrides);
+                PathBuf::from("runs").join(format!("{name}-seed{seed}-{t}"))
             });
-            eprintln!("run directory: {}", out.display());
-            (Some(cfg), RunOptions { out, resume: false, progress, max_iterations_this_run: None })
+            (family, Some(text), RunOptions { out, resume: false, progress, max_iterations_this_run: None, stop })
         }
     };
-    match run::run_experiment(cfg, &opts)? {
+    if let Some(t) = &text {
+        // Refuse a bad configuration before announcing the run directory.
+        (family.check)(t, &overrides)?;
+        eprintln!("run directory: {}", opts.out.display());
+    }
+    match (family.train)(text.as_deref(), &overrides, &opts)? {
         RunOutcome::Finished(m) => {
             println!("{}", serde_json::to_string_pretty(&m)?);
             eprintln!("results in {}", opts.out.display());
@@ -205,15 +297,14 @@ fn train(config: Option<String>, overrides: Vec<String>, out: Option<PathBuf>, r
 }
 
 fn sample(dir: &Path, n: usize, out: &Path) -> Result<()> {
-    let mut trainer = run::load_trainer(dir)?;
-    let d = trainer.flow().base().dim();
-    let (x, lq) = trainer.sample_flow(n)?;
+    let draws = (family_of_run(dir)?.sample)(dir, n)?;
+    let (x, lq, d) = (&draws.x, &draws.log_q, draws.dim);
     match out.extension().and_then(|e| e.to_str()) {
         Some("npy") => {
-            fab_core::npy::write_f64(out, &x, &[n, d])?;
+            fab_core::npy::write_f64(out, x, &[n, d])?;
             let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("samples");
             let lq_path = out.with_file_name(format!("{stem}_log_q.npy"));
-            fab_core::npy::write_f64(&lq_path, &lq, &[n])?;
+            fab_core::npy::write_f64(&lq_path, lq, &[n])?;
             eprintln!("wrote {} and {}", out.display(), lq_path.display());
         }
         Some("csv") => {

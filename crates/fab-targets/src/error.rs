@@ -38,3 +38,12 @@ impl From<TargetError> for fab_core::Error {
         }
     }
 }
+
+impl From<TargetError> for fab_sampler::Error {
+    fn from(e: TargetError) -> Self {
+        match e {
+            TargetError::InvalidConfig(msg) => fab_sampler::Error::Config(msg),
+            other => fab_sampler::Error::family(other),
+        }
+    }
+}

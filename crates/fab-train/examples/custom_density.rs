@@ -11,7 +11,10 @@
 
 use candle_core::Tensor;
 use fab_core::FnDensity;
-use fab_train::{ExperimentConfig, Trainer};
+use std::sync::Arc;
+
+use fab_sampler::{DensityTarget, FamilyConfig, Run};
+use fab_train::{ExperimentConfig, FabSampler};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -63,15 +66,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (a.sqr()? * -0.125)? + (upper + lower)?.log()?
     });
     let config = ExperimentConfig::from_toml_with_overrides(CONFIG, &[])?;
-    let mut trainer = Trainer::with_target(config, Box::new(banana))?;
-    while !trainer.is_finished() {
-        let info = trainer.step()?;
+    let sampler = FabSampler::with_target(config.clone(), Arc::new(DensityTarget::new(Box::new(banana))))?;
+    // The run driver's state (iterations, evaluation stream); `fab_sampler::run::drive` would
+    // add checkpoints, metrics.jsonl and plots in a directory.
+    let mut run = Run::new(sampler, config.run_settings());
+    while !run.is_finished() {
+        let info = run.step()?;
         if info.iteration % 250 == 0 {
-            let (m, _) = trainer.evaluate(false)?;
+            let m = run.evaluate(false)?.metrics;
             println!("iteration {:>5}: loss {:>8.3}  flow ESS {:.3}  AIS ESS {:.3}", info.iteration, info.loss, m["eval_ess_flow"], m["eval_ess_ais"]);
         }
     }
-    let (x, _) = trainer.sample_flow(10_000)?;
+    let x = run.draw(10_000)?.x;
     let upper = x.chunks(2).filter(|p| p[1] - p[0] * p[0] / 4.0 > 0.0).count() as f64 / 10_000.0;
     println!("share of flow samples in the upper lobe: {upper:.3} (target: 0.5)");
     fab_core::npy::write_f64(std::path::Path::new(&out), &x, &[10_000, 2])?;

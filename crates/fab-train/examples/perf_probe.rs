@@ -13,7 +13,8 @@ use fab_ais::{Ais, AisConfig};
 use fab_core::{LogDensity, Proposal};
 use fab_flows::{Backend, CircularNsfConfig, FlowModel, RealNvpConfig};
 use fab_targets::many_well::ManyWell;
-use fab_train::{ExperimentConfig, Trainer};
+use fab_sampler::Sampler;
+use fab_train::{ExperimentConfig, FabSampler};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -101,7 +102,7 @@ fn main() {
     }
     if want("gmm_iteration") {
         let cfg = ExperimentConfig::from_toml_with_overrides(include_str!("../../../experiments/gmm/paper.toml"), &[]).expect("config");
-        let mut trainer = Trainer::new(cfg).expect("trainer");
+        let mut trainer = FabSampler::new(cfg).expect("sampler");
         trainer.fill_buffer().expect("fill");
         for _ in 0..200 {
             trainer.step().expect("step");

@@ -7,8 +7,11 @@ use fab_buffer::BufferConfig;
 use fab_flows::FlowConfig;
 use serde::{Deserialize, Serialize};
 
+use fab_sampler::{EvalSizes, FamilyConfig, RunSettings};
+use fab_targets::TargetConfig;
+
+use crate::fab::FabSampler;
 use crate::optim::{AdamConfig, LrSchedule};
-use crate::target::TargetConfig;
 use crate::{Result, TrainError};
 
 /// Floating-point precision of the flow, AIS and losses.
@@ -32,7 +35,7 @@ impl Precision {
     }
 }
 
-/// The training objective (SPEC §6–§8).
+/// The training objective (`docs/ALGORITHMS.md`, "Losses").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LossKind {
@@ -66,7 +69,8 @@ pub struct TrainConfig {
     /// FAB with buffer; one gradient step otherwise). Exactly one of this and
     /// `flow_eval_budget` must be set.
     pub n_iterations: Option<usize>,
-    /// Budget in flow evaluations, converted to iterations as the reference does (SPEC §7.1).
+    /// Budget in flow evaluations, converted to iterations as the reference does
+    /// (`docs/ALGORITHMS.md`, "Optimiser and schedules").
     pub flow_eval_budget: Option<f64>,
     /// Batch size B (AIS batch, gradient batch).
     pub batch_size: usize,
@@ -154,6 +158,8 @@ impl Default for EvalConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExperimentConfig {
+    /// The sampler family (`"fab"`; the command line dispatches on it).
+    pub family: String,
     /// A label for the run.
     pub name: String,
     /// Seed of every random stream (flow initialisation, AIS, buffer, evaluation).
@@ -181,6 +187,7 @@ pub struct ExperimentConfig {
 impl Default for ExperimentConfig {
     fn default() -> Self {
         Self {
+            family: FAMILY.into(),
             name: "fab".into(),
             seed: 0,
             precision: Precision::F64,
@@ -274,8 +281,18 @@ impl ExperimentConfig {
         toml::to_string_pretty(self).map_err(|e| config_err(format!("cannot serialise config: {e}")))
     }
 
-    /// Checks every section; the error names the key to change.
+    /// Checks every section against the configured target; the error names the key to change.
     pub fn validate(&self) -> Result<()> {
+        self.validate_settings()?;
+        self.target.validate()?;
+        self.check_target(self.target.dim(), self.target.has_exact_sampler(), self.target.has_filter())
+    }
+
+    /// Checks everything but the target section (see [`check_target`](Self::check_target)).
+    pub fn validate_settings(&self) -> Result<()> {
+        if self.family != FAMILY {
+            return Err(config_err(format!("family = \"{}\": this configuration type is the \"{FAMILY}\" family", self.family)));
+        }
         parse_device_name(&self.device)?;
         let t = &self.train;
         if t.batch_size == 0 {
@@ -332,16 +349,6 @@ impl ExperimentConfig {
             }
         }
         self.flow.validate().map_err(|e| config_err(format!("flow: {e}")))?;
-        self.target.validate()?;
-        if self.flow.dim() != self.target.dim() {
-            return Err(config_err(format!("flow.dim = {} differs from the target's dimension {}", self.flow.dim(), self.target.dim())));
-        }
-        if t.loss == LossKind::ForwardKl && !self.target.has_exact_sampler() {
-            return Err(config_err("train.loss = \"forward_kl\" needs a target with an exact sampler (gmm or many_well)"));
-        }
-        if t.filter_chirality && !matches!(self.target, TargetConfig::Aldp(_)) {
-            return Err(config_err("train.filter_chirality applies to the aldp target only"));
-        }
         let e = &self.eval;
         if e.final_ais_batch_size == Some(0) {
             return Err(config_err("eval.final_ais_batch_size must be positive"));
@@ -349,10 +356,45 @@ impl ExperimentConfig {
         if e.batch_size == 0 || e.inner_batch_size == 0 || e.final_batch_size == 0 {
             return Err(config_err("eval batch sizes must be > 0"));
         }
+        if e.n_test == 0 {
+            return Err(config_err("eval.n_test must be > 0 (with no test points the forward KL would read 0)"));
+        }
+        if e.n_mode_samples == 0 {
+            return Err(config_err("eval.n_mode_samples must be > 0"));
+        }
         Ok(())
     }
 
-    /// Flow evaluations per AIS pass, e = n_inner·n_int + 1 (SPEC §7.1).
+    /// Checks the settings that depend on the target: the flow's dimension, an exact sampler
+    /// for forward KL, a sample filter for `train.filter_chirality`.
+    pub fn check_target(&self, dim: usize, has_exact_sampler: bool, has_filter: bool) -> Result<()> {
+        if self.flow.dim() != dim {
+            return Err(config_err(format!("flow.dim = {} differs from the target's dimension {dim}", self.flow.dim())));
+        }
+        if self.train.loss == LossKind::ForwardKl && !has_exact_sampler {
+            return Err(config_err("train.loss = \"forward_kl\" needs a target with an exact sampler (gmm or many_well)"));
+        }
+        if self.train.filter_chirality && !has_filter {
+            return Err(config_err("train.filter_chirality needs a target with a sample filter (aldp)"));
+        }
+        Ok(())
+    }
+
+    /// Sizes of a training-time (`final_eval = false`) or the final evaluation.
+    pub fn eval_sizes(&self, final_eval: bool) -> EvalSizes {
+        let e = &self.eval;
+        EvalSizes {
+            n_samples: if final_eval { e.final_batch_size } else { e.batch_size },
+            n_refined_samples: if final_eval { e.final_ais_batch_size.unwrap_or(e.final_batch_size) } else { e.batch_size },
+            refined_batch: e.inner_batch_size,
+            n_test: e.n_test,
+            n_mode_samples: e.n_mode_samples,
+            estimator_repeats: if final_eval { e.mae_repeats } else { 0 },
+        }
+    }
+
+    /// Flow evaluations per AIS pass, e = n_inner·n_int + 1 (`docs/ALGORITHMS.md`, "Optimiser
+    /// and schedules").
     pub fn flow_evals_per_ais(&self) -> f64 {
         let n_inner = match &self.ais.transition {
             fab_ais::TransitionConfig::Hmc(h) => h.n_leapfrog,
@@ -362,7 +404,7 @@ impl ExperimentConfig {
     }
 
     /// Number of training iterations: `train.n_iterations`, or the reference's conversion of
-    /// `train.flow_eval_budget` (SPEC §7.1: with buffer ⌊(N − e·min_len)/((e+1)·B)⌋, FAB without
+    /// `train.flow_eval_budget` (`docs/ALGORITHMS.md`, "Optimiser and schedules": with buffer ⌊(N − e·min_len)/((e+1)·B)⌋, FAB without
     /// buffer ⌊N/(e·B)⌋, flow-only losses ⌊N/B⌋).
     pub fn n_iterations(&self) -> usize {
         if let Some(n) = self.train.n_iterations {
@@ -377,6 +419,39 @@ impl ExperimentConfig {
             _ => budget / b,
         };
         n.max(1.0).floor() as usize
+    }
+}
+
+/// The family name of FAB configurations.
+pub const FAMILY: &str = "fab";
+
+impl FamilyConfig for ExperimentConfig {
+    type Sampler = FabSampler;
+
+    fn parse(text: &str, overrides: &[String]) -> fab_sampler::Result<Self> {
+        Ok(Self::from_toml_with_overrides(text, overrides)?)
+    }
+
+    fn to_toml(&self) -> fab_sampler::Result<String> {
+        Ok(ExperimentConfig::to_toml(self)?)
+    }
+
+    fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            name: self.name.clone(),
+            seed: self.seed,
+            n_iterations: self.n_iterations(),
+            n_evals: self.eval.n_evals,
+            checkpoint_every: self.train.checkpoint_every,
+            time_limit_hours: self.train.time_limit_hours,
+            eval_sizes: self.eval_sizes(false),
+            final_eval_sizes: self.eval_sizes(true),
+            plots: self.eval.plots,
+        }
+    }
+
+    fn build(&self) -> fab_sampler::Result<FabSampler> {
+        Ok(FabSampler::new(self.clone())?)
     }
 }
 
@@ -406,7 +481,7 @@ mod tests {
 
     #[test]
     fn budget_conversion_matches_the_reference() {
-        // SPEC §7.1: GMM prio 20 M → 52 076; no buffer 78 125; flow-only 156 250.
+        // docs/ALGORITHMS.md, "Optimiser and schedules": GMM prio 20 M → 52 076; no buffer 78 125; flow-only 156 250.
         let mut c = ExperimentConfig::default();
         c.train.n_iterations = None;
         c.train.flow_eval_budget = Some(20e6);
@@ -416,7 +491,7 @@ mod tests {
         c.train.loss = LossKind::ReverseKl;
         assert_eq!(c.n_iterations(), 156_250);
         // Many Well 1e10: no buffer 232 514, flow-only 4 882 812. With the buffer the formula
-        // gives 221 915; SPEC's 221 914 is what the reference printed after a buffer fill that
+        // gives 221 915; the reference's 221 914 is what the reference printed after a buffer fill that
         // needed one more AIS pass than 65 536/2048 = 32 (its fill runs until enough samples
         // survive), i.e. (1e10 − 33·21·2048)/(22·2048).
         let mut m = ExperimentConfig { ais: AisConfig::many_well(), ..ExperimentConfig::default() };

@@ -41,9 +41,9 @@ pub enum TrainError {
     /// Tensor error.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    /// Writing a plot failed.
+    /// The sampler core (driver, evaluation, checkpoints) failed.
     #[error(transparent)]
-    Plot(#[from] crate::plot::PlotError),
+    Sampler(#[from] fab_sampler::Error),
     /// JSON (de)serialisation failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
@@ -65,6 +65,19 @@ impl From<TrainError> for fab_core::Error {
             TrainError::Core(c) => c,
             TrainError::Candle(c) => fab_core::Error::Candle(c),
             other => fab_core::Error::InvalidArgument(other.to_string()),
+        }
+    }
+}
+
+impl From<TrainError> for fab_sampler::Error {
+    fn from(e: TrainError) -> Self {
+        match e {
+            TrainError::Config(msg) => fab_sampler::Error::Config(msg),
+            TrainError::Checkpoint(msg) => fab_sampler::Error::Checkpoint(msg),
+            TrainError::Sampler(inner) => inner,
+            TrainError::Core(c) => fab_sampler::Error::Core(c),
+            TrainError::Candle(c) => fab_sampler::Error::Candle(c),
+            other => fab_sampler::Error::family(other),
         }
     }
 }

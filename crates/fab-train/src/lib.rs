@@ -1,28 +1,25 @@
 //! # fab-train
 //!
-//! FAB losses, baselines, the optimiser, evaluation, checkpoints and the training loop.
+//! FAB as a sampler family of the fab-rs sampler core ([`fab_sampler`]): the flow trained by
+//! annealed importance sampling toward p^α q^{1−α} with the prioritised replay buffer, FAB
+//! without buffer, and the flow-only baselines.
 //!
 //! - [`ExperimentConfig`]: one TOML file per experiment (target, flow, AIS, buffer, training,
-//!   evaluation), strict parsing, `key=value` overrides, validation naming the key;
-//! - [`Trainer`]: FAB with the prioritised buffer (Algorithm 1/2), FAB without buffer, and the
-//!   baselines (reverse KL, forward KL, α=2 with flow samples), checkpoint/resume;
-//! - [`eval`]: the reference's metrics;
-//! - [`run`]: the experiment driver used by the `fab` command line (output directory, metrics
-//!   files, progress, plots).
+//!   evaluation), strict parsing, `key=value` overrides, validation naming the key; it is the
+//!   family's [`fab_sampler::FamilyConfig`].
+//! - [`FabSampler`]: the [`fab_sampler::Sampler`] — flow, AIS, buffer, optimiser and one
+//!   [`Objective`] per loss, composed from the free functions of [`losses`].
+//! - The run driver, evaluation, checkpoints and plots are the sampler core's
+//!   ([`fab_sampler::run`]).
 #![deny(missing_docs)]
 
-pub mod aldp_eval;
 pub mod config;
 mod error;
-pub mod eval;
+mod fab;
+pub mod losses;
 pub mod optim;
-pub mod plot;
-mod report;
-pub mod run;
-pub mod target;
-mod trainer;
 
-pub use config::{EvalConfig, ExperimentConfig, LossKind, Precision, TrainConfig};
+pub use config::{EvalConfig, ExperimentConfig, LossKind, Precision, TrainConfig, FAMILY};
 pub use error::{Result, TrainError};
-pub use target::{Target, TargetConfig};
-pub use trainer::{IterInfo, Trainer, EVAL_STREAM, TRAIN_STREAM};
+pub use fab::{Accumulator, FabParts, FabSampler, FabStats, Objective, TRAIN_STREAM};
+pub use fab_sampler::run::EVAL_STREAM;

@@ -4,8 +4,20 @@
 
 use std::path::{Path, PathBuf};
 
-use fab_train::run::{run_experiment, RunOptions, RunOutcome};
-use fab_train::{ExperimentConfig, LossKind, Trainer};
+use std::sync::Arc;
+
+use fab_sampler::run::{self, RunOptions, RunOutcome};
+use fab_sampler::{DensityTarget, FamilyConfig, Run};
+use fab_train::{ExperimentConfig, FabSampler, LossKind};
+
+/// A FAB run of `cfg` (iteration 0).
+fn new_run(cfg: ExperimentConfig) -> Run<FabSampler> {
+    Run::from_config(&cfg).unwrap()
+}
+
+fn run_experiment(cfg: Option<ExperimentConfig>, opts: &RunOptions) -> fab_sampler::Result<RunOutcome> {
+    run::train::<ExperimentConfig>(cfg, opts)
+}
 
 /// A small but complete FAB-with-buffer config on a 6-mode mixture (a ring of radius 8).
 fn small_config(loss: &str, n_iter: usize) -> ExperimentConfig {
@@ -57,19 +69,19 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn opts(out: &Path, resume: bool, limit: Option<usize>) -> RunOptions {
-    RunOptions { out: out.to_path_buf(), resume, progress: false, max_iterations_this_run: limit }
+    RunOptions { resume, max_iterations_this_run: limit, ..RunOptions::new(out) }
 }
 
 #[test]
 fn every_loss_trains_without_error() {
     for loss in ["fab_buffer", "fab_no_buffer", "reverse_kl", "forward_kl", "alpha2_nis"] {
-        let mut t = Trainer::new(small_config(loss, 5)).unwrap();
+        let mut t = new_run(small_config(loss, 5));
         for _ in 0..5 {
             let info = t.step().unwrap();
             assert!(info.loss.is_finite() || info.skipped_steps > 0, "{loss}: {info:?}");
         }
         assert_eq!(t.iteration(), 5);
-        let (m, _) = t.evaluate(false).unwrap();
+        let m = t.evaluate(false).unwrap().metrics;
         assert!(m["eval_ess_flow"] > 0.0 && m["eval_ess_flow"] <= 1.0, "{loss}: {m:?}");
     }
 }
@@ -115,11 +127,11 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     assert_eq!(strip(&a), strip(&b));
     // `fab eval DIR --set eval.…`: the final evaluation again with other sample counts (the
     // AIS count follows its own key); training keys are refused.
-    let m = fab_train::run::evaluate_run_with(&a, &["eval.final_batch_size=300".into(), "eval.final_ais_batch_size=200".into()]).unwrap();
+    let m = run::evaluate_run::<ExperimentConfig>(&a, &["eval.final_batch_size=300".into(), "eval.final_ais_batch_size=200".into()]).unwrap();
     assert_eq!(m["iteration"], 30.0);
     assert!(m["eval_ess_flow"] > 0.0 && m["eval_ess_ais"] > 0.0, "{m:?}");
     assert_ne!(m["eval_ess_flow"].to_bits(), ma["eval_ess_flow"].to_bits(), "the override had no effect");
-    let err = fab_train::run::evaluate_run_with(&a, &["train.batch_size=8".into()]).unwrap_err().to_string();
+    let err = run::evaluate_run::<ExperimentConfig>(&a, &["train.batch_size=8".into()]).unwrap_err().to_string();
     assert!(err.contains("train.batch_size"), "{err}");
     // A finished run refuses to be overwritten.
     let err = run_experiment(Some(small_config("fab_buffer", 30)), &opts(&a, false, None)).unwrap_err().to_string();
@@ -155,7 +167,7 @@ fn bad_configs_name_the_key_and_write_nothing() {
     if !cfg!(feature = "cuda") {
         let mut cfg = small_config("fab_buffer", 5);
         cfg.device = "cuda:0".into();
-        let e = Trainer::new(cfg.clone()).unwrap_err().to_string();
+        let e = FabSampler::new(cfg.clone()).unwrap_err().to_string();
         assert!(e.contains("--features cuda"), "{e}");
         assert!(run_experiment(Some(cfg), &opts(&out, false, None)).is_err());
         assert!(!out.exists());
@@ -166,14 +178,14 @@ fn bad_configs_name_the_key_and_write_nothing() {
 #[test]
 fn fab_with_buffer_finds_every_mode_of_a_ring_mixture() {
     // 6 modes 8 apart (σ = 0.7): a flow started at N(0, I) must discover all of them via AIS.
-    let mut t = Trainer::new(small_config("fab_buffer", 600)).unwrap();
-    let (m0, _) = t.evaluate(true).unwrap();
+    let mut t = new_run(small_config("fab_buffer", 600));
+    let m0 = t.evaluate(true).unwrap().metrics;
     // The initial N(0, I) flow puts essentially nothing within 3.7σ of any mode (radius 8/0.7σ).
     assert_eq!(m0["modes_covered"], 0.0, "{m0:?}");
     while !t.is_finished() {
         t.step().unwrap();
     }
-    let (m, _) = t.evaluate(true).unwrap();
+    let m = t.evaluate(true).unwrap().metrics;
     // 1000 flow samples on 6 equal modes: a mode with < 1 sample has mass < ~0.5 %; a fitted
     // flow puts ~167 samples in each.
     assert_eq!(m["modes_covered"], 6.0, "{m:?}");
@@ -191,11 +203,11 @@ fn fab_with_buffer_finds_every_mode_of_a_ring_mixture() {
 #[test]
 fn reverse_kl_drops_modes_where_fab_does_not() {
     // The mode-seeking baseline collapses onto few modes of the same ring (the paper's point).
-    let mut t = Trainer::new(small_config("reverse_kl", 400)).unwrap();
+    let mut t = new_run(small_config("reverse_kl", 400));
     while !t.is_finished() {
         t.step().unwrap();
     }
-    let (m, _) = t.evaluate(true).unwrap();
+    let m = t.evaluate(true).unwrap().metrics;
     assert!(m["modes_covered"] < 6.0, "{m:?}");
 }
 
@@ -233,19 +245,26 @@ fn fab_trains_on_a_user_supplied_density() {
     });
     let mut cfg = small_config("fab_buffer", 300);
     cfg.ais.transition = fab_ais::TransitionConfig::Metropolis(fab_ais::MetropolisConfig { step_size: 2.0, ..Default::default() });
-    let mut t = Trainer::with_target(cfg, Box::new(two_bumps)).unwrap();
+    let sampler = FabSampler::with_target(cfg.clone(), Arc::new(DensityTarget::new(Box::new(two_bumps)))).unwrap();
+    let mut t = Run::new(sampler, cfg.run_settings());
     while !t.is_finished() {
         t.step().unwrap();
     }
-    let (x, _) = t.sample_flow(2000).unwrap();
+    let x = t.draw(2000).unwrap().x;
     // Both bumps get a substantial share of the flow's samples (each has half the mass).
     let right = x.chunks(2).filter(|p| p[0] > 0.0).count() as f64 / 2000.0;
     assert!((0.3..0.7).contains(&right), "share on the right bump: {right}");
-    let (m, _) = t.evaluate(false).unwrap();
+    let e = t.evaluate(false).unwrap();
+    let m = &e.metrics;
     assert!(m["eval_ess_flow"] > 0.3, "{m:?}");
+    // A user's density gets every generic metric; without an exact sampler the test-set
+    // metrics are absent with a reason.
+    assert!(m.contains_key("ais_log_z_estimate") && m.contains_key("flow_fraction_finite"), "{m:?}");
+    assert!(!m.contains_key("kl_forward"));
     // A forward-KL loss cannot be used without exact samples.
     let bad = small_config("forward_kl", 5);
-    assert!(Trainer::with_target(bad, Box::new(fab_core::FnDensity::new(2, |x: &candle_core::Tensor| x.sum(1)))).is_err());
+    let err = FabSampler::with_target(bad, Arc::new(DensityTarget::new(Box::new(fab_core::FnDensity::new(2, |x: &candle_core::Tensor| x.sum(1)))))).unwrap_err();
+    assert!(err.to_string().contains("forward_kl"), "{err}");
 }
 
 /// The device-generic candle path (what `device = "cuda"` runs) trains like the hand-written
@@ -255,14 +274,14 @@ fn fab_trains_on_a_user_supplied_density() {
 #[test]
 fn candle_path_trains_like_the_cpu_path() {
     for loss in ["fab_buffer", "fab_no_buffer", "reverse_kl", "forward_kl", "alpha2_nis"] {
-        let mut a = Trainer::new(small_config(loss, 8)).unwrap();
-        let mut b = Trainer::new(small_config(loss, 8)).unwrap();
-        b.set_flow_backend(fab_flows::Backend::Candle);
+        let mut a = new_run(small_config(loss, 8));
+        let mut b = new_run(small_config(loss, 8));
+        b.sampler_mut().set_flow_backend(fab_flows::Backend::Candle);
         for _ in 0..8 {
             let (ia, ib) = (a.step().unwrap(), b.step().unwrap());
             assert!((ia.loss - ib.loss).abs() <= 1e-6 * (1.0 + ia.loss.abs()) || (ia.loss.is_nan() && ib.loss.is_nan()), "{loss}: {} vs {}", ia.loss, ib.loss);
         }
-        for ((name, pa), (_, pb)) in a.flow().params().iter().zip(b.flow().params().iter()) {
+        for ((name, pa), (_, pb)) in a.sampler().flow().params().iter().zip(b.sampler().flow().params().iter()) {
             let (va, vb) = (fab_core::to_f64_vec(pa.as_tensor()).unwrap(), fab_core::to_f64_vec(pb.as_tensor()).unwrap());
             let diff = va.iter().zip(&vb).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
             assert!(diff < 1e-6, "{loss}: parameter {name} differs by {diff}");

@@ -29,7 +29,7 @@ use fab_targets::aldp::{
     is_l_form, phi_psi, wrap_angle, AldpForceField, AldpTarget, InternalCoordinates, MinimizeOptions, FLOW_DIM, KBT,
     TEMPERATURE,
 };
-use fab_train::aldp_eval::{basin_of, basin_populations, phi_psi_of_flow, Basin, Estimate, ReferenceSummary};
+use fab_targets::aldp::eval::{basin_of, basin_populations, phi_psi_of_flow, Basin, Estimate, ReferenceSummary};
 use serde::Serialize;
 use serde_json::json;
 

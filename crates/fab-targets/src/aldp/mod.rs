@@ -21,6 +21,8 @@
 //! Provenance of the data: `crates/fab-targets/data/README.md`. Accuracy against OpenMM and
 //! speed: `docs/ALDP.md`.
 
+pub mod eval;
+mod evaluated;
 mod forcefield;
 mod internal;
 mod io;
@@ -30,6 +32,7 @@ mod minimize;
 mod nerf;
 mod target;
 
+pub use evaluated::{AldpEvalTarget, ChiralityFilter};
 pub use forcefield::{AldpForceField, AtomInfo, EnergyTerms, TermForces, FORCEFIELD_JSON};
 pub use internal::{
     is_l_form, l_form_mask, phi_psi, wrap_angle, InternalCoordinates, CART_DIM, CHIRALITY_INDICES,

@@ -1,5 +1,5 @@
 //! Alanine-dipeptide evaluation metrics on host data, exactly as fab-torch defines them
-//! (SPEC §3.4), plus basin populations, clipped ESS and the shipped replica-exchange reference.
+//! (docs/ALGORITHMS.md, "Evaluation metrics"), plus basin populations, clipped ESS and the shipped replica-exchange reference.
 //!
 //! All functions are pure: they take samples (flow coordinates `z: [n, 60]` row-major, or
 //! Ramachandran angles in radians) and optional importance weights, and return numbers.
@@ -28,10 +28,10 @@ use std::path::{Path, PathBuf};
 
 use fab_core::npy;
 use fab_core::stats::log_sum_exp;
-use fab_targets::aldp::{phi_psi, InternalCoordinates, CART_DIM, FLOW_DIM};
+use super::{phi_psi, InternalCoordinates, CART_DIM, FLOW_DIM};
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, TrainError};
+use crate::{Result, TargetError};
 
 /// ε added to both densities inside the logarithm of every KL (fab-torch).
 pub const KL_EPS: f64 = 1e-10;
@@ -55,8 +55,8 @@ pub const PSI_ALPHA_MAX: f64 = 0.5;
 
 const PI: f64 = std::f64::consts::PI;
 
-fn invalid(msg: impl Into<String>) -> TrainError {
-    TrainError::Core(fab_core::Error::invalid(msg))
+fn invalid(msg: impl Into<String>) -> TargetError {
+    TargetError::Core(fab_core::Error::invalid(msg))
 }
 
 /// Checks optional weights: same length as the samples, finite and ≥ 0.
@@ -193,7 +193,7 @@ pub fn kl_1d(
     kl_from_densities(&hr, &hg, (hi - lo) / bins as f64)
 }
 
-/// Ramachandran KL(ref ‖ gen) exactly as SPEC §3.4: 2-D density histograms of (φ, ψ) with
+/// Ramachandran KL(ref ‖ gen) exactly as in docs/ALGORITHMS.md, "Evaluation metrics": 2-D density histograms of (φ, ψ) with
 /// `bins × bins` bins on [−π, π]² (64 in the paper, also reported with 100), ε = 1e-10,
 /// KL = Σ h_ref ln((h_ref+ε)/(h_gen+ε))·(2π/bins)². NaN angles are dropped. `gen_weights`
 /// gives the importance-re-weighted variant.
@@ -217,7 +217,7 @@ pub fn ramachandran_kl(
     kl_from_densities(&hr, &hg, w * w)
 }
 
-/// The 1-D φ and ψ KLs of SPEC §3.4 (200 bins on [−π, π], ·2π/200): returns (KL_φ, KL_ψ).
+/// The 1-D φ and ψ KLs of docs/ALGORITHMS.md, "Evaluation metrics" (200 bins on [−π, π], ·2π/200): returns (KL_φ, KL_ψ).
 ///
 /// # Errors
 /// As [`kl_1d`], and length mismatches between φ and ψ.
@@ -248,7 +248,7 @@ pub enum CoordKind {
     Dihedral,
 }
 
-/// Kind of flow coordinate `i` (SPEC §3.2 layout: 0, 1 bonds, 2 angle, then (bond, angle,
+/// Kind of flow coordinate `i` (docs/ALGORITHMS.md, "Targets", flow layout: 0, 1 bonds, 2 angle, then (bond, angle,
 /// dihedral) triples). Indices ≥ 60 are reported as dihedrals by the same rule; callers pass
 /// i < 60.
 pub fn coord_kind(i: usize) -> CoordKind {
@@ -263,7 +263,7 @@ pub fn coord_kind(i: usize) -> CoordKind {
     }
 }
 
-/// KL of every flow coordinate's marginal (SPEC §3.4): 200-bin density histograms on [−5, 5],
+/// KL of every flow coordinate's marginal (docs/ALGORITHMS.md, "Evaluation metrics"): 200-bin density histograms on [−5, 5],
 /// KL = Σ h_ref ln((h_ref+ε)/(h_gen+ε))·10/200. `ref_z` and `gen_z` are `[n, 60]` row-major.
 ///
 /// # Errors
@@ -344,7 +344,7 @@ pub fn importance_weights(log_w: &[f64]) -> Vec<f64> {
 
 /// Effective sample size as a fraction of N, (Σw)²/(N·Σw²), after clipping the largest
 /// ⌊`clip_fraction`·N⌋ weights to the largest unclipped weight (the paper's table clips the
-/// top 10⁻⁴; `clip_fraction = 0` is the plain ESS of SPEC §3.4). Non-finite log-weights are
+/// top 10⁻⁴; `clip_fraction = 0` is the plain ESS of docs/ALGORITHMS.md, "Evaluation metrics"). Non-finite log-weights are
 /// dropped first (N shrinks), as in [`fab_core::stats::effective_sample_size`].
 ///
 /// # Errors
@@ -372,7 +372,7 @@ pub fn clipped_ess(log_w: &[f64], clip_fraction: f64) -> Result<f64> {
     Ok(s1 * s1 / (n as f64 * s2))
 }
 
-/// Mean test log-likelihood in Cartesian space (SPEC §3.4): mean over samples of
+/// Mean test log-likelihood in Cartesian space (docs/ALGORITHMS.md, "Evaluation metrics"): mean over samples of
 /// log q(z) − log|det ∂x/∂z| (the flow density of the reference configurations, expressed per
 /// Cartesian volume modulo the six rigid-body degrees of freedom).
 ///
@@ -582,7 +582,7 @@ impl AldpReference {
 pub fn reference_dir() -> PathBuf {
     match std::env::var_os("FAB_ALDP_REFERENCE_DIR") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../fab-targets/data/aldp/reference"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("data/aldp/reference"),
     }
 }
 
@@ -608,8 +608,9 @@ pub fn load_reference_from(dir: &Path) -> Result<AldpReference> {
         return Err(invalid(format!("z.npy has shape {zshape:?}, expected [n, {FLOW_DIM}]")));
     }
     let path = dir.join("reference.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-    let summary: ReferenceSummary = serde_json::from_str(&text)?;
+    let data_err = |msg: String| TargetError::Data { path: path.display().to_string(), msg };
+    let text = std::fs::read_to_string(&path).map_err(|e| data_err(e.to_string()))?;
+    let summary: ReferenceSummary = serde_json::from_str(&text).map_err(|e| data_err(e.to_string()))?;
     if summary.n_phi_psi != pshape[0] || summary.n_z != zshape[0] {
         return Err(invalid(format!(
             "reference.json says {} pairs and {} z rows, files have {} and {}",
@@ -839,7 +840,7 @@ mod tests {
     /// of its parts within their statistical errors.
     #[test]
     fn shipped_reference_is_complete_and_consistent() {
-        use fab_targets::aldp::{is_l_form, AldpTarget};
+        use crate::aldp::{is_l_form, AldpTarget};
         let r = load_reference().unwrap();
         let s = &r.summary;
         assert!(r.phi.len() >= 100_000 && r.n_z >= 20_000, "{} pairs, {} z", r.phi.len(), r.n_z);
@@ -887,7 +888,7 @@ mod tests {
         assert_eq!(cartesian_log_likelihood(&[f64::NEG_INFINITY, 0.0], &[0.0, 0.0]).unwrap(), f64::NEG_INFINITY);
         assert!(cartesian_log_likelihood(&[f64::NAN], &[0.0]).is_err());
         assert!(cartesian_log_likelihood(&[1.0], &[]).is_err());
-        // z = 0 is the minimum-energy configuration: φ = −2.5450, ψ = 2.6225 (SPEC §3.2),
+        // z = 0 is the minimum-energy configuration: φ = −2.5450, ψ = 2.6225 (docs/ALGORITHMS.md, "Targets"),
         // log|det ∂x/∂z| = −245.48211 (aldp_internal_coords.md).
         let z = vec![0.0; 2 * FLOW_DIM];
         let (phi, psi) = phi_psi_of_flow(&z).unwrap();

@@ -1,0 +1,195 @@
+//! Evaluation on weighted samples: one code path for every sampler family.
+//!
+//! Order of work (and of random draws from the evaluation stream): the sampler's sample sets,
+//! then the exact test set if the target has a sampler, then the target's own metrics. Metric
+//! keys per set `S`: `eval_ess_S`, `S_log_z_estimate`, `S_fraction_finite`,
+//! `S_log_z_abs_error` (known log Z); the primary set's error also as `log_z_abs_error`. With an
+//! exact sampler and an exact model density: `kl_forward`, `eubo`, `ess_over_p`,
+//! `test_set_mean_log_prob`, `test_set_log_prob_finite_fraction`. Definitions:
+//! `docs/ALGORITHMS.md`, "Evaluation metrics".
+
+use std::collections::BTreeMap;
+
+use fab_core::stats::log_mean_exp;
+use rand::RngCore;
+
+use crate::samples::{log_prob_host, NamedSamples, WeightedSamples};
+use crate::sampler::{Model, Sampler};
+use crate::{Error, Result};
+
+/// Named scalar metrics.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Sizes of one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalSizes {
+    /// Samples drawn from the model.
+    pub n_samples: usize,
+    /// Samples of a refined set (FAB: AIS samples).
+    pub n_refined_samples: usize,
+    /// Batch size for drawing the refined set.
+    pub refined_batch: usize,
+    /// Exact target samples for the test-set metrics (> 0).
+    pub n_test: usize,
+    /// Model samples for counting modes (targets with modes).
+    pub n_mode_samples: usize,
+    /// Repeats of a target's small-sample estimator test (GMM quadratic MAE; 0: one estimate on
+    /// the evaluation's own samples).
+    pub estimator_repeats: usize,
+}
+
+/// Exact target samples with the model's and the target's log-densities there.
+#[derive(Debug, Clone, Default)]
+pub struct TestSet {
+    /// Row-major points.
+    pub x: Vec<f64>,
+    /// Model log q at the points.
+    pub log_q: Vec<f64>,
+    /// Unnormalised target log p̃ at the points.
+    pub log_p: Vec<f64>,
+}
+
+/// What a target's metrics see: the model, the evaluation's sample sets, the test set, and the
+/// evaluation's random stream.
+pub struct EvalContext<'a> {
+    /// The model (draws more samples; exact log q where available).
+    pub model: &'a mut dyn Model,
+    /// The evaluation's sample sets.
+    pub sets: &'a [NamedSamples],
+    /// The exact test set (targets with a sampler and models with an exact density).
+    pub test: Option<&'a TestSet>,
+    /// Sizes of this evaluation.
+    pub sizes: &'a EvalSizes,
+    /// The evaluation's random stream.
+    pub rng: &'a mut dyn RngCore,
+    /// Where metrics go.
+    pub metrics: &'a mut Metrics,
+    /// Why an expected metric is absent (key → reason), reported beside the metrics.
+    pub notes: &'a mut BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for EvalContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalContext").field("sets", &self.sets.len()).field("sizes", self.sizes).finish()
+    }
+}
+
+impl EvalContext<'_> {
+    /// The sample set called `name`, if the sampler produced one.
+    pub fn set(&self, name: &str) -> Option<&WeightedSamples> {
+        self.sets.iter().find(|s| s.name == name).map(|s| &s.samples)
+    }
+
+    /// The model's own samples (the first set).
+    pub fn model_samples(&self) -> Option<&WeightedSamples> {
+        self.sets.first().map(|s| &s.samples)
+    }
+
+    /// Records a metric.
+    pub fn insert(&mut self, key: impl Into<String>, value: f64) {
+        self.metrics.insert(key.into(), value);
+    }
+
+    /// Records a metric from a fallible computation, or — on error — why it is absent.
+    pub fn insert_or_note<E: std::fmt::Display>(&mut self, key: &str, value: std::result::Result<f64, E>) {
+        match value {
+            Ok(v) => {
+                self.metrics.insert(key.into(), v);
+            }
+            Err(e) => {
+                self.notes.insert(key.into(), e.to_string());
+            }
+        }
+    }
+
+    /// Records why a metric is absent.
+    pub fn note(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.notes.insert(key.into(), reason.into());
+    }
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    /// The metrics.
+    pub metrics: Metrics,
+    /// Metrics that could not be computed, with the reason.
+    pub notes: BTreeMap<String, String>,
+    /// The sample sets (for plots).
+    pub sets: Vec<NamedSamples>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Generic metrics of one sample set (see the module documentation for the keys).
+pub fn set_metrics(m: &mut Metrics, set: &NamedSamples, log_z: Option<f64>) {
+    let s = &set.samples;
+    let name = &set.name;
+    m.insert(format!("eval_ess_{name}"), s.ess());
+    let lz = s.log_z_hat();
+    m.insert(format!("{name}_log_z_estimate"), lz);
+    m.insert(format!("{name}_fraction_finite"), s.fraction_finite());
+    if let Some(z) = log_z {
+        m.insert(format!("{name}_log_z_abs_error"), (lz - z).abs());
+        if set.primary {
+            m.insert("log_z_abs_error".into(), (lz - z).abs());
+        }
+    }
+}
+
+/// Test-set metrics from exact samples: forward KL(p‖q) = E_p[log p − log q] (on one draw),
+/// EUBO = E_p[log p̃ − log q] ≥ log Z, ESS over p = 1 / E_p[p/q], the mean log q and the share
+/// of test points with a finite log q.
+pub fn test_set_metrics(m: &mut Metrics, test: &TestSet, log_z: Option<f64>) {
+    let lz = log_z.unwrap_or(0.0);
+    let diff: Vec<f64> = test.log_p.iter().zip(&test.log_q).map(|(p, q)| p - lz - q).collect();
+    m.insert("kl_forward".into(), mean(&diff));
+    let finite = test.log_q.iter().filter(|v| v.is_finite()).count();
+    m.insert("test_set_log_prob_finite_fraction".into(), finite as f64 / test.log_q.len().max(1) as f64);
+    m.insert("eubo".into(), mean(&diff) + lz);
+    m.insert("ess_over_p".into(), (-log_mean_exp(&diff)).exp());
+    m.insert("test_set_mean_log_prob".into(), mean(&test.log_q));
+}
+
+/// Evaluates a sampler: its sample sets, the generic metrics, the test set and the target's own
+/// metrics.
+pub fn evaluate<S: Sampler>(sampler: &mut S, sizes: &EvalSizes, rng: &mut dyn RngCore) -> Result<Evaluation> {
+    if sizes.n_test == 0 {
+        return Err(Error::Config("eval.n_test must be > 0 (with no test points the forward KL would read 0)".into()));
+    }
+    let target = sampler.target();
+    let log_z = target.log_z();
+    let dtype = sampler.dtype();
+    let mut metrics = Metrics::new();
+    let mut notes = BTreeMap::new();
+    let sets = sampler.eval_sets(sizes, rng)?;
+    for set in &sets {
+        set_metrics(&mut metrics, set, log_z);
+    }
+    let test = match target.exact() {
+        Some(exact) => {
+            let x = fab_core::to_f64_vec(&exact.sample(sizes.n_test, rng)?)?;
+            match sampler.log_prob(&x) {
+                Some(lq) => {
+                    let log_q = lq?;
+                    let log_p = log_prob_host(target.density(), &x, target.dim(), dtype)?;
+                    Some(TestSet { x, log_q, log_p })
+                }
+                None => {
+                    notes.insert("kl_forward".into(), "the sampler has no exact density".into());
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(t) = &test {
+        test_set_metrics(&mut metrics, t, log_z);
+    }
+    sampler.own_metrics(&mut metrics);
+    let mut ctx = EvalContext { model: sampler, sets: &sets, test: test.as_ref(), sizes, rng, metrics: &mut metrics, notes: &mut notes };
+    target.metrics(&mut ctx)?;
+    Ok(Evaluation { metrics, notes, sets })
+}

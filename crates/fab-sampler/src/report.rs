@@ -1,0 +1,87 @@
+//! Training curves of any run, read back from `metrics.jsonl` (so a resumed run plots its whole
+//! history).
+
+use std::path::Path;
+
+use fab_plot::{CurveOptions, CurvePanel, Series};
+use serde_json::Value;
+
+use crate::Result;
+
+/// Running median over `2·half + 1` values, ignoring non-finite ones.
+fn running_median(y: &[f64], half: usize) -> Vec<f64> {
+    (0..y.len())
+        .map(|i| {
+            let mut w: Vec<f64> = y[i.saturating_sub(half)..(i + half + 1).min(y.len())].iter().copied().filter(|v| v.is_finite()).collect();
+            w.sort_by(f64::total_cmp);
+            if w.is_empty() {
+                f64::NAN
+            } else {
+                w[w.len() / 2]
+            }
+        })
+        .collect()
+}
+
+/// Panels of the loss, every `eval_ess_*` series, the headline test metrics that exist and the
+/// ESS of the training AIS batch (FAB), written to `path`.
+pub fn training_curves(out: &Path, path: &Path, name: &str) -> Result<()> {
+    let file = out.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&file) else { return Ok(()) };
+    let rows: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let series = |kind: &str, key: &str| -> (Vec<f64>, Vec<f64>) {
+        rows.iter()
+            .filter(|r| r["kind"] == kind)
+            .filter_map(|r| Some((r["iteration"].as_f64()?, r[key].as_f64().unwrap_or(f64::NAN))))
+            .unzip()
+    };
+    let mut panels = Vec::new();
+    let (x, y) = series("train", "loss");
+    if !x.is_empty() {
+        // Running median over 9 logged iterations: importance-weighted losses make single
+        // iterations spike by orders of magnitude, which would flatten a raw curve.
+        panels.push(CurvePanel::single("loss (running median of 9)", x, running_median(&y, 4), false).with_y_label("loss"));
+    }
+    let mut ess_keys: Vec<String> = rows
+        .iter()
+        .filter(|r| r["kind"] == "eval")
+        .flat_map(|r| r.as_object().map(|o| o.keys().filter(|k| k.starts_with("eval_ess_")).cloned().collect::<Vec<_>>()).unwrap_or_default())
+        .collect();
+    ess_keys.sort();
+    ess_keys.dedup();
+    let ess: Vec<Series> = ess_keys
+        .iter()
+        .map(|k| {
+            let (x, y) = series("eval", k);
+            Series::new(k.trim_start_matches("eval_ess_").to_uppercase().replace("FLOW", "flow").replace("MODEL", "model"), x, y)
+        })
+        .collect();
+    if !ess.is_empty() {
+        panels.push(CurvePanel::multi("effective sample size", ess, false).with_y_label("ESS fraction"));
+    }
+    for key in ["test_set_mean_log_prob", "test_set_modes_mean_log_prob", "test_set_exact_mean_log_prob", "kl_forward", "ramachandran_kl_flow", "test_log_likelihood"] {
+        let (x, y) = series("eval", key);
+        if x.iter().zip(&y).any(|(_, v)| v.is_finite()) {
+            panels.push(CurvePanel::single(key, x, y, false));
+        }
+    }
+    let (x, y) = series("train", "ess_ais");
+    if x.iter().zip(&y).any(|(_, v)| v.is_finite()) {
+        panels.push(CurvePanel::single("ESS of the training AIS batch", x, y, true));
+    }
+    if panels.is_empty() {
+        return Ok(());
+    }
+    fab_plot::training_curves(path, &format!("{name}: training"), &panels, &CurveOptions::default())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn running_median_ignores_spikes_and_nans() {
+        let y = [1.0, 1.0, 1e9, 1.0, f64::NAN, 1.0, 1.0];
+        let m = super::running_median(&y, 1);
+        assert!(m.iter().all(|v| *v == 1.0), "{m:?}");
+    }
+}

@@ -1,0 +1,487 @@
+//! The run driver behind `fab train`, `fab eval` and `fab sample`, generic over the sampler
+//! family: output directory, resolved config, checkpoints and resume, the evaluation schedule,
+//! observers (metrics JSONL, progress), the final evaluation and plots.
+//!
+//! Layout of a run directory:
+//! ```text
+//! OUT/config.toml            resolved configuration (written before step 1)
+//! OUT/metrics.jsonl          one JSON object per logged iteration ("kind": "train") or evaluation ("kind": "eval")
+//! OUT/final_metrics.json     final evaluation
+//! OUT/checkpoints/iter_N/    state.json (driver: iteration, time, evaluation RNG) + the sampler's files
+//! OUT/checkpoints/latest     name of the newest complete checkpoint
+//! OUT/plots/*.png            training curves and the target's plots
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use fab_core::FabRng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::eval::{evaluate, EvalSizes, Evaluation, Metrics};
+use crate::observe::{Event, MetricsLog, Observer, Progress};
+use crate::sampler::{FamilyConfig, RunSettings, Sampler, StepReport, StepStats};
+use crate::target::PlotContext;
+use crate::{Error, Result};
+
+/// RNG stream of the evaluations (kept apart from the samplers' training streams so
+/// evaluations never change the training path).
+pub const EVAL_STREAM: u64 = 2;
+
+/// Version of the driver's `state.json`.
+const STATE_VERSION: u32 = 2;
+
+/// A shared flag that asks a running experiment to stop after the current iteration (with a
+/// checkpoint). Clone it into a Ctrl-C handler.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    /// A new, unset signal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests the stop.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was requested.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How an experiment ended.
+#[derive(Debug, Clone)]
+pub enum RunOutcome {
+    /// All iterations done; the final evaluation's metrics.
+    Finished(Metrics),
+    /// Stopped early (interrupt, time limit, or this invocation's iteration limit) after a
+    /// checkpoint at this iteration.
+    Stopped {
+        /// Completed iterations.
+        iteration: usize,
+        /// Why it stopped.
+        reason: String,
+    },
+}
+
+/// Options of [`train`].
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output directory.
+    pub out: PathBuf,
+    /// Continue the run in `out` from its latest checkpoint.
+    pub resume: bool,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+    /// Stop after this many iterations of this invocation (tests of interruption).
+    pub max_iterations_this_run: Option<usize>,
+    /// Set to stop after the current iteration.
+    pub stop: StopSignal,
+}
+
+impl RunOptions {
+    /// Options for a new run in `out`, without progress bar.
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        Self { out: out.into(), resume: false, progress: false, max_iterations_this_run: None, stop: StopSignal::new() }
+    }
+}
+
+/// The driver's part of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DriverState {
+    version: u32,
+    iteration: usize,
+    skipped_steps: u64,
+    elapsed_seconds: f64,
+    eval_rng: FabRng,
+}
+
+/// A sampler with the run-level state the driver keeps: iteration count, training time,
+/// skipped steps and the evaluation RNG stream.
+#[derive(Debug)]
+pub struct Run<S> {
+    sampler: S,
+    settings: RunSettings,
+    iteration: usize,
+    skipped_steps: u64,
+    elapsed_seconds: f64,
+    eval_rng: FabRng,
+}
+
+impl<S: Sampler> Run<S> {
+    /// A fresh run of `sampler` (iteration 0).
+    pub fn new(sampler: S, settings: RunSettings) -> Self {
+        let eval_rng = fab_core::seeded_rng(settings.seed, EVAL_STREAM);
+        Self { sampler, settings, iteration: 0, skipped_steps: 0, elapsed_seconds: 0.0, eval_rng }
+    }
+
+    /// Builds a fresh run from a family configuration.
+    pub fn from_config<C: FamilyConfig<Sampler = S>>(config: &C) -> Result<Self> {
+        Ok(Self::new(config.build()?, config.run_settings()))
+    }
+
+    /// The sampler.
+    pub fn sampler(&self) -> &S {
+        &self.sampler
+    }
+
+    /// The sampler, mutably.
+    pub fn sampler_mut(&mut self) -> &mut S {
+        &mut self.sampler
+    }
+
+    /// The run settings.
+    pub fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    /// Completed iterations.
+    pub fn iteration(&self) -> usize {
+        self.iteration
+    }
+
+    /// Total iterations.
+    pub fn n_iterations(&self) -> usize {
+        self.settings.n_iterations
+    }
+
+    /// Whether all iterations are done.
+    pub fn is_finished(&self) -> bool {
+        self.iteration >= self.settings.n_iterations
+    }
+
+    /// Training time so far over all resumed segments, in seconds.
+    pub fn elapsed_seconds(&self) -> f64 {
+        self.elapsed_seconds
+    }
+
+    /// Gradient steps skipped so far.
+    pub fn skipped_steps(&self) -> u64 {
+        self.skipped_steps
+    }
+
+    /// Iterations (1-based) after which training-time evaluations run: `linspace(1, N, n_evals)`
+    /// rounded down.
+    pub fn eval_iterations(&self) -> Vec<usize> {
+        let (n, k) = (self.settings.n_iterations, self.settings.n_evals);
+        let mut v: Vec<usize> = match k {
+            0 => Vec::new(),
+            1 => vec![n],
+            _ => (0..k).map(|i| (1.0 + (n as f64 - 1.0) * i as f64 / (k - 1) as f64).floor() as usize).collect(),
+        };
+        v.dedup();
+        v
+    }
+
+    /// One training iteration, numbered and timed.
+    pub fn step(&mut self) -> Result<StepReport<S::Stats>> {
+        let t0 = Instant::now();
+        let mut report = self.sampler.step()?;
+        self.iteration += 1;
+        self.skipped_steps += report.skipped_steps as u64;
+        let dt = t0.elapsed().as_secs_f64();
+        self.elapsed_seconds += dt;
+        report.iteration = self.iteration;
+        report.seconds = dt;
+        Ok(report)
+    }
+
+    /// Evaluates with the training-time sizes, or the final sizes.
+    pub fn evaluate(&mut self, final_eval: bool) -> Result<Evaluation> {
+        let sizes: EvalSizes = if final_eval { self.settings.final_eval_sizes } else { self.settings.eval_sizes };
+        let mut e = evaluate(&mut self.sampler, &sizes, &mut self.eval_rng)?;
+        e.metrics.insert("iteration".into(), self.iteration as f64);
+        e.metrics.insert("skipped_steps".into(), self.skipped_steps as f64);
+        e.metrics.insert("train_seconds".into(), self.elapsed_seconds);
+        Ok(e)
+    }
+
+    /// `n` draws from the sampler on the evaluation stream (for `fab sample`).
+    pub fn draw(&mut self, n: usize) -> Result<crate::Draws> {
+        self.sampler.draw(n, &mut self.eval_rng)
+    }
+
+    /// Writes a checkpoint into `dir` (written under a temporary name, then renamed).
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.with_extension("partial");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        self.sampler.save_state(&tmp)?;
+        let state = DriverState {
+            version: STATE_VERSION,
+            iteration: self.iteration,
+            skipped_steps: self.skipped_steps,
+            elapsed_seconds: self.elapsed_seconds,
+            eval_rng: self.eval_rng.clone(),
+        };
+        let path = tmp.join("state.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&state)?).map_err(|e| Error::io(&path, e))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        Ok(())
+    }
+
+    /// Restores a checkpoint written by [`save_checkpoint`](Self::save_checkpoint).
+    pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let path = dir.join("state.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let version = serde_json::from_str::<Value>(&text)?.get("version").and_then(Value::as_u64);
+        if version != Some(u64::from(STATE_VERSION)) {
+            return Err(Error::Checkpoint(format!(
+                "{}: checkpoint format version {version:?}, this build reads version {STATE_VERSION} (written by an older fab-rs; retrain or use that version)",
+                path.display()
+            )));
+        }
+        let state: DriverState = serde_json::from_str(&text)?;
+        self.sampler.load_state(dir)?;
+        self.iteration = state.iteration;
+        self.skipped_steps = state.skipped_steps;
+        self.elapsed_seconds = state.elapsed_seconds;
+        self.eval_rng = state.eval_rng;
+        Ok(())
+    }
+}
+
+/// Directory of the checkpoint after `iteration` under `out`.
+pub fn checkpoint_dir(out: &Path, iteration: usize) -> PathBuf {
+    out.join("checkpoints").join(format!("iter_{iteration:08}"))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// The latest complete checkpoint of a run directory.
+pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
+    let latest = out.join("checkpoints").join("latest");
+    if !latest.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
+    let dir = out.join("checkpoints").join(name.trim());
+    if !dir.join("state.json").exists() {
+        return Err(Error::Checkpoint(format!("{} names {} which is incomplete", latest.display(), dir.display())));
+    }
+    Ok(Some(dir))
+}
+
+fn save_checkpoint<S: Sampler>(run: &Run<S>, out: &Path) -> Result<PathBuf> {
+    let dir = checkpoint_dir(out, run.iteration());
+    run.save_checkpoint(&dir)?;
+    let name = dir.file_name().expect("checkpoint dir name").to_string_lossy().to_string();
+    let latest = out.join("checkpoints").join("latest");
+    let tmp = latest.with_extension("tmp");
+    write_file(&tmp, &name)?;
+    std::fs::rename(&tmp, &latest).map_err(|e| Error::io(&latest, e))?;
+    Ok(dir)
+}
+
+/// The text of a run directory's `config.toml`.
+pub fn read_run_config(out: &Path) -> Result<String> {
+    let path = out.join("config.toml");
+    std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
+}
+
+/// Rebuilds the run of a directory at its latest checkpoint, with `key=value` overrides of the
+/// `[eval]` section (other keys would change what the checkpoint was trained with, so they are
+/// refused).
+pub fn load_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Result<(C, Run<C::Sampler>)> {
+    if let Some(bad) = eval_overrides.iter().find(|o| !o.trim_start().starts_with("eval.")) {
+        return Err(Error::Config(format!("only eval.* keys can be overridden when evaluating a run, not `{bad}`")));
+    }
+    let config = C::parse(&read_run_config(out)?, eval_overrides)?;
+    let mut run = Run::from_config(&config)?;
+    match latest_checkpoint(out)? {
+        Some(dir) => run.load_checkpoint(&dir)?,
+        None => return Err(Error::Checkpoint(format!("{} has no checkpoint", out.display()))),
+    }
+    Ok((config, run))
+}
+
+/// Keeps only the lines of `metrics.jsonl` up to `iteration` (after a resume, the lines the
+/// interrupted segment wrote past its last checkpoint are replayed exactly).
+fn truncate_metrics(path: &Path, iteration: usize) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v["iteration"].as_f64()).is_some_and(|it| it <= iteration as f64))
+        .collect();
+    let mut s = kept.join("\n");
+    if !s.is_empty() {
+        s.push('\n');
+    }
+    write_file(path, &s)
+}
+
+/// Metrics as one JSON object with a `kind` field (non-finite values as `null`).
+pub fn metrics_json(kind: &str, m: &Metrics) -> Value {
+    let mut v = serde_json::Map::new();
+    v.insert("kind".into(), json!(kind));
+    for (k, x) in m {
+        v.insert(k.clone(), if x.is_finite() { json!(x) } else { Value::Null });
+    }
+    Value::Object(v)
+}
+
+/// A step report as one JSON object with `"kind": "train"` (non-finite values as `null`).
+pub fn report_json<T: Serialize>(report: &StepReport<T>) -> Value {
+    let mut v = serde_json::to_value(report).unwrap_or(Value::Null);
+    if let Value::Object(o) = &mut v {
+        o.insert("kind".into(), json!("train"));
+    }
+    v
+}
+
+/// The one-line summary of the headline metrics that exist.
+pub fn summary(m: &Metrics) -> String {
+    const KEYS: [&str; 8] = [
+        "eval_ess_flow",
+        "eval_ess_ais",
+        "eval_ess_model",
+        "test_set_mean_log_prob",
+        "test_set_modes_mean_log_prob",
+        "kl_forward",
+        "modes_covered",
+        "log_z_abs_error",
+    ];
+    KEYS.iter().filter_map(|k| m.get(*k).map(|v| format!("{k}={v:.4}"))).collect::<Vec<_>>().join(" ")
+}
+
+/// Trains (or resumes) an experiment of family `C`, writing everything into `opts.out`.
+///
+/// # Errors
+/// [`Error::Checkpoint`] if `out` already holds a run and `resume` is false (or holds none and
+/// `resume` is true); configuration, I/O and the family's errors otherwise.
+pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<RunOutcome> {
+    let out = &opts.out;
+    let mut run = if opts.resume {
+        load_run::<C>(out, &[])?.1
+    } else {
+        let config = config.ok_or_else(|| Error::Config("no configuration given".into()))?;
+        if out.join("config.toml").exists() {
+            return Err(Error::Checkpoint(format!("{} already contains a run; use --resume to continue it or choose another --out", out.display())));
+        }
+        let run = Run::from_config(&config)?;
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        write_file(&out.join("config.toml"), &config.to_toml()?)?;
+        run
+    };
+    drive(&mut run, opts)
+}
+
+/// Trains `run` in `opts.out` until it finishes or stops: the loop behind [`train`], usable
+/// directly for a sampler built in code (e.g. FAB on your own target). With `opts.resume`,
+/// `run` must have been restored from the directory's latest checkpoint and the lines of
+/// `metrics.jsonl` past it are dropped.
+pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutcome> {
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let metrics_path = out.join("metrics.jsonl");
+    if opts.resume {
+        truncate_metrics(&metrics_path, run.iteration())?;
+    }
+    let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(MetricsLog::open(&metrics_path)?), Box::new(Progress::new(opts.progress))];
+    let notify = |observers: &mut Vec<Box<dyn Observer>>, event: Event<'_>| -> Result<()> {
+        for o in observers.iter_mut() {
+            o.observe(&event)?;
+        }
+        Ok(())
+    };
+    let n_iter = run.n_iterations();
+    let evals = run.eval_iterations();
+    let ckpt_every = run.settings().checkpoint_every;
+    let log_every = (n_iter / 500).max(1);
+    let time_limit = run.settings().time_limit_hours.map(|h| h * 3600.0);
+    notify(&mut observers, Event::Start { iteration: run.iteration(), n_iterations: n_iter, resumed: opts.resume, out })?;
+    let started = Instant::now();
+    let mut this_run = 0usize;
+    while !run.is_finished() {
+        let report = run.step()?;
+        let it = report.iteration;
+        this_run += 1;
+        let line = report_json(&report);
+        let progress = format!("loss {:.3} {}", report.loss, report.stats.progress());
+        notify(&mut observers, Event::Step { iteration: it, n_iterations: n_iter, json: &line, log: it % log_every == 0 || it == 1, progress: &progress })?;
+        if evals.contains(&it) {
+            let e = run.evaluate(false)?;
+            notify(&mut observers, Event::Eval { iteration: it, n_iterations: n_iter, metrics: &e.metrics })?;
+        }
+        if ckpt_every > 0 && it % ckpt_every == 0 && it < n_iter {
+            save_checkpoint(run, out)?;
+        }
+        let over_time = time_limit.is_some_and(|t| run.elapsed_seconds() >= t);
+        let over_count = opts.max_iterations_this_run.is_some_and(|m| this_run >= m);
+        let interrupted = opts.stop.requested();
+        if (interrupted || over_time || over_count) && !run.is_finished() {
+            save_checkpoint(run, out)?;
+            let reason = if interrupted {
+                "interrupted"
+            } else if over_time {
+                "time limit"
+            } else {
+                "iteration limit of this invocation"
+            };
+            notify(&mut observers, Event::Stopped { iteration: it, reason, out })?;
+            return Ok(RunOutcome::Stopped { iteration: it, reason: reason.into() });
+        }
+    }
+    save_checkpoint(run, out)?;
+    notify(&mut observers, Event::Done { n_iterations: n_iter, train_seconds: run.elapsed_seconds(), this_invocation_seconds: started.elapsed().as_secs_f64() })?;
+    drop(observers);
+    let metrics = final_evaluation(run, out)?;
+    Ok(RunOutcome::Finished(metrics))
+}
+
+/// Runs the final evaluation and writes `final_metrics.json` and the plots into `out`.
+pub fn final_evaluation<S: Sampler>(run: &mut Run<S>, out: &Path) -> Result<Metrics> {
+    let e = run.evaluate(true)?;
+    let mut json = metrics_json("final", &e.metrics);
+    if !e.notes.is_empty() {
+        json["notes"] = serde_json::to_value(&e.notes)?;
+    }
+    let path = out.join("final_metrics.json");
+    write_file(&path, &serde_json::to_string_pretty(&json)?)?;
+    eprintln!("final: {}", summary(&e.metrics));
+    for (k, why) in &e.notes {
+        eprintln!("note: {k} not computed: {why}");
+    }
+    if run.settings().plots {
+        write_plots(run, &e, out)?;
+    }
+    Ok(e.metrics)
+}
+
+/// Points drawn per scatter panel.
+pub const MAX_PLOT_POINTS: usize = 1000;
+
+/// Writes the training curves and the target's plots into `out/plots`.
+pub fn write_plots<S: Sampler>(run: &Run<S>, e: &Evaluation, out: &Path) -> Result<()> {
+    let dir = out.join("plots");
+    std::fs::create_dir_all(&dir).map_err(|err| Error::io(&dir, err))?;
+    let name = run.settings().name.clone();
+    let extra = run.sampler().extra_points(MAX_PLOT_POINTS);
+    let ctx = PlotContext { dir: &dir, title: &name, sets: &e.sets, extra_points: &extra, metrics: &e.metrics, dtype: run.sampler().dtype() };
+    run.sampler().target().plots(&ctx)?;
+    crate::report::training_curves(out, &dir.join("training.png"), &name)
+}
+
+/// `fab eval DIR --set eval.key=value …`: the final evaluation of a run's latest checkpoint again
+/// (e.g. with more samples), rewriting `final_metrics.json` and the plots.
+pub fn evaluate_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Result<Metrics> {
+    let (_, mut run) = load_run::<C>(out, eval_overrides)?;
+    final_evaluation(&mut run, out)
+}

@@ -1,0 +1,155 @@
+//! The traits a sampler family implements to be trained, evaluated, checkpointed and plotted by
+//! the run driver.
+
+use std::fmt::Debug;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::DType;
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::eval::{EvalSizes, Metrics};
+use crate::samples::{Draws, NamedSamples};
+use crate::target::Target;
+use crate::Result;
+
+/// The evaluation-facing side of a sampler: draw points with log q, and (optionally) the exact
+/// model density.
+pub trait Model {
+    /// Dimension of a point.
+    fn dim(&self) -> usize;
+
+    /// Precision the sampler computes in (targets are evaluated in it too).
+    fn dtype(&self) -> DType;
+
+    /// `n` draws from the sampler as it is used for evaluation (no exploration noise), with
+    /// log q. Consumes randomness from `rng` only.
+    fn draw(&mut self, n: usize, rng: &mut dyn RngCore) -> Result<Draws>;
+
+    /// The exact log-density of the model at host rows `[n, dim]`, if the family has one
+    /// (flows); `None` for families with path-based bounds only.
+    fn log_prob(&self, _x: &[f64]) -> Option<Result<Vec<f64>>> {
+        None
+    }
+}
+
+/// Per-step statistics of a family (written as fields of the `"kind": "train"` lines of
+/// `metrics.jsonl`).
+pub trait StepStats: Serialize + Debug + Clone {
+    /// A short text for the progress line, e.g. `"ess_ais 0.41"`.
+    fn progress(&self) -> String {
+        String::new()
+    }
+}
+
+impl StepStats for () {}
+
+/// What one training iteration did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport<S> {
+    /// Iteration number (1-based; filled in by the run driver).
+    pub iteration: usize,
+    /// Mean loss over the iteration's applied gradient steps (NaN if none was applied).
+    pub loss: f64,
+    /// Mean pre-clip gradient norm over applied steps (NaN if none).
+    pub grad_norm: f64,
+    /// Gradient steps skipped this iteration (non-finite loss or gradient).
+    pub skipped_steps: usize,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// The family's own statistics.
+    #[serde(flatten)]
+    pub stats: S,
+    /// Wall seconds of the iteration (filled in by the run driver).
+    pub seconds: f64,
+}
+
+impl<S: Default> StepReport<S> {
+    /// A report with no gradient step yet and default statistics.
+    pub fn empty() -> Self {
+        Self { iteration: 0, loss: f64::NAN, grad_norm: f64::NAN, skipped_steps: 0, lr: f64::NAN, stats: S::default(), seconds: 0.0 }
+    }
+}
+
+/// A sampler family: one training iteration at a time, evaluation sample sets, and its whole
+/// state for checkpoints. The run driver knows nothing else about it.
+pub trait Sampler: Model {
+    /// The family's per-step statistics.
+    type Stats: StepStats;
+
+    /// The target the sampler learns.
+    fn target(&self) -> Arc<dyn Target>;
+
+    /// One training iteration (the driver times it and numbers it).
+    fn step(&mut self) -> Result<StepReport<Self::Stats>>;
+
+    /// The weighted sample sets an evaluation reports on. The default is one set, `"model"`,
+    /// of `sizes.n_samples` draws weighted against the target. Families add refined sets (FAB:
+    /// AIS toward p as `"ais"`).
+    fn eval_sets(&mut self, sizes: &EvalSizes, rng: &mut dyn RngCore) -> Result<Vec<NamedSamples>> {
+        let draws = self.draw(sizes.n_samples, rng)?;
+        let dtype = self.dtype();
+        let samples = draws.weigh(self.target().density(), dtype)?;
+        Ok(vec![NamedSamples { name: "model".into(), samples, primary: true }])
+    }
+
+    /// Metrics of the sampler itself added to every evaluation (e.g. a learned log Z).
+    fn own_metrics(&self, _metrics: &mut Metrics) {}
+
+    /// Point sets worth plotting besides the evaluation samples (e.g. the replay buffer),
+    /// row-major, at most `max` points each.
+    fn extra_points(&self, _max: usize) -> Vec<(String, Vec<f64>)> {
+        Vec::new()
+    }
+
+    /// Writes the whole state (parameters, optimiser, buffers, adapted step sizes, RNG
+    /// streams) into the existing directory `dir`.
+    fn save_state(&self, dir: &Path) -> Result<()>;
+
+    /// Restores what [`save_state`](Sampler::save_state) wrote.
+    fn load_state(&mut self, dir: &Path) -> Result<()>;
+}
+
+/// Run-level settings every family's configuration provides to the driver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// Label of the run.
+    pub name: String,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Total training iterations.
+    pub n_iterations: usize,
+    /// Evaluations during training, spaced as `linspace(1, n_iterations, n_evals)`.
+    pub n_evals: usize,
+    /// Checkpoint every this many iterations (0: only at stops and the end).
+    pub checkpoint_every: usize,
+    /// Stop (with a checkpoint) after this many hours of training time.
+    pub time_limit_hours: Option<f64>,
+    /// Sizes of the training-time evaluations.
+    pub eval_sizes: EvalSizes,
+    /// Sizes of the final evaluation.
+    pub final_eval_sizes: EvalSizes,
+    /// Write PNG plots after the final evaluation.
+    pub plots: bool,
+}
+
+/// The configuration of a sampler family: parsed from TOML with `key=value` overrides,
+/// validated, written into the run directory, and able to build its sampler.
+pub trait FamilyConfig: Clone + Debug + Serialize + DeserializeOwned {
+    /// The sampler this configuration builds.
+    type Sampler: Sampler;
+
+    /// Parses TOML text with `key=value` overrides and validates; errors name the key.
+    fn parse(text: &str, overrides: &[String]) -> Result<Self>;
+
+    /// The resolved configuration as TOML.
+    fn to_toml(&self) -> Result<String>;
+
+    /// Run-level settings.
+    fn run_settings(&self) -> RunSettings;
+
+    /// Builds the target and the sampler, ready for step 1.
+    fn build(&self) -> Result<Self::Sampler>;
+}
