@@ -8,19 +8,25 @@
 //!   baselines (reverse KL, forward KL, α=2 with flow samples), checkpoint/resume;
 //! - [`eval`]: the reference's metrics;
 //! - [`run`]: the experiment driver used by the `fab` command line (output directory, metrics
-//!   files, progress, plots).
+//!   files, progress, plots);
+//! - [`optim`] and [`plot`]: the `fab-optim` and `fab-plot` crates, re-exported.
 #![deny(missing_docs)]
 
 pub mod aldp_eval;
 pub mod config;
 mod error;
 pub mod eval;
-pub mod optim;
-pub mod plot;
 mod report;
 pub mod run;
 pub mod target;
 mod trainer;
+
+/// The optimiser (Adam/AdamW, schedules, clipping): the `fab-optim` crate, re-exported so that
+/// `fab_train::optim::…` paths keep working.
+pub use fab_optim as optim;
+/// The PNG figures: the `fab-plot` crate, re-exported so that `fab_train::plot::…` paths keep
+/// working.
+pub use fab_plot as plot;
 
 pub use config::{EvalConfig, ExperimentConfig, LossKind, Precision, TrainConfig};
 pub use error::{Result, TrainError};

@@ -1,4 +1,6 @@
-//! PNG figures for FAB results.
+//! # fab-plot
+//!
+//! PNG figures for FAB results (`fab_train::plot` re-exports this crate).
 //!
 //! Every function takes plain host data (`f64` slices, closures over `f64`) and a path, and
 //! writes one PNG with a white background, a title, axis labels, tick labels and, where a panel

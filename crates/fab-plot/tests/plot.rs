@@ -1,15 +1,15 @@
-//! Tests of `fab_train::plot`: the pure parts (colormap, histogram binning, marching squares,
+//! Tests of `fab_plot`: the pure parts (colormap, histogram binning, marching squares,
 //! grid interpolation) on hand-made data, and every figure function end to end: the PNG it
 //! writes is decoded (with the small decoder below) and checked for size, a white background
 //! and non-trivial content; empty and non-finite inputs must not panic.
 //!
-//! `cargo test --release -p fab-train --test plot -- --ignored render_examples` writes one
+//! `cargo test --release -p fab-plot --test plot -- --ignored render_examples` writes one
 //! example of each figure to `/tmp/plot_examples` (or `$FAB_PLOT_EXAMPLES`) for looking at.
 
 use std::f64::consts::PI;
 use std::path::{Path, PathBuf};
 
-use fab_train::plot::*;
+use fab_plot::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
