@@ -607,7 +607,7 @@ fn with_host_slice<T: candle_core::WithDType, R>(
 /// order and precision) as [`tensor_adam_step`] up to the division noted at [`UpdatePath`].
 /// Returns the new moments, or `None` when the parameter, gradient or moments are not contiguous
 /// CPU tensors of type `T`.
-fn fused_adam_step<T: candle_core::WithDType + num_traits::Float>(
+fn fused_adam_step<T: candle_core::WithDType + num_traits::Float + num_traits::NumAssign>(
     cfg: &AdamConfig,
     t: u64,
     var: &Var,
@@ -640,9 +640,9 @@ fn fused_adam_step<T: candle_core::WithDType + num_traits::Float>(
                 let mut gk = g[k];
                 if wd != 0.0 {
                     if cfg.decoupled_weight_decay {
-                        th = th * c(1.0 - lr * wd);
+                        th *= c(1.0 - lr * wd);
                     } else {
-                        gk = gk + th * c(wd);
+                        gk += th * c(wd);
                     }
                 }
                 // The first step starts from zero moments exactly as the tensor version does
