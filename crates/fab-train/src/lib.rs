@@ -10,14 +10,17 @@
 //! - [`FabSampler`]: the [`fab_sampler::Sampler`] — flow, AIS, buffer, optimiser and one
 //!   [`Objective`] per loss, composed from the free functions of [`losses`].
 //! - The run driver, evaluation, checkpoints and plots are the sampler core's
-//!   ([`fab_sampler::run`]).
+//!   ([`fab_sampler::run`]); the optimiser is the `fab-optim` crate ([`optim`]).
 #![deny(missing_docs)]
 
 pub mod config;
 mod error;
 mod fab;
 pub mod losses;
-pub mod optim;
+
+/// The optimiser (Adam/AdamW, schedules, clipping): the `fab-optim` crate, re-exported so that
+/// `fab_train::optim::…` paths keep working.
+pub use fab_optim as optim;
 
 pub use config::{EvalConfig, ExperimentConfig, LossKind, Precision, TrainConfig, FAMILY};
 pub use error::{Result, TrainError};

@@ -1,15 +1,18 @@
-//! The optimiser of fab-rs: Adam with PyTorch semantics and checkpointable state, learning-rate
-//! schedules, global gradient-norm clipping, and the training-step rule of the reference.
+//! # fab-optim
+//!
+//! The optimiser of fab-rs: Adam/AdamW with PyTorch semantics and checkpointable state,
+//! learning-rate schedules (warm-up, cosine), global gradient-norm clipping, and the
+//! training-step rule of the reference (see `docs/ALGORITHMS.md`, "Optimiser and schedules").
 //!
 //! candle-nn's `AdamW` hides its moments (no checkpoint/resume) and has no clipping helper, so
-//! fab-train owns these pieces. Everything works on a [`fab_core::ParamSet`] (stable order and
-//! names) and the [`fab_core::Grads`] aligned with it.
+//! fab-rs owns these pieces. Everything works on a [`fab_core::ParamSet`] (stable order and
+//! names) and the [`fab_core::Grads`] aligned with it. `fab_train::optim` re-exports this crate.
 //!
-//! A training step as in the reference trainer (SPEC §6):
+//! A training step as in the reference trainer:
 //! ```
 //! # use candle_core::{DType, Device, Var};
 //! # use fab_core::ParamSet;
-//! # use fab_train::optim::{Adam, AdamConfig, LrSchedule, StepOutcome};
+//! # use fab_optim::{Adam, AdamConfig, LrSchedule, StepOutcome};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut params = ParamSet::new();
 //! let w = params.create("w", vec![1.0, -2.0], &[2], DType::F64, &Device::Cpu)?;
@@ -59,7 +62,7 @@ pub enum OptimError {
     Candle(#[from] candle_core::Error),
 }
 
-/// Result alias of this module.
+/// Result alias of this crate.
 pub type OptimResult<T> = std::result::Result<T, OptimError>;
 
 /// Format version written into optimiser checkpoints.
@@ -68,8 +71,8 @@ const FORMAT_VERSION: i64 = 1;
 /// Adam hyper-parameters. The defaults are PyTorch's `torch.optim.Adam` defaults
 /// (lr 1e-3, β = (0.9, 0.999), eps 1e-8, no weight decay).
 ///
-/// The paper configs (SPEC §7.1): GMM lr 1e-4; Many Well lr 3e-4; ALDP lr 5e-4 with
-/// `weight_decay` 1e-5 (L2, not decoupled).
+/// The paper configs (`docs/ALGORITHMS.md`, "Optimiser and schedules"): GMM lr 1e-4; Many Well
+/// lr 3e-4; ALDP lr 5e-4 with `weight_decay` 1e-5 (L2, not decoupled).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdamConfig {
@@ -149,6 +152,29 @@ pub struct Adam {
     v: Vec<Option<Tensor>>,
     param_steps: Vec<u64>,
     n_steps: u64,
+    update_path: UpdatePath,
+}
+
+/// Which code computes the per-parameter update in [`Adam::step`].
+///
+/// Both compute the same arithmetic in the same order and precision, except that the tensor
+/// operations multiply by the reciprocal of √(1 − β₂ᵗ) where the fused kernel divides by it, so
+/// results agree to about one rounding per step (tested in `tests/update_paths.rs`). The choice
+/// is a run-time setting and is not part of a saved optimiser state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UpdatePath {
+    /// The fused host kernel (one pass over the elements instead of about twelve tensor
+    /// operations) for every parameter that is a contiguous CPU f32 or f64 tensor, candle tensor
+    /// operations for every other parameter. The default.
+    #[default]
+    Auto,
+    /// Candle tensor operations for every parameter (any device, any float dtype).
+    TensorOps,
+    /// The fused host kernel for every parameter; [`Adam::step`] returns
+    /// [`OptimError::Mismatch`] (before modifying anything) if a parameter, its gradient or its
+    /// moments are not contiguous CPU f32/f64 tensors.
+    Fused,
 }
 
 impl fmt::Debug for Adam {
@@ -157,6 +183,7 @@ impl fmt::Debug for Adam {
             .field("config", &self.config)
             .field("n_params", &self.names.len())
             .field("n_steps", &self.n_steps)
+            .field("update_path", &self.update_path)
             .finish()
     }
 }
@@ -180,7 +207,18 @@ impl Adam {
             v: vec![None; n],
             param_steps: vec![0; n],
             n_steps: 0,
+            update_path: UpdatePath::Auto,
         })
+    }
+
+    /// Chooses the code that computes the updates from now on (see [`UpdatePath`]).
+    pub fn set_update_path(&mut self, path: UpdatePath) {
+        self.update_path = path;
+    }
+
+    /// The code that computes the updates (see [`UpdatePath`]).
+    pub fn update_path(&self) -> UpdatePath {
+        self.update_path
     }
 
     /// An optimiser for `params` restored from a file written by [`save`](Self::save)
@@ -258,11 +296,13 @@ impl Adam {
 
     /// One Adam update of every parameter that has a gradient (see the type's documentation).
     ///
-    /// All shapes and dtypes are checked before any parameter is modified.
+    /// All shapes and dtypes are checked before any parameter is modified. The update of each
+    /// parameter is computed by the code chosen with [`set_update_path`](Self::set_update_path).
     ///
     /// # Errors
     /// [`OptimError::Mismatch`] if `params` is not the set the optimiser was built for, or
-    /// `grads` has the wrong length or a gradient with the wrong shape or dtype; candle errors.
+    /// `grads` has the wrong length or a gradient with the wrong shape or dtype, or (with
+    /// [`UpdatePath::Fused`]) a parameter the fused kernel cannot handle; candle errors.
     pub fn step(&mut self, params: &ParamSet, grads: &Grads) -> OptimResult<()> {
         self.check_params(params)?;
         if grads.0.len() != params.len() {
@@ -285,54 +325,41 @@ impl Adam {
                 }
             }
         }
-        let AdamConfig {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            decoupled_weight_decay,
-        } = self.config;
+        if self.update_path == UpdatePath::Fused {
+            for (i, ((name, var), g)) in params.iter().zip(&grads.0).enumerate() {
+                let Some(g) = g else { continue };
+                let on_host = |t: &Tensor| t.device().is_cpu() && t.is_contiguous();
+                let moments_ok = [&self.m[i], &self.v[i]]
+                    .iter()
+                    .all(|o| o.as_ref().is_none_or(on_host));
+                if !(matches!(var.dtype(), DType::F32 | DType::F64)
+                    && on_host(var.as_tensor())
+                    && on_host(g)
+                    && moments_ok)
+                {
+                    let (dtype, location) = (var.dtype(), var.device().location());
+                    return Err(OptimError::Mismatch(format!(
+                        "the fused update needs contiguous CPU f32/f64 tensors; \
+                         parameter {name} is {dtype:?} on {location:?}"
+                    )));
+                }
+            }
+        }
         for (i, (var, g)) in params.vars().iter().zip(&grads.0).enumerate() {
             let Some(g) = g else { continue };
             let t = self.param_steps[i] + 1;
-            // Fused host update for CPU parameters (one pass instead of ~12 tensor ops).
-            let fused = match var.dtype() {
-                DType::F64 => fused_adam_step::<f64>(&self.config, t, var, g, &self.m[i], &self.v[i])?,
-                DType::F32 => fused_adam_step::<f32>(&self.config, t, var, g, &self.m[i], &self.v[i])?,
+            let (m_prev, v_prev) = (self.m[i].as_ref(), self.v[i].as_ref());
+            let fused = match (self.update_path, var.dtype()) {
+                (UpdatePath::TensorOps, _) => None,
+                (_, DType::F64) => fused_adam_step::<f64>(&self.config, t, var, g, m_prev, v_prev)?,
+                (_, DType::F32) => fused_adam_step::<f32>(&self.config, t, var, g, m_prev, v_prev)?,
                 _ => None,
             };
-            if let Some((m, v)) = fused {
-                self.m[i] = Some(m);
-                self.v[i] = Some(v);
-                self.param_steps[i] = t;
-                continue;
-            }
-            let mut theta = var.as_tensor().clone();
-            let mut g = g.clone();
-            if weight_decay != 0.0 {
-                if decoupled_weight_decay {
-                    theta = theta.affine(1.0 - lr * weight_decay, 0.0)?;
-                } else {
-                    g = (g + theta.affine(weight_decay, 0.0)?)?;
-                }
-            }
-            let g_part = g.affine(1.0 - beta1, 0.0)?;
-            let m = match &self.m[i] {
-                Some(m) => (m.affine(beta1, 0.0)? + g_part)?,
-                None => g_part,
+            let (m, v) = match fused {
+                Some(mv) => mv,
+                // Unreachable for `Fused`: the check above ran before anything was modified.
+                None => tensor_adam_step(&self.config, t, var, g, m_prev, v_prev)?,
             };
-            let g2_part = g.sqr()?.affine(1.0 - beta2, 0.0)?;
-            let v = match &self.v[i] {
-                Some(v) => (v.affine(beta2, 0.0)? + g2_part)?,
-                None => g2_part,
-            };
-            let bias_correction1 = 1.0 - beta1.powf(t as f64);
-            let bias_correction2_sqrt = (1.0 - beta2.powf(t as f64)).sqrt();
-            let step_size = lr / bias_correction1;
-            let denom = ((v.sqrt()? / bias_correction2_sqrt)? + eps)?;
-            let update = (m.affine(step_size, 0.0)? / denom)?;
-            var.set(&(theta - update)?)?;
             self.m[i] = Some(m);
             self.v[i] = Some(v);
             self.param_steps[i] = t;
@@ -341,7 +368,8 @@ impl Adam {
         Ok(())
     }
 
-    /// The training-step rule of the reference (SPEC §6) after a finite loss was back-propagated:
+    /// The training-step rule of the reference (`docs/ALGORITHMS.md`, "Optimiser and schedules")
+    /// after a finite loss was back-propagated:
     /// compute the global gradient norm, clip it to `max_norm` when given
     /// ([`clip_grad_norm`]), and apply [`step`](Self::step) only if the pre-clip norm is finite.
     ///
@@ -512,8 +540,58 @@ impl Adam {
     }
 }
 
+/// One Adam update of parameter `var` (its `t`-th, t ≥ 1) with gradient `g` and the previous
+/// moments (`None` before the first update) in candle tensor operations, so on any device and in
+/// any float dtype. Sets the parameter and returns the new moments (m, v).
+fn tensor_adam_step(
+    cfg: &AdamConfig,
+    t: u64,
+    var: &Var,
+    g: &Tensor,
+    m: Option<&Tensor>,
+    v: Option<&Tensor>,
+) -> OptimResult<(Tensor, Tensor)> {
+    let AdamConfig {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        decoupled_weight_decay,
+    } = *cfg;
+    let mut theta = var.as_tensor().clone();
+    let mut g = g.clone();
+    if weight_decay != 0.0 {
+        if decoupled_weight_decay {
+            theta = theta.affine(1.0 - lr * weight_decay, 0.0)?;
+        } else {
+            g = (g + theta.affine(weight_decay, 0.0)?)?;
+        }
+    }
+    let g_part = g.affine(1.0 - beta1, 0.0)?;
+    let m = match m {
+        Some(m) => (m.affine(beta1, 0.0)? + g_part)?,
+        None => g_part,
+    };
+    let g2_part = g.sqr()?.affine(1.0 - beta2, 0.0)?;
+    let v = match v {
+        Some(v) => (v.affine(beta2, 0.0)? + g2_part)?,
+        None => g2_part,
+    };
+    let bias_correction1 = 1.0 - beta1.powf(t as f64);
+    let bias_correction2_sqrt = (1.0 - beta2.powf(t as f64)).sqrt();
+    let step_size = lr / bias_correction1;
+    let denom = ((v.sqrt()? / bias_correction2_sqrt)? + eps)?;
+    let update = (m.affine(step_size, 0.0)? / denom)?;
+    var.set(&(theta - update)?)?;
+    Ok((m, v))
+}
+
 /// Runs `f` on the contiguous host slice of a CPU tensor of type `T` (`None` otherwise).
-fn with_host_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Option<R> {
+fn with_host_slice<T: candle_core::WithDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> R,
+) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
         candle_core::Storage::Cpu(c) if layout.is_contiguous() => {
@@ -526,15 +604,16 @@ fn with_host_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]
 }
 
 /// One Adam update of a CPU parameter in a single pass, with the same arithmetic (operation
-/// order and precision) as the tensor-op version. Returns the new moments, or `None` when the
-/// parameter, gradient or moments are not contiguous CPU tensors of type `T`.
-fn fused_adam_step<T: candle_core::WithDType + num_traits::Float>(
+/// order and precision) as [`tensor_adam_step`] up to the division noted at [`UpdatePath`].
+/// Returns the new moments, or `None` when the parameter, gradient or moments are not contiguous
+/// CPU tensors of type `T`.
+fn fused_adam_step<T: candle_core::WithDType + num_traits::Float + num_traits::NumAssign>(
     cfg: &AdamConfig,
     t: u64,
     var: &Var,
     g: &Tensor,
-    m: &Option<Tensor>,
-    v: &Option<Tensor>,
+    m: Option<&Tensor>,
+    v: Option<&Tensor>,
 ) -> OptimResult<Option<(Tensor, Tensor)>> {
     let n = var.elem_count();
     let c = |x: f64| <T as candle_core::WithDType>::from_f64(x);
@@ -542,13 +621,15 @@ fn fused_adam_step<T: candle_core::WithDType + num_traits::Float>(
     let step_size = c(lr / (1.0 - b1.powf(t as f64)));
     let bc2 = c((1.0 - b2.powf(t as f64)).sqrt());
     let (first_m, first_v) = (m.is_none(), v.is_none());
-    let read = |o: &Option<Tensor>| -> Option<Vec<T>> {
+    let read = |o: Option<&Tensor>| -> Option<Vec<T>> {
         match o {
             Some(x) => with_host_slice::<T, _>(x, |s| s.to_vec()),
             None => Some(vec![T::zero(); n]),
         }
     };
-    let (Some(mut m), Some(mut v)) = (read(m), read(v)) else { return Ok(None) };
+    let (Some(mut m), Some(mut v)) = (read(m), read(v)) else {
+        return Ok(None);
+    };
     let Some(Some(theta)) = with_host_slice::<T, _>(var.as_tensor(), |theta| {
         with_host_slice::<T, _>(g, |g| {
             let mut out = theta.to_vec();
@@ -559,15 +640,23 @@ fn fused_adam_step<T: candle_core::WithDType + num_traits::Float>(
                 let mut gk = g[k];
                 if wd != 0.0 {
                     if cfg.decoupled_weight_decay {
-                        th = th * c(1.0 - lr * wd);
+                        th *= c(1.0 - lr * wd);
                     } else {
-                        gk = gk + th * c(wd);
+                        gk += th * c(wd);
                     }
                 }
                 // The first step starts from zero moments exactly as the tensor version does
                 // (which skips the β·0 term).
-                let mk = if first_m { gk * one_b1 } else { m[k] * b1 + gk * one_b1 };
-                let vk = if first_v { gk * gk * one_b2 } else { v[k] * b2 + gk * gk * one_b2 };
+                let mk = if first_m {
+                    gk * one_b1
+                } else {
+                    m[k] * b1 + gk * one_b1
+                };
+                let vk = if first_v {
+                    gk * gk * one_b2
+                } else {
+                    v[k] * b2 + gk * gk * one_b2
+                };
                 m[k] = mk;
                 v[k] = vk;
                 let denom = vk.sqrt() / bc2 + eps;
@@ -580,7 +669,10 @@ fn fused_adam_step<T: candle_core::WithDType + num_traits::Float>(
     };
     let shape = var.shape().clone();
     var.set(&Tensor::from_vec(theta, shape.clone(), &Device::Cpu)?)?;
-    Ok(Some((Tensor::from_vec(m, shape.clone(), &Device::Cpu)?, Tensor::from_vec(v, shape, &Device::Cpu)?)))
+    Ok(Some((
+        Tensor::from_vec(m, shape.clone(), &Device::Cpu)?,
+        Tensor::from_vec(v, shape, &Device::Cpu)?,
+    )))
 }
 
 /// What [`Adam::step_clipped`] (or the trainer) did with one training step.
@@ -592,13 +684,15 @@ pub enum StepOutcome {
         /// Pre-clip global L2 norm of the gradients.
         grad_norm: f64,
     },
-    /// The gradient norm was NaN or ±∞, so no step was taken (SPEC §6).
+    /// The gradient norm was NaN or ±∞, so no step was taken (`docs/ALGORITHMS.md`,
+    /// "Optimiser and schedules").
     SkippedNonFiniteGradNorm {
         /// The non-finite norm.
         grad_norm: f64,
     },
-    /// The loss was NaN or ±∞, so neither backward nor a step was run (SPEC §6). Built by the
-    /// trainer, which checks the loss before back-propagating.
+    /// The loss was NaN or ±∞, so neither backward nor a step was run (`docs/ALGORITHMS.md`,
+    /// "Optimiser and schedules"). Built by the trainer, which checks the loss before
+    /// back-propagating.
     SkippedNonFiniteLoss {
         /// The non-finite loss.
         loss: f64,
@@ -660,9 +754,10 @@ pub enum LrSchedule {
         /// Half-period T_max ≥ 1, in iterations.
         t_max: u64,
     },
-    /// The ALDP schedule (SPEC §7.1: warm-up W = 1000 then cosine with T_max = 50 000 counted
-    /// from iteration 0), i.e. torch's `LambdaLR(min(1, s/W))` stepped after the
-    /// `CosineAnnealingLR(T_max)` for iterations 0..=W, composed in closed form:
+    /// The ALDP schedule (`docs/ALGORITHMS.md`, "Optimiser and schedules": warm-up W = 1000 then
+    /// cosine with T_max = 50 000 counted from iteration 0), i.e. torch's
+    /// `LambdaLR(min(1, s/W))` stepped after the `CosineAnnealingLR(T_max)` for iterations
+    /// 0..=W, composed in closed form:
     ///
     /// ```text
     /// lr(t) = base · t / W                                            for t ≤ W
