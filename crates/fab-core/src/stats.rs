@@ -14,10 +14,13 @@ pub fn log_sum_exp(v: &[f64]) -> f64 {
     m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }
 
-/// Self-normalised weights softmax(log_w).
+/// Self-normalised weights softmax(log_w) over the finite entries; a non-finite entry (−∞, +∞,
+/// NaN) gets weight 0, and all weights are 0 if no entry is finite. The project's one log-weight
+/// normalisation (losses, importance-weighted metrics, weighted histograms).
 pub fn normalized_weights(log_w: &[f64]) -> Vec<f64> {
-    let lse = log_sum_exp(log_w);
-    log_w.iter().map(|l| (l - lse).exp()).collect()
+    let finite: Vec<f64> = log_w.iter().copied().filter(|v| v.is_finite()).collect();
+    let lse = log_sum_exp(&finite);
+    log_w.iter().map(|l| if l.is_finite() && lse.is_finite() { (l - lse).exp() } else { 0.0 }).collect()
 }
 
 /// Effective sample size as a fraction of N: 1 / (N Σ w̄ᵢ²) with w̄ = softmax(log w).
@@ -53,6 +56,17 @@ mod tests {
         assert_eq!(log_sum_exp(&[]), f64::NEG_INFINITY);
         assert_eq!(log_sum_exp(&[f64::NEG_INFINITY]), f64::NEG_INFINITY);
         assert!((log_sum_exp(&[0.0, f64::NEG_INFINITY]) - 0.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn normalized_weights_drop_non_finite_entries() {
+        let w = normalized_weights(&[0.0, 2f64.ln(), f64::NAN, f64::NEG_INFINITY, f64::INFINITY]);
+        assert!((w[0] - 1.0 / 3.0).abs() < 1e-15 && (w[1] - 2.0 / 3.0).abs() < 1e-15);
+        assert_eq!(&w[2..], &[0.0, 0.0, 0.0]);
+        assert_eq!(normalized_weights(&[f64::NAN]), vec![0.0]);
+        // Large log-weights do not overflow (log-sum-exp near 1000 is exact to its ulp, 1.1e-13).
+        let w = normalized_weights(&[1000.0, 1000.0]);
+        assert!(w.iter().all(|v| (v - 0.5).abs() < 1e-12), "{w:?}");
     }
 
     #[test]

@@ -1499,12 +1499,25 @@ fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
 
 /// Bin of `v` among `bins` equal bins of the closed interval `[lo, hi]` (the last bin includes
 /// `hi`); `None` outside it or when `v` is not finite.
-fn bin_index(v: f64, lo: f64, hi: f64, bins: usize) -> Option<usize> {
-    if !v.is_finite() || v < lo || v > hi {
+/// Bin of `v` among `bins` equal bins of the closed interval [lo, hi], with numpy's edge rule:
+/// every bin is half-open [eᵢ, eᵢ₊₁) except the last, which includes `hi`; `None` outside the
+/// range or for NaN. The fast index is corrected by exact comparison with the edges, so values
+/// on an edge land where numpy puts them. This is the project's one binning rule (plots and the
+/// histogram metrics both use it).
+pub fn bin_index(v: f64, lo: f64, hi: f64, bins: usize) -> Option<usize> {
+    if !(v >= lo && v <= hi) || bins == 0 {
         return None;
     }
-    let i = ((v - lo) / (hi - lo) * bins as f64).floor() as usize;
-    Some(i.min(bins - 1))
+    let width = (hi - lo) / bins as f64;
+    let edge = |i: usize| if i == bins { hi } else { lo + width * i as f64 };
+    let mut i = (((v - lo) / (hi - lo)) * bins as f64).floor() as usize;
+    i = i.min(bins - 1);
+    if v < edge(i) && i > 0 {
+        i -= 1;
+    } else if i + 1 < bins && v >= edge(i + 1) {
+        i += 1;
+    }
+    Some(i)
 }
 
 fn check_weights(weights: Option<&[f64]>, n: usize, what: &str) -> Result<()> {
@@ -1541,9 +1554,10 @@ impl Histogram1d {
         (self.range[1] - self.range[0]) / self.counts.len() as f64
     }
 
-    /// Probability densities per bin (integrating to one over the range; zeros when empty).
+    /// Probability densities per bin (integrating to one over the range; zeros when empty),
+    /// count / (total · (hi − lo) / bins), as `numpy.histogram(…, density=True)`.
     pub fn densities(&self) -> Vec<f64> {
-        let norm = self.total * self.bin_width();
+        let norm = self.total * (self.range[1] - self.range[0]) / self.counts.len() as f64;
         self.counts
             .iter()
             .map(|c| if norm > 0.0 { c / norm } else { 0.0 })
@@ -1617,9 +1631,8 @@ impl Histogram2d {
 
     /// Area of one bin.
     pub fn bin_area(&self) -> f64 {
-        (self.x_range[1] - self.x_range[0]) / self.bins[0] as f64
-            * (self.y_range[1] - self.y_range[0])
-            / self.bins[1] as f64
+        ((self.x_range[1] - self.x_range[0]) / self.bins[0] as f64)
+            * ((self.y_range[1] - self.y_range[0]) / self.bins[1] as f64)
     }
 
     /// Probability densities per bin, same layout as `counts` (integrating to one; zeros when
@@ -1709,26 +1722,6 @@ pub fn ramachandran_histogram(
     let phi: Vec<f64> = phi.iter().map(|&a| wrap_angle(a)).collect();
     let psi: Vec<f64> = psi.iter().map(|&a| wrap_angle(a)).collect();
     histogram_2d(&phi, &psi, weights, [-PI, PI], [-PI, PI], [bins, bins])
-}
-
-/// Normalised importance weights from log-weights: `exp(lw − max lw)`, with zero for
-/// non-finite log-weights (all zeros when none is finite).
-pub fn weights_from_log(log_weights: &[f64]) -> Vec<f64> {
-    let max = log_weights
-        .iter()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(f64::NEG_INFINITY, f64::max);
-    log_weights
-        .iter()
-        .map(|&lw| {
-            if lw.is_finite() && max.is_finite() {
-                (lw - max).exp()
-            } else {
-                0.0
-            }
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

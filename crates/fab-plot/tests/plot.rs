@@ -639,16 +639,13 @@ fn histogram_1d_binning() {
 }
 
 #[test]
-fn wrap_angle_and_log_weights() {
+fn wrap_angle_maps_into_minus_pi_pi() {
     assert_eq!(wrap_angle(PI), PI);
     assert_eq!(wrap_angle(-PI), -PI);
     assert_eq!(wrap_angle(0.3), 0.3);
     assert!((wrap_angle(2.0 * PI + 0.3) - 0.3).abs() < 1e-12);
     assert!((wrap_angle(-PI - 0.3) - (PI - 0.3)).abs() < 1e-12);
     assert!(wrap_angle(f64::NAN).is_nan());
-    let w = weights_from_log(&[0.0, 2f64.ln(), f64::NAN, f64::NEG_INFINITY]);
-    assert!((w[0] - 0.5).abs() < 1e-15 && (w[1] - 1.0).abs() < 1e-15 && w[2] == 0.0 && w[3] == 0.0);
-    assert_eq!(weights_from_log(&[f64::NAN]), vec![0.0]);
 }
 
 #[test]

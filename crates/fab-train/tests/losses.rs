@@ -60,7 +60,7 @@ fn check_gradient(name: &str, flow: &FlowModel, grads: &Grads, objective: &dyn F
                 objective(flow)
             };
             let fd = (eval_at(h) - eval_at(-h)) / (2.0 * h);
-            v.set(&t0).unwrap();
+            v.set(&Tensor::from_vec(base.clone(), t0.shape(), &Device::Cpu).unwrap()).unwrap();
             // Truncation error O(h²) and round-off O(ε/h) are both < 1e-8 here.
             let tol = 1e-6 + 1e-5 * fd.abs();
             assert!((fd - g[i]).abs() < tol, "{name}: parameter {} [{i}]: analytic {} vs finite difference {fd}", flow.params().names()[k], g[i]);

@@ -27,7 +27,6 @@
 use std::path::{Path, PathBuf};
 
 use fab_core::npy;
-use fab_core::stats::log_sum_exp;
 use super::{phi_psi, InternalCoordinates, CART_DIM, FLOW_DIM};
 use serde::{Deserialize, Serialize};
 
@@ -72,25 +71,6 @@ fn check_weights(w: Option<&[f64]>, n: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Bin index of `v` among `bins` equal bins on [lo, hi] (numpy semantics), `None` outside or NaN.
-#[inline]
-fn bin_index(v: f64, lo: f64, hi: f64, bins: usize) -> Option<usize> {
-    if !(v >= lo && v <= hi) {
-        return None;
-    }
-    let width = (hi - lo) / bins as f64;
-    let edge = |i: usize| if i == bins { hi } else { lo + width * i as f64 };
-    let mut i = (((v - lo) / (hi - lo)) * bins as f64).floor() as usize;
-    i = i.min(bins - 1);
-    // Exact comparison with the edges (numpy corrects its fast index the same way).
-    if v < edge(i) && i > 0 {
-        i -= 1;
-    } else if i + 1 < bins && v >= edge(i + 1) {
-        i += 1;
-    }
-    Some(i)
-}
-
 /// Density histogram of `values` (optionally weighted) with `bins` equal bins on [lo, hi], as
 /// `numpy.histogram(values, bins, range=(lo, hi), weights, density=True)`. Returns the
 /// densities and the in-range total weight; all zeros if that total is 0.
@@ -102,20 +82,8 @@ pub fn histogram_1d(values: &[f64], weights: Option<&[f64]>, bins: usize, lo: f6
         return Err(invalid(format!("histogram needs bins >= 1 and lo < hi, got {bins} on [{lo}, {hi}]")));
     }
     check_weights(weights, values.len(), "histogram")?;
-    let mut h = vec![0.0; bins];
-    let mut total = 0.0;
-    for (i, v) in values.iter().enumerate() {
-        if let Some(b) = bin_index(*v, lo, hi, bins) {
-            let w = weights.map_or(1.0, |w| w[i]);
-            h[b] += w;
-            total += w;
-        }
-    }
-    if total > 0.0 {
-        let norm = total * (hi - lo) / bins as f64;
-        h.iter_mut().for_each(|v| *v /= norm);
-    }
-    Ok((h, total))
+    let h = fab_plot::histogram_1d(values, weights, [lo, hi], bins).map_err(|e| invalid(e.to_string()))?;
+    Ok((h.densities(), h.total))
 }
 
 /// 2-D density histogram (`bins × bins`, row-major over x then y) of the pairs (x, y) on
@@ -139,20 +107,8 @@ pub fn histogram_2d(
         return Err(invalid(format!("histogram needs bins >= 1 and lo < hi, got {bins} on [{lo}, {hi}]")));
     }
     check_weights(weights, x.len(), "histogram_2d")?;
-    let mut h = vec![0.0; bins * bins];
-    let mut total = 0.0;
-    for i in 0..x.len() {
-        if let (Some(a), Some(b)) = (bin_index(x[i], lo, hi, bins), bin_index(y[i], lo, hi, bins)) {
-            let w = weights.map_or(1.0, |w| w[i]);
-            h[a * bins + b] += w;
-            total += w;
-        }
-    }
-    if total > 0.0 {
-        let cell = ((hi - lo) / bins as f64).powi(2);
-        h.iter_mut().for_each(|v| *v /= total * cell);
-    }
-    Ok((h, total))
+    let h = fab_plot::histogram_2d(x, y, weights, [lo, hi], [lo, hi], [bins, bins]).map_err(|e| invalid(e.to_string()))?;
+    Ok((h.densities(), h.total))
 }
 
 /// Σ h_ref·ln((h_ref + ε)/(h_gen + ε))·`cell` over matching bins (ε = [`KL_EPS`]).
@@ -334,12 +290,7 @@ pub fn summarize_marginal_kls(kls: &[f64]) -> Result<MarginalKlSummary> {
 /// Self-normalised importance weights softmax(log w); non-finite log-weights get weight 0.
 /// All zeros if no log-weight is finite.
 pub fn importance_weights(log_w: &[f64]) -> Vec<f64> {
-    let finite: Vec<f64> = log_w.iter().copied().filter(|v| v.is_finite()).collect();
-    let lse = log_sum_exp(&finite);
-    log_w
-        .iter()
-        .map(|v| if v.is_finite() && lse.is_finite() { (v - lse).exp() } else { 0.0 })
-        .collect()
+    fab_core::stats::normalized_weights(log_w)
 }
 
 /// Effective sample size as a fraction of N, (Σw)²/(N·Σw²), after clipping the largest
@@ -625,6 +576,7 @@ pub fn load_reference_from(dir: &Path) -> Result<AldpReference> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fab_plot::bin_index;
 
     #[test]
     fn bins_follow_numpy_edges() {
