@@ -5,7 +5,7 @@
 //! The mathematics is that of the scalar reference kernels in [`crate::spline`] (which the tests
 //! compare against): softmax widths and heights, cumulative knots, bin search, the
 //! rational-quadratic map and its log-derivative, and the hand-derived reverse pass, except that
-//! * `exp`, `ln` and `log1p` are the branch-free lane versions of [`super::lanes`];
+//! * `exp`, `ln` and `log1p` are the branch-free lane versions of [`fab_simd`];
 //! * divisions by a common denominator are multiplications by its reciprocal, and the
 //!   log-derivative is ln(s²·n₂/den²) (one logarithm instead of three), so results differ from
 //!   the reference by a few ulp;
@@ -19,11 +19,11 @@
 //! and sums over rows (shared-parameter gradients) run over fixed blocks of rows combined in
 //! order, so results are bitwise independent of the number of threads.
 
+#[cfg(target_arch = "x86_64")]
+use fab_simd::X4;
+use fab_simd::{Lane, F1, MAX_LANES};
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::lanes::X4;
-use super::lanes::{self, Lane, F1, MAX_LANES};
 use super::Real;
 use crate::spline::{SplineSpec, Tail, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE};
 
@@ -318,7 +318,7 @@ fn exp_shifted<L: Lane>(scale: L, raw: impl Fn(usize) -> L, out: &mut [L]) -> L 
     }
     let mut s = scale.c(0.0);
     for o in out.iter_mut() {
-        *o = lanes::exp_nonpos(*o - m);
+        *o = fab_simd::exp_nonpos(*o - m);
         s = s + *o;
     }
     s
@@ -343,13 +343,13 @@ fn cumulative<L: Lane>(bound: L, min: f64, soft: &[L], out: &mut [L]) {
 #[inline(always)]
 fn softplus_sigmoid2<L: Lane>(u0: L, u1: L) -> [(L, L); 2] {
     let zero = u0.c(0.0);
-    let (e0, e1) = (lanes::exp_nonpos(-u0.abs()), lanes::exp_nonpos(-u1.abs()));
+    let (e0, e1) = (fab_simd::exp_nonpos(-u0.abs()), fab_simd::exp_nonpos(-u1.abs()));
     let (p0, p1) = (e0 + 1.0, e1 + 1.0);
     let r = u0.c(1.0) / (p0 * p1);
     let (r0, r1) = (p1 * r, p0 * r);
     [
-        (u0.max(zero) + lanes::log1p_unit(e0), L::select(u0.ge(zero), r0, e0 * r0)),
-        (u1.max(zero) + lanes::log1p_unit(e1), L::select(u1.ge(zero), r1, e1 * r1)),
+        (u0.max(zero) + fab_simd::log1p_unit(e0), L::select(u0.ge(zero), r0, e0 * r0)),
+        (u1.max(zero) + fab_simd::log1p_unit(e1), L::select(u1.ge(zero), r1, e1 * r1)),
     ]
 }
 
@@ -549,7 +549,7 @@ fn rq_forward<L: Lane>(b: &Bin<L>, x: L) -> (L, L) {
     let y = b.y0 + num * inv_den;
     let n2 = b.d1 * th * th + s * 2.0 * t + b.d0 * (one - th) * (one - th);
     let sd = s * inv_den;
-    (y, lanes::ln_normal(sd * sd * n2))
+    (y, fab_simd::ln_normal(sd * sd * n2))
 }
 
 /// Inverse map of the bin: (x, log dx/dy).
@@ -572,7 +572,7 @@ fn rq_inverse<L: Lane>(b: &Bin<L>, y: L) -> (L, L) {
     let den = s + c2 * t;
     let n2 = d1 * th * th + s * 2.0 * t + d0 * (one - th) * (one - th);
     let ds = den / s;
-    (x, lanes::ln_normal(ds * ds / n2))
+    (x, fab_simd::ln_normal(ds * ds / n2))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,10 +25,10 @@ mod forcefield;
 mod internal;
 mod io;
 mod kernel;
-mod lanes;
 mod minimize;
 mod nerf;
 mod target;
+mod vec3;
 
 pub use forcefield::{AldpForceField, AtomInfo, EnergyTerms, TermForces, FORCEFIELD_JSON};
 pub use internal::{
