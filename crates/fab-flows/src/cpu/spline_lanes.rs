@@ -280,7 +280,7 @@ impl<L: Lane> Knots<L> {
         let (sw, sh) = rest.split_at_mut(kp);
         // softmax(raw · scale), max-shifted, for widths and heights (one reciprocal for both).
         let (sw, sh) = (&mut sw[..k], &mut sh[..k]);
-        let sum_w = exp_shifted(g.scale, |i| raw(i), sw);
+        let sum_w = exp_shifted(g.scale, &raw, sw);
         let sum_h = exp_shifted(g.scale, |i| raw(k + i), sh);
         let r = g.scale.c(1.0) / (sum_w * sum_h);
         let (rw, rh) = (sum_h * r, sum_w * r);
@@ -319,7 +319,7 @@ fn exp_shifted<L: Lane>(scale: L, raw: impl Fn(usize) -> L, out: &mut [L]) -> L 
     let mut s = scale.c(0.0);
     for o in out.iter_mut() {
         *o = fab_simd::exp_nonpos(*o - m);
-        s = s + *o;
+        s += *o;
     }
     s
 }
@@ -333,7 +333,7 @@ fn cumulative<L: Lane>(bound: L, min: f64, soft: &[L], out: &mut [L]) {
     let mut acc = bound.c(0.0);
     out[0] = -bound;
     for j in 1..k {
-        acc = acc + ((soft[j - 1] * a) + min);
+        acc += (soft[j - 1] * a) + min;
         out[j] = two_b * acc - bound;
     }
     out[k] = bound;
@@ -687,14 +687,14 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
                 for lane in 0..gd.nl {
                     xr[gd.col[lane]] = T::from_f64(out[lane]);
                 }
-                acc = acc + L::select(L::and(ins, g.valid), dl, zero);
+                acc += L::select(L::and(ins, g.valid), dl, zero);
             }
             let a = acc.to_array();
             let mut s = a[0];
             for v in &a[1..L::N] {
                 s += v;
             }
-            *l = *l + T::from_f64(s);
+            *l += T::from_f64(s);
         }
     }
 }
@@ -811,7 +811,7 @@ fn finish_shared<T: Real>(set: &SplineSet<'_>, gds: &[GroupData], sk: &SharedKno
                     _ => Some(j),
                 };
                 if let Some(s) = src {
-                    gr[2 * k + s] = gr[2 * k + s] + T::from_f64(t[2 * kp + j] * sig);
+                    gr[2 * k + s] += T::from_f64(t[2 * kp + j] * sig);
                 }
             }
         }
@@ -961,7 +961,7 @@ impl<T: Real> LaneOp for BackwardOp<'_, T> {
                     };
                     let mut dot = zero;
                     for (ii, sv) in soft.iter().enumerate() {
-                        dot = dot + *sv * a * gw_at(ii);
+                        dot += *sv * a * gw_at(ii);
                     }
                     let sc = grp.scale;
                     for (ii, sv) in soft.iter().enumerate() {
@@ -978,10 +978,10 @@ impl<T: Real> LaneOp for BackwardOp<'_, T> {
                     let base = (gd.f0 + lane) * np + 2 * k;
                     row[base..base + kp].fill(T::zero());
                     if let Some(sl) = src[lane].0 {
-                        row[base + sl] = row[base + sl] + T::from_f64(gr0[lane]);
+                        row[base + sl] += T::from_f64(gr0[lane]);
                     }
                     if let Some(sh) = src[lane].1 {
-                        row[base + sh] = row[base + sh] + T::from_f64(gr1[lane]);
+                        row[base + sh] += T::from_f64(gr1[lane]);
                     }
                 }
             }
@@ -1163,11 +1163,11 @@ mod tests {
                 // Reference.
                 let mut g_ref = gout.clone();
                 let mut graw_ref = vec![0.0; raw.len()];
-                for i in 0..rows {
+                for (i, &gl) in gld.iter().enumerate().take(rows) {
                     for j in 0..f {
                         let po = if shared { j * np } else { (i * f + j) * np };
                         let col = i * c.stride + c.cols[j];
-                        g_ref[col] = spline::apply_backward::<f64>(&c.specs[j], &raw[po..po + np], x[col], false, gout[col], gld[i], Some(&mut graw_ref[po..po + np]));
+                        g_ref[col] = spline::apply_backward::<f64>(&c.specs[j], &raw[po..po + np], x[col], false, gout[col], gl, Some(&mut graw_ref[po..po + np]));
                     }
                 }
                 // Kernel, with and without parameter gradients.
