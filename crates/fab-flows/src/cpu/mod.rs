@@ -8,7 +8,6 @@
 //! remains the reference (and the GPU path); tests check the two against each other.
 
 mod gemm_safe;
-pub(crate) mod lanes;
 pub(crate) mod spline_lanes;
 
 use std::any::Any;

@@ -5,7 +5,7 @@
 //! The mathematics is that of the scalar reference kernels in [`crate::spline`] (which the tests
 //! compare against): softmax widths and heights, cumulative knots, bin search, the
 //! rational-quadratic map and its log-derivative, and the hand-derived reverse pass, except that
-//! * `exp`, `ln` and `log1p` are the branch-free lane versions of [`super::lanes`];
+//! * `exp`, `ln` and `log1p` are the branch-free lane versions of [`fab_simd`];
 //! * divisions by a common denominator are multiplications by its reciprocal, and the
 //!   log-derivative is ln(s²·n₂/den²) (one logarithm instead of three), so results differ from
 //!   the reference by a few ulp;
@@ -19,11 +19,11 @@
 //! and sums over rows (shared-parameter gradients) run over fixed blocks of rows combined in
 //! order, so results are bitwise independent of the number of threads.
 
+#[cfg(target_arch = "x86_64")]
+use fab_simd::X4;
+use fab_simd::{Lane, F1, MAX_LANES};
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::lanes::X4;
-use super::lanes::{self, Lane, F1, MAX_LANES};
 use super::Real;
 use crate::spline::{SplineSpec, Tail, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE};
 
@@ -280,7 +280,7 @@ impl<L: Lane> Knots<L> {
         let (sw, sh) = rest.split_at_mut(kp);
         // softmax(raw · scale), max-shifted, for widths and heights (one reciprocal for both).
         let (sw, sh) = (&mut sw[..k], &mut sh[..k]);
-        let sum_w = exp_shifted(g.scale, |i| raw(i), sw);
+        let sum_w = exp_shifted(g.scale, &raw, sw);
         let sum_h = exp_shifted(g.scale, |i| raw(k + i), sh);
         let r = g.scale.c(1.0) / (sum_w * sum_h);
         let (rw, rh) = (sum_h * r, sum_w * r);
@@ -318,8 +318,8 @@ fn exp_shifted<L: Lane>(scale: L, raw: impl Fn(usize) -> L, out: &mut [L]) -> L 
     }
     let mut s = scale.c(0.0);
     for o in out.iter_mut() {
-        *o = lanes::exp_nonpos(*o - m);
-        s = s + *o;
+        *o = fab_simd::exp_nonpos(*o - m);
+        s += *o;
     }
     s
 }
@@ -333,7 +333,7 @@ fn cumulative<L: Lane>(bound: L, min: f64, soft: &[L], out: &mut [L]) {
     let mut acc = bound.c(0.0);
     out[0] = -bound;
     for j in 1..k {
-        acc = acc + ((soft[j - 1] * a) + min);
+        acc += (soft[j - 1] * a) + min;
         out[j] = two_b * acc - bound;
     }
     out[k] = bound;
@@ -343,13 +343,13 @@ fn cumulative<L: Lane>(bound: L, min: f64, soft: &[L], out: &mut [L]) {
 #[inline(always)]
 fn softplus_sigmoid2<L: Lane>(u0: L, u1: L) -> [(L, L); 2] {
     let zero = u0.c(0.0);
-    let (e0, e1) = (lanes::exp_nonpos(-u0.abs()), lanes::exp_nonpos(-u1.abs()));
+    let (e0, e1) = (fab_simd::exp_nonpos(-u0.abs()), fab_simd::exp_nonpos(-u1.abs()));
     let (p0, p1) = (e0 + 1.0, e1 + 1.0);
     let r = u0.c(1.0) / (p0 * p1);
     let (r0, r1) = (p1 * r, p0 * r);
     [
-        (u0.max(zero) + lanes::log1p_unit(e0), L::select(u0.ge(zero), r0, e0 * r0)),
-        (u1.max(zero) + lanes::log1p_unit(e1), L::select(u1.ge(zero), r1, e1 * r1)),
+        (u0.max(zero) + fab_simd::log1p_unit(e0), L::select(u0.ge(zero), r0, e0 * r0)),
+        (u1.max(zero) + fab_simd::log1p_unit(e1), L::select(u1.ge(zero), r1, e1 * r1)),
     ]
 }
 
@@ -549,7 +549,7 @@ fn rq_forward<L: Lane>(b: &Bin<L>, x: L) -> (L, L) {
     let y = b.y0 + num * inv_den;
     let n2 = b.d1 * th * th + s * 2.0 * t + b.d0 * (one - th) * (one - th);
     let sd = s * inv_den;
-    (y, lanes::ln_normal(sd * sd * n2))
+    (y, fab_simd::ln_normal(sd * sd * n2))
 }
 
 /// Inverse map of the bin: (x, log dx/dy).
@@ -572,7 +572,7 @@ fn rq_inverse<L: Lane>(b: &Bin<L>, y: L) -> (L, L) {
     let den = s + c2 * t;
     let n2 = d1 * th * th + s * 2.0 * t + d0 * (one - th) * (one - th);
     let ds = den / s;
-    (x, lanes::ln_normal(ds * ds / n2))
+    (x, fab_simd::ln_normal(ds * ds / n2))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -687,14 +687,14 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
                 for lane in 0..gd.nl {
                     xr[gd.col[lane]] = T::from_f64(out[lane]);
                 }
-                acc = acc + L::select(L::and(ins, g.valid), dl, zero);
+                acc += L::select(L::and(ins, g.valid), dl, zero);
             }
             let a = acc.to_array();
             let mut s = a[0];
             for v in &a[1..L::N] {
                 s += v;
             }
-            *l = *l + T::from_f64(s);
+            *l += T::from_f64(s);
         }
     }
 }
@@ -811,7 +811,7 @@ fn finish_shared<T: Real>(set: &SplineSet<'_>, gds: &[GroupData], sk: &SharedKno
                     _ => Some(j),
                 };
                 if let Some(s) = src {
-                    gr[2 * k + s] = gr[2 * k + s] + T::from_f64(t[2 * kp + j] * sig);
+                    gr[2 * k + s] += T::from_f64(t[2 * kp + j] * sig);
                 }
             }
         }
@@ -961,7 +961,7 @@ impl<T: Real> LaneOp for BackwardOp<'_, T> {
                     };
                     let mut dot = zero;
                     for (ii, sv) in soft.iter().enumerate() {
-                        dot = dot + *sv * a * gw_at(ii);
+                        dot += *sv * a * gw_at(ii);
                     }
                     let sc = grp.scale;
                     for (ii, sv) in soft.iter().enumerate() {
@@ -978,10 +978,10 @@ impl<T: Real> LaneOp for BackwardOp<'_, T> {
                     let base = (gd.f0 + lane) * np + 2 * k;
                     row[base..base + kp].fill(T::zero());
                     if let Some(sl) = src[lane].0 {
-                        row[base + sl] = row[base + sl] + T::from_f64(gr0[lane]);
+                        row[base + sl] += T::from_f64(gr0[lane]);
                     }
                     if let Some(sh) = src[lane].1 {
-                        row[base + sh] = row[base + sh] + T::from_f64(gr1[lane]);
+                        row[base + sh] += T::from_f64(gr1[lane]);
                     }
                 }
             }
@@ -1163,11 +1163,11 @@ mod tests {
                 // Reference.
                 let mut g_ref = gout.clone();
                 let mut graw_ref = vec![0.0; raw.len()];
-                for i in 0..rows {
+                for (i, &gl) in gld.iter().enumerate().take(rows) {
                     for j in 0..f {
                         let po = if shared { j * np } else { (i * f + j) * np };
                         let col = i * c.stride + c.cols[j];
-                        g_ref[col] = spline::apply_backward::<f64>(&c.specs[j], &raw[po..po + np], x[col], false, gout[col], gld[i], Some(&mut graw_ref[po..po + np]));
+                        g_ref[col] = spline::apply_backward::<f64>(&c.specs[j], &raw[po..po + np], x[col], false, gout[col], gl, Some(&mut graw_ref[po..po + np]));
                     }
                 }
                 // Kernel, with and without parameter gradients.

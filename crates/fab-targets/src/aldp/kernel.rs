@@ -8,7 +8,7 @@
 //!   cos nφ, sin nφ (no atan2, no sin/cos calls);
 //! * 1/L and 1/U of the OBC integral share one division, and the Born radii enter through
 //!   their reciprocals;
-//! * exp, ln, tanh and atan2 are the branch-free versions of [`super::lanes`].
+//! * exp, ln, tanh and atan2 are the branch-free versions of [`fab_simd`].
 //!
 //! Per configuration (22 atoms, 231 pairs) this is 21 bonds, 36 angles, 25 torsion quadruples
 //! (32 Fourier terms), 174 Coulomb/LJ pairs, 462 OBC integrals (each with a logarithm), 22
@@ -18,9 +18,10 @@ use super::forcefield::{
     AldpForceField, EnergyTerms, ACE_CONSTANT, ACE_PROBE, GB_COULOMB, GB_OFFSET_BORN,
     GB_OFFSET_ENERGY, GB_SOLUTE_DIELECTRIC, GB_SOLVENT_DIELECTRIC, OBC_ALPHA, OBC_GAMMA,
 };
-use super::lanes::{add3, atan2_pos, cross3, dot3, exp, ln2, scale3, sub3, tanh, Lane, F1, V3};
+use super::vec3::{add3, cross3, dot3, scale3, sub3, V3};
 #[cfg(target_arch = "x86_64")]
-use super::lanes::X4;
+use fab_simd::X4;
+use fab_simd::{atan2_pos, exp, ln2, tanh, Lane, F1};
 
 /// One term of a torsion: periodicity, cos(phase), sin(phase), k.
 #[derive(Debug, Clone, Copy)]
@@ -644,10 +645,10 @@ mod tests {
 /// quoted in docs/ALDP.md).
 #[cfg(test)]
 mod flop_count {
-    use super::super::lanes::counting::{take, C};
     use super::super::nerf::{backward_lanes, to_cartesian_lanes, NerfScratch};
     use super::super::InternalCoordinates;
     use super::*;
+    use fab_simd::counting::{take, C};
 
     fn report(name: &str, c: [u64; 6]) -> u64 {
         let flops = c[0] + c[1] + c[2] + c[3] + 2 * c[4];

@@ -27,10 +27,10 @@ mod forcefield;
 mod internal;
 mod io;
 mod kernel;
-mod lanes;
 mod minimize;
 mod nerf;
 mod target;
+mod vec3;
 
 pub use evaluated::{AldpEvalTarget, ChiralityFilter};
 pub use forcefield::{AldpForceField, AtomInfo, EnergyTerms, TermForces, FORCEFIELD_JSON};

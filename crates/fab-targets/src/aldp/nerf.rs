@@ -1,10 +1,11 @@
 //! The z → x reconstruction and its reverse-mode derivative for `L` configurations at once
 //! (one per SIMD lane): the same mathematics as `to_cartesian_into` / `backward_into` in
 //! `internal.rs`, with the NeRF frames and the sines/cosines cached by the forward pass for the
-//! backward pass, and the branch-free ln and sin/cos of [`super::lanes`].
+//! backward pass, and the branch-free ln and sin/cos of [`fab_simd`].
 
 use super::internal::{InternalCoordinates, BUILD_ORDER, CART_DIM, FLOW_DIM, SEED_ATOMS, Z_MATRIX};
-use super::lanes::{add3, cross3, dot3, ln, scale3, sin_cos, sub3, Lane, V3};
+use super::vec3::{add3, cross3, dot3, scale3, sub3, V3};
+use fab_simd::{ln_normal, sin_cos, Lane};
 
 /// What the forward pass keeps of one z-matrix row for the backward pass.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +92,7 @@ pub(super) fn to_cartesian_lanes<T: Lane>(
     let mut ok = T::and(T::and(b1.gt(tiny), b2.gt(tiny)), T::and(b1.lt(huge), b2.lt(huge)));
     // Σ 2 ln b + ln|sin θ| as ln of products, a few rows at a time (no overflow/underflow for
     // bonds and sines in (1e-300, 1e300)).
-    let mut ld = ln(T::select(ok, b2, one)) + ic.log_std_sum;
+    let mut ld = ln_normal(T::select(ok, b2, one)) + ic.log_std_sum;
     let mut prod = one;
     for (k, &row) in BUILD_ORDER.iter().enumerate() {
         let [atom, r1, r2, r3] = Z_MATRIX[row];
@@ -117,7 +118,7 @@ pub(super) fn to_cartesian_lanes<T: Lane>(
         ok = T::and(ok, T::and(T::and(b.gt(tiny), b.lt(huge)), sabs.gt(tiny)));
         prod = prod * T::select(ok, b * b * sabs, one);
         if k % 4 == 3 || k + 1 == BUILD_ORDER.len() {
-            ld += ln(prod);
+            ld += ln_normal(prod);
             prod = one;
         }
     }

@@ -5,15 +5,15 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 use fab_core::{check_points, to_f64_vec, LogDensity};
+#[cfg(target_arch = "x86_64")]
+use fab_simd::X4;
+use fab_simd::{Lane, F1};
 use rayon::prelude::*;
 
 use super::forcefield::{with_kernel_scratch, AldpForceField, EnergyTerms};
-use super::kernel::{core_lanes, LaneScratch};
-use super::lanes::{Lane, F1};
-#[cfg(target_arch = "x86_64")]
-use super::lanes::X4;
-use super::nerf::{backward_lanes, to_cartesian_lanes, NerfScratch};
 use super::internal::{to_tensor, InternalCoordinates, CART_DIM, FLOW_DIM};
+use super::kernel::{core_lanes, LaneScratch};
+use super::nerf::{backward_lanes, to_cartesian_lanes, NerfScratch};
 use crate::{Result, TargetError};
 
 /// Gas constant used by boltzgen, kJ/mol/K (not the CODATA 8.314462618e-3).
