@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::eval::{EvalSizes, Metrics};
-use crate::samples::{Draws, NamedSamples};
+use crate::samples::{Draws, NamedSamples, WeightedSamples};
 use crate::target::Target;
 use crate::Result;
 
@@ -85,13 +85,18 @@ pub trait Sampler: Model {
     /// One training iteration (the driver times it and numbers it).
     fn step(&mut self) -> Result<StepReport<Self::Stats>>;
 
+    /// `n` draws with importance log-weights against the target, log w = log p̃ − log q.
+    fn sample_weighted(&mut self, n: usize, rng: &mut dyn RngCore) -> Result<WeightedSamples> {
+        let dtype = self.dtype();
+        let target = self.target();
+        self.draw(n, rng)?.weigh(target.density(), dtype)
+    }
+
     /// The weighted sample sets an evaluation reports on. The default is one set, `"model"`,
     /// of `sizes.n_samples` draws weighted against the target. Families add refined sets (FAB:
     /// AIS toward p as `"ais"`).
     fn eval_sets(&mut self, sizes: &EvalSizes, rng: &mut dyn RngCore) -> Result<Vec<NamedSamples>> {
-        let draws = self.draw(sizes.n_samples, rng)?;
-        let dtype = self.dtype();
-        let samples = draws.weigh(self.target().density(), dtype)?;
+        let samples = self.sample_weighted(sizes.n_samples, rng)?;
         Ok(vec![NamedSamples { name: "model".into(), samples, primary: true }])
     }
 
