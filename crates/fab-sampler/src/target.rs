@@ -95,10 +95,7 @@ impl DensityTarget {
     }
 
     /// A target whose density can also be sampled exactly.
-    pub fn with_exact<T: ExactSample + 'static>(target: T) -> Self
-    where
-        T: Clone,
-    {
+    pub fn with_exact<T: ExactSample + Clone + 'static>(target: T) -> Self {
         Self { density: Box::new(target.clone()), exact: Some(Box::new(target)) }
     }
 }
