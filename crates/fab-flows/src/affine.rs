@@ -121,13 +121,13 @@ impl<T: Real> CpuLayer<T> for AffineCoupling {
                 let (t, s) = (prow[2 * j], prow[2 * j + 1]);
                 let e = (-s).exp();
                 row[j] = (row[j] - t) * e;
-                acc = acc + s;
+                acc += s;
                 if record {
                     inv_scale[i * d2 + j] = e;
                     z2[i * d2 + j] = row[j];
                 }
             }
-            ld[i] = ld[i] - acc;
+            ld[i] -= acc;
         }
         let tape = mlp_tape.map(|mlp| Box::new(AffineTape { mlp, inv_scale, z2 }) as Tape);
         Ok((x, tape))
@@ -153,7 +153,7 @@ impl<T: Real> CpuLayer<T> for AffineCoupling {
         let gx1 = self.mlp.cpu_backward(tape.mlp, gp, n, pgrads, true)?.expect("input grad requested");
         for i in 0..n {
             for j in 0..d1 {
-                gz[i * d + j] = gz[i * d + j] + gx1[i * d1 + j];
+                gz[i * d + j] += gx1[i * d1 + j];
             }
         }
         Ok(gz)
@@ -171,9 +171,9 @@ impl<T: Real> CpuLayer<T> for AffineCoupling {
             for j in 0..d2 {
                 let (t, s) = (prow[2 * j], prow[2 * j + 1]);
                 row[j] = row[j] * s.exp() + t;
-                acc = acc + s;
+                acc += s;
             }
-            ld[i] = ld[i] + acc;
+            ld[i] += acc;
         }
         Ok(z)
     }

@@ -154,7 +154,7 @@ impl BaseDistribution {
                     let mut acc = T::zero();
                     for j in 0..d {
                         let e = (z[i * d + j] - loc[j]) * inv[j];
-                        acc = acc + e * e;
+                        acc += e * e;
                     }
                     lp[i] = c0 - T::from_f64(0.5) * acc;
                 }
@@ -167,14 +167,14 @@ impl BaseDistribution {
                         let e = (z[i * d + j] - loc[j]) * inv[j];
                         let g = -e * inv[j];
                         gz[i * d + j] = c[i] * g;
-                        gloc[j] = gloc[j] - c[i] * g;
-                        gls[j] = gls[j] + c[i] * (e * e - T::one());
+                        gloc[j] -= c[i] * g;
+                        gls[j] += c[i] * (e * e - T::one());
                     }
                 }
                 if let Some(pg) = pgrads {
                     for j in 0..d {
-                        pg[0][j] = pg[0][j] + gloc[j];
-                        pg[1][j] = pg[1][j] + gls[j];
+                        pg[0][j] += gloc[j];
+                        pg[1][j] += gls[j];
                     }
                 }
                 Ok(Some(gz))
@@ -186,7 +186,7 @@ impl BaseDistribution {
                     let mut acc = T::zero();
                     for j in 0..d {
                         if !circular[j] {
-                            acc = acc + z[i * d + j] * z[i * d + j];
+                            acc += z[i * d + j] * z[i * d + j];
                         }
                     }
                     lp[i] = c0 - T::from_f64(0.5) * acc;

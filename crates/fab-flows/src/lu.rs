@@ -236,7 +236,7 @@ impl<T: Real> CpuLayer<T> for LuLinear {
         matmul(&mut z, &x, false, &w, false, n, d, d, false);
         let s: T = with_slices::<T, _>(&[&self.log_s], |p| Ok(p[0].iter().copied().sum()))?;
         for l in ld.iter_mut() {
-            *l = *l + s;
+            *l += s;
         }
         Ok((z, record.then(|| Box::new((x, w)) as Tape)))
     }
@@ -271,13 +271,13 @@ impl<T: Real> CpuLayer<T> for LuLinear {
                 for i in 0..d {
                     for j in 0..d {
                         if j < i {
-                            pg[0][i * d + j] = pg[0][i * d + j] + T::from_f64(gl[i * d + j]);
+                            pg[0][i * d + j] += T::from_f64(gl[i * d + j]);
                         } else if j > i {
-                            pg[1][i * d + j] = pg[1][i * d + j] + T::from_f64(gu[i * d + j]);
+                            pg[1][i * d + j] += T::from_f64(gu[i * d + j]);
                         }
                     }
                     let g = gu[i * d + i] * u[i * d + i] + sld;
-                    pg[2][i] = pg[2][i] + T::from_f64(g);
+                    pg[2][i] += T::from_f64(g);
                 }
                 Ok(())
             })?;
@@ -292,7 +292,7 @@ impl<T: Real> CpuLayer<T> for LuLinear {
         matmul(&mut y, &z, false, &winv, false, n, d, d, false);
         let s: T = with_slices::<T, _>(&[&self.log_s], |p| Ok(p[0].iter().copied().sum()))?;
         for l in ld.iter_mut() {
-            *l = *l - s;
+            *l -= s;
         }
         Ok(y)
     }

@@ -23,6 +23,14 @@ pub enum Backend {
     Candle,
 }
 
+/// Weights of a weighted log-likelihood computed from the (detached) log q values; `None` skips
+/// the backward pass (see [`FlowModel::log_prob_backward_with`]).
+pub type CoefFn<'a> = dyn FnMut(&[f64]) -> fab_core::Result<Option<Vec<f64>>> + 'a;
+
+/// What the CPU density pass returns: the base-space points, the accumulated log-determinants
+/// and one backward tape per layer.
+type DensityPass<T> = (Vec<T>, Vec<T>, Vec<Option<Tape>>);
+
 /// A normalizing flow q(x): base distribution → layers → data space.
 ///
 /// Sampling runs the layers' forward (sampling) direction in order; the density runs their
@@ -156,7 +164,7 @@ impl FlowModel {
     pub fn log_prob_backward_with(
         &self,
         x: &Tensor,
-        coef_fn: &mut dyn FnMut(&[f64]) -> fab_core::Result<Option<Vec<f64>>>,
+        coef_fn: &mut CoefFn<'_>,
     ) -> Result<(Tensor, Option<Grads>)> {
         let n = self.check(x)?;
         if self.use_cpu() {
@@ -180,7 +188,7 @@ impl FlowModel {
     }
 
     /// Density pass on the host: log q, and the tapes if `record`.
-    fn cpu_density<T: Real>(&self, x: Vec<T>, n: usize, record: bool) -> Result<(Vec<T>, Vec<T>, Vec<Option<Tape>>)> {
+    fn cpu_density<T: Real>(&self, x: Vec<T>, n: usize, record: bool) -> Result<DensityPass<T>> {
         let mut ld = vec![T::zero(); n];
         let mut tapes = Vec::with_capacity(self.layers.len());
         let mut z = x;
@@ -217,14 +225,14 @@ impl FlowModel {
     fn cpu_backward<T: Real>(
         &self,
         x: &Tensor,
-        coef_fn: &mut dyn FnMut(&[f64]) -> fab_core::Result<Option<Vec<f64>>>,
+        coef_fn: &mut CoefFn<'_>,
     ) -> Result<(Tensor, Option<Grads>)> {
         let n = x.dim(0)?;
         let (z, ld, tapes) = self.cpu_density::<T>(self.host::<T>(x)?, n, true)?;
         let mut lp = vec![T::zero(); n];
         self.base.cpu_log_prob(&z, n, &mut lp, None, None)?;
         for (l, d) in lp.iter_mut().zip(&ld) {
-            *l = *l + *d;
+            *l += *d;
         }
         let lp_f64: Vec<f64> = lp.iter().map(|v| v.as_f64()).collect();
         let lp_t = Tensor::from_vec(lp, n, &Device::Cpu)?;
@@ -254,7 +262,7 @@ impl FlowModel {
         let ones = vec![T::one(); n];
         let gz = self.base.cpu_log_prob(&z, n, &mut lp, with_grad.then_some(&ones[..]), None)?;
         for (l, dd) in lp.iter_mut().zip(&ld) {
-            *l = *l + *dd;
+            *l += *dd;
         }
         let dev = x.device();
         let lp = Tensor::from_vec(lp, n, &Device::Cpu)?.to_dtype(x.dtype())?.to_device(dev)?;
@@ -279,7 +287,7 @@ impl FlowModel {
             z = cpu.forward(z, n, &mut ld)?;
         }
         for (q, l) in lq.iter_mut().zip(&ld) {
-            *q = *q - *l;
+            *q -= *l;
         }
         Ok((Tensor::from_vec(z, (n, d), &Device::Cpu)?, Tensor::from_vec(lq, n, &Device::Cpu)?))
     }

@@ -135,7 +135,7 @@ impl Linear {
         with_slices::<T, _>(&[&self.weight, &self.bias], |p| {
             for row in y.chunks_exact_mut(self.out_features).take(n) {
                 for (a, b) in row.iter_mut().zip(p[1]) {
-                    *a = *a + *b;
+                    *a += *b;
                 }
             }
             matmul(y, x, false, p[0], true, n, self.in_features, self.out_features, true);
@@ -376,7 +376,7 @@ impl ResidualNet {
             l0.cpu_backward_into(&a0, &g1, n, pair(&mut pgrads, base), Some(&mut g0))?;
             relu_backward_inplace(&mut g0, &a0);
             for (a, b) in gh.iter_mut().zip(&g0) {
-                *a = *a + *b;
+                *a += *b;
             }
             spare = g1;
             drop((a0, g0));

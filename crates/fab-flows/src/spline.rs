@@ -395,7 +395,7 @@ pub(crate) fn apply_backward_knots<T: Real>(
         for (j, gj) in [(k, g_d0), (k + 1, g_d1)] {
             if let Some(src) = kn.deriv_source(j) {
                 let rj = kn.rd[src];
-                graw[2 * kk + src] = graw[2 * kk + src] + T::from_f64(gj * sigmoid(rj));
+                graw[2 * kk + src] += T::from_f64(gj * sigmoid(rj));
             }
         }
     }
@@ -409,7 +409,7 @@ pub(crate) fn knots_to_raw<T: Real>(gknot: &[f64], soft: &[f64], bound: f64, min
     let mut gw = [0.0f64; MAX_BINS];
     let mut acc = 0.0;
     for i in (0..k).rev() {
-        if i + 1 <= k - 1 {
+        if i < k - 1 {
             acc += gknot[i + 1];
         }
         gw[i] = 2.0 * bound * acc;
@@ -418,7 +418,7 @@ pub(crate) fn knots_to_raw<T: Real>(gknot: &[f64], soft: &[f64], bound: f64, min
     let dot: f64 = (0..k).map(|i| soft[i] * a * gw[i]).sum();
     for i in 0..k {
         let gs = a * gw[i];
-        graw[i] = graw[i] + T::from_f64(scale * soft[i] * (gs - dot));
+        graw[i] += T::from_f64(scale * soft[i] * (gs - dot));
     }
 }
 

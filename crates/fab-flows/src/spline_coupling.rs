@@ -316,17 +316,17 @@ impl<T: Real> CpuLayer<T> for SplineCoupling {
                         (Some(c), Some(w)) => {
                             let v = xr[col];
                             let (sv, cv) = (v.sin(), v.cos());
-                            gr[col] = gr[col] + gfp * (w[2 * c] * cv - w[2 * c + 1] * sv);
-                            gw[2 * c] = gw[2 * c] + gfp * sv;
-                            gw[2 * c + 1] = gw[2 * c + 1] + gfp * cv;
+                            gr[col] += gfp * (w[2 * c] * cv - w[2 * c + 1] * sv);
+                            gw[2 * c] += gfp * sv;
+                            gw[2 * c + 1] += gfp * cv;
                         }
-                        _ => gr[col] = gr[col] + gfp,
+                        _ => gr[col] += gfp,
                     }
                 }
             }
-            if let (Some(p), Some(i)) = (pg.as_deref_mut(), pf_idx) {
+            if let (Some(p), Some(i)) = (pg, pf_idx) {
                 for (a, b) in p[i].iter_mut().zip(&gw) {
-                    *a = *a + *b;
+                    *a += *b;
                 }
             }
             Ok(())

@@ -107,7 +107,9 @@ fn main() {
         for _ in 0..200 {
             trainer.step().expect("step");
         }
-        time("GMM FAB+buffer iteration f64 (B=128, L=4)", 200, || drop(trainer.step().expect("step")));
+        time("GMM FAB+buffer iteration f64 (B=128, L=4)", 200, || {
+            trainer.step().expect("step");
+        });
     }
     if want("aldp_flow") {
         let m = CircularNsfConfig::aldp().build(0, DType::F64, &Device::Cpu).expect("flow");

@@ -327,7 +327,7 @@ impl FabSampler {
         let flow = config.flow.build(config.seed, dtype, &device)?;
         let ais = Ais::new(config.ais.clone())?;
         let buffer = if config.train.loss == LossKind::FabBuffer { Some(config.buffer.init(target.dim())?) } else { None };
-        let optim = Adam::new(flow.params(), config.train.optimizer.clone())?;
+        let optim = Adam::new(flow.params(), config.train.optimizer)?;
         let objective = config.train.loss.objective();
         let rng = fab_core::seeded_rng(config.seed, TRAIN_STREAM);
         Ok(Self { parts: FabParts { config, flow, target, ais, buffer, optim, rng, grad_steps: 0 }, objective })

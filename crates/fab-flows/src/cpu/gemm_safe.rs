@@ -71,7 +71,7 @@ pub(crate) fn column_sums_into<T: Real>(out: &mut [T], g: &[T]) {
     let w = out.len();
     for row in g.chunks_exact(w) {
         for (o, v) in out.iter_mut().zip(row) {
-            *o = *o + *v;
+            *o += *v;
         }
     }
 }
