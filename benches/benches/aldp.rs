@@ -24,8 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn flow_points(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = fab_core::seeded_rng(seed, 0);
-    let t = fab_core::rng::randn(&mut rng, (n, FLOW_DIM), candle_core::DType::F64, &Device::Cpu)
-        .expect("randn");
+    let t = fab_core::rng::randn(&mut rng, (n, FLOW_DIM), candle_core::DType::F64, &Device::Cpu).expect("randn");
     fab_core::to_f64_vec(&t).expect("f64").iter().map(|v| 0.3 * v).collect()
 }
 

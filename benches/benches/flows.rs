@@ -34,9 +34,7 @@ fn bench_flow(c: &mut Criterion, name: &str, cfg: RealNvpConfig, batch: usize, b
                 let mut rng = fab_core::seeded_rng(2, 0);
                 b.iter(|| model.sample_and_log_prob(batch, &mut rng).expect("sample"))
             });
-            group.bench_function(BenchmarkId::new("log_prob_and_grad_x", &tag), |b| {
-                b.iter(|| model.log_prob_and_grad(&x).expect("grad"))
-            });
+            group.bench_function(BenchmarkId::new("log_prob_and_grad_x", &tag), |b| b.iter(|| model.log_prob_and_grad(&x).expect("grad")));
         }
     }
     group.finish();

@@ -3,10 +3,7 @@
 use candle_core::{DType, Tensor};
 use fab_core::stats::{effective_sample_size, log_sum_exp};
 use fab_core::{LogDensity, Proposal};
-use fab_mcmc::{
-    Annealed, Coeffs, Hmc, Metropolis, PartsDensity, Point, StepSizes, TransitionInfo,
-    TransitionKernel,
-};
+use fab_mcmc::{Annealed, Coeffs, Hmc, Metropolis, PartsDensity, Point, StepSizes, TransitionInfo, TransitionKernel};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -101,27 +98,17 @@ impl Ais {
     pub fn new(config: AisConfig) -> Result<Self> {
         config.validate()?;
         let n = config.n_intermediate;
-        let (kernel, step_sizes, adapt): (Box<dyn TransitionKernel>, StepSizes, bool) =
-            match &config.transition {
-                TransitionConfig::Hmc(h) => (
-                    Box::new(Hmc::new(h.n_leapfrog)?.with_max_grad(h.max_grad)?),
-                    StepSizes::hmc(n, h.init_step_size, h.common_weight, h.target_accept)?,
-                    h.adapt,
-                ),
-                TransitionConfig::Metropolis(m) => (
-                    Box::new(Metropolis::new(m.n_updates)?),
-                    StepSizes::metropolis(n, m.step_size, m.target_accept)?,
-                    m.adapt,
-                ),
-            };
-        Ok(Self {
-            betas: config.schedule.betas(n),
-            config,
-            kernel,
-            step_sizes,
-            adapt,
-            eval_mode: false,
-        })
+        let (kernel, step_sizes, adapt): (Box<dyn TransitionKernel>, StepSizes, bool) = match &config.transition {
+            TransitionConfig::Hmc(h) => (
+                Box::new(Hmc::new(h.n_leapfrog)?.with_max_grad(h.max_grad)?),
+                StepSizes::hmc(n, h.init_step_size, h.common_weight, h.target_accept)?,
+                h.adapt,
+            ),
+            TransitionConfig::Metropolis(m) => {
+                (Box::new(Metropolis::new(m.n_updates)?), StepSizes::metropolis(n, m.step_size, m.target_accept)?, m.adapt)
+            }
+        };
+        Ok(Self { betas: config.schedule.betas(n), config, kernel, step_sizes, adapt, eval_mode: false })
     }
 
     /// The configuration.
@@ -196,11 +183,7 @@ impl Ais {
     pub fn load_state(&mut self, state: AisState) -> Result<()> {
         let s = &state.step_sizes;
         if s.n_levels() != self.step_sizes.n_levels() {
-            return Err(AisError::StateMismatch(format!(
-                "{} levels saved, {} configured",
-                s.n_levels(),
-                self.step_sizes.n_levels()
-            )));
+            return Err(AisError::StateMismatch(format!("{} levels saved, {} configured", s.n_levels(), self.step_sizes.n_levels())));
         }
         if s.common.is_some() != self.step_sizes.common.is_some() {
             return Err(AisError::StateMismatch("saved for a different transition kernel".into()));
@@ -219,13 +202,7 @@ impl Ais {
     /// [`AisError::NoValidSamples`] if every sample is invalid at the start or the end;
     /// [`AisError::DimensionMismatch`]; [`AisError::InvalidConfig`] for `batch == 0`; errors of
     /// the flow, the target or the kernel.
-    pub fn run(
-        &mut self,
-        q: &dyn Proposal,
-        p: &dyn LogDensity,
-        batch: usize,
-        rng: &mut dyn RngCore,
-    ) -> Result<AisOutput> {
+    pub fn run(&mut self, q: &dyn Proposal, p: &dyn LogDensity, batch: usize, rng: &mut dyn RngCore) -> Result<AisOutput> {
         if q.dim() != p.dim() {
             return Err(AisError::DimensionMismatch { q: q.dim(), p: p.dim() });
         }
@@ -243,13 +220,7 @@ impl Ais {
             parts.evaluate(&x, true)?
         } else {
             let log_p = p.log_prob(&x)?.detach().to_dtype(x.dtype())?;
-            Point {
-                log_q: log_q0.detach().to_dtype(x.dtype())?,
-                log_p,
-                grad_log_q: None,
-                grad_log_p: None,
-                x,
-            }
+            Point { log_q: log_q0.detach().to_dtype(x.dtype())?, log_p, grad_log_q: None, grad_log_p: None, x }
         };
 
         // 2.–3. Drop invalid samples; initial weights.
@@ -290,9 +261,7 @@ impl Ais {
 
         // 5. Drop samples that became invalid.
         let (lq, lp) = if n_int > 0 { (host(&point.log_q)?, host(&point.log_p)?) } else { (lq, lp) };
-        let valid: Vec<bool> = (0..log_w.len())
-            .map(|i| lq[i].is_finite() && lp[i].is_finite() && log_w[i].is_finite())
-            .collect();
+        let valid: Vec<bool> = (0..log_w.len()).map(|i| lq[i].is_finite() && lp[i].is_finite() && log_w[i].is_finite()).collect();
         let n_dropped_end = valid.iter().filter(|v| !**v).count();
         if n_dropped_end == log_w.len() {
             return Err(AisError::NoValidSamples { stage: "chain end", batch: log_w.len() });
@@ -305,9 +274,7 @@ impl Ais {
         let log_z_estimate = log_sum_exp(&log_w) - (batch as f64).ln();
         let ess = effective_sample_size(&log_w);
         let m = log_w.len();
-        let log_w_t = Tensor::from_slice(&log_w, m, &candle_core::Device::Cpu)?
-            .to_dtype(point.x.dtype())?
-            .to_device(point.x.device())?;
+        let log_w_t = Tensor::from_slice(&log_w, m, &candle_core::Device::Cpu)?.to_dtype(point.x.dtype())?.to_device(point.x.device())?;
         let point = point.detach();
         Ok(AisOutput {
             x: point.x,

@@ -32,13 +32,7 @@ impl Schedule {
                 let mut b: Vec<f64> = (0..n_lin + 1).map(|i| 0.01 * i as f64 / (n_lin + 1) as f64).collect();
                 // ... then geomspace(0.01, 1, n_geom + 2), endpoints exact.
                 let k = n_geom + 2;
-                b.extend((0..k).map(|i| {
-                    if i + 1 == k {
-                        1.0
-                    } else {
-                        0.01 * 100f64.powf(i as f64 / (k - 1) as f64)
-                    }
-                }));
+                b.extend((0..k).map(|i| if i + 1 == k { 1.0 } else { 0.01 * 100f64.powf(i as f64 / (k - 1) as f64) }));
                 b
             }
         }
@@ -167,11 +161,7 @@ impl AisConfig {
 
     /// Many Well: 4 intermediate distributions, HMC with L = 5, ε0 = 1.0 (0.1 shared), adaptive.
     pub fn many_well() -> Self {
-        Self {
-            n_intermediate: 4,
-            transition: TransitionConfig::Hmc(HmcConfig::default()),
-            ..Self::gmm()
-        }
+        Self { n_intermediate: 4, transition: TransitionConfig::Hmc(HmcConfig::default()), ..Self::gmm() }
     }
 
     /// ALDP: 8 intermediate distributions, HMC with L = 4, ε0 = 0.05 and w = 0.05
@@ -205,22 +195,13 @@ impl AisConfig {
                     return bad("transition.hmc.n_leapfrog must be >= 1".into());
                 }
                 if !(h.init_step_size.is_finite() && h.init_step_size > 0.0) {
-                    return bad(format!(
-                        "transition.hmc.init_step_size must be finite and > 0, got {}",
-                        h.init_step_size
-                    ));
+                    return bad(format!("transition.hmc.init_step_size must be finite and > 0, got {}", h.init_step_size));
                 }
                 if !(0.0..1.0).contains(&h.common_weight) {
-                    return bad(format!(
-                        "transition.hmc.common_weight must be in [0, 1), got {}",
-                        h.common_weight
-                    ));
+                    return bad(format!("transition.hmc.common_weight must be in [0, 1), got {}", h.common_weight));
                 }
                 if !target_ok(h.target_accept) {
-                    return bad(format!(
-                        "transition.hmc.target_accept must be in (0, 1), got {}",
-                        h.target_accept
-                    ));
+                    return bad(format!("transition.hmc.target_accept must be in (0, 1), got {}", h.target_accept));
                 }
                 if h.max_grad.is_nan() || h.max_grad <= 0.0 {
                     return bad(format!("transition.hmc.max_grad must be > 0, got {}", h.max_grad));
@@ -228,19 +209,13 @@ impl AisConfig {
             }
             TransitionConfig::Metropolis(m) => {
                 if !(m.step_size.is_finite() && m.step_size > 0.0) {
-                    return bad(format!(
-                        "transition.metropolis.step_size must be finite and > 0, got {}",
-                        m.step_size
-                    ));
+                    return bad(format!("transition.metropolis.step_size must be finite and > 0, got {}", m.step_size));
                 }
                 if m.n_updates == 0 {
                     return bad("transition.metropolis.n_updates must be >= 1".into());
                 }
                 if !target_ok(m.target_accept) {
-                    return bad(format!(
-                        "transition.metropolis.target_accept must be in (0, 1), got {}",
-                        m.target_accept
-                    ));
+                    return bad(format!("transition.metropolis.target_accept must be in (0, 1), got {}", m.target_accept));
                 }
             }
         }

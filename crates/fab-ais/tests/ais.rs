@@ -37,10 +37,7 @@ fn power_gaussian(m1: &[f64], s1: &[f64], m2: &[f64], s2: &[f64], a: f64) -> (Ve
 const LOG_Z: f64 = 2.5;
 
 fn q_and_p() -> (DiagGaussian, DiagGaussian) {
-    (
-        DiagGaussian::new(vec![0.0, 0.0], vec![1.5, 1.5]),
-        DiagGaussian::new(vec![1.0, -0.5], vec![0.7, 1.2]).with_log_z(LOG_Z),
-    )
+    (DiagGaussian::new(vec![0.0, 0.0], vec![1.5, 1.5]), DiagGaussian::new(vec![1.0, -0.5], vec![0.7, 1.2]).with_log_z(LOG_Z))
 }
 
 fn hmc(n_int: usize, eps: f64, adapt: bool) -> AisConfig {
@@ -54,11 +51,7 @@ fn hmc(n_int: usize, eps: f64, adapt: bool) -> AisConfig {
 fn metropolis(n_int: usize, sigma: f64, n_updates: usize) -> AisConfig {
     AisConfig {
         n_intermediate: n_int,
-        transition: TransitionConfig::Metropolis(MetropolisConfig {
-            step_size: sigma,
-            n_updates,
-            ..MetropolisConfig::default()
-        }),
+        transition: TransitionConfig::Metropolis(MetropolisConfig { step_size: sigma, n_updates, ..MetropolisConfig::default() }),
         ..AisConfig::gmm()
     }
 }
@@ -187,12 +180,7 @@ fn alpha_target_reproduces_p_squared_over_q() {
         let se = w.iter().zip(&xs).map(|(a, b)| a * a * (b - mean).powi(2)).sum::<f64>().sqrt();
         assert!((mean - gm[j]).abs() < 4.0 * se, "axis {j}: mean {mean} vs {} (se {se})", gm[j]);
         let var: f64 = w.iter().zip(&xs).map(|(a, b)| a * (b - gm[j]).powi(2)).sum();
-        let se_v = w
-            .iter()
-            .zip(&xs)
-            .map(|(a, b)| a * a * ((b - gm[j]).powi(2) - var).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let se_v = w.iter().zip(&xs).map(|(a, b)| a * a * ((b - gm[j]).powi(2) - var).powi(2)).sum::<f64>().sqrt();
         assert!((var - gs[j] * gs[j]).abs() < 4.0 * se_v, "axis {j}: var {var} vs {} (se {se_v})", gs[j] * gs[j]);
     }
     // The cached log q and log p are those of the returned points.
@@ -388,18 +376,9 @@ fn config_toml_and_validation() {
         hmc(2, f64::INFINITY, true),
         metropolis(2, -1.0, 1),
         metropolis(2, 1.0, 0),
-        AisConfig {
-            transition: TransitionConfig::Hmc(HmcConfig { n_leapfrog: 0, ..HmcConfig::default() }),
-            ..AisConfig::gmm()
-        },
-        AisConfig {
-            transition: TransitionConfig::Hmc(HmcConfig { common_weight: 1.0, ..HmcConfig::default() }),
-            ..AisConfig::gmm()
-        },
-        AisConfig {
-            transition: TransitionConfig::Hmc(HmcConfig { target_accept: 1.5, ..HmcConfig::default() }),
-            ..AisConfig::gmm()
-        },
+        AisConfig { transition: TransitionConfig::Hmc(HmcConfig { n_leapfrog: 0, ..HmcConfig::default() }), ..AisConfig::gmm() },
+        AisConfig { transition: TransitionConfig::Hmc(HmcConfig { common_weight: 1.0, ..HmcConfig::default() }), ..AisConfig::gmm() },
+        AisConfig { transition: TransitionConfig::Hmc(HmcConfig { target_accept: 1.5, ..HmcConfig::default() }), ..AisConfig::gmm() },
     ];
     for c in bad {
         assert!(matches!(c.validate(), Err(AisError::InvalidConfig(_))), "{c:?}");
@@ -457,9 +436,7 @@ fn many_well_log_z_with_hmc() {
     for _ in 0..10 {
         ais.run(&q, &p, 512, &mut rng).unwrap();
     }
-    let r: Vec<f64> = (0..20)
-        .map(|_| (ais.run(&q, &p, 512, &mut rng).unwrap().log_z_estimate - log_z).exp())
-        .collect();
+    let r: Vec<f64> = (0..20).map(|_| (ais.run(&q, &p, 512, &mut rng).unwrap().log_z_estimate - log_z).exp()).collect();
     let (m, sd) = mean_sd(&r);
     assert!((m - 1.0).abs() < 4.0 * sd / 20f64.sqrt(), "mean Ẑ/Z = {m} (sd {sd})");
     assert!(sd < 0.3, "sd {sd}");

@@ -29,10 +29,7 @@ pub struct BufferConfig {
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        Self {
-            min_len: 1280,
-            max_len: 12_800,
-        }
+        Self { min_len: 1280, max_len: 12_800 }
     }
 }
 
@@ -43,9 +40,7 @@ impl BufferConfig {
     /// [`BufferError::InvalidConfig`] saying which value to change.
     pub fn validate(&self) -> Result<()> {
         if self.max_len == 0 {
-            return Err(BufferError::InvalidConfig(
-                "max_len (capacity) must be > 0".into(),
-            ));
+            return Err(BufferError::InvalidConfig("max_len (capacity) must be > 0".into()));
         }
         if self.min_len > self.max_len {
             return Err(BufferError::InvalidConfig(format!(
@@ -159,21 +154,8 @@ impl PrioritisedBuffer {
         if dim == 0 {
             return Err(BufferError::InvalidConfig("dim must be > 0".into()));
         }
-        BufferConfig {
-            min_len,
-            max_len: capacity,
-        }
-        .validate()?;
-        Ok(Self {
-            dim,
-            capacity,
-            min_len,
-            x: Vec::new(),
-            log_w: Vec::new(),
-            log_q_old: Vec::new(),
-            next: 0,
-            total_added: 0,
-        })
+        BufferConfig { min_len, max_len: capacity }.validate()?;
+        Ok(Self { dim, capacity, min_len, x: Vec::new(), log_w: Vec::new(), log_q_old: Vec::new(), next: 0, total_added: 0 })
     }
 
     /// Dimension of the stored points.
@@ -238,13 +220,7 @@ impl PrioritisedBuffer {
 
     /// Slot `i` as `(x, log w, log q_old)`, or `None` if `i >= len()`.
     pub fn entry(&self, i: usize) -> Option<(&[f64], f64, f64)> {
-        (i < self.len()).then(|| {
-            (
-                &self.x[i * self.dim..(i + 1) * self.dim],
-                self.log_w[i],
-                self.log_q_old[i],
-            )
-        })
+        (i < self.len()).then(|| (&self.x[i * self.dim..(i + 1) * self.dim], self.log_w[i], self.log_q_old[i]))
     }
 
     /// Number of filled slots with a finite log-weight (the ones that can be drawn).
@@ -273,24 +249,12 @@ impl PrioritisedBuffer {
     /// # Errors
     /// [`BufferError::InvalidArgument`] on a shape mismatch; candle errors on copy failures.
     pub fn add(&mut self, x: &Tensor, log_w: &Tensor, log_q: &Tensor) -> Result<AddReport> {
-        let n = log_w.dims1().map_err(|_| {
-            BufferError::InvalidArgument(format!(
-                "log_w must have shape [n], got {:?}",
-                log_w.dims()
-            ))
-        })?;
+        let n = log_w.dims1().map_err(|_| BufferError::InvalidArgument(format!("log_w must have shape [n], got {:?}", log_w.dims())))?;
         if log_q.dims() != [n] {
-            return Err(BufferError::InvalidArgument(format!(
-                "log_q must have shape [{n}] like log_w, got {:?}",
-                log_q.dims()
-            )));
+            return Err(BufferError::InvalidArgument(format!("log_q must have shape [{n}] like log_w, got {:?}", log_q.dims())));
         }
         if x.dims() != [n, self.dim] {
-            return Err(BufferError::InvalidArgument(format!(
-                "x must have shape [{n}, {}], got {:?}",
-                self.dim,
-                x.dims()
-            )));
+            return Err(BufferError::InvalidArgument(format!("x must have shape [{n}, {}], got {:?}", self.dim, x.dims())));
         }
         let x = fab_core::to_f64_vec(x)?;
         let log_w = fab_core::to_f64_vec(log_w)?;
@@ -317,14 +281,10 @@ impl PrioritisedBuffer {
                 self.dim
             )));
         }
-        let mut report = AddReport {
-            added: 0,
-            dropped: 0,
-        };
+        let mut report = AddReport { added: 0, dropped: 0 };
         for i in 0..n {
             let row = &x[i * self.dim..(i + 1) * self.dim];
-            if !(log_w[i].is_finite() && log_q[i].is_finite() && row.iter().all(|v| v.is_finite()))
-            {
+            if !(log_w[i].is_finite() && log_q[i].is_finite() && row.iter().all(|v| v.is_finite())) {
                 report.dropped += 1;
                 continue;
             }
@@ -362,20 +322,14 @@ impl PrioritisedBuffer {
     /// log-weight (the reference's `topk` would then return −∞ entries; here it is an error).
     pub fn sample_indices(&self, k: usize, rng: &mut dyn RngCore) -> Result<Vec<usize>> {
         if !self.can_sample() {
-            return Err(BufferError::NotReady {
-                added: self.total_added,
-                min_len: self.min_len,
-            });
+            return Err(BufferError::NotReady { added: self.total_added, min_len: self.min_len });
         }
         if k == 0 {
             return Ok(Vec::new());
         }
         let available = self.n_live();
         if k > available {
-            return Err(BufferError::NotEnoughEntries {
-                requested: k,
-                available,
-            });
+            return Err(BufferError::NotEnoughEntries { requested: k, available });
         }
         let mut keys: Vec<(f64, usize)> = Vec::with_capacity(available);
         for (i, &lw) in self.log_w.iter().enumerate() {
@@ -385,8 +339,7 @@ impl PrioritisedBuffer {
             }
         }
         // Largest key first; ties (probability zero) broken by slot for determinism.
-        let by_key_desc =
-            |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        let by_key_desc = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if k < keys.len() {
             keys.select_nth_unstable_by(k - 1, by_key_desc);
         }
@@ -409,25 +362,15 @@ impl PrioritisedBuffer {
         let mut log_w = Vec::with_capacity(indices.len());
         let mut log_q_old = Vec::with_capacity(indices.len());
         for &i in indices {
-            let (row, lw, lq) = self.entry(i).ok_or_else(|| {
-                BufferError::InvalidArgument(format!(
-                    "index {i} is not a filled slot (len {})",
-                    self.len()
-                ))
-            })?;
+            let (row, lw, lq) = self
+                .entry(i)
+                .ok_or_else(|| BufferError::InvalidArgument(format!("index {i} is not a filled slot (len {})", self.len())))?;
             x.extend_from_slice(row);
             log_w.push(lw);
             log_q_old.push(lq);
         }
-        let x = Tensor::from_vec(x, (indices.len(), self.dim), &Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(device)?;
-        Ok(BufferBatch {
-            x,
-            log_w,
-            log_q_old,
-            indices: indices.to_vec(),
-        })
+        let x = Tensor::from_vec(x, (indices.len(), self.dim), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
+        Ok(BufferBatch { x, log_w, log_q_old, indices: indices.to_vec() })
     }
 
     /// One batch of `n` distinct entries drawn ∝ w ([`sample_indices`](Self::sample_indices) then
@@ -435,13 +378,7 @@ impl PrioritisedBuffer {
     ///
     /// # Errors
     /// As [`sample_indices`](Self::sample_indices) and [`gather`](Self::gather).
-    pub fn sample(
-        &self,
-        n: usize,
-        dtype: DType,
-        device: &Device,
-        rng: &mut dyn RngCore,
-    ) -> Result<BufferBatch> {
+    pub fn sample(&self, n: usize, dtype: DType, device: &Device, rng: &mut dyn RngCore) -> Result<BufferBatch> {
         let idx = self.sample_indices(n, rng)?;
         self.gather(&idx, dtype, device)
     }
@@ -461,20 +398,14 @@ impl PrioritisedBuffer {
         device: &Device,
         rng: &mut dyn RngCore,
     ) -> Result<Vec<BufferBatch>> {
-        let k = batch_size.checked_mul(n_batches).ok_or_else(|| {
-            BufferError::InvalidArgument(format!(
-                "batch_size·n_batches overflows ({batch_size}·{n_batches})"
-            ))
-        })?;
+        let k = batch_size
+            .checked_mul(n_batches)
+            .ok_or_else(|| BufferError::InvalidArgument(format!("batch_size·n_batches overflows ({batch_size}·{n_batches})")))?;
         if batch_size == 0 {
-            return (0..n_batches)
-                .map(|_| self.gather(&[], dtype, device))
-                .collect();
+            return (0..n_batches).map(|_| self.gather(&[], dtype, device)).collect();
         }
         let idx = self.sample_indices(k, rng)?;
-        idx.chunks(batch_size)
-            .map(|c| self.gather(c, dtype, device))
-            .collect()
+        idx.chunks(batch_size).map(|c| self.gather(c, dtype, device)).collect()
     }
 
     /// Re-weights the entries at `indices` after the flow changed from q_old to q_new
@@ -499,53 +430,30 @@ impl PrioritisedBuffer {
     /// [`BufferError::InvalidArgument`] (nothing is modified) if `indices` and `log_q_new` differ
     /// in length, an index is not a filled slot or appears twice, `alpha` is not finite, or the
     /// clip is not a positive number.
-    pub fn adjust(
-        &mut self,
-        indices: &[usize],
-        log_q_new: &[f64],
-        alpha: f64,
-        w_adjust_max_clip: Option<f64>,
-    ) -> Result<Adjustment> {
+    pub fn adjust(&mut self, indices: &[usize], log_q_new: &[f64], alpha: f64, w_adjust_max_clip: Option<f64>) -> Result<Adjustment> {
         if indices.len() != log_q_new.len() {
-            return Err(BufferError::InvalidArgument(format!(
-                "adjust: {} indices but {} log q values",
-                indices.len(),
-                log_q_new.len()
-            )));
+            return Err(BufferError::InvalidArgument(format!("adjust: {} indices but {} log q values", indices.len(), log_q_new.len())));
         }
         if !alpha.is_finite() {
-            return Err(BufferError::InvalidArgument(format!(
-                "alpha must be finite, got {alpha}"
-            )));
+            return Err(BufferError::InvalidArgument(format!("alpha must be finite, got {alpha}")));
         }
         if let Some(c) = w_adjust_max_clip {
             if c.is_nan() || c <= 0.0 {
-                return Err(BufferError::InvalidArgument(format!(
-                    "w_adjust_max_clip must be > 0 (or None for no clip), got {c}"
-                )));
+                return Err(BufferError::InvalidArgument(format!("w_adjust_max_clip must be > 0 (or None for no clip), got {c}")));
             }
         }
         let mut sorted = indices.to_vec();
         sorted.sort_unstable();
         if let Some(&last) = sorted.last() {
             if last >= self.len() {
-                return Err(BufferError::InvalidArgument(format!(
-                    "adjust: index {last} is not a filled slot (len {})",
-                    self.len()
-                )));
+                return Err(BufferError::InvalidArgument(format!("adjust: index {last} is not a filled slot (len {})", self.len())));
             }
         }
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(BufferError::InvalidArgument(format!(
-                "adjust: index {} appears twice",
-                w[0]
-            )));
+            return Err(BufferError::InvalidArgument(format!("adjust: index {} appears twice", w[0])));
         }
-        let mut out = Adjustment {
-            log_w_adjust: Vec::with_capacity(indices.len()),
-            loss_weights: Vec::with_capacity(indices.len()),
-            n_killed: 0,
-        };
+        let mut out =
+            Adjustment { log_w_adjust: Vec::with_capacity(indices.len()), loss_weights: Vec::with_capacity(indices.len()), n_killed: 0 };
         for (&i, &lq) in indices.iter().zip(log_q_new) {
             let adj = log_weight_adjustment(self.log_q_old[i], lq, alpha);
             if adj.is_finite() && lq.is_finite() {
@@ -584,22 +492,10 @@ impl PrioritisedBuffer {
             self.total_added as i64,
         ];
         let mut map = HashMap::new();
-        map.insert(
-            "x".to_string(),
-            Tensor::from_slice(&self.x, (n, self.dim), &cpu)?,
-        );
-        map.insert(
-            "log_w".to_string(),
-            Tensor::from_slice(&self.log_w, n, &cpu)?,
-        );
-        map.insert(
-            "log_q_old".to_string(),
-            Tensor::from_slice(&self.log_q_old, n, &cpu)?,
-        );
-        map.insert(
-            "state".to_string(),
-            Tensor::from_slice(&state, state.len(), &cpu)?,
-        );
+        map.insert("x".to_string(), Tensor::from_slice(&self.x, (n, self.dim), &cpu)?);
+        map.insert("log_w".to_string(), Tensor::from_slice(&self.log_w, n, &cpu)?);
+        map.insert("log_q_old".to_string(), Tensor::from_slice(&self.log_q_old, n, &cpu)?);
+        map.insert("state".to_string(), Tensor::from_slice(&state, state.len(), &cpu)?);
         candle_core::safetensors::save(&map, path)?;
         Ok(())
     }
@@ -613,14 +509,9 @@ impl PrioritisedBuffer {
     pub fn load(path: &Path) -> Result<Self> {
         let map = candle_core::safetensors::load(path, &Device::Cpu)?;
         let get = |name: &str, dtype: DType| -> Result<&Tensor> {
-            let t = map.get(name).ok_or_else(|| {
-                BufferError::Format(format!("{}: no tensor `{name}`", path.display()))
-            })?;
+            let t = map.get(name).ok_or_else(|| BufferError::Format(format!("{}: no tensor `{name}`", path.display())))?;
             if t.dtype() != dtype {
-                return Err(BufferError::Format(format!(
-                    "`{name}` has dtype {:?}, expected {dtype:?}",
-                    t.dtype()
-                )));
+                return Err(BufferError::Format(format!("`{name}` has dtype {:?}, expected {dtype:?}", t.dtype())));
             }
             Ok(t)
         };
@@ -631,28 +522,18 @@ impl PrioritisedBuffer {
             )));
         }
         if state[1..].iter().any(|&v| v < 0) {
-            return Err(BufferError::Format(format!(
-                "negative counter in state {state:?}"
-            )));
+            return Err(BufferError::Format(format!("negative counter in state {state:?}")));
         }
-        let (dim, capacity, min_len, n, next) = (
-            state[1] as usize,
-            state[2] as usize,
-            state[3] as usize,
-            state[4] as usize,
-            state[5] as usize,
-        );
+        let (dim, capacity, min_len, n, next) =
+            (state[1] as usize, state[2] as usize, state[3] as usize, state[4] as usize, state[5] as usize);
         let total_added = state[6] as u64;
-        let mut buf =
-            Self::new(dim, capacity, min_len).map_err(|e| BufferError::Format(e.to_string()))?;
+        let mut buf = Self::new(dim, capacity, min_len).map_err(|e| BufferError::Format(e.to_string()))?;
         let consistent = n <= capacity
             && n as u64 == total_added.min(capacity as u64)
             && next < capacity
             && next as u64 == total_added % capacity as u64;
         if !consistent {
-            return Err(BufferError::Format(format!(
-                "inconsistent counters in state {state:?}"
-            )));
+            return Err(BufferError::Format(format!("inconsistent counters in state {state:?}")));
         }
         let x = get("x", DType::F64)?;
         let log_w = get("log_w", DType::F64)?;
@@ -696,36 +577,18 @@ mod tests {
 
     #[test]
     fn validation_errors() {
-        assert!(matches!(
-            PrioritisedBuffer::new(0, 10, 1),
-            Err(BufferError::InvalidConfig(_))
-        ));
-        assert!(matches!(
-            PrioritisedBuffer::new(2, 0, 0),
-            Err(BufferError::InvalidConfig(_))
-        ));
-        assert!(matches!(
-            PrioritisedBuffer::new(2, 10, 11),
-            Err(BufferError::InvalidConfig(_))
-        ));
+        assert!(matches!(PrioritisedBuffer::new(0, 10, 1), Err(BufferError::InvalidConfig(_))));
+        assert!(matches!(PrioritisedBuffer::new(2, 0, 0), Err(BufferError::InvalidConfig(_))));
+        assert!(matches!(PrioritisedBuffer::new(2, 10, 11), Err(BufferError::InvalidConfig(_))));
         assert!(PrioritisedBuffer::new(2, 10, 10).is_ok());
         let mut b = PrioritisedBuffer::new(2, 10, 1).unwrap();
         // x has 3 values for 2 entries of dim 2.
-        assert!(matches!(
-            b.add_host(&[0.0; 3], &[0.0; 2], &[0.0; 2]),
-            Err(BufferError::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            b.add_host(&[0.0; 4], &[0.0; 2], &[0.0; 1]),
-            Err(BufferError::InvalidArgument(_))
-        ));
+        assert!(matches!(b.add_host(&[0.0; 3], &[0.0; 2], &[0.0; 2]), Err(BufferError::InvalidArgument(_))));
+        assert!(matches!(b.add_host(&[0.0; 4], &[0.0; 2], &[0.0; 1]), Err(BufferError::InvalidArgument(_))));
         let cpu = Device::Cpu;
         let x = Tensor::zeros((2, 3), DType::F64, &cpu).unwrap();
         let lw = Tensor::zeros(2, DType::F64, &cpu).unwrap();
-        assert!(matches!(
-            b.add(&x, &lw, &lw),
-            Err(BufferError::InvalidArgument(_))
-        ));
+        assert!(matches!(b.add(&x, &lw, &lw), Err(BufferError::InvalidArgument(_))));
         assert!(b.is_empty());
         b.add_host(&[0.0; 4], &[0.0; 2], &[0.0; 2]).unwrap();
         // alpha, clip, lengths, indices.
@@ -745,12 +608,7 @@ mod tests {
         let c = BufferConfig::default();
         assert_eq!((c.min_len, c.max_len), (1280, 12_800));
         assert!(c.validate().is_ok());
-        assert!(BufferConfig {
-            min_len: 5,
-            max_len: 4
-        }
-        .validate()
-        .is_err());
+        assert!(BufferConfig { min_len: 5, max_len: 4 }.validate().is_err());
         let b = c.init(2).unwrap();
         assert_eq!((b.dim(), b.capacity(), b.min_len()), (2, 12_800, 1280));
     }
@@ -765,21 +623,12 @@ mod tests {
             b.add_host(&x, &lw, &lq).unwrap()
         };
         add(&mut b, &[1.0]);
-        assert_eq!(
-            (b.len(), b.is_full(), b.can_sample(), b.next_slot()),
-            (1, false, false, 1)
-        );
+        assert_eq!((b.len(), b.is_full(), b.can_sample(), b.next_slot()), (1, false, false, 1));
         add(&mut b, &[2.0, 3.0]);
-        assert_eq!(
-            (b.len(), b.is_full(), b.can_sample(), b.next_slot()),
-            (3, false, true, 3)
-        );
+        assert_eq!((b.len(), b.is_full(), b.can_sample(), b.next_slot()), (3, false, true, 3));
         // Slot 3 gets 4, then 5 and 6 overwrite the two oldest (1, 2) in slots 0 and 1.
         add(&mut b, &[4.0, 5.0, 6.0]);
-        assert_eq!(
-            (b.len(), b.is_full(), b.next_slot(), b.total_added()),
-            (4, true, 2, 6)
-        );
+        assert_eq!((b.len(), b.is_full(), b.next_slot(), b.total_added()), (4, true, 2, 6));
         assert_eq!(b.x(), &[5.0, -5.0, 6.0, -6.0, 3.0, -3.0, 4.0, -4.0]);
         assert_eq!(b.log_q_old(), &[-5.0, -6.0, -3.0, -4.0]);
         assert_eq!(b.entry(2).unwrap(), (&[3.0, -3.0][..], 3.0 * 0.1, -3.0));
@@ -796,28 +645,10 @@ mod tests {
         let mut b = PrioritisedBuffer::new(1, 10, 3).unwrap();
         let mut rng = seeded_rng(0, 0);
         b.add_host(&[0.0, 1.0], &[0.0, 0.0], &[0.0, 0.0]).unwrap();
-        assert!(matches!(
-            b.sample_indices(1, &mut rng),
-            Err(BufferError::NotReady {
-                added: 2,
-                min_len: 3
-            })
-        ));
+        assert!(matches!(b.sample_indices(1, &mut rng), Err(BufferError::NotReady { added: 2, min_len: 3 })));
         // Non-finite log w, log q or x are dropped and do not count towards min_len.
-        let r = b
-            .add_host(
-                &[2.0, f64::NAN, 4.0, 5.0],
-                &[f64::NEG_INFINITY, 0.0, 0.0, f64::NAN],
-                &[0.0, 0.0, f64::INFINITY, 0.0],
-            )
-            .unwrap();
-        assert_eq!(
-            r,
-            AddReport {
-                added: 0,
-                dropped: 4
-            }
-        );
+        let r = b.add_host(&[2.0, f64::NAN, 4.0, 5.0], &[f64::NEG_INFINITY, 0.0, 0.0, f64::NAN], &[0.0, 0.0, f64::INFINITY, 0.0]).unwrap();
+        assert_eq!(r, AddReport { added: 0, dropped: 4 });
         assert!(!b.can_sample());
         b.add_host(&[6.0], &[0.0], &[0.0]).unwrap();
         assert!(b.can_sample());
@@ -833,13 +664,7 @@ mod tests {
         let mut rng = seeded_rng(1, 0);
         b.adjust(&[1, 3], &[f64::NAN, 0.0], 2.0, None).unwrap();
         assert_eq!(b.n_live(), 3);
-        assert!(matches!(
-            b.sample_indices(4, &mut rng),
-            Err(BufferError::NotEnoughEntries {
-                requested: 4,
-                available: 3
-            })
-        ));
+        assert!(matches!(b.sample_indices(4, &mut rng), Err(BufferError::NotEnoughEntries { requested: 4, available: 3 })));
         let mut all = b.sample_indices(3, &mut rng).unwrap();
         all.sort_unstable();
         assert_eq!(all, vec![0, 2, 3]);
@@ -888,31 +713,15 @@ mod tests {
         let mut b = PrioritisedBuffer::new(1, 4, 1).unwrap();
         b.add_host(&[0.0], &[0.2], &[-1.0]).unwrap();
         let a = b.adjust(&[0], &[-3.0], 1.0, None).unwrap();
-        assert_eq!(
-            (
-                a.log_w_adjust[0],
-                a.loss_weights[0],
-                b.log_w()[0],
-                b.log_q_old()[0]
-            ),
-            (0.0, 1.0, 0.2, -3.0)
-        );
+        assert_eq!((a.log_w_adjust[0], a.loss_weights[0], b.log_w()[0], b.log_q_old()[0]), (0.0, 1.0, 0.2, -3.0));
     }
 
     #[test]
     fn non_finite_adjustment_kills_entry() {
         let mut b = PrioritisedBuffer::new(1, 4, 1).unwrap();
-        b.add_host(&[0.0, 1.0, 2.0, 3.0], &[0.0; 4], &[-1.0; 4])
-            .unwrap();
+        b.add_host(&[0.0, 1.0, 2.0, 3.0], &[0.0; 4], &[-1.0; 4]).unwrap();
         // NaN log q, −∞ log q (adjustment +∞ for α = 2), +∞ log q, and one valid entry.
-        let a = b
-            .adjust(
-                &[0, 1, 2, 3],
-                &[f64::NAN, f64::NEG_INFINITY, f64::INFINITY, -1.0],
-                2.0,
-                Some(10.0),
-            )
-            .unwrap();
+        let a = b.adjust(&[0, 1, 2, 3], &[f64::NAN, f64::NEG_INFINITY, f64::INFINITY, -1.0], 2.0, Some(10.0)).unwrap();
         assert_eq!(a.n_killed, 3);
         assert_eq!(&b.log_w()[..3], &[f64::NEG_INFINITY; 3]);
         assert_eq!(b.log_w()[3], 0.0);
@@ -945,10 +754,7 @@ mod tests {
         // Weights (1, 1, 2) (log (0, 0, ln 2)): w̄ = (1/4, 1/4, 1/2), Σw̄² = 3/8, ESS = 1/(3·3/8) = 8/9.
         let b = filled(8, 1, &[0.0, 0.0, 2f64.ln()]);
         assert!((b.ess() - 8.0 / 9.0).abs() < 1e-12);
-        assert_eq!(
-            PrioritisedBuffer::new(1, 2, 0).unwrap().dead_fraction(),
-            0.0
-        );
+        assert_eq!(PrioritisedBuffer::new(1, 2, 0).unwrap().dead_fraction(), 0.0);
     }
 
     #[test]
@@ -958,9 +764,7 @@ mod tests {
         let x: Vec<f64> = (0..150).map(|i| i as f64).collect();
         b.add_host(&x, &lw, &vec![-2.0; 50]).unwrap();
         let mut rng = seeded_rng(3, 0);
-        let batches = b
-            .sample_batches(8, 5, DType::F32, &Device::Cpu, &mut rng)
-            .unwrap();
+        let batches = b.sample_batches(8, 5, DType::F32, &Device::Cpu, &mut rng).unwrap();
         assert_eq!(batches.len(), 5);
         let mut all = Vec::new();
         for bt in &batches {
@@ -968,10 +772,7 @@ mod tests {
             assert_eq!(bt.x.dtype(), DType::F32);
             let xs = bt.x.to_vec2::<f32>().unwrap();
             for (r, &i) in xs.iter().zip(&bt.indices) {
-                assert_eq!(
-                    r,
-                    &[3.0 * i as f32, 3.0 * i as f32 + 1.0, 3.0 * i as f32 + 2.0]
-                );
+                assert_eq!(r, &[3.0 * i as f32, 3.0 * i as f32 + 1.0, 3.0 * i as f32 + 2.0]);
             }
             for (k, &i) in bt.indices.iter().enumerate() {
                 assert_eq!(bt.log_w[k], lw[i]);
@@ -982,8 +783,6 @@ mod tests {
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), 40, "the 40 indices of one draw are distinct");
-        assert!(b
-            .sample_batches(10, 6, DType::F64, &Device::Cpu, &mut rng)
-            .is_err());
+        assert!(b.sample_batches(10, 6, DType::F64, &Device::Cpu, &mut rng).is_err());
     }
 }

@@ -33,7 +33,5 @@
 mod buffer;
 mod error;
 
-pub use buffer::{
-    log_weight_adjustment, AddReport, Adjustment, BufferBatch, BufferConfig, PrioritisedBuffer,
-};
+pub use buffer::{log_weight_adjustment, AddReport, Adjustment, BufferBatch, BufferConfig, PrioritisedBuffer};
 pub use error::{BufferError, Result};

@@ -46,14 +46,7 @@ fn exact_subset_probs(w: &[f64], k: usize) -> HashMap<u32, f64> {
         }
         for i in 0..w.len() {
             if mask & (1 << i) == 0 && w[i] > 0.0 {
-                rec(
-                    w,
-                    k,
-                    mask | (1 << i),
-                    remaining - w[i],
-                    p * w[i] / remaining,
-                    out,
-                );
+                rec(w, k, mask | (1 << i), remaining - w[i], p * w[i] / remaining, out);
             }
         }
     }
@@ -68,14 +61,10 @@ fn buffer_with_log_w(log_w: &[f64]) -> PrioritisedBuffer {
     let x: Vec<f64> = (0..n).map(|i| i as f64).collect();
     // Entries are added with finite weights, then the −∞ ones are killed through `adjust`
     // (`add` refuses non-finite weights).
-    let finite: Vec<f64> = log_w
-        .iter()
-        .map(|l| if l.is_finite() { *l } else { 0.0 })
-        .collect();
+    let finite: Vec<f64> = log_w.iter().map(|l| if l.is_finite() { *l } else { 0.0 }).collect();
     b.add_host(&x, &finite, &vec![0.0; n]).unwrap();
     let dead: Vec<usize> = (0..n).filter(|&i| !log_w[i].is_finite()).collect();
-    b.adjust(&dead, &vec![f64::NAN; dead.len()], 2.0, None)
-        .unwrap();
+    b.adjust(&dead, &vec![f64::NAN; dead.len()], 2.0, None).unwrap();
     b
 }
 
@@ -117,17 +106,11 @@ fn k2_subset_law_matches_exact_enumeration_and_dead_entry_never_drawn() {
     for _ in 0..n {
         let idx = b.sample_indices(2, &mut rng).unwrap();
         assert_ne!(idx[0], idx[1], "without replacement");
-        assert!(
-            idx.iter().all(|&i| i < 6),
-            "the dead entry 6 must never be drawn"
-        );
+        assert!(idx.iter().all(|&i| i < 6), "the dead entry 6 must never be drawn");
         *counts.entry((1 << idx[0]) | (1 << idx[1])).or_insert(0) += 1;
     }
     let keys: Vec<u32> = exact.keys().copied().collect();
-    let c: Vec<u64> = keys
-        .iter()
-        .map(|k| counts.get(k).copied().unwrap_or(0))
-        .collect();
+    let c: Vec<u64> = keys.iter().map(|k| counts.get(k).copied().unwrap_or(0)).collect();
     let pr: Vec<f64> = keys.iter().map(|k| exact[k]).collect();
     let x2 = chi2_stat(&c, &pr, n);
     let p = chi2_sf_even_df(x2, 14);
@@ -136,22 +119,11 @@ fn k2_subset_law_matches_exact_enumeration_and_dead_entry_never_drawn() {
     // Power check (negative control): the same counts are decisively inconsistent with a
     // plausible wrong law, pair probability ∝ wᵢ·wⱼ (conditional Poisson sampling), which
     // differs from successive sampling by a few percent per pair.
-    let wrong: Vec<f64> = keys
-        .iter()
-        .map(|&k| {
-            (0..6)
-                .filter(|i| k & (1 << i) != 0)
-                .map(|i| w[i])
-                .product::<f64>()
-        })
-        .collect();
+    let wrong: Vec<f64> = keys.iter().map(|&k| (0..6).filter(|i| k & (1 << i) != 0).map(|i| w[i]).product::<f64>()).collect();
     let z: f64 = wrong.iter().sum();
     let wrong: Vec<f64> = wrong.iter().map(|v| v / z).collect();
     let x2_wrong = chi2_stat(&c, &wrong, n);
-    assert!(
-        chi2_sf_even_df(x2_wrong, 14) < 1e-10,
-        "χ² vs wrong law = {x2_wrong}"
-    );
+    assert!(chi2_sf_even_df(x2_wrong, 14) < 1e-10, "χ² vs wrong law = {x2_wrong}");
 }
 
 #[test]
@@ -173,10 +145,7 @@ fn k4_of_5_subset_law_matches_exact_enumeration() {
     let probs: Vec<f64> = (0..5).map(|e| exact[&(0b11111 & !(1u32 << e))]).collect();
     let x2 = chi2_stat(&counts, &probs, n);
     let p = chi2_sf_even_df(x2, 4);
-    assert!(
-        p > 1e-4,
-        "χ² = {x2}, p = {p}, counts {counts:?}, probs {probs:?}"
-    );
+    assert!(p > 1e-4, "χ² = {x2}, p = {p}, counts {counts:?}, probs {probs:?}");
 }
 
 #[test]
@@ -204,10 +173,7 @@ fn no_duplicates_in_large_draws() {
     let mut b = PrioritisedBuffer::new(2, n, 100).unwrap();
     let mut rng = seeded_rng(15, 0);
     let x = fab_core::rng::normal_vec(&mut rng, 2 * n);
-    let lw: Vec<f64> = fab_core::rng::normal_vec(&mut rng, n)
-        .iter()
-        .map(|v| 3.0 * v)
-        .collect();
+    let lw: Vec<f64> = fab_core::rng::normal_vec(&mut rng, n).iter().map(|v| 3.0 * v).collect();
     b.add_host(&x, &lw, &vec![0.0; n]).unwrap();
     for k in [1, 17, 1024, 4999, 5000] {
         let mut idx = b.sample_indices(k, &mut rng).unwrap();
@@ -230,22 +196,8 @@ fn assert_same(a: &PrioritisedBuffer, b: &PrioritisedBuffer) {
     assert_eq!(bits(a.log_w()), bits(b.log_w()));
     assert_eq!(bits(a.log_q_old()), bits(b.log_q_old()));
     assert_eq!(
-        (
-            a.dim(),
-            a.capacity(),
-            a.min_len(),
-            a.len(),
-            a.next_slot(),
-            a.total_added()
-        ),
-        (
-            b.dim(),
-            b.capacity(),
-            b.min_len(),
-            b.len(),
-            b.next_slot(),
-            b.total_added()
-        )
+        (a.dim(), a.capacity(), a.min_len(), a.len(), a.next_slot(), a.total_added()),
+        (b.dim(), b.capacity(), b.min_len(), b.len(), b.next_slot(), b.total_added())
     );
 }
 
@@ -255,9 +207,7 @@ fn iteration(buf: &mut PrioritisedBuffer, rng: &mut fab_core::FabRng) -> Vec<usi
     let lw = fab_core::rng::normal_vec(rng, 6);
     let lq = fab_core::rng::normal_vec(rng, 6);
     buf.add_host(&x, &lw, &lq).unwrap();
-    let chunks = buf
-        .sample_batches(4, 2, DType::F64, &Device::Cpu, rng)
-        .unwrap();
+    let chunks = buf.sample_batches(4, 2, DType::F64, &Device::Cpu, rng).unwrap();
     let mut drawn = Vec::new();
     for c in chunks {
         let new_lq: Vec<f64> = c.log_q_old.iter().map(|v| v + 0.1).collect();
@@ -273,12 +223,7 @@ fn save_load_round_trip_continues_identically() {
     let mut a = PrioritisedBuffer::new(3, 20, 10).unwrap();
     // Initial fill up to min_len, as FAB does before its first iteration.
     let x0 = fab_core::rng::normal_vec(&mut rng, 30);
-    a.add_host(
-        &x0,
-        &fab_core::rng::normal_vec(&mut rng, 10),
-        &fab_core::rng::normal_vec(&mut rng, 10),
-    )
-    .unwrap();
+    a.add_host(&x0, &fab_core::rng::normal_vec(&mut rng, 10), &fab_core::rng::normal_vec(&mut rng, 10)).unwrap();
     for _ in 0..6 {
         iteration(&mut a, &mut rng); // 46 entries added: the buffer has wrapped twice
     }
@@ -298,12 +243,7 @@ fn save_load_round_trip_continues_identically() {
     // A partially filled buffer (not ready yet) and an empty one round-trip too.
     for n_add in [0usize, 3] {
         let mut c = PrioritisedBuffer::new(2, 10, 5).unwrap();
-        c.add_host(
-            &vec![1.5; 2 * n_add],
-            &vec![0.25; n_add],
-            &vec![-1.0; n_add],
-        )
-        .unwrap();
+        c.add_host(&vec![1.5; 2 * n_add], &vec![0.25; n_add], &vec![-1.0; n_add]).unwrap();
         c.save(&path).unwrap();
         let d = PrioritisedBuffer::load(&path).unwrap();
         assert_same(&c, &d);
@@ -316,55 +256,25 @@ fn load_rejects_bad_files() {
     let path = temp_path("bad.safetensors");
     let cpu = Device::Cpu;
     let mut map = HashMap::new();
-    map.insert(
-        "x".to_string(),
-        Tensor::zeros((1, 2), DType::F64, &cpu).unwrap(),
-    );
-    map.insert(
-        "log_w".to_string(),
-        Tensor::zeros(1, DType::F64, &cpu).unwrap(),
-    );
-    map.insert(
-        "log_q_old".to_string(),
-        Tensor::zeros(1, DType::F64, &cpu).unwrap(),
-    );
+    map.insert("x".to_string(), Tensor::zeros((1, 2), DType::F64, &cpu).unwrap());
+    map.insert("log_w".to_string(), Tensor::zeros(1, DType::F64, &cpu).unwrap());
+    map.insert("log_q_old".to_string(), Tensor::zeros(1, DType::F64, &cpu).unwrap());
     // Wrong version.
-    map.insert(
-        "state".to_string(),
-        Tensor::new(&[99i64, 2, 10, 1, 1, 1, 1], &cpu).unwrap(),
-    );
+    map.insert("state".to_string(), Tensor::new(&[99i64, 2, 10, 1, 1, 1, 1], &cpu).unwrap());
     candle_core::safetensors::save(&map, &path).unwrap();
-    assert!(matches!(
-        PrioritisedBuffer::load(&path),
-        Err(BufferError::Format(_))
-    ));
+    assert!(matches!(PrioritisedBuffer::load(&path), Err(BufferError::Format(_))));
     // Inconsistent counters (next slot should be 1).
-    map.insert(
-        "state".to_string(),
-        Tensor::new(&[1i64, 2, 10, 1, 1, 3, 1], &cpu).unwrap(),
-    );
+    map.insert("state".to_string(), Tensor::new(&[1i64, 2, 10, 1, 1, 3, 1], &cpu).unwrap());
     candle_core::safetensors::save(&map, &path).unwrap();
-    assert!(matches!(
-        PrioritisedBuffer::load(&path),
-        Err(BufferError::Format(_))
-    ));
+    assert!(matches!(PrioritisedBuffer::load(&path), Err(BufferError::Format(_))));
     // Shape mismatch (dim 3 declared, x has 2 columns).
-    map.insert(
-        "state".to_string(),
-        Tensor::new(&[1i64, 3, 10, 1, 1, 1, 1], &cpu).unwrap(),
-    );
+    map.insert("state".to_string(), Tensor::new(&[1i64, 3, 10, 1, 1, 1, 1], &cpu).unwrap());
     candle_core::safetensors::save(&map, &path).unwrap();
-    assert!(matches!(
-        PrioritisedBuffer::load(&path),
-        Err(BufferError::Format(_))
-    ));
+    assert!(matches!(PrioritisedBuffer::load(&path), Err(BufferError::Format(_))));
     // Missing tensor.
     map.remove("log_w");
     candle_core::safetensors::save(&map, &path).unwrap();
-    assert!(matches!(
-        PrioritisedBuffer::load(&path),
-        Err(BufferError::Format(_))
-    ));
+    assert!(matches!(PrioritisedBuffer::load(&path), Err(BufferError::Format(_))));
     // Missing file.
     assert!(PrioritisedBuffer::load(&temp_path("does_not_exist.safetensors")).is_err());
 }
@@ -385,8 +295,7 @@ fn add_from_tensors_any_dtype() {
 
 #[test]
 fn config_serde_round_trip_and_unknown_fields() {
-    let c: fab_buffer::BufferConfig =
-        serde_json::from_str(r#"{"min_len": 65536, "max_len": 512000}"#).unwrap();
+    let c: fab_buffer::BufferConfig = serde_json::from_str(r#"{"min_len": 65536, "max_len": 512000}"#).unwrap();
     assert_eq!((c.min_len, c.max_len), (65_536, 512_000));
     let d: fab_buffer::BufferConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(d, fab_buffer::BufferConfig::default());
@@ -400,15 +309,6 @@ fn value_stability() {
     let log_w: Vec<f64> = (0..12).map(|i| (i as f64).sin()).collect();
     let b = buffer_with_log_w(&log_w);
     let mut rng = seeded_rng(42, 7);
-    let draws: Vec<Vec<usize>> = (0..3)
-        .map(|_| b.sample_indices(5, &mut rng).unwrap())
-        .collect();
-    assert_eq!(
-        draws,
-        vec![
-            vec![8, 9, 3, 1, 2],
-            vec![9, 7, 1, 6, 10],
-            vec![6, 2, 8, 11, 9]
-        ]
-    );
+    let draws: Vec<Vec<usize>> = (0..3).map(|_| b.sample_indices(5, &mut rng).unwrap()).collect();
+    assert_eq!(draws, vec![vec![8, 9, 3, 1, 2], vec![9, 7, 1, 6, 10], vec![6, 2, 8, 11, 9]]);
 }

@@ -87,10 +87,7 @@ impl LogDensity for OnDevice<'_> {
 ///
 /// The points are wrapped in a fresh [`Var`], so no gradient reaches any caller's graph. Rows are
 /// independent, so differentiating the sum gives every row's gradient at once.
-pub fn autodiff_log_prob_and_grad<D: LogDensity + ?Sized>(
-    density: &D,
-    x: &Tensor,
-) -> Result<(Tensor, Tensor)> {
+pub fn autodiff_log_prob_and_grad<D: LogDensity + ?Sized>(density: &D, x: &Tensor) -> Result<(Tensor, Tensor)> {
     let xv = Var::from_tensor(&x.detach())?;
     let lp = density.log_prob(xv.as_tensor())?;
     let grads = lp.sum_all()?.backward()?;
@@ -192,10 +189,6 @@ where
 pub fn check_points(x: &Tensor, dim: usize) -> Result<usize> {
     match x.dims() {
         [n, d] if *d == dim => Ok(*n),
-        other => Err(Error::Shape {
-            what: "points",
-            expected: format!("[n, {dim}]"),
-            got: other.to_vec(),
-        }),
+        other => Err(Error::Shape { what: "points", expected: format!("[n, {dim}]"), got: other.to_vec() }),
     }
 }

@@ -25,9 +25,7 @@ pub fn lu(a: &[f64], n: usize) -> Lu {
     let mut perm: Vec<usize> = (0..n).collect();
     let mut l = vec![0.0; n * n];
     for k in 0..n {
-        let piv = (k..n)
-            .max_by(|&i, &j| m[i * n + k].abs().total_cmp(&m[j * n + k].abs()))
-            .unwrap_or(k);
+        let piv = (k..n).max_by(|&i, &j| m[i * n + k].abs().total_cmp(&m[j * n + k].abs())).unwrap_or(k);
         if piv != k {
             for c in 0..n {
                 m.swap(k * n + c, piv * n + c);

@@ -24,16 +24,13 @@ pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
 
 fn write_raw(path: &Path, descr: &str, bytes: &[u8], shape: &[usize], len: usize) -> Result<()> {
     if shape.iter().product::<usize>() != len {
-        return Err(Error::invalid(format!(
-            "npy: shape {shape:?} does not match {len} elements"
-        )));
+        return Err(Error::invalid(format!("npy: shape {shape:?} does not match {len} elements")));
     }
     let shape_str = match shape {
         [n] => format!("({n},)"),
         s => format!("({})", s.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")),
     };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_str}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_str}, }}");
     // Pad so that magic(6) + version(2) + len(2) + header is a multiple of 64, ending in '\n'.
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
@@ -53,9 +50,7 @@ fn write_raw(path: &Path, descr: &str, bytes: &[u8], shape: &[usize], len: usize
 /// [`Error::InvalidArgument`] for anything else (big-endian, Fortran order, other dtypes).
 pub fn read_f64(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
     let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut buf))
-        .map_err(|e| io_err(path, e))?;
+    std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut buf)).map_err(|e| io_err(path, e))?;
     let bad = |m: &str| Error::invalid(format!("{}: not a supported .npy file ({m})", path.display()));
     if buf.len() < 10 || &buf[..6] != b"\x93NUMPY" {
         return Err(bad("missing magic"));
@@ -102,10 +97,7 @@ pub fn read_f64(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
     let data = if descr == 8 {
         body.chunks_exact(8).take(n).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
     } else {
-        body.chunks_exact(4)
-            .take(n)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
-            .collect()
+        body.chunks_exact(4).take(n).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64).collect()
     };
     Ok((data, shape))
 }

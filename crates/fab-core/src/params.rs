@@ -39,14 +39,7 @@ impl ParamSet {
     }
 
     /// Creates a `Var` from host values, adds it under `name` and returns it.
-    pub fn create(
-        &mut self,
-        name: impl Into<String>,
-        values: Vec<f64>,
-        shape: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Var> {
+    pub fn create(&mut self, name: impl Into<String>, values: Vec<f64>, shape: &[usize], dtype: DType, device: &Device) -> Result<Var> {
         let t = Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
         let v = Var::from_tensor(&t)?;
         self.push(name, v.clone())?;
@@ -114,9 +107,7 @@ impl ParamSet {
     /// If a name is missing or a shape differs (nothing is half-loaded: all checks come first).
     pub fn load_tensors(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
         for (n, v) in self.iter() {
-            let t = tensors
-                .get(n)
-                .ok_or_else(|| Error::invalid(format!("checkpoint has no parameter {n}")))?;
+            let t = tensors.get(n).ok_or_else(|| Error::invalid(format!("checkpoint has no parameter {n}")))?;
             if t.dims() != v.dims() {
                 return Err(Error::invalid(format!(
                     "parameter {n}: checkpoint shape {:?} differs from model shape {:?}",

@@ -25,37 +25,17 @@ pub fn seeded_rng(seed: u64, stream: u64) -> FabRng {
 /// Standard-normal tensor of `shape`, drawn in f64 on the host and converted to `dtype`.
 ///
 /// The same generator state gives the same numbers (up to rounding) in f32 and f64.
-pub fn randn(
-    rng: &mut dyn RngCore,
-    shape: impl Into<Shape>,
-    dtype: DType,
-    device: &Device,
-) -> Result<Tensor> {
+pub fn randn(rng: &mut dyn RngCore, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
     let shape = shape.into();
-    let v: Vec<f64> = (0..shape.elem_count())
-        .map(|_| StandardNormal.sample(rng))
-        .collect();
-    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?
-        .to_dtype(dtype)?
-        .to_device(device)?)
+    let v: Vec<f64> = (0..shape.elem_count()).map(|_| StandardNormal.sample(rng)).collect();
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)
 }
 
 /// Tensor of `shape` with entries uniform on `[lo, hi)`, drawn in f64 on the host.
-pub fn rand_uniform(
-    rng: &mut dyn RngCore,
-    shape: impl Into<Shape>,
-    lo: f64,
-    hi: f64,
-    dtype: DType,
-    device: &Device,
-) -> Result<Tensor> {
+pub fn rand_uniform(rng: &mut dyn RngCore, shape: impl Into<Shape>, lo: f64, hi: f64, dtype: DType, device: &Device) -> Result<Tensor> {
     let shape = shape.into();
-    let v: Vec<f64> = (0..shape.elem_count())
-        .map(|_| lo + (hi - lo) * rng.random::<f64>())
-        .collect();
-    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?
-        .to_dtype(dtype)?
-        .to_device(device)?)
+    let v: Vec<f64> = (0..shape.elem_count()).map(|_| lo + (hi - lo) * rng.random::<f64>()).collect();
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)
 }
 
 /// `n` standard normal f64 numbers.

@@ -49,9 +49,7 @@ impl DiagGaussian {
         &self.std
     }
     fn row(&self, v: &[f64], x: &Tensor) -> Result<Tensor> {
-        Ok(Tensor::from_slice(v, (1, v.len()), &Device::Cpu)?
-            .to_dtype(x.dtype())?
-            .to_device(x.device())?)
+        Ok(Tensor::from_slice(v, (1, v.len()), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?)
     }
 }
 
@@ -64,9 +62,8 @@ impl LogDensity for DiagGaussian {
         let mu = self.row(&self.mean, x)?;
         let sd = self.row(&self.std, x)?;
         let zz = x.broadcast_sub(&mu)?.broadcast_div(&sd)?.sqr()?.sum(1)?;
-        let c: f64 = self.log_z
-            - self.std.iter().map(|s| s.ln()).sum::<f64>()
-            - 0.5 * self.dim() as f64 * (2.0 * std::f64::consts::PI).ln();
+        let c: f64 =
+            self.log_z - self.std.iter().map(|s| s.ln()).sum::<f64>() - 0.5 * self.dim() as f64 * (2.0 * std::f64::consts::PI).ln();
         Ok(((zz * -0.5)? + c)?)
     }
     fn log_prob_and_grad(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -86,8 +83,7 @@ impl ExactSample for DiagGaussian {
     fn sample(&self, n: usize, rng: &mut dyn RngCore) -> Result<Tensor> {
         let d = self.dim();
         let eps = rng::normal_vec(rng, n * d);
-        let v: Vec<f64> =
-            eps.iter().enumerate().map(|(i, e)| self.mean[i % d] + self.std[i % d] * e).collect();
+        let v: Vec<f64> = eps.iter().enumerate().map(|(i, e)| self.mean[i % d] + self.std[i % d] * e).collect();
         Ok(Tensor::from_vec(v, (n, d), &Device::Cpu)?.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
 }
@@ -154,8 +150,7 @@ pub fn log_abs_det_rows(j: &[Vec<f64>]) -> f64 {
 pub fn normal_cdf(x: f64) -> f64 {
     let z = x.abs() / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.3275911 * z);
-    let poly = t
-        * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
     let erfc = poly * (-z * z).exp();
     if x >= 0.0 {
         1.0 - 0.5 * erfc
@@ -221,8 +216,7 @@ mod tests {
         }
         // The autodiff default agrees with the analytic override.
         let (_, ad) = crate::density::autodiff_log_prob_and_grad(&g, &t).unwrap();
-        assert_eq!(ad.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
-                   grad.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+        assert_eq!(ad.flatten_all().unwrap().to_vec1::<f64>().unwrap(), grad.flatten_all().unwrap().to_vec1::<f64>().unwrap());
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! Probe: raw gemm throughput for the Many Well conditioner shapes (f64 and f32).
 use std::time::Instant;
 fn main() {
-    for &(m, k, n, ta, tb) in &[(2048usize, 320usize, 320usize, false, true), (2048, 320, 320, false, false), (320, 2048, 320, true, false), (2048, 16, 320, false, true), (2048, 320, 32, false, true)] {
+    for &(m, k, n, ta, tb) in &[
+        (2048usize, 320usize, 320usize, false, true),
+        (2048, 320, 320, false, false),
+        (320, 2048, 320, true, false),
+        (2048, 16, 320, false, true),
+        (2048, 320, 32, false, true),
+    ] {
         let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.001).sin()).collect();
         let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.002).cos()).collect();
         let mut c = vec![0.0f64; m * n];

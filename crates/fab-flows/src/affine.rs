@@ -26,14 +26,7 @@ pub struct AffineCoupling {
 impl AffineCoupling {
     /// A coupling on `dim` coordinates with an MLP of `n_hidden_layers` hidden layers of width
     /// `hidden` (the FAB GMM/Many Well flows use 2 hidden layers).
-    pub fn new(
-        dim: usize,
-        hidden: usize,
-        n_hidden_layers: usize,
-        rng: &mut dyn RngCore,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn new(dim: usize, hidden: usize, n_hidden_layers: usize, rng: &mut dyn RngCore, dtype: DType, device: &Device) -> Result<Self> {
         Self::with_last_init(dim, hidden, n_hidden_layers, LinearInit::Constant { weight: 0.0, bias: 0.0 }, rng, dtype, device)
     }
 

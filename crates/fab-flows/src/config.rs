@@ -235,7 +235,12 @@ impl CircularNsfConfig {
             if self.periodic_shifts && has_circ && i % 2 == 1 && i + 1 < self.n_blocks {
                 let mut srng = fab_core::seeded_rng(seed.wrapping_add(i as u64), SHIFT_STREAM);
                 let s: f64 = srng.random::<f64>() + 0.5;
-                layers.push(Box::new(PeriodicShift::new(self.dim, self.circular_dims.clone(), std::f64::consts::PI, s * std::f64::consts::PI)?));
+                layers.push(Box::new(PeriodicShift::new(
+                    self.dim,
+                    self.circular_dims.clone(),
+                    std::f64::consts::PI,
+                    s * std::f64::consts::PI,
+                )?));
             }
         }
         if has_circ {

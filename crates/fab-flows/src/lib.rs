@@ -22,10 +22,10 @@ mod error;
 mod layer;
 mod lu;
 mod model;
-mod periodic;
-mod spline_coupling;
 pub mod nets;
+mod periodic;
 pub mod spline;
+mod spline_coupling;
 
 pub use affine::AffineCoupling;
 pub use base::BaseDistribution;

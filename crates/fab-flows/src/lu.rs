@@ -44,9 +44,7 @@ impl LuLinear {
             log_s[i] = s.abs().ln();
             sign_s[i] = if s < 0.0 { -1.0 } else { 1.0 };
         }
-        let perm = (0..dim)
-            .map(|i| (0..dim).find(|&r| f.p[r * dim + i] == 1.0).expect("permutation matrix"))
-            .collect();
+        let perm = (0..dim).map(|i| (0..dim).find(|&r| f.p[r * dim + i] == 1.0).expect("permutation matrix")).collect();
         Self::from_parts(dim, f.l, upper, log_s, perm, sign_s, dtype, device)
     }
 

@@ -161,11 +161,7 @@ impl FlowModel {
     /// exp((1−α)(log q − log q_old)), which needs log q before the backward pass. If `coef_fn`
     /// returns `None` the backward pass is skipped (e.g. a non-finite loss) and no gradients
     /// are returned. One forward and at most one backward pass.
-    pub fn log_prob_backward_with(
-        &self,
-        x: &Tensor,
-        coef_fn: &mut CoefFn<'_>,
-    ) -> Result<(Tensor, Option<Grads>)> {
+    pub fn log_prob_backward_with(&self, x: &Tensor, coef_fn: &mut CoefFn<'_>) -> Result<(Tensor, Option<Grads>)> {
         let n = self.check(x)?;
         if self.use_cpu() {
             return match self.dtype {
@@ -222,11 +218,7 @@ impl FlowModel {
         Ok(g)
     }
 
-    fn cpu_backward<T: Real>(
-        &self,
-        x: &Tensor,
-        coef_fn: &mut CoefFn<'_>,
-    ) -> Result<(Tensor, Option<Grads>)> {
+    fn cpu_backward<T: Real>(&self, x: &Tensor, coef_fn: &mut CoefFn<'_>) -> Result<(Tensor, Option<Grads>)> {
         let n = x.dim(0)?;
         let (z, ld, tapes) = self.cpu_density::<T>(self.host::<T>(x)?, n, true)?;
         let mut lp = vec![T::zero(); n];

@@ -57,9 +57,7 @@ impl Linear {
                 let b = (0..out_features).map(|_| rng.random_range(-a..a)).collect();
                 (w, b)
             }
-            LinearInit::Constant { weight, bias } => {
-                (vec![weight; in_features * out_features], vec![bias; out_features])
-            }
+            LinearInit::Constant { weight, bias } => (vec![weight; in_features * out_features], vec![bias; out_features]),
         };
         let weight = params.create(format!("{prefix}.weight"), w, &[out_features, in_features], dtype, device)?;
         let bias = params.create(format!("{prefix}.bias"), b, &[out_features], dtype, device)?;
@@ -118,7 +116,14 @@ impl Linear {
 
     /// [`cpu_backward`](Self::cpu_backward) writing ∂L/∂x (if wanted) into `gx` (`[n, in]`,
     /// overwritten whatever it held).
-    pub(crate) fn cpu_backward_into<T: Real>(&self, x: &[T], gy: &[T], n: usize, grads: Option<(&mut [T], &mut [T])>, gx: Option<&mut [T]>) -> Result<()> {
+    pub(crate) fn cpu_backward_into<T: Real>(
+        &self,
+        x: &[T],
+        gy: &[T],
+        n: usize,
+        grads: Option<(&mut [T], &mut [T])>,
+        gx: Option<&mut [T]>,
+    ) -> Result<()> {
         if let Some((gw, gb)) = grads {
             matmul(gw, gy, true, x, false, self.out_features, n, self.in_features, true);
             column_sums_into(gb, gy);
@@ -352,7 +357,13 @@ impl ResidualNet {
 
     /// Backward pass: accumulates parameter gradients into `pgrads` (this net's slice, in
     /// parameter order) if given, and returns ∂L/∂input.
-    pub(crate) fn cpu_backward<T: Real>(&self, tape: ResNetTape<T>, gout: Vec<T>, n: usize, mut pgrads: Option<&mut [Vec<T>]>) -> Result<Vec<T>> {
+    pub(crate) fn cpu_backward<T: Real>(
+        &self,
+        tape: ResNetTape<T>,
+        gout: Vec<T>,
+        n: usize,
+        mut pgrads: Option<&mut [Vec<T>]>,
+    ) -> Result<Vec<T>> {
         fn pair<'a, T>(pg: &'a mut Option<&mut [Vec<T>]>, i: usize) -> Option<(&'a mut [T], &'a mut [T])> {
             pg.as_deref_mut().map(|p| {
                 let (w, rest) = p[i..i + 2].split_at_mut(1);

@@ -315,15 +315,7 @@ pub(crate) fn apply_knots<T: Real>(spec: &SplineSpec, kn: &Knots, v: T, inverse:
 
 /// Reverse pass of [`apply`]: given the input `v`, ∂L/∂out (`g_out`) and ∂L/∂logdet (`g_ld`),
 /// returns ∂L/∂v and, if `g_raw` is given, *adds* ∂L/∂raw to it.
-pub(crate) fn apply_backward<T: Real>(
-    spec: &SplineSpec,
-    raw: &[T],
-    v: T,
-    inverse: bool,
-    g_out: T,
-    g_ld: T,
-    g_raw: Option<&mut [T]>,
-) -> T {
+pub(crate) fn apply_backward<T: Real>(spec: &SplineSpec, raw: &[T], v: T, inverse: bool, g_out: T, g_ld: T, g_raw: Option<&mut [T]>) -> T {
     if !inside(spec, v.as_f64()) {
         return g_out;
     }
@@ -439,9 +431,8 @@ pub(crate) fn apply_t(
     let dt = x.dtype();
     let dev = x.device();
     let raw = if raw.rank() == 2 { raw.unsqueeze(0)?.broadcast_as((n, f, 3 * k + 1))? } else { raw.clone() };
-    let host = |v: Vec<f64>, shape: &[usize]| -> Result<Tensor> {
-        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dt)?.to_device(dev)?)
-    };
+    let host =
+        |v: Vec<f64>, shape: &[usize]| -> Result<Tensor> { Ok(Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dt)?.to_device(dev)?) };
     let b = host(bounds.to_vec(), &[1, f])?;
     let b3 = b.unsqueeze(2)?;
     let inside = x.broadcast_ge(&b.neg()?)?.mul(&x.broadcast_le(&b)?)?;
@@ -701,10 +692,20 @@ mod tests {
             let ld = ld.flatten_all().unwrap().to_vec1::<f64>().unwrap();
             for i in 0..n {
                 for j in 0..f {
-                    let spec = SplineSpec { bins, bound: bounds[j], tail: if circular[j] { Tail::Circular } else { Tail::Linear }, raw_scale: 0.25 };
+                    let spec = SplineSpec {
+                        bins,
+                        bound: bounds[j],
+                        tail: if circular[j] { Tail::Circular } else { Tail::Linear },
+                        raw_scale: 0.25,
+                    };
                     let p = &raw[(i * f + j) * (3 * bins + 1)..(i * f + j + 1) * (3 * bins + 1)];
                     let (ys, ls) = apply::<f64>(&spec, p, xs[i * f + j], inverse);
-                    assert!((ys - y[i * f + j]).abs() < 1e-10 && (ls - ld[i * f + j]).abs() < 1e-9, "({i},{j}) inv={inverse}: {ys} {} / {ls} {}", y[i * f + j], ld[i * f + j]);
+                    assert!(
+                        (ys - y[i * f + j]).abs() < 1e-10 && (ls - ld[i * f + j]).abs() < 1e-9,
+                        "({i},{j}) inv={inverse}: {ys} {} / {ls} {}",
+                        y[i * f + j],
+                        ld[i * f + j]
+                    );
                 }
             }
         }

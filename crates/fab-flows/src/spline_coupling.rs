@@ -66,7 +66,14 @@ pub struct SplineCoupling {
 impl SplineCoupling {
     /// A coupling on `dim` coordinates; `mask[i]` says whether coordinate i is transformed and
     /// `circular[i]` whether it is periodic on [−π, π).
-    pub fn new(mask: &[bool], circular: &[bool], opts: &SplineCouplingOptions, rng: &mut dyn RngCore, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(
+        mask: &[bool],
+        circular: &[bool],
+        opts: &SplineCouplingOptions,
+        rng: &mut dyn RngCore,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let dim = mask.len();
         if circular.len() != dim {
             return Err(FlowError::InvalidConfig(format!("mask has {dim} entries but circular has {}", circular.len())));
@@ -106,7 +113,18 @@ impl SplineCoupling {
             LinearInit::TorchDefault
         };
         let before = params.len();
-        let net = ResidualNet::new(&mut params, "net", identity.len(), opts.hidden, transform.len() * np, opts.num_blocks, last_init, rng, dtype, device)?;
+        let net = ResidualNet::new(
+            &mut params,
+            "net",
+            identity.len(),
+            opts.hidden,
+            transform.len() * np,
+            opts.num_blocks,
+            last_init,
+            rng,
+            dtype,
+            device,
+        )?;
         let n_net_params = params.len() - before;
         let mut raw = vec![0.0; identity.len() * np];
         for j in 0..identity.len() {
@@ -120,7 +138,20 @@ impl SplineCoupling {
             }
         }
         let unconditional = params.create("unconditional", raw, &[identity.len(), np], dtype, device)?;
-        Ok(Self { dim, bins: opts.bins, transform, identity, tr_specs, id_specs, id_circular, pf_weight, net, unconditional, params, n_net_params })
+        Ok(Self {
+            dim,
+            bins: opts.bins,
+            transform,
+            identity,
+            tr_specs,
+            id_specs,
+            id_circular,
+            pf_weight,
+            net,
+            unconditional,
+            params,
+            n_net_params,
+        })
     }
 
     fn n_raw(&self) -> usize {

@@ -23,11 +23,8 @@ fn circular() -> Vec<bool> {
 /// Points with circular coordinates in [−π, π) and real ones spread beyond the tail bound 2.
 fn mixed_points(n: usize, seed: u64) -> Tensor {
     let p = flat(&points(n, DIM, 1.5, seed));
-    let v: Vec<f64> = p
-        .iter()
-        .enumerate()
-        .map(|(k, &x)| if CIRC.contains(&(k % DIM)) { fab_flows::wrap(2.0 * x, PI) } else { x })
-        .collect();
+    let v: Vec<f64> =
+        p.iter().enumerate().map(|(k, &x)| if CIRC.contains(&(k % DIM)) { fab_flows::wrap(2.0 * x, PI) } else { x }).collect();
     Tensor::from_vec(v, (n, DIM), &Device::Cpu).unwrap()
 }
 

@@ -41,19 +41,13 @@ impl StepSizeAdapter {
     /// outside (0, 1).
     pub fn new(value: f64, factor: f64, target_accept: f64) -> Result<Self> {
         if !(value.is_finite() && value >= 0.0) {
-            return Err(McmcError::InvalidConfig(format!(
-                "step size must be finite and >= 0, got {value}"
-            )));
+            return Err(McmcError::InvalidConfig(format!("step size must be finite and >= 0, got {value}")));
         }
         if !(factor.is_finite() && factor > 1.0) {
-            return Err(McmcError::InvalidConfig(format!(
-                "adaptation factor must be finite and > 1, got {factor}"
-            )));
+            return Err(McmcError::InvalidConfig(format!("adaptation factor must be finite and > 1, got {factor}")));
         }
         if !(target_accept > 0.0 && target_accept < 1.0) {
-            return Err(McmcError::InvalidConfig(format!(
-                "target acceptance must be in (0, 1), got {target_accept}"
-            )));
+            return Err(McmcError::InvalidConfig(format!("target acceptance must be in (0, 1), got {target_accept}")));
         }
         Ok(Self { value, factor, target_accept })
     }
@@ -70,11 +64,7 @@ impl StepSizeAdapter {
         if mean_accept_prob.is_nan() || self.value == 0.0 {
             return;
         }
-        let v = if mean_accept_prob > self.target_accept {
-            self.value * self.factor
-        } else {
-            self.value / self.factor
-        };
+        let v = if mean_accept_prob > self.target_accept { self.value * self.factor } else { self.value / self.factor };
         self.value = v.clamp(MIN_STEP_SIZE, MAX_STEP_SIZE);
     }
 }
@@ -96,14 +86,10 @@ impl StepSizes {
     /// [`McmcError::InvalidConfig`] for ε0 not finite and > 0, w outside [0, 1) or a bad target.
     pub fn hmc(n_levels: usize, init_step_size: f64, common_weight: f64, target_accept: f64) -> Result<Self> {
         if !(init_step_size.is_finite() && init_step_size > 0.0) {
-            return Err(McmcError::InvalidConfig(format!(
-                "init_step_size must be finite and > 0, got {init_step_size}"
-            )));
+            return Err(McmcError::InvalidConfig(format!("init_step_size must be finite and > 0, got {init_step_size}")));
         }
         if !(0.0..1.0).contains(&common_weight) {
-            return Err(McmcError::InvalidConfig(format!(
-                "common_weight must be in [0, 1), got {common_weight}"
-            )));
+            return Err(McmcError::InvalidConfig(format!("common_weight must be in [0, 1), got {common_weight}")));
         }
         let common = StepSizeAdapter::new(init_step_size * common_weight, 1.02, target_accept)?;
         let level = StepSizeAdapter::new(init_step_size * (1.0 - common_weight), 1.05, target_accept)?;
@@ -116,9 +102,7 @@ impl StepSizes {
     /// [`McmcError::InvalidConfig`] for σ not finite and > 0 or a bad target.
     pub fn metropolis(n_levels: usize, step_size: f64, target_accept: f64) -> Result<Self> {
         if !(step_size.is_finite() && step_size > 0.0) {
-            return Err(McmcError::InvalidConfig(format!(
-                "step_size must be finite and > 0, got {step_size}"
-            )));
+            return Err(McmcError::InvalidConfig(format!("step_size must be finite and > 0, got {step_size}")));
         }
         let level = StepSizeAdapter::new(step_size, 1.05, target_accept)?;
         Ok(Self { common: None, levels: vec![level; n_levels] })
@@ -134,10 +118,7 @@ impl StepSizes {
     /// # Errors
     /// [`McmcError::LevelOutOfRange`].
     pub fn step_size(&self, level: usize) -> Result<f64> {
-        let l = self.levels.get(level).ok_or(McmcError::LevelOutOfRange {
-            level,
-            n_levels: self.levels.len(),
-        })?;
+        let l = self.levels.get(level).ok_or(McmcError::LevelOutOfRange { level, n_levels: self.levels.len() })?;
         Ok(l.value + self.common.map_or(0.0, |c| c.value))
     }
 

@@ -48,6 +48,6 @@ pub use kernel::{run_chain, TransitionInfo, TransitionKernel};
 pub use metropolis::Metropolis;
 pub use point::{Annealed, Coeffs, PartsDensity, Point, TargetOnly};
 pub use replica::{
-    betas_from_temperatures, geometric_temperatures, linear_temperatures, swap_log_acceptance,
-    ReplicaExchange, ReplicaExchangeConfig, ReplicaStats, SweepInfo,
+    betas_from_temperatures, geometric_temperatures, linear_temperatures, swap_log_acceptance, ReplicaExchange, ReplicaExchangeConfig,
+    ReplicaStats, SweepInfo,
 };

@@ -128,9 +128,7 @@ impl Coeffs {
 
     /// c_q·a + c_p·b, skipping zero-coefficient terms (whose tensor may then be absent).
     fn combine(&self, a: Option<&Tensor>, b: Option<&Tensor>, like: &Tensor) -> Result<Tensor> {
-        let scale = |t: &Tensor, c: f64| -> Result<Tensor> {
-            Ok(if c == 1.0 { t.clone() } else { (t * c)? })
-        };
+        let scale = |t: &Tensor, c: f64| -> Result<Tensor> { Ok(if c == 1.0 { t.clone() } else { (t * c)? }) };
         let a = if self.q == 0.0 { None } else { a };
         let b = if self.p == 0.0 { None } else { b };
         Ok(match (a, b) {
@@ -154,9 +152,7 @@ impl Coeffs {
     /// # Errors
     /// [`McmcError::MissingGradient`] if a gradient with a non-zero coefficient is not cached.
     pub fn grad_log_f(&self, point: &Point) -> Result<Tensor> {
-        if (self.q != 0.0 && point.grad_log_q.is_none())
-            || (self.p != 0.0 && point.grad_log_p.is_none())
-        {
+        if (self.q != 0.0 && point.grad_log_q.is_none()) || (self.p != 0.0 && point.grad_log_p.is_none()) {
             return Err(McmcError::MissingGradient);
         }
         self.combine(point.grad_log_q.as_ref(), point.grad_log_p.as_ref(), &point.x)
@@ -210,11 +206,7 @@ impl<Q: LogDensity, P: LogDensity> Annealed<Q, P> {
     /// [`McmcError::InvalidConfig`] if their dimensions differ.
     pub fn new(base: Q, target: P) -> Result<Self> {
         if base.dim() != target.dim() {
-            return Err(McmcError::InvalidConfig(format!(
-                "base has dim {} but target has dim {}",
-                base.dim(),
-                target.dim()
-            )));
+            return Err(McmcError::InvalidConfig(format!("base has dim {} but target has dim {}", base.dim(), target.dim())));
         }
         Ok(Self { base, target })
     }
@@ -232,13 +224,7 @@ impl<Q: LogDensity, P: LogDensity> PartsDensity for Annealed<Q, P> {
         if with_grad {
             let (lq, gq) = self.base.log_prob_and_grad(&x)?;
             let (lp, gp) = self.target.log_prob_and_grad(&x)?;
-            Ok(Point {
-                log_q: fix(lq)?,
-                log_p: fix(lp)?,
-                grad_log_q: Some(fix(gq)?),
-                grad_log_p: Some(fix(gp)?),
-                x,
-            })
+            Ok(Point { log_q: fix(lq)?, log_p: fix(lp)?, grad_log_q: Some(fix(gq)?), grad_log_p: Some(fix(gp)?), x })
         } else {
             let lq = self.base.log_prob(&x)?;
             let lp = self.target.log_prob(&x)?;

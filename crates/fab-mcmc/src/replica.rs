@@ -87,15 +87,9 @@ pub fn geometric_temperatures(t_min: f64, t_max: f64, n: usize) -> Vec<f64> {
 /// [`McmcError::InvalidConfig`] unless the temperatures are finite, positive and strictly
 /// increasing (so that the βs are valid for [`ReplicaExchangeConfig`]).
 pub fn betas_from_temperatures(temperatures: &[f64]) -> Result<Vec<f64>> {
-    let t0 = *temperatures
-        .first()
-        .ok_or_else(|| McmcError::InvalidConfig("the temperature ladder is empty".into()))?;
-    if !temperatures.iter().all(|t| t.is_finite() && *t > 0.0)
-        || temperatures.windows(2).any(|w| w[1] <= w[0])
-    {
-        return Err(McmcError::InvalidConfig(format!(
-            "temperatures must be finite, > 0 and strictly increasing, got {temperatures:?}"
-        )));
+    let t0 = *temperatures.first().ok_or_else(|| McmcError::InvalidConfig("the temperature ladder is empty".into()))?;
+    if !temperatures.iter().all(|t| t.is_finite() && *t > 0.0) || temperatures.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(McmcError::InvalidConfig(format!("temperatures must be finite, > 0 and strictly increasing, got {temperatures:?}")));
     }
     Ok(temperatures.iter().map(|t| t0 / t).collect())
 }
@@ -150,9 +144,7 @@ impl ReplicaExchangeConfig {
         if self.betas.first() != Some(&1.0) {
             return bad(format!("betas must start with 1.0 (the target), got {:?}", self.betas));
         }
-        if !self.betas.iter().all(|b| b.is_finite() && *b > 0.0)
-            || self.betas.windows(2).any(|w| w[1] >= w[0])
-        {
+        if !self.betas.iter().all(|b| b.is_finite() && *b > 0.0) || self.betas.windows(2).any(|w| w[1] >= w[0]) {
             return bad(format!("betas must be finite, > 0 and strictly decreasing, got {:?}", self.betas));
         }
         if self.n_leapfrog == 0 {
@@ -231,11 +223,7 @@ impl ReplicaStats {
     /// Per neighbour pair: mean swap acceptance probability (a lower-variance estimate of the
     /// swap rate).
     pub fn mean_swap_accept_probs(&self) -> Vec<f64> {
-        self.swap_accept_prob_sum
-            .iter()
-            .zip(&self.swap_attempts)
-            .map(|(s, n)| if *n == 0 { f64::NAN } else { s / *n as f64 })
-            .collect()
+        self.swap_accept_prob_sum.iter().zip(&self.swap_attempts).map(|(s, n)| if *n == 0 { f64::NAN } else { s / *n as f64 }).collect()
     }
 }
 
@@ -354,26 +342,19 @@ impl<'a> ReplicaExchange<'a> {
         let dim = target.dim();
         if let Some(r) = reference {
             if r.dim() != dim {
-                return Err(McmcError::InvalidConfig(format!(
-                    "reference has dim {} but target has dim {dim}",
-                    r.dim()
-                )));
+                return Err(McmcError::InvalidConfig(format!("reference has dim {} but target has dim {dim}", r.dim())));
             }
         }
         let n = fab_core::check_points(x0, dim)?;
         let k = config.n_replicas();
         if n == 0 || n % k != 0 {
-            return Err(McmcError::InvalidConfig(format!(
-                "x0 must have n_chains·K rows with n_chains >= 1 and K = {k}, got {n} rows"
-            )));
+            return Err(McmcError::InvalidConfig(format!("x0 must have n_chains·K rows with n_chains >= 1 and K = {k}, got {n} rows")));
         }
         let x = to_f64_vec(x0)?;
         let steps = config
             .betas
             .iter()
-            .map(|b| {
-                StepSizeAdapter::new(config.init_step_size / b.sqrt(), config.adapt_factor, config.target_accept)
-            })
+            .map(|b| StepSizeAdapter::new(config.init_step_size / b.sqrt(), config.adapt_factor, config.target_accept))
             .collect::<Result<Vec<_>>>()?;
         let mut re = Self {
             target,
@@ -428,11 +409,7 @@ impl<'a> ReplicaExchange<'a> {
     /// non-positive or non-finite value.
     pub fn set_step_sizes(&mut self, eps: &[f64]) -> Result<()> {
         if eps.len() != self.n_replicas() {
-            return Err(McmcError::InvalidConfig(format!(
-                "{} step sizes for {} replicas",
-                eps.len(),
-                self.n_replicas()
-            )));
+            return Err(McmcError::InvalidConfig(format!("{} step sizes for {} replicas", eps.len(), self.n_replicas())));
         }
         for (s, e) in self.steps.iter_mut().zip(eps) {
             if !(e.is_finite() && *e > 0.0) {
@@ -498,10 +475,7 @@ impl<'a> ReplicaExchange<'a> {
 
     fn check_replica(&self, replica: usize) -> Result<()> {
         if replica >= self.n_replicas() {
-            return Err(McmcError::InvalidConfig(format!(
-                "replica {replica} out of range: there are {} replicas",
-                self.n_replicas()
-            )));
+            return Err(McmcError::InvalidConfig(format!("replica {replica} out of range: there are {} replicas", self.n_replicas())));
         }
         Ok(())
     }
@@ -568,10 +542,7 @@ impl<'a> ReplicaExchange<'a> {
         let (d, k, n) = (self.dim, self.n_replicas(), self.x.len() / self.dim);
         let j = self.config.step_jitter;
         let base: Vec<f64> = self.step_sizes();
-        let eps: Vec<f64> = base
-            .iter()
-            .map(|e| if j > 0.0 { e * (1.0 - j + 2.0 * j * rng.random::<f64>()) } else { *e })
-            .collect();
+        let eps: Vec<f64> = base.iter().map(|e| if j > 0.0 { e * (1.0 - j + 2.0 * j * rng.random::<f64>()) } else { *e }).collect();
         let mom0 = normal_vec(rng, n * d);
         let row_eps = |r: usize| eps[r % k];
 
@@ -628,8 +599,7 @@ impl<'a> ReplicaExchange<'a> {
                 self.parts.grad_u[r * d..(r + 1) * d].copy_from_slice(&parts1.grad_u[r * d..(r + 1) * d]);
                 if !self.parts.log_r.is_empty() {
                     self.parts.log_r[r] = parts1.log_r[r];
-                    self.parts.grad_r[r * d..(r + 1) * d]
-                        .copy_from_slice(&parts1.grad_r[r * d..(r + 1) * d]);
+                    self.parts.grad_r[r * d..(r + 1) * d].copy_from_slice(&parts1.grad_r[r * d..(r + 1) * d]);
                 }
             }
         }
@@ -678,12 +648,7 @@ impl<'a> ReplicaExchange<'a> {
             let mut i = parity;
             while i + 1 < k {
                 let (ra, rb) = (self.row(c, i), self.row(c, i + 1));
-                let la = swap_log_acceptance(
-                    self.config.betas[i],
-                    self.config.betas[i + 1],
-                    self.parts.u[ra],
-                    self.parts.u[rb],
-                );
+                let la = swap_log_acceptance(self.config.betas[i], self.config.betas[i + 1], self.parts.u[ra], self.parts.u[rb]);
                 let uni: f64 = rng.random::<f64>();
                 self.stats.swap_attempts[i] += 1;
                 self.stats.swap_accept_prob_sum[i] += la.exp();

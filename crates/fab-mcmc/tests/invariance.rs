@@ -66,9 +66,7 @@ fn correlated_2d(kernel: &dyn TransitionKernel, step: f64, seed: u64) {
     let mut rng = seeded_rng(seed, 0);
     let n = 4000;
     let z = fab_core::rng::normal_vec(&mut rng, 2 * n);
-    let v: Vec<f64> = (0..n)
-        .flat_map(|i| [z[2 * i], rho * z[2 * i] + (1.0 - rho * rho).sqrt() * z[2 * i + 1]])
-        .collect();
+    let v: Vec<f64> = (0..n).flat_map(|i| [z[2 * i], rho * z[2 * i] + (1.0 - rho * rho).sqrt() * z[2 * i + 1]]).collect();
     let x0 = Tensor::from_vec(v, (n, 2), &Device::Cpu).unwrap();
     let (x, infos) = run_chain(kernel, &target, &x0, 10, step, &mut rng).unwrap();
     check_moved(&infos);

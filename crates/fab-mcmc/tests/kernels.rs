@@ -7,10 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use candle_core::{DType, Device, Tensor};
 use fab_core::test_utils::DiagGaussian;
 use fab_core::{seeded_rng, ExactSample, FnDensity, LogDensity};
-use fab_mcmc::{
-    run_chain, Coeffs, Hmc, McmcError, Metropolis, PartsDensity, StepSizes, TargetOnly,
-    TransitionKernel, TARGET_ACCEPT,
-};
+use fab_mcmc::{run_chain, Coeffs, Hmc, McmcError, Metropolis, PartsDensity, StepSizes, TargetOnly, TransitionKernel, TARGET_ACCEPT};
 use rand_distr::{Distribution, Exp1};
 
 fn t2(v: &[f64], d: usize) -> Tensor {
@@ -134,8 +131,7 @@ fn metropolis_replays_exactly() {
     let x0: Vec<f64> = (0..100).map(|i| -2.0 + 0.04 * i as f64).collect();
     let sigma = 2.0;
     let mut rng = seeded_rng(13, 0);
-    let (x, infos) =
-        run_chain(&Metropolis::new(1).unwrap(), &target, &t2(&x0, 1), 1, sigma, &mut rng).unwrap();
+    let (x, infos) = run_chain(&Metropolis::new(1).unwrap(), &target, &t2(&x0, 1), 1, sigma, &mut rng).unwrap();
     let x = fab_core::to_f64_vec(&x).unwrap();
     let mut replay = seeded_rng(13, 0);
     let z = fab_core::rng::normal_vec(&mut replay, 100);
@@ -186,10 +182,7 @@ fn errors_for_bad_arguments() {
     let mut rng = seeded_rng(0, 0);
     let hmc = Hmc::new(2).unwrap();
     for eps in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-        assert!(matches!(
-            run_chain(&hmc, &target, &x, 1, eps, &mut rng),
-            Err(McmcError::InvalidStepSize(_))
-        ));
+        assert!(matches!(run_chain(&hmc, &target, &x, 1, eps, &mut rng), Err(McmcError::InvalidStepSize(_))));
     }
     assert!(Hmc::new(0).is_err());
     assert!(Metropolis::new(0).is_err());
@@ -197,10 +190,7 @@ fn errors_for_bad_arguments() {
     // HMC needs gradients in the point.
     let density = TargetOnly(&target);
     let point = density.evaluate(&x, false).unwrap();
-    assert!(matches!(
-        hmc.step(&density, Coeffs::TARGET, point, 0.1, &mut rng),
-        Err(McmcError::MissingGradient)
-    ));
+    assert!(matches!(hmc.step(&density, Coeffs::TARGET, point, 0.1, &mut rng), Err(McmcError::MissingGradient)));
     // Wrong shape.
     let bad = Tensor::zeros((3, 5), DType::F64, &Device::Cpu).unwrap();
     assert!(run_chain(&hmc, &target, &bad, 1, 0.1, &mut rng).is_err());
@@ -239,8 +229,7 @@ fn value_stability() {
         assert!((a - b).abs() < 1e-12, "HMC {got:?} MH {got_m:?}");
     }
 }
-const HMC_EXPECTED: [f64; 4] =
-    [0.049105226091904874, -1.9242630347898104, 1.5048261171890447, -0.13050436608193658];
+const HMC_EXPECTED: [f64; 4] = [0.049105226091904874, -1.9242630347898104, 1.5048261171890447, -0.13050436608193658];
 // The first chain's two Metropolis proposals were both rejected.
 const MH_EXPECTED: [f64; 4] = [0.0, 0.0, 1.5078505446745114, 0.9996503437793117];
 

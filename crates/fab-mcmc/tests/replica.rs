@@ -8,8 +8,8 @@
 use candle_core::{DType, Device, Tensor};
 use fab_core::{seeded_rng, to_f64_vec, LogDensity};
 use fab_mcmc::{
-    betas_from_temperatures, geometric_temperatures, linear_temperatures, swap_log_acceptance,
-    McmcError, ReplicaExchange, ReplicaExchangeConfig,
+    betas_from_temperatures, geometric_temperatures, linear_temperatures, swap_log_acceptance, McmcError, ReplicaExchange,
+    ReplicaExchangeConfig,
 };
 
 /// 1-D tilted double well, log p̃(x) = −[h(x² − 1)² + c·x], with an analytic gradient. The
@@ -206,13 +206,7 @@ fn replica_exchange_recovers_two_well_mode_masses() {
     // leapfrog stability limit 2s, and near that limit leapfrog positions overshoot ~2.5× the
     // true oscillation and hop the barrier (exact, but it would make plain HMC look good);
     // at 0.9, εω ≈ 1.3 and no such hops occur.
-    let cfg = ReplicaExchangeConfig {
-        betas: betas.clone(),
-        n_leapfrog: 5,
-        init_step_size: 0.1,
-        target_accept: 0.9,
-        ..Default::default()
-    };
+    let cfg = ReplicaExchangeConfig { betas: betas.clone(), n_leapfrog: 5, init_step_size: 0.1, target_accept: 0.9, ..Default::default() };
     let n_chains = 64;
     let is_left = |x: f64| x < 0.0;
     // Every replica of every chain starts in the light (right) well.
@@ -224,10 +218,7 @@ fn replica_exchange_recovers_two_well_mode_masses() {
         let se = sd / (n_chains as f64).sqrt();
         // 64 independent chains: (m − truth)/se ~ t with 63 d.o.f.; P(|t| > 4.5) ≈ 3e-5 per
         // replica, ≈ 3.6e-4 for all 12 replicas together.
-        assert!(
-            (m - truth).abs() < 4.5 * se,
-            "replica {k} (β = {beta:.4}): left mass {m:.4} ± {se:.4}, quadrature {truth:.4}"
-        );
+        assert!((m - truth).abs() < 4.5 * se, "replica {k} (β = {beta:.4}): left mass {m:.4} ± {se:.4}, quadrature {truth:.4}");
         if k == 0 {
             // The test is only meaningful if the error bar is small against the answer.
             assert!(se < 0.02, "standard error {se} too large to test anything");
@@ -244,13 +235,7 @@ fn replica_exchange_recovers_two_well_mode_masses() {
     assert!(stats.hmc_non_finite.iter().all(|n| *n == 0));
 
     // Plain HMC at β = 1, same number of trajectories per chain (12 replicas × 4500 sweeps).
-    let plain = ReplicaExchangeConfig {
-        betas: vec![1.0],
-        n_leapfrog: 5,
-        init_step_size: 0.1,
-        target_accept: 0.9,
-        ..Default::default()
-    };
+    let plain = ReplicaExchangeConfig { betas: vec![1.0], n_leapfrog: 5, init_step_size: 0.1, target_accept: 0.9, ..Default::default() };
     let (pf, _) = fractions(&mix, Some(&r), plain, n_chains, 2.0, 500, 12 * 4500 - 500, 12, is_left);
     let (pm, _) = mean_sd(&pf[0]);
     // Crossing a 22 k_BT barrier needs a momentum beyond 6.6 standard deviations (p ≈ 4e-11
@@ -314,12 +299,7 @@ fn swap_rate_matches_quadrature_for_gaussian_replicas() {
         let z = fab_core::rng::normal_vec(&mut rng, 2 * n_chains);
         let x0: Vec<f64> = z.iter().enumerate().map(|(i, v)| v / betas[i % 2].sqrt()).collect();
         let x0 = Tensor::from_vec(x0, (2 * n_chains, 1), &Device::Cpu).unwrap();
-        let cfg = ReplicaExchangeConfig {
-            betas: betas.clone(),
-            n_leapfrog: 3,
-            init_step_size: 0.8,
-            ..Default::default()
-        };
+        let cfg = ReplicaExchangeConfig { betas: betas.clone(), n_leapfrog: 3, init_step_size: 0.8, ..Default::default() };
         let mut re = ReplicaExchange::new(&target, None, cfg, &x0).unwrap();
         let mut srng = seeded_rng(100 + s, 1);
         re.run(400, 1, &mut srng, |_, _| Ok(())).unwrap();
@@ -348,10 +328,7 @@ fn swap_acceptance_hand_values() {
     // An invalid configuration in the hotter replica is never moved to the colder one.
     assert_eq!(swap_log_acceptance(1.0, 0.5, -1.0, f64::NEG_INFINITY), f64::NEG_INFINITY);
     assert_eq!(swap_log_acceptance(1.0, 0.5, f64::NAN, 0.0), f64::NEG_INFINITY);
-    assert_eq!(
-        swap_log_acceptance(1.0, 0.5, f64::NEG_INFINITY, f64::NEG_INFINITY),
-        f64::NEG_INFINITY
-    );
+    assert_eq!(swap_log_acceptance(1.0, 0.5, f64::NEG_INFINITY, f64::NEG_INFINITY), f64::NEG_INFINITY);
 }
 
 /// Swap mechanics: with tiny HMC steps the positions barely move, and a swap whose acceptance
@@ -365,13 +342,8 @@ fn swaps_exchange_configurations_of_the_right_pairs() {
     // Sweep 1 (odd): pair (1,2): replica 1 now holds x = 3, replica 2 x = 0.5:
     // (0.5 − 0.25)(−0.125 + 4.5) > 0 ⇒ swap. Pair (0,1) is not attempted.
     let x0 = Tensor::new(&[[3.0f64], [0.0], [0.5]], &Device::Cpu).unwrap();
-    let cfg = ReplicaExchangeConfig {
-        betas: vec![1.0, 0.5, 0.25],
-        n_leapfrog: 1,
-        init_step_size: 1e-12,
-        step_jitter: 0.0,
-        ..Default::default()
-    };
+    let cfg =
+        ReplicaExchangeConfig { betas: vec![1.0, 0.5, 0.25], n_leapfrog: 1, init_step_size: 1e-12, step_jitter: 0.0, ..Default::default() };
     let mut re = ReplicaExchange::new(&target, None, cfg, &x0).unwrap();
     let mut rng = seeded_rng(0, 0);
     let info = re.sweep(false, &mut rng).unwrap();
@@ -425,15 +397,9 @@ fn ladders_and_invalid_settings() {
         x.squeeze(1)?.gt(10.0)?.where_cond(&inf, &lp)
     });
     let x3 = Tensor::zeros((3, 1), DType::F64, &Device::Cpu).unwrap();
-    assert!(matches!(
-        ReplicaExchange::new(&target, None, ok.clone(), &x3),
-        Err(McmcError::InvalidConfig(_))
-    ));
+    assert!(matches!(ReplicaExchange::new(&target, None, ok.clone(), &x3), Err(McmcError::InvalidConfig(_))));
     let xbad = Tensor::new(&[[0.0f64], [11.0]], &Device::Cpu).unwrap();
-    assert!(matches!(
-        ReplicaExchange::new(&target, None, ok.clone(), &xbad),
-        Err(McmcError::NonFiniteStart { row: 1 })
-    ));
+    assert!(matches!(ReplicaExchange::new(&target, None, ok.clone(), &xbad), Err(McmcError::NonFiniteStart { row: 1 })));
     let two_d = fab_core::FnDensity::new(2, |x: &Tensor| x.sum(1));
     let x2 = Tensor::zeros((2, 1), DType::F64, &Device::Cpu).unwrap();
     assert!(ReplicaExchange::new(&target, Some(&two_d), ok.clone(), &x2).is_err());
@@ -496,5 +462,3 @@ fn aldp_flow_target_smoke() {
         assert!(is_l_form(z).unwrap());
     }
 }
-
-

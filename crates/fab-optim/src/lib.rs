@@ -93,14 +93,7 @@ pub struct AdamConfig {
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        Self {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decoupled_weight_decay: false,
-        }
+        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled_weight_decay: false }
     }
 }
 
@@ -114,9 +107,7 @@ impl AdamConfig {
             if v.is_finite() && ok {
                 Ok(())
             } else {
-                Err(OptimError::InvalidConfig(format!(
-                    "Adam {name} = {v} is out of range"
-                )))
+                Err(OptimError::InvalidConfig(format!("Adam {name} = {v} is out of range")))
             }
         };
         check("lr", self.lr, self.lr >= 0.0)?;
@@ -248,9 +239,7 @@ impl Adam {
     /// [`OptimError::InvalidConfig`] if `lr` is negative or not finite.
     pub fn set_learning_rate(&mut self, lr: f64) -> OptimResult<()> {
         if !(lr.is_finite() && lr >= 0.0) {
-            return Err(OptimError::InvalidConfig(format!(
-                "learning rate must be finite and >= 0, got {lr}"
-            )));
+            return Err(OptimError::InvalidConfig(format!("learning rate must be finite and >= 0, got {lr}")));
         }
         self.config.lr = lr;
         Ok(())
@@ -306,11 +295,7 @@ impl Adam {
     pub fn step(&mut self, params: &ParamSet, grads: &Grads) -> OptimResult<()> {
         self.check_params(params)?;
         if grads.0.len() != params.len() {
-            return Err(OptimError::Mismatch(format!(
-                "{} gradients for {} parameters",
-                grads.0.len(),
-                params.len()
-            )));
+            return Err(OptimError::Mismatch(format!("{} gradients for {} parameters", grads.0.len(), params.len())));
         }
         for ((name, var), g) in params.iter().zip(&grads.0) {
             if let Some(g) = g {
@@ -329,14 +314,8 @@ impl Adam {
             for (i, ((name, var), g)) in params.iter().zip(&grads.0).enumerate() {
                 let Some(g) = g else { continue };
                 let on_host = |t: &Tensor| t.device().is_cpu() && t.is_contiguous();
-                let moments_ok = [&self.m[i], &self.v[i]]
-                    .iter()
-                    .all(|o| o.as_ref().is_none_or(on_host));
-                if !(matches!(var.dtype(), DType::F32 | DType::F64)
-                    && on_host(var.as_tensor())
-                    && on_host(g)
-                    && moments_ok)
-                {
+                let moments_ok = [&self.m[i], &self.v[i]].iter().all(|o| o.as_ref().is_none_or(on_host));
+                if !(matches!(var.dtype(), DType::F32 | DType::F64) && on_host(var.as_tensor()) && on_host(g) && moments_ok) {
                     let (dtype, location) = (var.dtype(), var.device().location());
                     return Err(OptimError::Mismatch(format!(
                         "the fused update needs contiguous CPU f32/f64 tensors; \
@@ -378,12 +357,7 @@ impl Adam {
     ///
     /// # Errors
     /// As [`clip_grad_norm`] and [`step`](Self::step).
-    pub fn step_clipped(
-        &mut self,
-        params: &ParamSet,
-        grads: &mut Grads,
-        max_norm: Option<f64>,
-    ) -> OptimResult<StepOutcome> {
+    pub fn step_clipped(&mut self, params: &ParamSet, grads: &mut Grads, max_norm: Option<f64>) -> OptimResult<StepOutcome> {
         let grad_norm = match max_norm {
             Some(m) => clip_grad_norm(grads, m)?,
             None => grads.global_norm()?,
@@ -406,31 +380,15 @@ impl Adam {
     pub fn save(&self, path: &Path) -> OptimResult<()> {
         let cpu = Device::Cpu;
         let c = &self.config;
-        let hyper = [
-            c.lr,
-            c.beta1,
-            c.beta2,
-            c.eps,
-            c.weight_decay,
-            f64::from(u8::from(c.decoupled_weight_decay)),
-        ];
+        let hyper = [c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, f64::from(u8::from(c.decoupled_weight_decay))];
         let mut map = HashMap::new();
-        map.insert(
-            "adam.hyper".to_string(),
-            Tensor::from_slice(&hyper, hyper.len(), &cpu)?,
-        );
-        map.insert(
-            "adam.meta".to_string(),
-            Tensor::from_slice(&[FORMAT_VERSION, self.n_steps as i64], 2, &cpu)?,
-        );
+        map.insert("adam.hyper".to_string(), Tensor::from_slice(&hyper, hyper.len(), &cpu)?);
+        map.insert("adam.meta".to_string(), Tensor::from_slice(&[FORMAT_VERSION, self.n_steps as i64], 2, &cpu)?);
         for (i, name) in self.names.iter().enumerate() {
             if let (Some(m), Some(v)) = (&self.m[i], &self.v[i]) {
                 map.insert(format!("m.{name}"), m.to_device(&cpu)?);
                 map.insert(format!("v.{name}"), v.to_device(&cpu)?);
-                map.insert(
-                    format!("step.{name}"),
-                    Tensor::from_slice(&[self.param_steps[i] as i64], 1, &cpu)?,
-                );
+                map.insert(format!("step.{name}"), Tensor::from_slice(&[self.param_steps[i] as i64], 1, &cpu)?);
             }
         }
         candle_core::safetensors::save(&map, path)?;
@@ -448,29 +406,19 @@ impl Adam {
         let map = candle_core::safetensors::load(path, &Device::Cpu)?;
         let fmt_err = |msg: String| OptimError::Format(format!("{}: {msg}", path.display()));
         let get = |key: &str, dtype: DType| -> OptimResult<&Tensor> {
-            let t = map
-                .get(key)
-                .ok_or_else(|| fmt_err(format!("no tensor `{key}`")))?;
+            let t = map.get(key).ok_or_else(|| fmt_err(format!("no tensor `{key}`")))?;
             if t.dtype() != dtype {
-                return Err(fmt_err(format!(
-                    "`{key}` has dtype {:?}, expected {dtype:?}",
-                    t.dtype()
-                )));
+                return Err(fmt_err(format!("`{key}` has dtype {:?}, expected {dtype:?}", t.dtype())));
             }
             Ok(t)
         };
         let meta = get("adam.meta", DType::I64)?.to_vec1::<i64>()?;
         if meta.len() != 2 || meta[0] != FORMAT_VERSION || meta[1] < 0 {
-            return Err(fmt_err(format!(
-                "unsupported header {meta:?} (expected format version {FORMAT_VERSION})"
-            )));
+            return Err(fmt_err(format!("unsupported header {meta:?} (expected format version {FORMAT_VERSION})")));
         }
         let hyper = get("adam.hyper", DType::F64)?.to_vec1::<f64>()?;
         if hyper.len() != 6 {
-            return Err(fmt_err(format!(
-                "`adam.hyper` has {} values, expected 6",
-                hyper.len()
-            )));
+            return Err(fmt_err(format!("`adam.hyper` has {} values, expected 6", hyper.len())));
         }
         let config = AdamConfig {
             lr: hyper[0],
@@ -489,20 +437,14 @@ impl Adam {
                 _ => false,
             };
             if !known {
-                return Err(fmt_err(format!(
-                    "state `{key}` belongs to no parameter of this model"
-                )));
+                return Err(fmt_err(format!("state `{key}` belongs to no parameter of this model")));
             }
         }
         let n = self.names.len();
         let (mut m, mut v, mut steps) = (vec![None; n], vec![None; n], vec![0u64; n]);
         for i in 0..n {
             let name = &self.names[i];
-            let (km, kv, ks) = (
-                format!("m.{name}"),
-                format!("v.{name}"),
-                format!("step.{name}"),
-            );
+            let (km, kv, ks) = (format!("m.{name}"), format!("v.{name}"), format!("step.{name}"));
             let present = [&km, &kv, &ks].map(|k| map.contains_key(k.as_str()));
             if present == [false; 3] {
                 continue;
@@ -512,19 +454,13 @@ impl Adam {
             }
             let s = get(&ks, DType::I64)?.to_vec1::<i64>()?;
             if s.len() != 1 || s[0] < 1 {
-                return Err(fmt_err(format!(
-                    "`{ks}` must hold one positive count, got {s:?}"
-                )));
+                return Err(fmt_err(format!("`{ks}` must hold one positive count, got {s:?}")));
             }
             let tm = map[km.as_str()].clone();
             let tv = map[kv.as_str()].clone();
             for (k, t) in [(&km, &tm), (&kv, &tv)] {
                 if t.dims() != self.shapes[i].as_slice() {
-                    return Err(fmt_err(format!(
-                        "`{k}` has shape {:?}, the parameter {:?}",
-                        t.dims(),
-                        self.shapes[i]
-                    )));
+                    return Err(fmt_err(format!("`{k}` has shape {:?}, the parameter {:?}", t.dims(), self.shapes[i])));
                 }
             }
             m[i] = Some(tm.to_dtype(self.dtypes[i])?.to_device(&self.devices[i])?);
@@ -551,14 +487,7 @@ fn tensor_adam_step(
     m: Option<&Tensor>,
     v: Option<&Tensor>,
 ) -> OptimResult<(Tensor, Tensor)> {
-    let AdamConfig {
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        decoupled_weight_decay,
-    } = *cfg;
+    let AdamConfig { lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay } = *cfg;
     let mut theta = var.as_tensor().clone();
     let mut g = g.clone();
     if weight_decay != 0.0 {
@@ -588,10 +517,7 @@ fn tensor_adam_step(
 }
 
 /// Runs `f` on the contiguous host slice of a CPU tensor of type `T` (`None` otherwise).
-fn with_host_slice<T: candle_core::WithDType, R>(
-    t: &Tensor,
-    f: impl FnOnce(&[T]) -> R,
-) -> Option<R> {
+fn with_host_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
         candle_core::Storage::Cpu(c) if layout.is_contiguous() => {
@@ -647,16 +573,8 @@ fn fused_adam_step<T: candle_core::WithDType + num_traits::Float + num_traits::N
                 }
                 // The first step starts from zero moments exactly as the tensor version does
                 // (which skips the β·0 term).
-                let mk = if first_m {
-                    gk * one_b1
-                } else {
-                    m[k] * b1 + gk * one_b1
-                };
-                let vk = if first_v {
-                    gk * gk * one_b2
-                } else {
-                    v[k] * b2 + gk * gk * one_b2
-                };
+                let mk = if first_m { gk * one_b1 } else { m[k] * b1 + gk * one_b1 };
+                let vk = if first_v { gk * gk * one_b2 } else { v[k] * b2 + gk * gk * one_b2 };
                 m[k] = mk;
                 v[k] = vk;
                 let denom = vk.sqrt() / bc2 + eps;
@@ -669,10 +587,7 @@ fn fused_adam_step<T: candle_core::WithDType + num_traits::Float + num_traits::N
     };
     let shape = var.shape().clone();
     var.set(&Tensor::from_vec(theta, shape.clone(), &Device::Cpu)?)?;
-    Ok(Some((
-        Tensor::from_vec(m, shape.clone(), &Device::Cpu)?,
-        Tensor::from_vec(v, shape, &Device::Cpu)?,
-    )))
+    Ok(Some((Tensor::from_vec(m, shape.clone(), &Device::Cpu)?, Tensor::from_vec(v, shape, &Device::Cpu)?)))
 }
 
 /// What [`Adam::step_clipped`] (or the trainer) did with one training step.
@@ -718,9 +633,7 @@ impl StepOutcome {
 /// [`OptimError::InvalidConfig`] if `max_norm` is NaN or ≤ 0 (+∞ means no clipping); candle errors.
 pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> OptimResult<f64> {
     if max_norm.is_nan() || max_norm <= 0.0 {
-        return Err(OptimError::InvalidConfig(format!(
-            "max_norm must be > 0, got {max_norm}"
-        )));
+        return Err(OptimError::InvalidConfig(format!("max_norm must be > 0, got {max_norm}")));
     }
     let norm = grads.global_norm()?;
     if norm.is_finite() {
@@ -789,9 +702,7 @@ impl LrSchedule {
         let bad = |msg: String| Err(OptimError::InvalidConfig(msg));
         match *self {
             LrSchedule::Constant => Ok(()),
-            LrSchedule::LinearWarmup { warmup_steps: 0 } => {
-                bad("warmup_steps must be >= 1 (use `constant` for no warm-up)".into())
-            }
+            LrSchedule::LinearWarmup { warmup_steps: 0 } => bad("warmup_steps must be >= 1 (use `constant` for no warm-up)".into()),
             LrSchedule::Cosine { t_max: 0 } => bad("t_max must be >= 1".into()),
             LrSchedule::WarmupCosine { warmup_steps, t_max } if warmup_steps == 0 || t_max <= warmup_steps + 1 => {
                 bad(format!("warmup_cosine needs warmup_steps >= 1 and t_max > warmup_steps + 1, got {warmup_steps} and {t_max}"))
@@ -807,14 +718,9 @@ impl LrSchedule {
         let cos_factor = |t: u64, t_max: u64| 1.0 + (PI * t as f64 / t_max as f64).cos();
         match *self {
             LrSchedule::Constant => base_lr,
-            LrSchedule::LinearWarmup { warmup_steps } => {
-                base_lr * (t as f64 / warmup_steps as f64).min(1.0)
-            }
+            LrSchedule::LinearWarmup { warmup_steps } => base_lr * (t as f64 / warmup_steps as f64).min(1.0),
             LrSchedule::Cosine { t_max } => base_lr * cos_factor(t, t_max) / 2.0,
-            LrSchedule::WarmupCosine {
-                warmup_steps,
-                t_max,
-            } => {
+            LrSchedule::WarmupCosine { warmup_steps, t_max } => {
                 if t <= warmup_steps {
                     base_lr * t as f64 / warmup_steps as f64
                 } else if t <= t_max {
@@ -840,22 +746,12 @@ mod tests {
 
     fn one_param(values: &[f64]) -> (ParamSet, Var) {
         let mut p = ParamSet::new();
-        let v = p
-            .create(
-                "w",
-                values.to_vec(),
-                &[values.len()],
-                DType::F64,
-                &Device::Cpu,
-            )
-            .unwrap();
+        let v = p.create("w", values.to_vec(), &[values.len()], DType::F64, &Device::Cpu).unwrap();
         (p, v)
     }
 
     fn grads_of(values: &[f64]) -> Grads {
-        Grads(vec![Some(
-            Tensor::from_slice(values, values.len(), &Device::Cpu).unwrap(),
-        )])
+        Grads(vec![Some(Tensor::from_slice(values, values.len(), &Device::Cpu).unwrap())])
     }
 
     fn vals(v: &Var) -> Vec<f64> {
@@ -881,32 +777,13 @@ mod tests {
         let (params, w) = one_param(&[1.0, -2.0, 0.5, 3.0]);
         let a = Tensor::new(&[1.0f64, 10.0, 0.1, 3.0], &Device::Cpu).unwrap();
         let c = Tensor::new(&[0.0f64, 1.0, -1.0, 2.0], &Device::Cpu).unwrap();
-        let mut adam = Adam::new(
-            &params,
-            AdamConfig {
-                lr: 0.05,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut adam = Adam::new(&params, AdamConfig { lr: 0.05, ..Default::default() }).unwrap();
         for _ in 0..100 {
-            let loss = (w.as_tensor() - &c)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .mul(&a)
-                .unwrap()
-                .sum_all()
-                .unwrap();
+            let loss = (w.as_tensor() - &c).unwrap().sqr().unwrap().mul(&a).unwrap().sum_all().unwrap();
             let g = params.grads_from_store(&loss.backward().unwrap());
             adam.step(&params, &g).unwrap();
         }
-        let torch = [
-            -0.004211400384638859,
-            0.9434006677176431,
-            -0.990327718005201,
-            1.9957885998542388,
-        ];
+        let torch = [-0.004211400384638859, 0.9434006677176431, -0.990327718005201, 1.9957885998542388];
         for (got, want) in vals(&w).iter().zip(torch) {
             assert!((got - want).abs() < 1e-13, "{got} vs torch {want}");
         }
@@ -923,44 +800,22 @@ mod tests {
         //   bias corrections 1 − 0.9² = 0.19 and 1 − 0.999² = 0.001999,
         //   θ₂ = θ₁ + 0.01·(0.11/0.19)/(√(0.004999/0.001999) + 1e-8) = 0.4936610353472075 (Python).
         let (params, w) = one_param(&[0.5]);
-        let mut adam = Adam::new(
-            &params,
-            AdamConfig {
-                lr: 0.01,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut adam = Adam::new(&params, AdamConfig { lr: 0.01, ..Default::default() }).unwrap();
         adam.step(&params, &grads_of(&[1.0])).unwrap();
         assert!((vals(&w)[0] - 0.4900000001).abs() < 1e-15);
         let m = adam.first_moment("w").unwrap().to_vec1::<f64>().unwrap()[0];
         let v = adam.second_moment("w").unwrap().to_vec1::<f64>().unwrap()[0];
         assert!((m - 0.1).abs() < 1e-16 && (v - 0.001).abs() < 1e-18);
         adam.step(&params, &grads_of(&[-2.0])).unwrap();
-        assert!(
-            (vals(&w)[0] - 0.4936610353472075).abs() < 1e-15,
-            "{}",
-            vals(&w)[0]
-        );
+        assert!((vals(&w)[0] - 0.4936610353472075).abs() < 1e-15, "{}", vals(&w)[0]);
 
         // Bias correction makes the first step ≈ lr·sign(g) whatever the gradient's scale:
         // Δ = −lr·g/(|g| + eps), so for g = 1e-3 it is −lr·(1 − 1e-5) up to 1e-10 relative.
         let (params, w) = one_param(&[0.0, 0.0, 0.0]);
-        let mut adam = Adam::new(
-            &params,
-            AdamConfig {
-                lr: 0.1,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut adam = Adam::new(&params, AdamConfig { lr: 0.1, ..Default::default() }).unwrap();
         adam.step(&params, &grads_of(&[1e-3, -5.0, 200.0])).unwrap();
         let got = vals(&w);
-        let want = [
-            -0.1 * 1e-3 / (1e-3 + 1e-8),
-            0.1 * 5.0 / (5.0 + 1e-8),
-            -0.1 * 200.0 / (200.0 + 1e-8),
-        ];
+        let want = [-0.1 * 1e-3 / (1e-3 + 1e-8), 0.1 * 5.0 / (5.0 + 1e-8), -0.1 * 200.0 / (200.0 + 1e-8)];
         for (g, e) in got.iter().zip(want) {
             assert!((g - e).abs() < 1e-16, "{g} vs {e}");
         }
@@ -971,62 +826,37 @@ mod tests {
         // θ = 1, g = 0.5, lr 0.1, λ = 0.1.
         // L2 (torch Adam): g' = 0.5 + 0.1·1 = 0.6, first step θ = 1 − 0.1·0.6/(0.6 + 1e-8).
         let (params, w) = one_param(&[1.0]);
-        let cfg = AdamConfig {
-            lr: 0.1,
-            weight_decay: 0.1,
-            ..Default::default()
-        };
+        let cfg = AdamConfig { lr: 0.1, weight_decay: 0.1, ..Default::default() };
         let mut adam = Adam::new(&params, cfg).unwrap();
         adam.step(&params, &grads_of(&[0.5])).unwrap();
         assert!((vals(&w)[0] - (1.0 - 0.1 * 0.6 / (0.6 + 1e-8))).abs() < 1e-15);
         // The decayed gradient went into the moments: m = 0.1·0.6 = 0.06.
-        assert!(
-            (adam.first_moment("w").unwrap().to_vec1::<f64>().unwrap()[0] - 0.06).abs() < 1e-16
-        );
+        assert!((adam.first_moment("w").unwrap().to_vec1::<f64>().unwrap()[0] - 0.06).abs() < 1e-16);
         // Decoupled (torch AdamW): θ = 1·(1 − 0.1·0.1) = 0.99, then the plain step with g = 0.5:
         // θ = 0.99 − 0.1·0.5/(0.5 + 1e-8).
         let (params, w) = one_param(&[1.0]);
-        let mut adam = Adam::new(
-            &params,
-            AdamConfig {
-                decoupled_weight_decay: true,
-                ..cfg
-            },
-        )
-        .unwrap();
+        let mut adam = Adam::new(&params, AdamConfig { decoupled_weight_decay: true, ..cfg }).unwrap();
         adam.step(&params, &grads_of(&[0.5])).unwrap();
         assert!((vals(&w)[0] - (0.99 - 0.1 * 0.5 / (0.5 + 1e-8))).abs() < 1e-15);
-        assert!(
-            (adam.first_moment("w").unwrap().to_vec1::<f64>().unwrap()[0] - 0.05).abs() < 1e-16
-        );
+        assert!((adam.first_moment("w").unwrap().to_vec1::<f64>().unwrap()[0] - 0.05).abs() < 1e-16);
     }
 
     #[test]
     fn none_gradient_leaves_parameter_and_its_step_count_alone() {
         let mut params = ParamSet::new();
-        let a = params
-            .create("a", vec![1.0], &[1], DType::F64, &Device::Cpu)
-            .unwrap();
-        let b = params
-            .create("b", vec![2.0], &[1], DType::F64, &Device::Cpu)
-            .unwrap();
-        let cfg = AdamConfig {
-            lr: 0.1,
-            weight_decay: 0.5,
-            ..Default::default()
-        };
+        let a = params.create("a", vec![1.0], &[1], DType::F64, &Device::Cpu).unwrap();
+        let b = params.create("b", vec![2.0], &[1], DType::F64, &Device::Cpu).unwrap();
+        let cfg = AdamConfig { lr: 0.1, weight_decay: 0.5, ..Default::default() };
         let mut adam = Adam::new(&params, cfg).unwrap();
         let ga = Tensor::new(&[1.0f64], &Device::Cpu).unwrap();
         for _ in 0..3 {
-            adam.step(&params, &Grads(vec![Some(ga.clone()), None]))
-                .unwrap();
+            adam.step(&params, &Grads(vec![Some(ga.clone()), None])).unwrap();
         }
         assert_eq!(vals(&b), vec![2.0], "no decay either");
         assert_eq!(adam.param_steps(), &[3, 0]);
         assert!(adam.first_moment("b").is_none());
         // b's first update uses its own t = 1: Δ = −lr·g'/(|g'| + eps) with g' = 1 + 0.5·2 = 2.
-        adam.step(&params, &Grads(vec![None, Some(ga.clone())]))
-            .unwrap();
+        adam.step(&params, &Grads(vec![None, Some(ga.clone())])).unwrap();
         assert!((vals(&b)[0] - (2.0 - 0.1 * 2.0 / (2.0 + 1e-8))).abs() < 1e-15);
         assert_eq!(adam.param_steps(), &[3, 1]);
         assert_eq!(adam.step_count(), 4);
@@ -1036,29 +866,18 @@ mod tests {
     #[test]
     fn mismatches_are_errors_and_modify_nothing() {
         let mut params = ParamSet::new();
-        let a = params
-            .create("a", vec![1.0, 2.0], &[2], DType::F64, &Device::Cpu)
-            .unwrap();
-        params
-            .create("b", vec![3.0], &[1], DType::F64, &Device::Cpu)
-            .unwrap();
+        let a = params.create("a", vec![1.0, 2.0], &[2], DType::F64, &Device::Cpu).unwrap();
+        params.create("b", vec![3.0], &[1], DType::F64, &Device::Cpu).unwrap();
         let mut adam = Adam::new(&params, AdamConfig::default()).unwrap();
         let good = Tensor::new(&[1.0f64, 1.0], &Device::Cpu).unwrap();
         // Wrong length.
-        assert!(matches!(
-            adam.step(&params, &Grads(vec![Some(good.clone())])),
-            Err(OptimError::Mismatch(_))
-        ));
+        assert!(matches!(adam.step(&params, &Grads(vec![Some(good.clone())])), Err(OptimError::Mismatch(_))));
         // Second gradient of the wrong shape: the first parameter must not have moved.
         let bad = Tensor::new(&[1.0f64, 1.0], &Device::Cpu).unwrap();
-        assert!(adam
-            .step(&params, &Grads(vec![Some(good.clone()), Some(bad)]))
-            .is_err());
+        assert!(adam.step(&params, &Grads(vec![Some(good.clone()), Some(bad)])).is_err());
         // Wrong dtype.
         let f32g = Tensor::new(&[1.0f32], &Device::Cpu).unwrap();
-        assert!(adam
-            .step(&params, &Grads(vec![Some(good.clone()), Some(f32g)]))
-            .is_err());
+        assert!(adam.step(&params, &Grads(vec![Some(good.clone()), Some(f32g)])).is_err());
         assert_eq!(vals(&a), vec![1.0, 2.0]);
         assert_eq!(adam.step_count(), 0);
         // A different parameter set.
@@ -1066,31 +885,13 @@ mod tests {
         assert!(adam.step(&other, &grads_of(&[1.0])).is_err());
         // Invalid hyper-parameters.
         for bad in [
-            AdamConfig {
-                lr: -1.0,
-                ..Default::default()
-            },
-            AdamConfig {
-                beta1: 1.0,
-                ..Default::default()
-            },
-            AdamConfig {
-                beta2: f64::NAN,
-                ..Default::default()
-            },
-            AdamConfig {
-                eps: -1e-8,
-                ..Default::default()
-            },
-            AdamConfig {
-                weight_decay: -0.1,
-                ..Default::default()
-            },
+            AdamConfig { lr: -1.0, ..Default::default() },
+            AdamConfig { beta1: 1.0, ..Default::default() },
+            AdamConfig { beta2: f64::NAN, ..Default::default() },
+            AdamConfig { eps: -1e-8, ..Default::default() },
+            AdamConfig { weight_decay: -0.1, ..Default::default() },
         ] {
-            assert!(matches!(
-                Adam::new(&params, bad),
-                Err(OptimError::InvalidConfig(_))
-            ));
+            assert!(matches!(Adam::new(&params, bad), Err(OptimError::InvalidConfig(_))));
         }
         assert!(adam.set_learning_rate(f64::INFINITY).is_err());
         adam.set_learning_rate(0.25).unwrap();
@@ -1115,20 +916,13 @@ mod tests {
         assert!((f - 0.09999999230769291).abs() < 1e-16);
         let a = g.0[0].as_ref().unwrap().to_vec1::<f64>().unwrap();
         let c = g.0[2].as_ref().unwrap().to_vec1::<f64>().unwrap();
-        assert!(
-            (a[0] - 3.0 * f).abs() < 1e-15
-                && (a[1] - 4.0 * f).abs() < 1e-15
-                && (c[0] - 12.0 * f).abs() < 1e-15
-        );
+        assert!((a[0] - 3.0 * f).abs() < 1e-15 && (a[1] - 4.0 * f).abs() < 1e-15 && (c[0] - 12.0 * f).abs() < 1e-15);
         assert!((g.global_norm().unwrap() - 1.3 * 13.0 / (13.0 + 1e-6)).abs() < 1e-14);
         assert!(g.0[1].is_none());
         // Below the threshold nothing changes (and the norm is still returned).
         let mut g = mk();
         assert!((clip_grad_norm(&mut g, 100.0).unwrap() - 13.0).abs() < 1e-14);
-        assert_eq!(
-            g.0[0].as_ref().unwrap().to_vec1::<f64>().unwrap(),
-            vec![3.0, 4.0]
-        );
+        assert_eq!(g.0[0].as_ref().unwrap().to_vec1::<f64>().unwrap(), vec![3.0, 4.0]);
         // At exactly max_norm = norm torch still scales by 13/(13 + 1e-6) (the 1e-6 guard).
         let mut g = mk();
         clip_grad_norm(&mut g, 13.0).unwrap();
@@ -1143,21 +937,12 @@ mod tests {
     #[test]
     fn step_clipped_skips_non_finite_norms() {
         let (params, w) = one_param(&[1.0, 2.0]);
-        let mut adam = Adam::new(
-            &params,
-            AdamConfig {
-                lr: 0.1,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut adam = Adam::new(&params, AdamConfig { lr: 0.1, ..Default::default() }).unwrap();
         for bad in [f64::NAN, f64::INFINITY] {
             let mut g = grads_of(&[bad, 1.0]);
             let out = adam.step_clipped(&params, &mut g, Some(100.0)).unwrap();
             assert!(matches!(out, StepOutcome::SkippedNonFiniteGradNorm { .. }) && !out.applied());
-            let out = adam
-                .step_clipped(&params, &mut grads_of(&[bad, 1.0]), None)
-                .unwrap();
+            let out = adam.step_clipped(&params, &mut grads_of(&[bad, 1.0]), None).unwrap();
             assert!(!out.applied());
         }
         assert_eq!(vals(&w), vec![1.0, 2.0]);
@@ -1182,33 +967,16 @@ mod tests {
     /// A small two-parameter model with a non-quadratic loss, gradients from autograd.
     fn model(dtype: DType) -> ParamSet {
         let mut p = ParamSet::new();
-        p.create(
-            "layer.0.weight",
-            vec![0.3, -0.7, 1.1, 0.2],
-            &[2, 2],
-            dtype,
-            &Device::Cpu,
-        )
-        .unwrap();
-        p.create("layer.0.bias", vec![0.05, -0.4], &[2], dtype, &Device::Cpu)
-            .unwrap();
+        p.create("layer.0.weight", vec![0.3, -0.7, 1.1, 0.2], &[2, 2], dtype, &Device::Cpu).unwrap();
+        p.create("layer.0.bias", vec![0.05, -0.4], &[2], dtype, &Device::Cpu).unwrap();
         p
     }
 
     fn grads(p: &ParamSet) -> Grads {
         let wt = p.vars()[0].as_tensor();
         let b = p.vars()[1].as_tensor();
-        let x = Tensor::new(&[[1.0f64, -2.0], [0.5, 3.0]], &Device::Cpu)
-            .unwrap()
-            .to_dtype(wt.dtype())
-            .unwrap();
-        let y = x
-            .matmul(wt)
-            .unwrap()
-            .broadcast_add(b)
-            .unwrap()
-            .tanh()
-            .unwrap();
+        let x = Tensor::new(&[[1.0f64, -2.0], [0.5, 3.0]], &Device::Cpu).unwrap().to_dtype(wt.dtype()).unwrap();
+        let y = x.matmul(wt).unwrap().broadcast_add(b).unwrap().tanh().unwrap();
         let loss = (y.sqr().unwrap().sum_all().unwrap() + y.sum_all().unwrap()).unwrap();
         p.grads_from_store(&loss.backward().unwrap())
     }
@@ -1234,25 +1002,15 @@ mod tests {
     #[test]
     fn save_load_resume_is_bit_identical() {
         for dtype in [DType::F64, DType::F32] {
-            let cfg = AdamConfig {
-                lr: 0.03,
-                weight_decay: 1e-2,
-                ..Default::default()
-            };
-            let schedule = LrSchedule::WarmupCosine {
-                warmup_steps: 3,
-                t_max: 20,
-            };
+            let cfg = AdamConfig { lr: 0.03, weight_decay: 1e-2, ..Default::default() };
+            let schedule = LrSchedule::WarmupCosine { warmup_steps: 3, t_max: 20 };
             let pa = model(dtype);
             let mut adam_a = Adam::new(&pa, cfg).unwrap();
             for t in 0..6 {
                 adam_a.set_learning_rate(schedule.lr_at(cfg.lr, t)).unwrap();
                 adam_a.step(&pa, &grads(&pa)).unwrap();
             }
-            let (fp, fo) = (
-                temp_path("params.safetensors"),
-                temp_path("adam.safetensors"),
-            );
+            let (fp, fo) = (temp_path("params.safetensors"), temp_path("adam.safetensors"));
             pa.save(&fp).unwrap();
             adam_a.save(&fo).unwrap();
             // Resume into a fresh model and an optimiser built with a different config: the file
@@ -1292,41 +1050,17 @@ mod tests {
         adam.save(&f).unwrap();
         // A model with other parameter names refuses the state.
         let (other, _) = one_param(&[0.0]);
-        assert!(matches!(
-            Adam::from_file(&other, &f),
-            Err(OptimError::Format(_))
-        ));
+        assert!(matches!(Adam::from_file(&other, &f), Err(OptimError::Format(_))));
         // Same names, other shape.
         let mut q = ParamSet::new();
-        q.create(
-            "layer.0.weight",
-            vec![0.0; 2],
-            &[2],
-            DType::F64,
-            &Device::Cpu,
-        )
-        .unwrap();
-        q.create("layer.0.bias", vec![0.0; 2], &[2], DType::F64, &Device::Cpu)
-            .unwrap();
-        assert!(matches!(
-            Adam::from_file(&q, &f),
-            Err(OptimError::Format(_))
-        ));
+        q.create("layer.0.weight", vec![0.0; 2], &[2], DType::F64, &Device::Cpu).unwrap();
+        q.create("layer.0.bias", vec![0.0; 2], &[2], DType::F64, &Device::Cpu).unwrap();
+        assert!(matches!(Adam::from_file(&q, &f), Err(OptimError::Format(_))));
         // Wrong version; the optimiser is unchanged after a rejected load.
         let mut map = candle_core::safetensors::load(&f, &Device::Cpu).unwrap();
-        map.insert(
-            "adam.meta".into(),
-            Tensor::new(&[7i64, 1], &Device::Cpu).unwrap(),
-        );
+        map.insert("adam.meta".into(), Tensor::new(&[7i64, 1], &Device::Cpu).unwrap());
         candle_core::safetensors::save(&map, &f).unwrap();
-        let mut fresh = Adam::new(
-            &p,
-            AdamConfig {
-                lr: 0.5,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut fresh = Adam::new(&p, AdamConfig { lr: 0.5, ..Default::default() }).unwrap();
         assert!(fresh.load(&f).is_err());
         assert_eq!((fresh.learning_rate(), fresh.step_count()), (0.5, 0));
     }
@@ -1335,10 +1069,7 @@ mod tests {
     fn schedule_values_at_key_steps() {
         // ALDP: base 5e-4, W = 1000, T = 50 000. Expected values computed independently in
         // Python (math.cos) from the formulas in the `WarmupCosine` docs.
-        let s = LrSchedule::WarmupCosine {
-            warmup_steps: 1000,
-            t_max: 50_000,
-        };
+        let s = LrSchedule::WarmupCosine { warmup_steps: 1000, t_max: 50_000 };
         s.validate().unwrap();
         let base = 5e-4;
         let cases = [
@@ -1355,30 +1086,19 @@ mod tests {
         ];
         for (t, want) in cases {
             let got = s.lr_at(base, t);
-            assert!(
-                (got - want).abs() <= 1e-15 * base,
-                "t = {t}: {got} vs {want}"
-            );
+            assert!((got - want).abs() <= 1e-15 * base, "t = {t}: {got} vs {want}");
         }
         assert_eq!(LrSchedule::Constant.lr_at(base, 12_345), base);
         let w = LrSchedule::LinearWarmup { warmup_steps: 4 };
         assert_eq!([0, 1, 4, 9].map(|t| w.lr_at(1.0, t)), [0.0, 0.25, 1.0, 1.0]);
         let c = LrSchedule::Cosine { t_max: 4 };
         let got = [0, 2, 4].map(|t| c.lr_at(1.0, t));
-        assert!(
-            (got[0] - 1.0).abs() < 1e-16 && (got[1] - 0.5).abs() < 1e-16 && got[2].abs() < 1e-16
-        );
+        assert!((got[0] - 1.0).abs() < 1e-16 && (got[1] - 0.5).abs() < 1e-16 && got[2].abs() < 1e-16);
         for bad in [
             LrSchedule::LinearWarmup { warmup_steps: 0 },
             LrSchedule::Cosine { t_max: 0 },
-            LrSchedule::WarmupCosine {
-                warmup_steps: 0,
-                t_max: 10,
-            },
-            LrSchedule::WarmupCosine {
-                warmup_steps: 9,
-                t_max: 10,
-            },
+            LrSchedule::WarmupCosine { warmup_steps: 0, t_max: 10 },
+            LrSchedule::WarmupCosine { warmup_steps: 9, t_max: 10 },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
@@ -1394,19 +1114,13 @@ mod tests {
     fn warmup_cosine_equals_chained_reference_schedulers() {
         use std::f64::consts::PI;
         let (base, w, tmax) = (5e-4, 1000u64, 50_000u64);
-        let s = LrSchedule::WarmupCosine {
-            warmup_steps: w,
-            t_max: tmax,
-        };
+        let s = LrSchedule::WarmupCosine { warmup_steps: w, t_max: tmax };
         let f = |e: u64| 1.0 + (PI * e as f64 / tmax as f64).cos();
         let mut lr = 0.0; // LambdaLR's constructor sets base·min(1, 0/W) = 0
         for it in 0..tmax {
             let want = lr;
             let got = s.lr_at(base, it);
-            assert!(
-                (got - want).abs() <= 1e-10 * base,
-                "iteration {it}: closed form {got}, recursion {want}"
-            );
+            assert!((got - want).abs() <= 1e-10 * base, "iteration {it}: closed form {got}, recursion {want}");
             // After the optimiser step of iteration `it`: cosine epoch it + 1, then warm-up.
             let e = it + 1;
             lr *= f(e) / f(e - 1);
@@ -1418,32 +1132,13 @@ mod tests {
 
     #[test]
     fn configs_serde() {
-        let s: LrSchedule = serde_json::from_str(
-            r#"{"type": "warmup_cosine", "warmup_steps": 1000, "t_max": 50000}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            s,
-            LrSchedule::WarmupCosine {
-                warmup_steps: 1000,
-                t_max: 50_000
-            }
-        );
+        let s: LrSchedule = serde_json::from_str(r#"{"type": "warmup_cosine", "warmup_steps": 1000, "t_max": 50000}"#).unwrap();
+        assert_eq!(s, LrSchedule::WarmupCosine { warmup_steps: 1000, t_max: 50_000 });
         let s: LrSchedule = serde_json::from_str(r#"{"type": "constant"}"#).unwrap();
         assert_eq!(s, LrSchedule::Constant);
-        assert!(serde_json::from_str::<LrSchedule>(
-            r#"{"type": "cosine", "t_max": 5, "eta_min": 0.1}"#
-        )
-        .is_err());
+        assert!(serde_json::from_str::<LrSchedule>(r#"{"type": "cosine", "t_max": 5, "eta_min": 0.1}"#).is_err());
         let c: AdamConfig = serde_json::from_str(r#"{"lr": 5e-4, "weight_decay": 1e-5}"#).unwrap();
-        assert_eq!(
-            c,
-            AdamConfig {
-                lr: 5e-4,
-                weight_decay: 1e-5,
-                ..Default::default()
-            }
-        );
+        assert_eq!(c, AdamConfig { lr: 5e-4, weight_decay: 1e-5, ..Default::default() });
         assert!(serde_json::from_str::<AdamConfig>(r#"{"betas": [0.9, 0.99]}"#).is_err());
         let round: AdamConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(round, c);

@@ -19,8 +19,7 @@ fn twin_params(dtype: DType, seed: u64) -> (ParamSet, ParamSet) {
     for (name, shape) in SHAPES {
         let n = shape.iter().product();
         let values = normal_vec(&mut rng, n);
-        a.create(name, values.clone(), shape, dtype, &Device::Cpu)
-            .unwrap();
+        a.create(name, values.clone(), shape, dtype, &Device::Cpu).unwrap();
         b.create(name, values, shape, dtype, &Device::Cpu).unwrap();
     }
     (a, b)
@@ -37,33 +36,20 @@ fn grads_at(t: u64, dtype: DType, seed: u64) -> Grads {
             .map(|(name, shape)| {
                 let n = shape.iter().product();
                 let g: Vec<f64> = normal_vec(&mut rng, n).iter().map(|x| x * scale).collect();
-                (!(t == 4 && *name == "b")).then(|| {
-                    Tensor::from_vec(g, *shape, &Device::Cpu)
-                        .unwrap()
-                        .to_dtype(dtype)
-                        .unwrap()
-                })
+                (!(t == 4 && *name == "b")).then(|| Tensor::from_vec(g, *shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap())
             })
             .collect(),
     )
 }
 
 fn as_f64(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
 }
 
 /// Largest |a − b| / max(|a|, |b|, 1e-30) over two equally long slices.
 fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / x.abs().max(y.abs()).max(1e-30))
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / x.abs().max(y.abs()).max(1e-30)).fold(0.0, f64::max)
 }
 
 /// Runs [`N_STEPS`] clipped steps with each update path and returns the largest relative
@@ -74,10 +60,7 @@ fn run_both(dtype: DType, config: AdamConfig, seed: u64) -> f64 {
     fused.set_update_path(UpdatePath::Fused);
     let mut tensor = Adam::new(&p_tensor, config).unwrap();
     tensor.set_update_path(UpdatePath::TensorOps);
-    let schedule = LrSchedule::WarmupCosine {
-        warmup_steps: 3,
-        t_max: 20,
-    };
+    let schedule = LrSchedule::WarmupCosine { warmup_steps: 3, t_max: 20 };
     let mut clipped_steps = 0;
     for t in 0..N_STEPS {
         let lr = schedule.lr_at(config.lr, t + 1);
@@ -85,12 +68,8 @@ fn run_both(dtype: DType, config: AdamConfig, seed: u64) -> f64 {
         tensor.set_learning_rate(lr).unwrap();
         let mut g_fused = grads_at(t, dtype, seed);
         let mut g_tensor = grads_at(t, dtype, seed);
-        let o_fused = fused
-            .step_clipped(&p_fused, &mut g_fused, Some(MAX_NORM))
-            .unwrap();
-        let o_tensor = tensor
-            .step_clipped(&p_tensor, &mut g_tensor, Some(MAX_NORM))
-            .unwrap();
+        let o_fused = fused.step_clipped(&p_fused, &mut g_fused, Some(MAX_NORM)).unwrap();
+        let o_tensor = tensor.step_clipped(&p_tensor, &mut g_tensor, Some(MAX_NORM)).unwrap();
         // Same gradients in, so the same pre-clip norm and the same decision.
         assert_eq!(o_fused, o_tensor, "step {t}");
         let StepOutcome::Applied { grad_norm } = o_fused else {
@@ -113,10 +92,7 @@ fn run_both(dtype: DType, config: AdamConfig, seed: u64) -> f64 {
         let start = as_f64(p0.get(name).unwrap().as_tensor());
         assert!(max_rel_diff(&va, &start) > 1e-4, "{name} did not move");
         worst = worst.max(max_rel_diff(&va, &vb));
-        let moments = [
-            (fused.first_moment(name), tensor.first_moment(name)),
-            (fused.second_moment(name), tensor.second_moment(name)),
-        ];
+        let moments = [(fused.first_moment(name), tensor.first_moment(name)), (fused.second_moment(name), tensor.second_moment(name))];
         for (ma, mb) in moments {
             let (ma, mb) = (ma.unwrap(), mb.unwrap());
             assert_eq!(ma.dtype(), dtype);
@@ -128,21 +104,11 @@ fn run_both(dtype: DType, config: AdamConfig, seed: u64) -> f64 {
 }
 
 fn l2_config() -> AdamConfig {
-    AdamConfig {
-        lr: 3e-2,
-        weight_decay: 1e-2,
-        decoupled_weight_decay: false,
-        ..Default::default()
-    }
+    AdamConfig { lr: 3e-2, weight_decay: 1e-2, decoupled_weight_decay: false, ..Default::default() }
 }
 
 fn decoupled_config() -> AdamConfig {
-    AdamConfig {
-        lr: 3e-2,
-        weight_decay: 0.1,
-        decoupled_weight_decay: true,
-        ..Default::default()
-    }
+    AdamConfig { lr: 3e-2, weight_decay: 0.1, decoupled_weight_decay: true, ..Default::default() }
 }
 
 // Tolerance. Both paths do the same operations in the same order and precision except one:
@@ -188,11 +154,8 @@ fn auto_uses_the_fused_kernel_on_cpu() {
     let mut fused = Adam::new(&p_fused, decoupled_config()).unwrap();
     fused.set_update_path(UpdatePath::Fused);
     for t in 0..5 {
-        auto.step_clipped(&p_auto, &mut grads_at(t, DType::F64, 21), Some(MAX_NORM))
-            .unwrap();
-        fused
-            .step_clipped(&p_fused, &mut grads_at(t, DType::F64, 21), Some(MAX_NORM))
-            .unwrap();
+        auto.step_clipped(&p_auto, &mut grads_at(t, DType::F64, 21), Some(MAX_NORM)).unwrap();
+        fused.step_clipped(&p_fused, &mut grads_at(t, DType::F64, 21), Some(MAX_NORM)).unwrap();
     }
     for (a, b) in p_auto.vars().iter().zip(p_fused.vars()) {
         let bits = |t: &Tensor| as_f64(t).iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -205,27 +168,14 @@ fn fused_refuses_what_it_cannot_update_and_modifies_nothing() {
     // bf16 has no fused kernel: `Fused` is an error before anything changes, `Auto` falls back
     // to tensor operations.
     let mut params = ParamSet::new();
-    let w = params
-        .create("w", vec![1.0, -2.0, 0.5], &[3], DType::BF16, &Device::Cpu)
-        .unwrap();
-    let g = Grads(vec![Some(
-        Tensor::new(&[0.5f64, 0.5, -0.5], &Device::Cpu)
-            .unwrap()
-            .to_dtype(DType::BF16)
-            .unwrap(),
-    )]);
+    let w = params.create("w", vec![1.0, -2.0, 0.5], &[3], DType::BF16, &Device::Cpu).unwrap();
+    let g = Grads(vec![Some(Tensor::new(&[0.5f64, 0.5, -0.5], &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap())]);
     let before = as_f64(w.as_tensor());
     // lr 0.1: a step of 1e-3 would round back to the same bf16 values.
-    let config = AdamConfig {
-        lr: 0.1,
-        ..Default::default()
-    };
+    let config = AdamConfig { lr: 0.1, ..Default::default() };
     let mut adam = Adam::new(&params, config).unwrap();
     adam.set_update_path(UpdatePath::Fused);
-    assert!(matches!(
-        adam.step(&params, &g),
-        Err(OptimError::Mismatch(_))
-    ));
+    assert!(matches!(adam.step(&params, &g), Err(OptimError::Mismatch(_))));
     assert_eq!(as_f64(w.as_tensor()), before);
     assert_eq!(adam.step_count(), 0);
     assert!(adam.first_moment("w").is_none());

@@ -87,9 +87,7 @@ const TICK_PX: f64 = 13.0;
 
 fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| {
-        plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).is_ok()
-    });
+    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).is_ok());
     if ok {
         Ok(())
     } else {
@@ -187,10 +185,7 @@ fn superscript(n: i64) -> String {
 }
 
 fn subscript(n: usize) -> String {
-    n.to_string()
-        .chars()
-        .map(|c| char::from_u32(0x2080 + c.to_digit(10).unwrap_or(0)).unwrap_or(c))
-        .collect()
+    n.to_string().chars().map(|c| char::from_u32(0x2080 + c.to_digit(10).unwrap_or(0)).unwrap_or(c)).collect()
 }
 
 /// The default name of coordinate `d` (zero-based) in figures: `x₁` for `d = 0`, as in the paper.
@@ -356,14 +351,7 @@ type Area<'b> = DrawingArea<BitMapBackend<'b>, Shift>;
 impl AxisSpec {
     fn linear(lo: f64, hi: f64, target: usize, label: &str) -> Self {
         let (ticks, step) = nice_ticks(lo, hi, target);
-        Self {
-            lo,
-            hi,
-            ticks,
-            minor: Vec::new(),
-            kind: TickKind::Linear { step },
-            label: label.to_string(),
-        }
+        Self { lo, hi, ticks, minor: Vec::new(), kind: TickKind::Linear { step }, label: label.to_string() }
     }
 
     fn angle(label: &str) -> Self {
@@ -381,24 +369,13 @@ impl AxisSpec {
     fn log10(lo: f64, hi: f64, label: &str) -> Self {
         let k0 = (lo - 1e-9).ceil() as i64;
         let k1 = (hi + 1e-9).floor() as i64;
-        let decades: Vec<i64> = if k1 >= k0 {
-            (k0..=k1).collect()
-        } else {
-            Vec::new()
-        };
+        let decades: Vec<i64> = if k1 >= k0 { (k0..=k1).collect() } else { Vec::new() };
         let whole_decades = decades.len() >= 2;
         let (ticks, minor) = if whole_decades {
             let stride = decades.len().div_ceil(7).max(1) as i64;
-            let ticks: Vec<f64> = decades
-                .iter()
-                .filter(|k| k.rem_euclid(stride) == 0)
-                .map(|&k| k as f64)
-                .collect();
+            let ticks: Vec<f64> = decades.iter().filter(|k| k.rem_euclid(stride) == 0).map(|&k| k as f64).collect();
             let minor = if stride == 1 && decades.len() <= 6 {
-                (k0 - 1..=k1)
-                    .flat_map(|k| (2..10).map(move |m| k as f64 + (m as f64).log10()))
-                    .filter(|v| *v > lo && *v < hi)
-                    .collect()
+                (k0 - 1..=k1).flat_map(|k| (2..10).map(move |m| k as f64 + (m as f64).log10())).filter(|v| *v > lo && *v < hi).collect()
             } else {
                 Vec::new()
             };
@@ -420,25 +397,11 @@ impl AxisSpec {
             }
             (ticks, Vec::new())
         };
-        Self {
-            lo,
-            hi,
-            ticks,
-            minor,
-            kind: TickKind::Log10 {
-                decades: whole_decades,
-            },
-            label: label.to_string(),
-        }
+        Self { lo, hi, ticks, minor, kind: TickKind::Log10 { decades: whole_decades }, label: label.to_string() }
     }
 
     fn coord(&self) -> Axis {
-        Axis {
-            lo: self.lo,
-            hi: self.hi,
-            ticks: self.ticks.clone(),
-            minor: self.minor.clone(),
-        }
+        Axis { lo: self.lo, hi: self.hi, ticks: self.ticks.clone(), minor: self.minor.clone() }
     }
 
     fn format(&self, v: f64) -> String {
@@ -483,10 +446,7 @@ fn check_size(size: (u32, u32)) -> Result<(u32, u32)> {
     if ok(size.0) && ok(size.1) {
         Ok(size)
     } else {
-        invalid(format!(
-            "image size {}x{} must be between 64 and 16384 pixels per side",
-            size.0, size.1
-        ))
+        invalid(format!("image size {}x{} must be between 64 and 16384 pixels per side", size.0, size.1))
     }
 }
 
@@ -494,10 +454,7 @@ fn check_range(name: &str, r: [f64; 2]) -> Result<()> {
     if r[0].is_finite() && r[1].is_finite() && r[0] < r[1] {
         Ok(())
     } else {
-        invalid(format!(
-            "{name} range [{}, {}] must be finite with lo < hi",
-            r[0], r[1]
-        ))
+        invalid(format!("{name} range [{}, {}] must be finite with lo < hi", r[0], r[1]))
     }
 }
 
@@ -613,10 +570,7 @@ where
     content(&mut chart)?;
 
     let (x, y) = (&frame.x, &frame.y);
-    chart.draw_series(std::iter::once(Rectangle::new(
-        [(x.lo, y.lo), (x.hi, y.hi)],
-        BLACK.stroke_width(1),
-    )))?;
+    chart.draw_series(std::iter::once(Rectangle::new([(x.lo, y.lo), (x.hi, y.hi)], BLACK.stroke_width(1))))?;
     Ok(())
 }
 
@@ -661,19 +615,8 @@ fn draw_points(
 ) -> Result<()> {
     let colour = rgb(style.colour).mix(style.alpha.clamp(0.0, 1.0)).filled();
     let radius = style.radius;
-    let inside = |p: &(f64, f64)| {
-        p.0.is_finite()
-            && p.1.is_finite()
-            && p.0 >= x.lo
-            && p.0 <= x.hi
-            && p.1 >= y.lo
-            && p.1 <= y.hi
-    };
-    chart.draw_series(
-        points
-            .filter(inside)
-            .map(|p| Circle::new(p, radius, colour)),
-    )?;
+    let inside = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite() && p.0 >= x.lo && p.0 <= x.hi && p.1 >= y.lo && p.1 <= y.hi;
+    chart.draw_series(points.filter(inside).map(|p| Circle::new(p, radius, colour)))?;
     Ok(())
 }
 
@@ -703,26 +646,14 @@ pub struct ScalarGrid {
 impl ScalarGrid {
     /// Evaluate `f` on an `nx × ny` grid of nodes spanning `x_range × y_range` (ends included).
     /// `nx` and `ny` are raised to at least 2.
-    pub fn evaluate(
-        f: &dyn Fn(f64, f64) -> f64,
-        x_range: [f64; 2],
-        y_range: [f64; 2],
-        nx: usize,
-        ny: usize,
-    ) -> Self {
+    pub fn evaluate(f: &dyn Fn(f64, f64) -> f64, x_range: [f64; 2], y_range: [f64; 2], nx: usize, ny: usize) -> Self {
         let nodes = |r: [f64; 2], n: usize| -> Vec<f64> {
             let n = n.max(2);
-            (0..n)
-                .map(|i| r[0] + (r[1] - r[0]) * i as f64 / (n - 1) as f64)
-                .collect()
+            (0..n).map(|i| r[0] + (r[1] - r[0]) * i as f64 / (n - 1) as f64).collect()
         };
         let x = nodes(x_range, nx);
         let y = nodes(y_range, ny);
-        let values = y
-            .iter()
-            .flat_map(|&yv| x.iter().map(move |&xv| (xv, yv)))
-            .map(|(a, b)| f(a, b))
-            .collect();
+        let values = y.iter().flat_map(|&yv| x.iter().map(move |&xv| (xv, yv))).map(|(a, b)| f(a, b)).collect();
         Self { x, y, values }
     }
 
@@ -733,25 +664,19 @@ impl ScalarGrid {
 
     /// The largest finite value, if any.
     pub fn finite_max(&self) -> Option<f64> {
-        self.values
-            .iter()
-            .copied()
-            .filter(|v| v.is_finite())
-            .reduce(f64::max)
+        self.values.iter().copied().filter(|v| v.is_finite()).reduce(f64::max)
     }
 
     /// Bilinear interpolation at `(x, y)`, clamped to the grid's extent. Assumes a uniform grid
     /// (as built by [`ScalarGrid::evaluate`]); NaN for a grid with fewer than two nodes per axis
     /// or whose `values` do not match its axes.
     pub fn interpolate(&self, x: f64, y: f64) -> f64 {
-        if self.x.len() < 2 || self.y.len() < 2 || self.values.len() != self.x.len() * self.y.len()
-        {
+        if self.x.len() < 2 || self.y.len() < 2 || self.values.len() != self.x.len() * self.y.len() {
             return f64::NAN;
         }
         let locate = |axis: &[f64], v: f64| -> (usize, f64) {
             let n = axis.len();
-            let f = ((v - axis[0]) / (axis[n - 1] - axis[0]) * (n - 1) as f64)
-                .clamp(0.0, (n - 1) as f64);
+            let f = ((v - axis[0]) / (axis[n - 1] - axis[0]) * (n - 1) as f64).clamp(0.0, (n - 1) as f64);
             let i = (f.floor() as usize).min(n - 2);
             (i, f - i as f64)
         };
@@ -778,18 +703,9 @@ pub fn marching_squares(grid: &ScalarGrid, level: f64) -> Vec<[[f64; 2]; 2]> {
     for iy in 0..ny - 1 {
         for ix in 0..nx - 1 {
             // Corners counter-clockwise from bottom-left: a, b, c, d.
-            let pos = [
-                [grid.x[ix], grid.y[iy]],
-                [grid.x[ix + 1], grid.y[iy]],
-                [grid.x[ix + 1], grid.y[iy + 1]],
-                [grid.x[ix], grid.y[iy + 1]],
-            ];
-            let val = [
-                grid.value(ix, iy),
-                grid.value(ix + 1, iy),
-                grid.value(ix + 1, iy + 1),
-                grid.value(ix, iy + 1),
-            ];
+            let pos =
+                [[grid.x[ix], grid.y[iy]], [grid.x[ix + 1], grid.y[iy]], [grid.x[ix + 1], grid.y[iy + 1]], [grid.x[ix], grid.y[iy + 1]]];
+            let val = [grid.value(ix, iy), grid.value(ix + 1, iy), grid.value(ix + 1, iy + 1), grid.value(ix, iy + 1)];
             if val.iter().any(|v| !v.is_finite()) {
                 continue;
             }
@@ -801,13 +717,9 @@ pub fn marching_squares(grid: &ScalarGrid, level: f64) -> Vec<[[f64; 2]; 2]> {
                     return None;
                 }
                 let t = (level - val[k]) / (val[j] - val[k]);
-                Some([
-                    pos[k][0] + t * (pos[j][0] - pos[k][0]),
-                    pos[k][1] + t * (pos[j][1] - pos[k][1]),
-                ])
+                Some([pos[k][0] + t * (pos[j][0] - pos[k][0]), pos[k][1] + t * (pos[j][1] - pos[k][1])])
             };
-            let edges: Vec<(usize, [f64; 2])> =
-                (0..4).filter_map(|k| crossing(k).map(|p| (k, p))).collect();
+            let edges: Vec<(usize, [f64; 2])> = (0..4).filter_map(|k| crossing(k).map(|p| (k, p))).collect();
             match edges.len() {
                 2 => segments.push([edges[0].1, edges[1].1]),
                 4 => {
@@ -858,14 +770,7 @@ pub struct ContourStyle {
 
 impl Default for ContourStyle {
     fn default() -> Self {
-        Self {
-            grid_points: 150,
-            levels: 20,
-            floor: LogFloor::BelowMax(50.0),
-            filled: true,
-            point_radius: 2,
-            point_alpha: 0.4,
-        }
+        Self { grid_points: 150, levels: 20, floor: LogFloor::BelowMax(50.0), filled: true, point_radius: 2, point_alpha: 0.4 }
     }
 }
 
@@ -902,11 +807,7 @@ fn prepare_levels(grid: &mut ScalarGrid, style: &ContourStyle) -> Option<Levels>
     let n = style.levels.max(1);
     let step = (max - floor) / n as f64;
     let values = (0..n).map(|k| floor + step * (k as f64 + 0.5)).collect();
-    Some(Levels {
-        floor,
-        step,
-        values,
-    })
+    Some(Levels { floor, step, values })
 }
 
 /// Shade the bands (when `filled`) and draw the contour lines of a clipped grid.
@@ -939,10 +840,7 @@ fn draw_contours(
         let colour = rgb(lighten(viridis(t_of(k)), if filled { 0.0 } else { 0.1 }));
         let style = colour.stroke_width(1);
         let segs = marching_squares(grid, level);
-        chart.draw_series(
-            segs.into_iter()
-                .map(|s| PathElement::new(vec![(s[0][0], s[0][1]), (s[1][0], s[1][1])], style)),
-        )?;
+        chart.draw_series(segs.into_iter().map(|s| PathElement::new(vec![(s[0][0], s[0][1]), (s[1][0], s[1][1])], style)))?;
     }
     Ok(())
 }
@@ -963,10 +861,7 @@ pub struct Bounds2d {
 impl Bounds2d {
     /// The square `[lo, hi]²` (e.g. `[−50, 50]²` for the 40-mode GMM).
     pub fn square(lo: f64, hi: f64) -> Self {
-        Self {
-            x: [lo, hi],
-            y: [lo, hi],
-        }
+        Self { x: [lo, hi], y: [lo, hi] }
     }
 }
 
@@ -984,11 +879,7 @@ pub struct SamplePanel {
 impl SamplePanel {
     /// A panel with the default dot colour.
     pub fn new(title: impl Into<String>, points: Vec<[f64; 2]>) -> Self {
-        Self {
-            title: title.into(),
-            points,
-            colour: None,
-        }
+        Self { title: title.into(), points, colour: None }
     }
 }
 
@@ -1005,11 +896,7 @@ pub struct ContourOptions {
 
 impl Default for ContourOptions {
     fn default() -> Self {
-        Self {
-            size: None,
-            style: ContourStyle::default(),
-            axis_labels: [coordinate_name(0), coordinate_name(1)],
-        }
+        Self { size: None, style: ContourStyle::default(), axis_labels: [coordinate_name(0), coordinate_name(1)] }
     }
 }
 
@@ -1033,13 +920,7 @@ pub fn contour_samples_2d(
     let n = panels.len();
     let size = opts.size.unwrap_or((400 * n as u32, 450));
     let points_per_axis = opts.style.grid_points.clamp(2, 2000);
-    let mut grid = ScalarGrid::evaluate(
-        log_density,
-        bounds.x,
-        bounds.y,
-        points_per_axis,
-        points_per_axis,
-    );
+    let mut grid = ScalarGrid::evaluate(log_density, bounds.x, bounds.y, points_per_axis, points_per_axis);
     let levels = prepare_levels(&mut grid, &opts.style);
     let x = AxisSpec::linear(bounds.x[0], bounds.x[1], 5, &opts.axis_labels[0]);
     let y = AxisSpec::linear(bounds.y[0], bounds.y[1], 5, &opts.axis_labels[1]);
@@ -1047,13 +928,7 @@ pub fn contour_samples_2d(
     render(path.as_ref(), size, |root| {
         let body = split_title(root, title, TITLE_PX)?;
         for (area, panel) in body.split_evenly((1, n)).iter().zip(panels) {
-            let frame = PanelFrame {
-                caption: &panel.title,
-                x: x.clone(),
-                y: y.clone(),
-                square: true,
-                grid: false,
-            };
+            let frame = PanelFrame { caption: &panel.title, x: x.clone(), y: y.clone(), square: true, grid: false };
             let sub = panel_area(area, &frame)?;
             draw_chart(&sub, &frame, |chart| {
                 if let Some(levels) = &levels {
@@ -1064,13 +939,7 @@ pub fn contour_samples_2d(
                     alpha: opts.style.point_alpha,
                     radius: opts.style.point_radius,
                 };
-                draw_points(
-                    chart,
-                    panel.points.iter().map(|p| (p[0], p[1])),
-                    &dots,
-                    &x,
-                    &y,
-                )
+                draw_points(chart, panel.points.iter().map(|p| (p[0], p[1])), &dots, &x, &y)
             })?;
         }
         Ok(())
@@ -1097,15 +966,7 @@ pub struct PairwiseOptions {
 
 impl Default for PairwiseOptions {
     fn default() -> Self {
-        Self {
-            size: None,
-            style: ContourStyle {
-                grid_points: 100,
-                ..ContourStyle::default()
-            },
-            colour: None,
-            names: None,
-        }
+        Self { size: None, style: ContourStyle { grid_points: 100, ..ContourStyle::default() }, colour: None, names: None }
     }
 }
 
@@ -1134,15 +995,8 @@ pub fn pairwise_marginals<S: AsRef<[f64]>>(
     }
     check_range("axis", bounds)?;
     let need = dims.iter().copied().max().unwrap_or(0) + 1;
-    if let Some((i, s)) = samples
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.as_ref().len() < need)
-    {
-        return invalid(format!(
-            "sample {i} has {} coordinates but dims needs {need}",
-            s.as_ref().len()
-        ));
+    if let Some((i, s)) = samples.iter().enumerate().find(|(_, s)| s.as_ref().len() < need) {
+        return invalid(format!("sample {i} has {} coordinates but dims needs {need}", s.as_ref().len()));
     }
     let names: Vec<String> = match &opts.names {
         Some(names) if names.len() == k => names.clone(),
@@ -1153,11 +1007,7 @@ pub fn pairwise_marginals<S: AsRef<[f64]>>(
     let side = (300 * m as u32).max(480);
     let size = opts.size.unwrap_or((side, side + 40));
     let points_per_axis = opts.style.grid_points.clamp(2, 2000);
-    let dots = DotStyle {
-        colour: opts.colour.unwrap_or(SAMPLE_COLOUR),
-        alpha: opts.style.point_alpha,
-        radius: opts.style.point_radius,
-    };
+    let dots = DotStyle { colour: opts.colour.unwrap_or(SAMPLE_COLOUR), alpha: opts.style.point_alpha, radius: opts.style.point_radius };
 
     render(path.as_ref(), size, |root| {
         let body = split_title(root, title, TITLE_PX)?;
@@ -1175,16 +1025,9 @@ pub fn pairwise_marginals<S: AsRef<[f64]>>(
                 let x = AxisSpec::linear(bounds[0], bounds[1], 5, &names[c]);
                 let y = AxisSpec::linear(bounds[0], bounds[1], 5, &names[r + 1]);
                 let f = |a: f64, b: f64| marginal_log_density(di, dj, a, b);
-                let mut grid =
-                    ScalarGrid::evaluate(&f, bounds, bounds, points_per_axis, points_per_axis);
+                let mut grid = ScalarGrid::evaluate(&f, bounds, bounds, points_per_axis, points_per_axis);
                 let levels = prepare_levels(&mut grid, &opts.style);
-                let frame = PanelFrame {
-                    caption: "",
-                    x: x.clone(),
-                    y: y.clone(),
-                    square: true,
-                    grid: false,
-                };
+                let frame = PanelFrame { caption: "", x: x.clone(), y: y.clone(), square: true, grid: false };
                 let sub = panel_area(area, &frame)?;
                 draw_chart(&sub, &frame, |chart| {
                     if let Some(levels) = &levels {
@@ -1206,10 +1049,7 @@ fn draw_pairwise_key(area: &Area<'_>, n_samples: usize, dots: &DotStyle) -> Resu
     let y0 = (h as i32 / 3).max(20);
     let style = text_style(DESC_PX).pos(Pos::new(HPos::Left, VPos::Center));
     let line_colour = rgb(viridis(0.45));
-    area.draw(&PathElement::new(
-        vec![(x0, y0), (x0 + 26, y0)],
-        line_colour.stroke_width(2),
-    ))?;
+    area.draw(&PathElement::new(vec![(x0, y0), (x0 + 26, y0)], line_colour.stroke_width(2)))?;
     area.draw_text("target 2-D marginal log p", &style, (x0 + 36, y0))?;
     let y1 = y0 + 30;
     let dot = rgb(dots.colour).mix(dots.alpha.clamp(0.3, 1.0)).filled();
@@ -1240,12 +1080,7 @@ pub struct Series {
 impl Series {
     /// A series with the default colour.
     pub fn new(name: impl Into<String>, x: Vec<f64>, y: Vec<f64>) -> Self {
-        Self {
-            name: name.into(),
-            x,
-            y,
-            colour: None,
-        }
+        Self { name: name.into(), x, y, colour: None }
     }
 }
 
@@ -1269,24 +1104,12 @@ impl CurvePanel {
     /// A panel with one series whose name is also the caption.
     pub fn single(name: impl Into<String>, x: Vec<f64>, y: Vec<f64>, log_y: bool) -> Self {
         let name = name.into();
-        Self {
-            title: name.clone(),
-            x_label: "iteration".to_string(),
-            y_label: String::new(),
-            log_y,
-            series: vec![Series::new(name, x, y)],
-        }
+        Self { title: name.clone(), x_label: "iteration".to_string(), y_label: String::new(), log_y, series: vec![Series::new(name, x, y)] }
     }
 
     /// A panel with several series.
     pub fn multi(title: impl Into<String>, series: Vec<Series>, log_y: bool) -> Self {
-        Self {
-            title: title.into(),
-            x_label: "iteration".to_string(),
-            y_label: String::new(),
-            log_y,
-            series,
-        }
+        Self { title: title.into(), x_label: "iteration".to_string(), y_label: String::new(), log_y, series }
     }
 
     /// Set the vertical axis description.
@@ -1313,12 +1136,7 @@ pub struct CurveOptions {
 
 /// The legend corner covering the fewest data points (ties: upper right, upper left, lower
 /// right, lower left).
-fn legend_corner<'p>(
-    points: impl Iterator<Item = &'p (f64, f64)>,
-    x: &AxisSpec,
-    y: &AxisSpec,
-    entries: usize,
-) -> SeriesLabelPosition {
+fn legend_corner<'p>(points: impl Iterator<Item = &'p (f64, f64)>, x: &AxisSpec, y: &AxisSpec, entries: usize) -> SeriesLabelPosition {
     let (bw, bh) = (0.45, (0.08 + 0.09 * entries as f64).min(0.6));
     let mut counts = [0usize; 4];
     for p in points {
@@ -1331,12 +1149,7 @@ fn legend_corner<'p>(
         counts[3] += (left && bottom) as usize;
     }
     let best = (0..4).min_by_key(|&i| counts[i]).unwrap_or(0);
-    [
-        SeriesLabelPosition::UpperRight,
-        SeriesLabelPosition::UpperLeft,
-        SeriesLabelPosition::LowerRight,
-        SeriesLabelPosition::LowerLeft,
-    ][best]
+    [SeriesLabelPosition::UpperRight, SeriesLabelPosition::UpperLeft, SeriesLabelPosition::LowerRight, SeriesLabelPosition::LowerLeft][best]
         .clone()
 }
 
@@ -1362,12 +1175,7 @@ fn finite_runs(x: &[f64], y: &[f64], log_y: bool) -> Vec<Vec<(f64, f64)>> {
 /// Panels of training statistics against iteration (or any abscissa), laid out in rows of
 /// `opts.columns`. Non-finite values break the lines; isolated points are drawn as dots.
 /// Errors when `panels` is empty or a series has `x.len() != y.len()`.
-pub fn training_curves(
-    path: impl AsRef<Path>,
-    title: &str,
-    panels: &[CurvePanel],
-    opts: &CurveOptions,
-) -> Result<()> {
+pub fn training_curves(path: impl AsRef<Path>, title: &str, panels: &[CurvePanel], opts: &CurveOptions) -> Result<()> {
     if panels.is_empty() {
         return invalid("training_curves needs at least one panel");
     }
@@ -1386,9 +1194,7 @@ pub fn training_curves(
     }
     let cols = opts.columns.unwrap_or(3).clamp(1, panels.len());
     let rows = panels.len().div_ceil(cols);
-    let size = opts
-        .size
-        .unwrap_or((400 * cols as u32, 340 * rows as u32 + 50));
+    let size = opts.size.unwrap_or((400 * cols as u32, 340 * rows as u32 + 50));
 
     render(path.as_ref(), size, |root| {
         let body = split_title(root, title, TITLE_PX)?;
@@ -1401,38 +1207,17 @@ pub fn training_curves(
 
 fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
     let positive = |v: f64| v.is_finite() && v > 0.0;
-    let log_y = panel.log_y
-        && panel.series.iter().any(|s| {
-            s.x.iter()
-                .zip(&s.y)
-                .any(|(a, b)| a.is_finite() && positive(*b))
-        });
-    let runs: Vec<Vec<Vec<(f64, f64)>>> = panel
-        .series
-        .iter()
-        .map(|s| finite_runs(&s.x, &s.y, log_y))
-        .collect();
+    let log_y = panel.log_y && panel.series.iter().any(|s| s.x.iter().zip(&s.y).any(|(a, b)| a.is_finite() && positive(*b)));
+    let runs: Vec<Vec<Vec<(f64, f64)>>> = panel.series.iter().map(|s| finite_runs(&s.x, &s.y, log_y)).collect();
     let all = || runs.iter().flatten().flatten();
     let has_data = all().next().is_some();
     let (x, y) = if has_data {
-        let (xl, xh) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| {
-            (l.min(p.0), h.max(p.0))
-        });
-        let (yl, yh) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| {
-            (l.min(p.1), h.max(p.1))
-        });
-        let (xl, xh) = if xh > xl {
-            (xl, xh)
-        } else {
-            padded_range(xl, xh, 0.0)
-        };
+        let (xl, xh) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| (l.min(p.0), h.max(p.0)));
+        let (yl, yh) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| (l.min(p.1), h.max(p.1)));
+        let (xl, xh) = if xh > xl { (xl, xh) } else { padded_range(xl, xh, 0.0) };
         let x = AxisSpec::linear(xl, xh, 5, &panel.x_label);
         let y = if log_y {
-            let (yl, yh) = if yh > yl {
-                padded_range(yl, yh, 0.05)
-            } else {
-                (yl - 0.5, yh + 0.5)
-            };
+            let (yl, yh) = if yh > yl { padded_range(yl, yh, 0.05) } else { (yl - 0.5, yh + 0.5) };
             AxisSpec::log10(yl, yh, &panel.y_label)
         } else {
             let (yl, yh) = padded_range(yl, yh, 0.05);
@@ -1440,20 +1225,11 @@ fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
         };
         (x, y)
     } else {
-        (
-            AxisSpec::linear(0.0, 1.0, 5, &panel.x_label),
-            AxisSpec::linear(0.0, 1.0, 5, &panel.y_label),
-        )
+        (AxisSpec::linear(0.0, 1.0, 5, &panel.x_label), AxisSpec::linear(0.0, 1.0, 5, &panel.y_label))
     };
     let legend = panel.series.len() > 1;
     let corner = legend_corner(all(), &x, &y, panel.series.len());
-    let frame = PanelFrame {
-        caption: &panel.title,
-        x,
-        y,
-        square: false,
-        grid: true,
-    };
+    let frame = PanelFrame { caption: &panel.title, x, y, square: false, grid: true };
     let sub = panel_area(area, &frame)?;
     draw_chart(&sub, &frame, |chart| {
         if !has_data {
@@ -1558,18 +1334,13 @@ impl Histogram1d {
     /// count / (total · (hi − lo) / bins), as `numpy.histogram(…, density=True)`.
     pub fn densities(&self) -> Vec<f64> {
         let norm = self.total * (self.range[1] - self.range[0]) / self.counts.len() as f64;
-        self.counts
-            .iter()
-            .map(|c| if norm > 0.0 { c / norm } else { 0.0 })
-            .collect()
+        self.counts.iter().map(|c| if norm > 0.0 { c / norm } else { 0.0 }).collect()
     }
 
     /// Bin edges, `bins + 1` of them.
     pub fn edges(&self) -> Vec<f64> {
         let w = self.bin_width();
-        (0..=self.counts.len())
-            .map(|i| self.range[0] + w * i as f64)
-            .collect()
+        (0..=self.counts.len()).map(|i| self.range[0] + w * i as f64).collect()
     }
 }
 
@@ -1577,21 +1348,11 @@ impl Histogram1d {
 /// normalised) into `bins` equal bins of the closed interval `range`. Values at `range[1]` go to
 /// the last bin. Non-finite values, values outside the range and values whose weight is
 /// negative or not finite are dropped and counted in [`Histogram1d::dropped`].
-pub fn histogram_1d(
-    values: &[f64],
-    weights: Option<&[f64]>,
-    range: [f64; 2],
-    bins: usize,
-) -> Result<Histogram1d> {
+pub fn histogram_1d(values: &[f64], weights: Option<&[f64]>, range: [f64; 2], bins: usize) -> Result<Histogram1d> {
     check_range("histogram", range)?;
     check_bins(bins)?;
     check_weights(weights, values.len(), "values")?;
-    let mut h = Histogram1d {
-        range,
-        counts: vec![0.0; bins],
-        total: 0.0,
-        dropped: 0,
-    };
+    let mut h = Histogram1d { range, counts: vec![0.0; bins], total: 0.0, dropped: 0 };
     for (i, &v) in values.iter().enumerate() {
         let w = weights.map_or(1.0, |w| w[i]);
         match bin_index(v, range[0], range[1], bins) {
@@ -1631,26 +1392,19 @@ impl Histogram2d {
 
     /// Area of one bin.
     pub fn bin_area(&self) -> f64 {
-        ((self.x_range[1] - self.x_range[0]) / self.bins[0] as f64)
-            * ((self.y_range[1] - self.y_range[0]) / self.bins[1] as f64)
+        ((self.x_range[1] - self.x_range[0]) / self.bins[0] as f64) * ((self.y_range[1] - self.y_range[0]) / self.bins[1] as f64)
     }
 
     /// Probability densities per bin, same layout as `counts` (integrating to one; zeros when
     /// empty).
     pub fn densities(&self) -> Vec<f64> {
         let norm = self.total * self.bin_area();
-        self.counts
-            .iter()
-            .map(|c| if norm > 0.0 { c / norm } else { 0.0 })
-            .collect()
+        self.counts.iter().map(|c| if norm > 0.0 { c / norm } else { 0.0 }).collect()
     }
 
     /// The bin holding `(x, y)`, if any.
     pub fn bin_of(&self, x: f64, y: f64) -> Option<(usize, usize)> {
-        Some((
-            bin_index(x, self.x_range[0], self.x_range[1], self.bins[0])?,
-            bin_index(y, self.y_range[0], self.y_range[1], self.bins[1])?,
-        ))
+        Some((bin_index(x, self.x_range[0], self.x_range[1], self.bins[0])?, bin_index(y, self.y_range[0], self.y_range[1], self.bins[1])?))
     }
 }
 
@@ -1675,14 +1429,7 @@ pub fn histogram_2d(
         return invalid(format!("{} x values and {} y values", x.len(), y.len()));
     }
     check_weights(weights, x.len(), "points")?;
-    let mut h = Histogram2d {
-        x_range,
-        y_range,
-        bins,
-        counts: vec![0.0; bins[0] * bins[1]],
-        total: 0.0,
-        dropped: 0,
-    };
+    let mut h = Histogram2d { x_range, y_range, bins, counts: vec![0.0; bins[0] * bins[1]], total: 0.0, dropped: 0 };
     for i in 0..x.len() {
         let w = weights.map_or(1.0, |w| w[i]);
         match h.bin_of(x[i], y[i]) {
@@ -1710,12 +1457,7 @@ pub fn wrap_angle(a: f64) -> f64 {
 /// The Ramachandran histogram: `(φ, ψ)` pairs wrapped into `[−π, π]` by [`wrap_angle`] and
 /// binned into `bins × bins` bins of `[−π, π]²` (φ along x). A point at exactly `−π` falls in
 /// the first bin and one at `+π` in the last. Weights as for [`histogram_1d`].
-pub fn ramachandran_histogram(
-    phi: &[f64],
-    psi: &[f64],
-    weights: Option<&[f64]>,
-    bins: usize,
-) -> Result<Histogram2d> {
+pub fn ramachandran_histogram(phi: &[f64], psi: &[f64], weights: Option<&[f64]>, bins: usize) -> Result<Histogram2d> {
     if phi.len() != psi.len() {
         return invalid(format!("{} φ values and {} ψ values", phi.len(), psi.len()));
     }
@@ -1756,11 +1498,7 @@ pub struct RamachandranOptions {
 
 impl Default for RamachandranOptions {
     fn default() -> Self {
-        Self {
-            size: None,
-            bins: 64,
-            decades: 5.0,
-        }
+        Self { size: None, bins: 64, decades: 5.0 }
     }
 }
 
@@ -1773,16 +1511,8 @@ pub fn ramachandran(
     weights: Option<&[f64]>,
     opts: &RamachandranOptions,
 ) -> Result<()> {
-    let panel = RamachandranPanel {
-        title: "",
-        phi,
-        psi,
-        weights,
-    };
-    let opts = RamachandranOptions {
-        size: Some(opts.size.unwrap_or((520, 430))),
-        ..opts.clone()
-    };
+    let panel = RamachandranPanel { title: "", phi, psi, weights };
+    let opts = RamachandranOptions { size: Some(opts.size.unwrap_or((520, 430))), ..opts.clone() };
     ramachandran_panels(path, title, &[panel], &opts)
 }
 
@@ -1800,26 +1530,14 @@ pub fn ramachandran_panels(
     if panels.is_empty() {
         return invalid("ramachandran_panels needs at least one panel");
     }
-    let hists: Vec<Histogram2d> = panels
-        .iter()
-        .map(|p| ramachandran_histogram(p.phi, p.psi, p.weights, opts.bins))
-        .collect::<Result<_>>()?;
+    let hists: Vec<Histogram2d> =
+        panels.iter().map(|p| ramachandran_histogram(p.phi, p.psi, p.weights, opts.bins)).collect::<Result<_>>()?;
     let dens: Vec<Vec<f64>> = hists.iter().map(Histogram2d::densities).collect();
-    let logs = dens
-        .iter()
-        .flatten()
-        .filter(|d| **d > 0.0)
-        .map(|d| d.log10());
-    let (lmin, lmax) = logs.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
-        (l.min(v), h.max(v))
-    });
+    let logs = dens.iter().flatten().filter(|d| **d > 0.0).map(|d| d.log10());
+    let (lmin, lmax) = logs.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
     let scale = if lmax.is_finite() {
         let lo = lmin.max(lmax - opts.decades.abs().max(0.5));
-        Some(if lmax - lo < 1e-9 {
-            (lmax - 1.0, lmax)
-        } else {
-            (lo, lmax)
-        })
+        Some(if lmax - lo < 1e-9 { (lmax - 1.0, lmax) } else { (lo, lmax) })
     } else {
         None
     };
@@ -1835,13 +1553,7 @@ pub fn ramachandran_panels(
         for (i, area) in panels_area.split_evenly((1, n)).iter().enumerate() {
             let x = AxisSpec::angle("φ (rad)");
             let y = AxisSpec::angle("ψ (rad)");
-            let frame = PanelFrame {
-                caption: panels[i].title,
-                x: x.clone(),
-                y: y.clone(),
-                square: true,
-                grid: false,
-            };
+            let frame = PanelFrame { caption: panels[i].title, x: x.clone(), y: y.clone(), square: true, grid: false };
             let (h, d) = (&hists[i], &dens[i]);
             let sub = panel_area(area, &frame)?;
             draw_chart(&sub, &frame, |chart| {
@@ -1880,20 +1592,14 @@ fn draw_colour_bar(area: &Area<'_>, rows: Range<i32>, lo: f64, hi: f64, label: &
     for py in y0..y1 {
         let t = (y1 - 1 - py) as f64 / (y1 - y0 - 1).max(1) as f64;
         let c = rgb(viridis(t));
-        area.draw(&PathElement::new(
-            vec![(x0, py), (x1, py)],
-            c.stroke_width(1),
-        ))?;
+        area.draw(&PathElement::new(vec![(x0, py), (x1, py)], c.stroke_width(1)))?;
     }
     area.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1)))?;
     let axis = AxisSpec::log10(lo, hi, label);
     let style = text_style(TICK_PX).pos(Pos::new(HPos::Left, VPos::Center));
     for &v in &axis.ticks {
         let py = y1 - ((v - lo) / (hi - lo) * (y1 - y0) as f64).round() as i32;
-        area.draw(&PathElement::new(
-            vec![(x1, py), (x1 + 5, py)],
-            BLACK.stroke_width(1),
-        ))?;
+        area.draw(&PathElement::new(vec![(x1, py), (x1 + 5, py)], BLACK.stroke_width(1)))?;
         area.draw_text(&axis.format(v), &style, (x1 + 8, py))?;
     }
     let desc = centred(text_style(DESC_PX)).transform(FontTransform::Rotate270);
@@ -1921,12 +1627,7 @@ pub struct HistogramSeries<'a> {
 impl<'a> HistogramSeries<'a> {
     /// An unweighted series with the default colour.
     pub fn new(name: &'a str, values: &'a [f64]) -> Self {
-        Self {
-            name,
-            values,
-            weights: None,
-            colour: None,
-        }
+        Self { name, values, weights: None, colour: None }
     }
 
     /// Attach importance weights.
@@ -1953,12 +1654,7 @@ pub struct Histogram1dOptions {
 
 impl Default for Histogram1dOptions {
     fn default() -> Self {
-        Self {
-            size: None,
-            x_label: "x".to_string(),
-            y_label: "density".to_string(),
-            max_decades: None,
-        }
+        Self { size: None, x_label: "x".to_string(), y_label: "density".to_string(), max_decades: None }
     }
 }
 
@@ -1977,10 +1673,7 @@ pub fn histogram_1d_log(
     if series.is_empty() {
         return invalid("histogram_1d_log needs at least one series");
     }
-    let hists: Vec<Histogram1d> = series
-        .iter()
-        .map(|s| histogram_1d(s.values, s.weights, range, bins))
-        .collect::<Result<_>>()?;
+    let hists: Vec<Histogram1d> = series.iter().map(|s| histogram_1d(s.values, s.weights, range, bins)).collect::<Result<_>>()?;
     let mut dens: Vec<Vec<f64>> = hists.iter().map(Histogram1d::densities).collect();
     if let Some(decades) = opts.max_decades {
         let top = dens.iter().flatten().copied().fold(0.0_f64, f64::max);
@@ -1991,20 +1684,10 @@ pub fn histogram_1d_log(
             }
         }
     }
-    let logs = dens
-        .iter()
-        .flatten()
-        .filter(|d| **d > 0.0)
-        .map(|d| d.log10());
-    let (lmin, lmax) = logs.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
-        (l.min(v), h.max(v))
-    });
+    let logs = dens.iter().flatten().filter(|d| **d > 0.0).map(|d| d.log10());
+    let (lmin, lmax) = logs.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
     let is_angle = (range[0] + PI).abs() < 1e-6 && (range[1] - PI).abs() < 1e-6;
-    let x = if is_angle {
-        AxisSpec::angle(&opts.x_label)
-    } else {
-        AxisSpec::linear(range[0], range[1], 6, &opts.x_label)
-    };
+    let x = if is_angle { AxisSpec::angle(&opts.x_label) } else { AxisSpec::linear(range[0], range[1], 6, &opts.x_label) };
     let y = if lmax.is_finite() {
         let span = (lmax - lmin).max(1.0);
         AxisSpec::log10(lmin - 0.06 * span, lmax + 0.1 * span, &opts.y_label)
@@ -2012,22 +1695,12 @@ pub fn histogram_1d_log(
         AxisSpec::log10(-1.0, 1.0, &opts.y_label)
     };
     let size = opts.size.unwrap_or((800, 520));
-    let runs: Vec<Vec<Vec<(f64, f64)>>> = hists
-        .iter()
-        .zip(&dens)
-        .map(|(h, d)| step_runs(&h.edges(), d))
-        .collect();
+    let runs: Vec<Vec<Vec<(f64, f64)>>> = hists.iter().zip(&dens).map(|(h, d)| step_runs(&h.edges(), d)).collect();
     let corner = legend_corner(runs.iter().flatten().flatten(), &x, &y, series.len());
 
     render(path.as_ref(), size, |root| {
         let body = split_title(root, title, TITLE_PX)?;
-        let frame = PanelFrame {
-            caption: "",
-            x,
-            y,
-            square: false,
-            grid: true,
-        };
+        let frame = PanelFrame { caption: "", x, y, square: false, grid: true };
         let sub = panel_area(&body, &frame)?;
         draw_chart(&sub, &frame, |chart| {
             if !lmax.is_finite() {
@@ -2114,11 +1787,7 @@ mod tests {
         let narrow = AxisSpec::log10(-0.5, -0.1, "");
         assert!(narrow.ticks.len() >= 2, "{:?}", narrow.ticks);
         let one_decade = AxisSpec::log10(-0.2, 0.8, "");
-        let labels: Vec<String> = one_decade
-            .ticks
-            .iter()
-            .map(|&t| one_decade.format(t))
-            .collect();
+        let labels: Vec<String> = one_decade.ticks.iter().map(|&t| one_decade.format(t)).collect();
         assert_eq!(labels, vec!["1", "2", "5"]);
         assert_eq!(format_sig(0.5, 2), "0.5");
         assert_eq!(subscript(12), "\u{2081}\u{2082}");

@@ -103,24 +103,15 @@ mod png {
         }
     }
 
-    const LEN_BASE: [usize; 29] = [
-        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
-        131, 163, 195, 227, 258,
-    ];
-    const LEN_EXTRA: [u32; 29] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-    ];
+    const LEN_BASE: [usize; 29] =
+        [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258];
+    const LEN_EXTRA: [u32; 29] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
     const DIST_BASE: [usize; 30] = [
-        1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
-        2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+        1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289,
+        16385, 24577,
     ];
-    const DIST_EXTRA: [u32; 30] = [
-        0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12,
-        13, 13,
-    ];
-    const CL_ORDER: [usize; 19] = [
-        16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
-    ];
+    const DIST_EXTRA: [u32; 30] = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13];
+    const CL_ORDER: [usize; 19] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
 
     fn inflate_block(bits: &mut Bits<'_>, out: &mut Vec<u8>, lit: &Huffman, dist: &Huffman) {
         loop {
@@ -144,12 +135,7 @@ mod png {
 
     /// Inflate a raw deflate stream.
     pub fn inflate(data: &[u8]) -> Vec<u8> {
-        let mut bits = Bits {
-            data,
-            pos: 0,
-            buf: 0,
-            count: 0,
-        };
+        let mut bits = Bits { data, pos: 0, buf: 0, count: 0 };
         let mut out = Vec::new();
         loop {
             let last = bits.take(1);
@@ -185,8 +171,7 @@ mod png {
                         match cl.decode(&mut bits) {
                             s @ 0..=15 => lengths.push(s as u8),
                             16 => {
-                                let prev =
-                                    *lengths.last().expect("repeat without a previous length");
+                                let prev = *lengths.last().expect("repeat without a previous length");
                                 for _ in 0..3 + bits.take(2) {
                                     lengths.push(prev);
                                 }
@@ -213,8 +198,7 @@ mod png {
     pub fn header_size(bytes: &[u8]) -> (u32, u32) {
         assert_eq!(bytes[..8], SIGNATURE, "not a PNG");
         assert_eq!(&bytes[12..16], b"IHDR");
-        let be =
-            |o: usize| u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let be = |o: usize| u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
         (be(16), be(20))
     }
 
@@ -248,28 +232,16 @@ mod png {
         assert_eq!(idat[0] & 0x0f, 8, "zlib stream is not deflate");
         let raw = inflate(&idat[2..]);
         let stride = width as usize * channels;
-        assert_eq!(
-            raw.len(),
-            (stride + 1) * height as usize,
-            "decompressed size"
-        );
+        assert_eq!(raw.len(), (stride + 1) * height as usize, "decompressed size");
         let mut prev = vec![0u8; stride];
         let mut pixels = Vec::with_capacity((width * height) as usize);
         for row in raw.chunks(stride + 1) {
             let filter = row[0];
             let mut cur = row[1..].to_vec();
             for i in 0..stride {
-                let a = if i >= channels {
-                    cur[i - channels] as i32
-                } else {
-                    0
-                };
+                let a = if i >= channels { cur[i - channels] as i32 } else { 0 };
                 let b = prev[i] as i32;
-                let c = if i >= channels {
-                    prev[i - channels] as i32
-                } else {
-                    0
-                };
+                let c = if i >= channels { prev[i - channels] as i32 } else { 0 };
                 let pred = match filter {
                     0 => 0,
                     1 => a,
@@ -293,11 +265,7 @@ mod png {
             pixels.extend(cur.chunks(channels).map(|p| [p[0], p[1], p[2]]));
             prev = cur;
         }
-        Image {
-            width,
-            height,
-            pixels,
-        }
+        Image { width, height, pixels }
     }
 }
 
@@ -323,50 +291,29 @@ fn check_png(path: &Path, size: (u32, u32)) -> png::Image {
     let img = png::decode(&bytes);
     assert_eq!((img.width, img.height), size);
     assert_eq!(img.at(0, 0), [255, 255, 255], "white background");
-    assert_eq!(
-        img.at(size.0 - 1, size.1 - 1),
-        [255, 255, 255],
-        "white background"
-    );
+    assert_eq!(img.at(size.0 - 1, size.1 - 1), [255, 255, 255], "white background");
     let mut colours: Vec<[u8; 3]> = img.pixels.clone();
     colours.sort_unstable();
     colours.dedup();
-    assert!(
-        colours.len() > 20,
-        "{}: only {} distinct colours",
-        path.display(),
-        colours.len()
-    );
+    assert!(colours.len() > 20, "{}: only {} distinct colours", path.display(), colours.len());
     let ink = img.pixels.iter().filter(|p| **p != [255, 255, 255]).count();
-    assert!(
-        ink * 100 > img.pixels.len(),
-        "{}: almost blank ({ink} non-white pixels)",
-        path.display()
-    );
+    assert!(ink * 100 > img.pixels.len(), "{}: almost blank ({ink} non-white pixels)", path.display());
     img
 }
 
 /// Count pixels whose colour is close to `c`.
 fn count_near(img: &png::Image, c: [u8; 3], tol: i32) -> usize {
-    img.pixels
-        .iter()
-        .filter(|p| (0..3).all(|k| (p[k] as i32 - c[k] as i32).abs() <= tol))
-        .count()
+    img.pixels.iter().filter(|p| (0..3).all(|k| (p[k] as i32 - c[k] as i32).abs() <= tol)).count()
 }
 
 fn gmm_means() -> Vec<[f64; 2]> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    (0..40)
-        .map(|_| [rng.random_range(-40.0..40.0), rng.random_range(-40.0..40.0)])
-        .collect()
+    (0..40).map(|_| [rng.random_range(-40.0..40.0), rng.random_range(-40.0..40.0)]).collect()
 }
 
 fn gmm_log_density(means: &[[f64; 2]]) -> impl Fn(f64, f64) -> f64 + '_ {
     move |x, y| {
-        let terms: Vec<f64> = means
-            .iter()
-            .map(|m| -0.5 * ((x - m[0]).powi(2) + (y - m[1]).powi(2)) - (2.0 * PI).ln())
-            .collect();
+        let terms: Vec<f64> = means.iter().map(|m| -0.5 * ((x - m[0]).powi(2) + (y - m[1]).powi(2)) - (2.0 * PI).ln()).collect();
         let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln() - (means.len() as f64).ln()
     }
@@ -378,10 +325,7 @@ fn gmm_samples(means: &[[f64; 2]], n: usize, modes: usize, seed: u64) -> Vec<[f6
     (0..n)
         .map(|_| {
             let m = means[rng.random_range(0..modes.min(means.len()))];
-            [
-                m[0] + normal.sample(&mut rng),
-                m[1] + normal.sample(&mut rng),
-            ]
+            [m[0] + normal.sample(&mut rng), m[1] + normal.sample(&mut rng)]
         })
         .collect()
 }
@@ -454,39 +398,18 @@ fn curve_panels() -> Vec<CurvePanel> {
     let loss: Vec<f64> = it
         .iter()
         .enumerate()
-        .map(|(i, &t)| {
-            if (200..215).contains(&i) {
-                f64::NAN
-            } else {
-                50.0 * (-t / 1500.0).exp() + 2.0 + (t * 0.37).sin()
-            }
-        })
+        .map(|(i, &t)| if (200..215).contains(&i) { f64::NAN } else { 50.0 * (-t / 1500.0).exp() + 2.0 + (t * 0.37).sin() })
         .collect();
-    let ess_flow: Vec<f64> = it
-        .iter()
-        .map(|&t| 0.9 * (1.0 - (-t / 1200.0).exp()) + 0.02 * (t * 0.11).cos())
-        .collect();
-    let ess_ais: Vec<f64> = it
-        .iter()
-        .map(|&t| 0.98 * (1.0 - (-t / 600.0).exp()) + 0.01 * (t * 0.05).sin())
-        .collect();
-    let mut log_q: Vec<f64> = it
-        .iter()
-        .map(|&t| -120.0 + 100.0 * (1.0 - (-t / 2000.0).exp()))
-        .collect();
+    let ess_flow: Vec<f64> = it.iter().map(|&t| 0.9 * (1.0 - (-t / 1200.0).exp()) + 0.02 * (t * 0.11).cos()).collect();
+    let ess_ais: Vec<f64> = it.iter().map(|&t| 0.98 * (1.0 - (-t / 600.0).exp()) + 0.01 * (t * 0.05).sin()).collect();
+    let mut log_q: Vec<f64> = it.iter().map(|&t| -120.0 + 100.0 * (1.0 - (-t / 2000.0).exp())).collect();
     log_q[3] = f64::INFINITY;
-    let grad: Vec<f64> = it
-        .iter()
-        .map(|&t| 1e3 * (-t / 800.0).exp() + 0.05)
-        .collect();
+    let grad: Vec<f64> = it.iter().map(|&t| 1e3 * (-t / 800.0).exp() + 0.05).collect();
     vec![
         CurvePanel::single("loss", it.clone(), loss, false).with_y_label("FAB loss"),
         CurvePanel::multi(
             "effective sample size",
-            vec![
-                Series::new("flow", it.clone(), ess_flow),
-                Series::new("AIS", it.clone(), ess_ais),
-            ],
+            vec![Series::new("flow", it.clone(), ess_flow), Series::new("AIS", it.clone(), ess_ais)],
             false,
         )
         .with_y_label("ESS / n"),
@@ -507,53 +430,22 @@ fn viridis_endpoints_clamping_and_increasing_lightness() {
     assert_eq!(viridis(7.0), viridis(1.0));
     assert_eq!(viridis(f64::NAN), viridis(0.0));
     let luminance = |c: [u8; 3]| 0.2126 * c[0] as f64 + 0.7152 * c[1] as f64 + 0.0722 * c[2] as f64;
-    let lum: Vec<f64> = (0..=100)
-        .map(|i| luminance(viridis(i as f64 / 100.0)))
-        .collect();
-    assert!(
-        lum.windows(2).all(|w| w[1] > w[0]),
-        "viridis lightness must increase: {lum:?}"
-    );
+    let lum: Vec<f64> = (0..=100).map(|i| luminance(viridis(i as f64 / 100.0))).collect();
+    assert!(lum.windows(2).all(|w| w[1] > w[0]), "viridis lightness must increase: {lum:?}");
 }
 
 #[test]
 fn ramachandran_binning_hand_made() {
     // 4 bins per axis on [−π, π]: edges at −π, −π/2, 0, π/2, π.
     let q = PI / 4.0; // bin-centre offsets: −3q, −q, q, 3q are the centres
-    let phi = [
-        -PI,
-        PI,
-        0.0,
-        -q,
-        3.0 * q,
-        2.0 * PI + 0.1,
-        -PI - 0.1,
-        f64::NAN,
-        0.5,
-        0.5,
-    ];
-    let psi = [
-        -PI,
-        PI,
-        0.0,
-        3.0 * q,
-        -3.0 * q,
-        0.1,
-        0.1,
-        0.0,
-        f64::INFINITY,
-        0.5,
-    ];
+    let phi = [-PI, PI, 0.0, -q, 3.0 * q, 2.0 * PI + 0.1, -PI - 0.1, f64::NAN, 0.5, 0.5];
+    let psi = [-PI, PI, 0.0, 3.0 * q, -3.0 * q, 0.1, 0.1, 0.0, f64::INFINITY, 0.5];
     // Unweighted.
     let h = ramachandran_histogram(&phi, &psi, None, 4).unwrap();
     assert_eq!(h.bins, [4, 4]);
     assert_eq!(h.count(0, 0), 1.0, "(−π, −π) falls in the first bin");
     assert_eq!(h.count(3, 3), 1.0, "(π, π) falls in the last bin");
-    assert_eq!(
-        h.count(2, 2),
-        3.0,
-        "(0, 0), wrapped (2π + 0.1, 0.1) and (0.5, 0.5)"
-    );
+    assert_eq!(h.count(2, 2), 3.0, "(0, 0), wrapped (2π + 0.1, 0.1) and (0.5, 0.5)");
     assert_eq!(h.count(1, 3), 1.0);
     assert_eq!(h.count(3, 0), 1.0);
     assert_eq!(h.count(3, 2), 1.0, "−π − 0.1 wraps to π − 0.1");
@@ -576,28 +468,13 @@ fn ramachandran_binning_hand_made() {
     assert_eq!(h.dropped, 4);
     assert_eq!(h.total, 7.75);
     let d = h.densities();
-    assert!(
-        (d[4 + 3] - 4.0 / (7.75 * h.bin_area())).abs() < 1e-12,
-        "density layout is ix * ny + iy"
-    );
+    assert!((d[4 + 3] - 4.0 / (7.75 * h.bin_area())).abs() < 1e-12, "density layout is ix * ny + iy");
 
     // Errors.
-    assert!(matches!(
-        ramachandran_histogram(&phi, &psi[..3], None, 4),
-        Err(PlotError::InvalidInput(_))
-    ));
-    assert!(matches!(
-        ramachandran_histogram(&phi, &psi, Some(&w[..2]), 4),
-        Err(PlotError::InvalidInput(_))
-    ));
-    assert!(matches!(
-        ramachandran_histogram(&phi, &psi, None, 0),
-        Err(PlotError::InvalidInput(_))
-    ));
-    assert!(matches!(
-        ramachandran_histogram(&phi, &psi, None, 5000),
-        Err(PlotError::InvalidInput(_))
-    ));
+    assert!(matches!(ramachandran_histogram(&phi, &psi[..3], None, 4), Err(PlotError::InvalidInput(_))));
+    assert!(matches!(ramachandran_histogram(&phi, &psi, Some(&w[..2]), 4), Err(PlotError::InvalidInput(_))));
+    assert!(matches!(ramachandran_histogram(&phi, &psi, None, 0), Err(PlotError::InvalidInput(_))));
+    assert!(matches!(ramachandran_histogram(&phi, &psi, None, 5000), Err(PlotError::InvalidInput(_))));
     // Empty input is fine.
     let empty = ramachandran_histogram(&[], &[], None, 8).unwrap();
     assert_eq!(empty.total, 0.0);
@@ -606,15 +483,7 @@ fn ramachandran_binning_hand_made() {
 
 #[test]
 fn histogram_2d_non_square_layout() {
-    let h = histogram_2d(
-        &[0.1, 2.9, 2.9],
-        &[0.9, 0.1, 0.6],
-        None,
-        [0.0, 3.0],
-        [0.0, 1.0],
-        [3, 2],
-    )
-    .unwrap();
+    let h = histogram_2d(&[0.1, 2.9, 2.9], &[0.9, 0.1, 0.6], None, [0.0, 3.0], [0.0, 1.0], [3, 2]).unwrap();
     assert_eq!(h.counts, vec![0.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
     assert_eq!(h.bin_of(3.0, 1.0), Some((2, 1)));
     assert_eq!(h.bin_of(3.0001, 0.5), None);
@@ -660,14 +529,8 @@ fn marching_squares_traces_a_circle() {
             assert!((r - 1.0).abs() < 5e-3, "point {p:?} at radius {r}");
         }
     }
-    let length: f64 = segs
-        .iter()
-        .map(|s| ((s[1][0] - s[0][0]).powi(2) + (s[1][1] - s[0][1]).powi(2)).sqrt())
-        .sum();
-    assert!(
-        (length - 2.0 * PI).abs() < 0.01 * 2.0 * PI,
-        "contour length {length}"
-    );
+    let length: f64 = segs.iter().map(|s| ((s[1][0] - s[0][0]).powi(2) + (s[1][1] - s[0][1]).powi(2)).sqrt()).sum();
+    assert!((length - 2.0 * PI).abs() < 0.01 * 2.0 * PI, "contour length {length}");
     assert!(marching_squares(&grid, 100.0).is_empty());
     assert!(marching_squares(&grid, f64::NAN).is_empty());
 }
@@ -675,11 +538,7 @@ fn marching_squares_traces_a_circle() {
 #[test]
 fn marching_squares_saddle_and_non_finite_cells() {
     // One cell, diagonal corners above: two segments, resolved by the centre value.
-    let grid = ScalarGrid {
-        x: vec![0.0, 1.0],
-        y: vec![0.0, 1.0],
-        values: vec![1.0, 0.0, 0.0, 1.0],
-    };
+    let grid = ScalarGrid { x: vec![0.0, 1.0], y: vec![0.0, 1.0], values: vec![1.0, 0.0, 0.0, 1.0] };
     let segs = marching_squares(&grid, 0.5);
     assert_eq!(segs.len(), 2);
     // Centre (0.5) is not above 0.6: the above corners (0,0) and (1,1) are cut off.
@@ -691,11 +550,7 @@ fn marching_squares_saddle_and_non_finite_cells() {
         let near_ur = mid[0] + mid[1] > 1.0;
         assert!(near_ll || near_ur);
     }
-    let nan = ScalarGrid {
-        x: vec![0.0, 1.0],
-        y: vec![0.0, 1.0],
-        values: vec![1.0, f64::NAN, 0.0, 1.0],
-    };
+    let nan = ScalarGrid { x: vec![0.0, 1.0], y: vec![0.0, 1.0], values: vec![1.0, f64::NAN, 0.0, 1.0] };
     assert!(marching_squares(&nan, 0.5).is_empty());
 }
 
@@ -713,17 +568,9 @@ fn scalar_grid_interpolation_is_exact_for_linear_fields() {
     assert!((grid.interpolate(10.0, 0.0) - f(2.0, 0.0)).abs() < 1e-12);
     assert_eq!(grid.finite_max(), Some(f(2.0, 0.0)));
     // Degenerate grids interpolate to NaN instead of panicking.
-    let single = ScalarGrid {
-        x: vec![0.0],
-        y: vec![0.0],
-        values: vec![1.0],
-    };
+    let single = ScalarGrid { x: vec![0.0], y: vec![0.0], values: vec![1.0] };
     assert!(single.interpolate(0.0, 0.0).is_nan());
-    let mismatched = ScalarGrid {
-        x: vec![0.0, 1.0],
-        y: vec![0.0, 1.0],
-        values: vec![1.0],
-    };
+    let mismatched = ScalarGrid { x: vec![0.0, 1.0], y: vec![0.0, 1.0], values: vec![1.0] };
     assert!(mismatched.interpolate(0.5, 0.5).is_nan());
     assert!(grid.interpolate(f64::NAN, 0.0).is_nan());
 }
@@ -744,22 +591,10 @@ fn contour_samples_png() {
     let panels = vec![
         SamplePanel::new("flow", flow),
         SamplePanel::new("AIS", gmm_samples(&means, 800, 40, 2)),
-        SamplePanel {
-            title: "buffer".into(),
-            points: gmm_samples(&means, 800, 40, 3),
-            colour: Some([0, 0, 0]),
-        },
+        SamplePanel { title: "buffer".into(), points: gmm_samples(&means, 800, 40, 3), colour: Some([0, 0, 0]) },
     ];
     let path = dir.join("gmm.png");
-    contour_samples_2d(
-        &path,
-        "40-mode GMM",
-        &logp,
-        Bounds2d::square(-50.0, 50.0),
-        &panels,
-        &ContourOptions::default(),
-    )
-    .unwrap();
+    contour_samples_2d(&path, "40-mode GMM", &logp, Bounds2d::square(-50.0, 50.0), &panels, &ContourOptions::default()).unwrap();
     let img = check_png(&path, (1200, 450));
     // Red sample dots (blended over light backgrounds) are present.
     assert!(count_near(&img, [214, 39, 40], 60) > 200);
@@ -768,23 +603,10 @@ fn contour_samples_png() {
     let path = dir.join("gmm_lines.png");
     let opts = ContourOptions {
         size: Some((900, 400)),
-        style: ContourStyle {
-            filled: false,
-            grid_points: 60,
-            levels: 10,
-            ..ContourStyle::default()
-        },
+        style: ContourStyle { filled: false, grid_points: 60, levels: 10, ..ContourStyle::default() },
         ..ContourOptions::default()
     };
-    contour_samples_2d(
-        &path,
-        "",
-        &logp,
-        Bounds2d::square(-50.0, 50.0),
-        &panels,
-        &opts,
-    )
-    .unwrap();
+    contour_samples_2d(&path, "", &logp, Bounds2d::square(-50.0, 50.0), &panels, &opts).unwrap();
     check_png(&path, (900, 400));
     cleanup(&dir);
 }
@@ -792,25 +614,11 @@ fn contour_samples_png() {
 #[test]
 fn contour_samples_degenerate_inputs() {
     let dir = test_dir("contour-degenerate");
-    let b = Bounds2d {
-        x: [-1.0, 1.0],
-        y: [0.0, 3.0],
-    };
+    let b = Bounds2d { x: [-1.0, 1.0], y: [0.0, 3.0] };
     // Empty panel, NaN-only points, and a log-density that is NaN/−∞ everywhere.
-    let panels = vec![
-        SamplePanel::new("empty", vec![]),
-        SamplePanel::new("nan", vec![[f64::NAN, f64::NAN]]),
-    ];
+    let panels = vec![SamplePanel::new("empty", vec![]), SamplePanel::new("nan", vec![[f64::NAN, f64::NAN]])];
     let nan_density = |_: f64, _: f64| f64::NAN;
-    contour_samples_2d(
-        dir.join("nan.png"),
-        "all NaN",
-        &nan_density,
-        b,
-        &panels,
-        &ContourOptions::default(),
-    )
-    .unwrap();
+    contour_samples_2d(dir.join("nan.png"), "all NaN", &nan_density, b, &panels, &ContourOptions::default()).unwrap();
     let neg_inf = |x: f64, _: f64| {
         if x < 0.0 {
             f64::NEG_INFINITY
@@ -818,77 +626,20 @@ fn contour_samples_degenerate_inputs() {
             f64::INFINITY
         }
     };
-    contour_samples_2d(
-        dir.join("inf.png"),
-        "infinite",
-        &neg_inf,
-        b,
-        &panels,
-        &ContourOptions::default(),
-    )
-    .unwrap();
+    contour_samples_2d(dir.join("inf.png"), "infinite", &neg_inf, b, &panels, &ContourOptions::default()).unwrap();
     let flat = |_: f64, _: f64| 1.0;
-    contour_samples_2d(
-        dir.join("flat.png"),
-        "flat",
-        &flat,
-        b,
-        &panels,
-        &ContourOptions::default(),
-    )
-    .unwrap();
+    contour_samples_2d(dir.join("flat.png"), "flat", &flat, b, &panels, &ContourOptions::default()).unwrap();
     assert!(png::header_size(&std::fs::read(dir.join("flat.png")).unwrap()) == (800, 450));
 
     let err = |r: Result<()>| matches!(r, Err(PlotError::InvalidInput(_)));
     let opts = ContourOptions::default();
-    assert!(err(contour_samples_2d(
-        dir.join("x.png"),
-        "",
-        &flat,
-        b,
-        &[],
-        &opts
-    )));
-    assert!(err(contour_samples_2d(
-        dir.join("x.png"),
-        "",
-        &flat,
-        Bounds2d::square(1.0, -1.0),
-        &panels,
-        &opts
-    )));
-    assert!(err(contour_samples_2d(
-        dir.join("x.png"),
-        "",
-        &flat,
-        Bounds2d::square(0.0, f64::NAN),
-        &panels,
-        &opts
-    )));
-    let tiny = ContourOptions {
-        size: Some((0, 100)),
-        ..ContourOptions::default()
-    };
-    assert!(err(contour_samples_2d(
-        dir.join("x.png"),
-        "",
-        &flat,
-        b,
-        &panels,
-        &tiny
-    )));
-    let cramped = ContourOptions {
-        size: Some((100, 100)),
-        ..ContourOptions::default()
-    };
-    assert!(err(contour_samples_2d(
-        dir.join("x.png"),
-        "",
-        &flat,
-        b,
-        &panels,
-        &cramped
-    )));
+    assert!(err(contour_samples_2d(dir.join("x.png"), "", &flat, b, &[], &opts)));
+    assert!(err(contour_samples_2d(dir.join("x.png"), "", &flat, Bounds2d::square(1.0, -1.0), &panels, &opts)));
+    assert!(err(contour_samples_2d(dir.join("x.png"), "", &flat, Bounds2d::square(0.0, f64::NAN), &panels, &opts)));
+    let tiny = ContourOptions { size: Some((0, 100)), ..ContourOptions::default() };
+    assert!(err(contour_samples_2d(dir.join("x.png"), "", &flat, b, &panels, &tiny)));
+    let cramped = ContourOptions { size: Some((100, 100)), ..ContourOptions::default() };
+    assert!(err(contour_samples_2d(dir.join("x.png"), "", &flat, b, &panels, &cramped)));
     cleanup(&dir);
 }
 
@@ -912,65 +663,17 @@ fn pairwise_marginals_png() {
 
     // Two dims (one panel), custom names and size, no samples.
     let path = dir.join("two.png");
-    let opts = PairwiseOptions {
-        size: Some((500, 520)),
-        names: Some(vec!["a".into(), "b".into()]),
-        ..PairwiseOptions::default()
-    };
-    pairwise_marginals(
-        &path,
-        "pair",
-        &many_well_marginal,
-        [-3.0, 3.0],
-        &[] as &[Vec<f64>],
-        &[0, 1],
-        &opts,
-    )
-    .unwrap();
+    let opts = PairwiseOptions { size: Some((500, 520)), names: Some(vec!["a".into(), "b".into()]), ..PairwiseOptions::default() };
+    pairwise_marginals(&path, "pair", &many_well_marginal, [-3.0, 3.0], &[] as &[Vec<f64>], &[0, 1], &opts).unwrap();
     check_png(&path, (500, 520));
 
     let err = |r: Result<()>| matches!(r, Err(PlotError::InvalidInput(_)));
     let d = PairwiseOptions::default();
-    assert!(err(pairwise_marginals(
-        dir.join("x.png"),
-        "",
-        &many_well_marginal,
-        [-3.0, 3.0],
-        &samples,
-        &[0],
-        &d
-    )));
-    assert!(err(pairwise_marginals(
-        dir.join("x.png"),
-        "",
-        &many_well_marginal,
-        [-3.0, 3.0],
-        &samples,
-        &[0, 40],
-        &d
-    )));
-    assert!(err(pairwise_marginals(
-        dir.join("x.png"),
-        "",
-        &many_well_marginal,
-        [3.0, 3.0],
-        &samples,
-        &[0, 1],
-        &d
-    )));
-    let bad_names = PairwiseOptions {
-        names: Some(vec!["a".into()]),
-        ..PairwiseOptions::default()
-    };
-    assert!(err(pairwise_marginals(
-        dir.join("x.png"),
-        "",
-        &many_well_marginal,
-        [-3.0, 3.0],
-        &samples,
-        &[0, 1],
-        &bad_names
-    )));
+    assert!(err(pairwise_marginals(dir.join("x.png"), "", &many_well_marginal, [-3.0, 3.0], &samples, &[0], &d)));
+    assert!(err(pairwise_marginals(dir.join("x.png"), "", &many_well_marginal, [-3.0, 3.0], &samples, &[0, 40], &d)));
+    assert!(err(pairwise_marginals(dir.join("x.png"), "", &many_well_marginal, [3.0, 3.0], &samples, &[0, 1], &d)));
+    let bad_names = PairwiseOptions { names: Some(vec!["a".into()]), ..PairwiseOptions::default() };
+    assert!(err(pairwise_marginals(dir.join("x.png"), "", &many_well_marginal, [-3.0, 3.0], &samples, &[0, 1], &bad_names)));
     cleanup(&dir);
 }
 
@@ -979,21 +682,12 @@ fn training_curves_png() {
     let dir = test_dir("curves");
     let path = dir.join("curves.png");
     let panels = curve_panels();
-    let opts = CurveOptions {
-        columns: Some(2),
-        ..CurveOptions::default()
-    };
+    let opts = CurveOptions { columns: Some(2), ..CurveOptions::default() };
     training_curves(&path, "FAB training", &panels, &opts).unwrap();
     check_png(&path, (800, 730));
     // Default layout: three columns.
     let path = dir.join("curves3.png");
-    training_curves(
-        &path,
-        "FAB training",
-        &panels[..3],
-        &CurveOptions::default(),
-    )
-    .unwrap();
+    training_curves(&path, "FAB training", &panels[..3], &CurveOptions::default()).unwrap();
     let img = check_png(&path, (1200, 390));
     // The first two palette colours (flow and AIS ESS) are drawn.
     assert!(count_near(&img, QUALITATIVE[0], 10) > 100);
@@ -1007,12 +701,7 @@ fn training_curves_degenerate_inputs() {
     let panels = vec![
         CurvePanel::single("empty", vec![], vec![], false),
         CurvePanel::single("all NaN", vec![0.0, 1.0], vec![f64::NAN, f64::NAN], false),
-        CurvePanel::single(
-            "log of negatives",
-            vec![0.0, 1.0, 2.0],
-            vec![-1.0, 0.0, -3.0],
-            true,
-        ),
+        CurvePanel::single("log of negatives", vec![0.0, 1.0, 2.0], vec![-1.0, 0.0, -3.0], true),
         CurvePanel::single("one point", vec![5.0], vec![2.0], true),
         CurvePanel::single("constant", vec![0.0, 1.0, 2.0], vec![3.0, 3.0, 3.0], false),
         CurvePanel::multi("no series", vec![], false),
@@ -1021,19 +710,9 @@ fn training_curves_degenerate_inputs() {
     training_curves(&path, "degenerate", &panels, &CurveOptions::default()).unwrap();
     check_png(&path, (1200, 730));
     let err = |r: Result<()>| matches!(r, Err(PlotError::InvalidInput(_)));
-    assert!(err(training_curves(
-        dir.join("x.png"),
-        "",
-        &[],
-        &CurveOptions::default()
-    )));
+    assert!(err(training_curves(dir.join("x.png"), "", &[], &CurveOptions::default())));
     let mismatched = [CurvePanel::single("m", vec![0.0, 1.0], vec![1.0], false)];
-    assert!(err(training_curves(
-        dir.join("x.png"),
-        "",
-        &mismatched,
-        &CurveOptions::default()
-    )));
+    assert!(err(training_curves(dir.join("x.png"), "", &mismatched, &CurveOptions::default())));
     cleanup(&dir);
 }
 
@@ -1042,59 +721,22 @@ fn ramachandran_png() {
     let dir = test_dir("rama");
     let (phi, psi) = dihedrals(20_000, 5, 0.02);
     let path = dir.join("single.png");
-    ramachandran(
-        &path,
-        "Ramachandran plot",
-        &phi,
-        &psi,
-        None,
-        &RamachandranOptions::default(),
-    )
-    .unwrap();
+    ramachandran(&path, "Ramachandran plot", &phi, &psi, None, &RamachandranOptions::default()).unwrap();
     check_png(&path, (520, 430));
 
     let (fphi, fpsi) = dihedrals(20_000, 6, 0.0);
-    let weights: Vec<f64> = fphi
-        .iter()
-        .map(|&p| if p > 0.0 { 50.0 } else { 1.0 })
-        .collect();
+    let weights: Vec<f64> = fphi.iter().map(|&p| if p > 0.0 { 50.0 } else { 1.0 }).collect();
     let mut nan_w = weights.clone();
     nan_w[0] = f64::NAN;
     nan_w[1] = -2.0;
     let panels = [
-        RamachandranPanel {
-            title: "reference",
-            phi: &phi,
-            psi: &psi,
-            weights: None,
-        },
-        RamachandranPanel {
-            title: "flow",
-            phi: &fphi,
-            psi: &fpsi,
-            weights: None,
-        },
-        RamachandranPanel {
-            title: "flow (reweighted)",
-            phi: &fphi,
-            psi: &fpsi,
-            weights: Some(&nan_w),
-        },
-        RamachandranPanel {
-            title: "empty",
-            phi: &[],
-            psi: &[],
-            weights: None,
-        },
+        RamachandranPanel { title: "reference", phi: &phi, psi: &psi, weights: None },
+        RamachandranPanel { title: "flow", phi: &fphi, psi: &fpsi, weights: None },
+        RamachandranPanel { title: "flow (reweighted)", phi: &fphi, psi: &fpsi, weights: Some(&nan_w) },
+        RamachandranPanel { title: "empty", phi: &[], psi: &[], weights: None },
     ];
     let path = dir.join("panels.png");
-    ramachandran_panels(
-        &path,
-        "alanine dipeptide",
-        &panels,
-        &RamachandranOptions::default(),
-    )
-    .unwrap();
+    ramachandran_panels(&path, "alanine dipeptide", &panels, &RamachandranOptions::default()).unwrap();
     let img = check_png(&path, (340 * 4 + 110, 400));
     // The colour scale's extremes both appear (the colour bar at least).
     assert!(count_near(&img, viridis(0.0), 6) > 50);
@@ -1102,47 +744,14 @@ fn ramachandran_png() {
 
     // Everything empty or non-finite: no colour scale, but still a valid figure.
     let nan = [f64::NAN; 3];
-    let empty = [RamachandranPanel {
-        title: "nan",
-        phi: &nan,
-        psi: &nan,
-        weights: None,
-    }];
-    ramachandran_panels(
-        dir.join("nan.png"),
-        "nothing",
-        &empty,
-        &RamachandranOptions::default(),
-    )
-    .unwrap();
+    let empty = [RamachandranPanel { title: "nan", phi: &nan, psi: &nan, weights: None }];
+    ramachandran_panels(dir.join("nan.png"), "nothing", &empty, &RamachandranOptions::default()).unwrap();
 
     let err = |r: Result<()>| matches!(r, Err(PlotError::InvalidInput(_)));
-    assert!(err(ramachandran_panels(
-        dir.join("x.png"),
-        "",
-        &[],
-        &RamachandranOptions::default()
-    )));
-    let zero_bins = RamachandranOptions {
-        bins: 0,
-        ..RamachandranOptions::default()
-    };
-    assert!(err(ramachandran(
-        dir.join("x.png"),
-        "",
-        &phi,
-        &psi,
-        None,
-        &zero_bins
-    )));
-    assert!(err(ramachandran(
-        dir.join("x.png"),
-        "",
-        &phi,
-        &psi[1..],
-        None,
-        &RamachandranOptions::default()
-    )));
+    assert!(err(ramachandran_panels(dir.join("x.png"), "", &[], &RamachandranOptions::default())));
+    let zero_bins = RamachandranOptions { bins: 0, ..RamachandranOptions::default() };
+    assert!(err(ramachandran(dir.join("x.png"), "", &phi, &psi, None, &zero_bins)));
+    assert!(err(ramachandran(dir.join("x.png"), "", &phi, &psi[1..], None, &RamachandranOptions::default())));
     cleanup(&dir);
 }
 
@@ -1154,30 +763,18 @@ fn ramachandran_pixels_follow_the_histogram() {
     let phi = vec![1.0; 100];
     let psi = vec![1.0; 100];
     let path = dir.join("one_bin.png");
-    let opts = RamachandranOptions {
-        size: Some((600, 500)),
-        bins: 8,
-        ..RamachandranOptions::default()
-    };
+    let opts = RamachandranOptions { size: Some((600, 500)), bins: 8, ..RamachandranOptions::default() };
     ramachandran(&path, "", &phi, &psi, None, &opts).unwrap();
     let img = png::decode(&std::fs::read(&path).unwrap());
     let top = viridis(1.0);
-    let hits: Vec<(u32, u32)> = (0..img.height)
-        .flat_map(|y| (0..img.width).map(move |x| (x, y)))
-        .filter(|&(x, y)| img.at(x, y) == top)
-        .collect();
+    let hits: Vec<(u32, u32)> =
+        (0..img.height).flat_map(|y| (0..img.width).map(move |x| (x, y))).filter(|&(x, y)| img.at(x, y) == top).collect();
     assert!(hits.len() > 100, "{} pixels of the top colour", hits.len());
     // The bin [π/4, π/2) × [π/4, π/2) is an 1/8 × 1/8 square; the colour bar also carries the
     // top colour, so look only at the squarest cluster left of the colour bar.
     let in_plot: Vec<&(u32, u32)> = hits.iter().filter(|(x, _)| *x < 600 - 110).collect();
-    let (xmin, xmax) = (
-        in_plot.iter().map(|p| p.0).min().unwrap(),
-        in_plot.iter().map(|p| p.0).max().unwrap(),
-    );
-    let (ymin, ymax) = (
-        in_plot.iter().map(|p| p.1).min().unwrap(),
-        in_plot.iter().map(|p| p.1).max().unwrap(),
-    );
+    let (xmin, xmax) = (in_plot.iter().map(|p| p.0).min().unwrap(), in_plot.iter().map(|p| p.0).max().unwrap());
+    let (ymin, ymax) = (in_plot.iter().map(|p| p.1).min().unwrap(), in_plot.iter().map(|p| p.1).max().unwrap());
     let (w, h) = (xmax - xmin + 1, ymax - ymin + 1);
     assert!(w.abs_diff(h) <= 2, "bin square is {w}x{h}");
     assert_eq!(in_plot.len() as u32, w * h, "one solid square");
@@ -1189,79 +786,34 @@ fn histogram_1d_log_png() {
     let dir = test_dir("hist1d");
     let (phi, _) = dihedrals(20_000, 7, 0.02);
     let (fphi, _) = dihedrals(20_000, 8, 0.0);
-    let w: Vec<f64> = fphi
-        .iter()
-        .map(|&p| if p > 0.0 { 10.0 } else { 1.0 })
-        .collect();
+    let w: Vec<f64> = fphi.iter().map(|&p| if p > 0.0 { 10.0 } else { 1.0 }).collect();
     let mut with_nan = fphi.clone();
     with_nan.push(f64::NAN);
     let mut w_nan = w.clone();
     w_nan.push(1.0);
     let series = [
-        HistogramSeries {
-            colour: Some([0, 0, 0]),
-            ..HistogramSeries::new("reference (MD)", &phi)
-        },
+        HistogramSeries { colour: Some([0, 0, 0]), ..HistogramSeries::new("reference (MD)", &phi) },
         HistogramSeries::new("flow", &with_nan),
         HistogramSeries::new("flow (reweighted)", &with_nan).weighted(&w_nan),
     ];
     let path = dir.join("phi.png");
-    let opts = Histogram1dOptions {
-        x_label: "φ (rad)".into(),
-        ..Histogram1dOptions::default()
-    };
+    let opts = Histogram1dOptions { x_label: "φ (rad)".into(), ..Histogram1dOptions::default() };
     histogram_1d_log(&path, "φ marginal", &series, [-PI, PI], 60, &opts).unwrap();
     check_png(&path, (800, 520));
 
     // Non-angle range, empty series.
     let path = dir.join("empty.png");
     let empty = [HistogramSeries::new("nothing", &[])];
-    histogram_1d_log(
-        &path,
-        "empty",
-        &empty,
-        [0.0, 10.0],
-        10,
-        &Histogram1dOptions::default(),
-    )
-    .unwrap();
+    histogram_1d_log(&path, "empty", &empty, [0.0, 10.0], 10, &Histogram1dOptions::default()).unwrap();
     assert_eq!(png::header_size(&std::fs::read(&path).unwrap()), (800, 520));
 
     let err = |r: Result<()>| matches!(r, Err(PlotError::InvalidInput(_)));
     let d = Histogram1dOptions::default();
-    assert!(err(histogram_1d_log(
-        dir.join("x.png"),
-        "",
-        &[],
-        [0.0, 1.0],
-        10,
-        &d
-    )));
-    assert!(err(histogram_1d_log(
-        dir.join("x.png"),
-        "",
-        &series,
-        [0.0, 1.0],
-        0,
-        &d
-    )));
-    assert!(err(histogram_1d_log(
-        dir.join("x.png"),
-        "",
-        &series,
-        [1.0, 0.0],
-        10,
-        &d
-    )));
+    assert!(err(histogram_1d_log(dir.join("x.png"), "", &[], [0.0, 1.0], 10, &d)));
+    assert!(err(histogram_1d_log(dir.join("x.png"), "", &series, [0.0, 1.0], 0, &d)));
+    assert!(err(histogram_1d_log(dir.join("x.png"), "", &series, [1.0, 0.0], 10, &d)));
     let bad = [HistogramSeries::new("w", &phi).weighted(&w[..10])];
-    assert!(err(histogram_1d_log(
-        dir.join("x.png"),
-        "",
-        &bad,
-        [-PI, PI],
-        10,
-        &d
-    )));
+    assert!(err(histogram_1d_log(dir.join("x.png"), "", &bad, [-PI, PI], 10, &d)));
     cleanup(&dir);
 }
 
@@ -1278,9 +830,7 @@ fn output_directory_is_created() {
 #[test]
 #[ignore]
 fn render_examples() {
-    let dir = std::env::var_os("FAB_PLOT_EXAMPLES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/tmp/plot_examples".into());
+    let dir = std::env::var_os("FAB_PLOT_EXAMPLES").map(PathBuf::from).unwrap_or_else(|| "/tmp/plot_examples".into());
     std::fs::create_dir_all(&dir).unwrap();
 
     let means = gmm_means();
@@ -1299,26 +849,11 @@ fn render_examples() {
         &ContourOptions::default(),
     )
     .unwrap();
-    let lines = ContourOptions {
-        style: ContourStyle {
-            filled: false,
-            ..ContourStyle::default()
-        },
-        ..ContourOptions::default()
-    };
-    let rkl = vec![
-        SamplePanel::new("reverse KL", gmm_samples(&means, 1000, 3, 4)),
-        SamplePanel::new("FAB", gmm_samples(&means, 1000, 40, 5)),
-    ];
-    contour_samples_2d(
-        dir.join("gmm_rkl_vs_fab_lines.png"),
-        "reverse KL vs FAB",
-        &logp,
-        Bounds2d::square(-50.0, 50.0),
-        &rkl,
-        &lines,
-    )
-    .unwrap();
+    let lines = ContourOptions { style: ContourStyle { filled: false, ..ContourStyle::default() }, ..ContourOptions::default() };
+    let rkl =
+        vec![SamplePanel::new("reverse KL", gmm_samples(&means, 1000, 3, 4)), SamplePanel::new("FAB", gmm_samples(&means, 1000, 40, 5))];
+    contour_samples_2d(dir.join("gmm_rkl_vs_fab_lines.png"), "reverse KL vs FAB", &logp, Bounds2d::square(-50.0, 50.0), &rkl, &lines)
+        .unwrap();
 
     let samples = many_well_samples(1000, 32, 4);
     pairwise_marginals(
@@ -1336,78 +871,27 @@ fn render_examples() {
         dir.join("training_curves.png"),
         "FAB training (GMM)",
         &curve_panels(),
-        &CurveOptions {
-            columns: Some(4),
-            ..CurveOptions::default()
-        },
+        &CurveOptions { columns: Some(4), ..CurveOptions::default() },
     )
     .unwrap();
 
     let (phi, psi) = dihedrals(50_000, 5, 0.02);
-    ramachandran(
-        dir.join("ramachandran.png"),
-        "Ramachandran plot (reference)",
-        &phi,
-        &psi,
-        None,
-        &RamachandranOptions::default(),
-    )
-    .unwrap();
+    ramachandran(dir.join("ramachandran.png"), "Ramachandran plot (reference)", &phi, &psi, None, &RamachandranOptions::default()).unwrap();
     let (fphi, fpsi) = dihedrals(50_000, 6, 0.003);
-    let fw: Vec<f64> = fphi
-        .iter()
-        .map(|&p| if p > 0.0 { 6.0 } else { 1.0 })
-        .collect();
+    let fw: Vec<f64> = fphi.iter().map(|&p| if p > 0.0 { 6.0 } else { 1.0 }).collect();
     let (aphi, apsi) = dihedrals(50_000, 7, 0.01);
-    let aw: Vec<f64> = aphi
-        .iter()
-        .map(|&p| if p > 0.0 { 2.0 } else { 1.0 })
-        .collect();
+    let aw: Vec<f64> = aphi.iter().map(|&p| if p > 0.0 { 2.0 } else { 1.0 }).collect();
     let panels = [
-        RamachandranPanel {
-            title: "reference (MD)",
-            phi: &phi,
-            psi: &psi,
-            weights: None,
-        },
-        RamachandranPanel {
-            title: "flow",
-            phi: &fphi,
-            psi: &fpsi,
-            weights: None,
-        },
-        RamachandranPanel {
-            title: "flow (reweighted)",
-            phi: &fphi,
-            psi: &fpsi,
-            weights: Some(&fw),
-        },
-        RamachandranPanel {
-            title: "AIS",
-            phi: &aphi,
-            psi: &apsi,
-            weights: None,
-        },
-        RamachandranPanel {
-            title: "AIS (reweighted)",
-            phi: &aphi,
-            psi: &apsi,
-            weights: Some(&aw),
-        },
+        RamachandranPanel { title: "reference (MD)", phi: &phi, psi: &psi, weights: None },
+        RamachandranPanel { title: "flow", phi: &fphi, psi: &fpsi, weights: None },
+        RamachandranPanel { title: "flow (reweighted)", phi: &fphi, psi: &fpsi, weights: Some(&fw) },
+        RamachandranPanel { title: "AIS", phi: &aphi, psi: &apsi, weights: None },
+        RamachandranPanel { title: "AIS (reweighted)", phi: &aphi, psi: &apsi, weights: Some(&aw) },
     ];
-    ramachandran_panels(
-        dir.join("ramachandran_panels.png"),
-        "Alanine dipeptide",
-        &panels,
-        &RamachandranOptions::default(),
-    )
-    .unwrap();
+    ramachandran_panels(dir.join("ramachandran_panels.png"), "Alanine dipeptide", &panels, &RamachandranOptions::default()).unwrap();
 
     let series = [
-        HistogramSeries {
-            colour: Some([0, 0, 0]),
-            ..HistogramSeries::new("reference (MD)", &phi)
-        },
+        HistogramSeries { colour: Some([0, 0, 0]), ..HistogramSeries::new("reference (MD)", &phi) },
         HistogramSeries::new("flow", &fphi),
         HistogramSeries::new("flow (reweighted)", &fphi).weighted(&fw),
         HistogramSeries::new("AIS (reweighted)", &aphi).weighted(&aw),
@@ -1418,10 +902,7 @@ fn render_examples() {
         &series,
         [-PI, PI],
         80,
-        &Histogram1dOptions {
-            x_label: "φ (rad)".into(),
-            ..Histogram1dOptions::default()
-        },
+        &Histogram1dOptions { x_label: "φ (rad)".into(), ..Histogram1dOptions::default() },
     )
     .unwrap();
 }

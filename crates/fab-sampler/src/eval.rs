@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use fab_core::stats::log_mean_exp;
 use rand::RngCore;
 
-use crate::samples::{log_prob_host, NamedSamples, WeightedSamples};
 use crate::sampler::{Model, Sampler};
+use crate::samples::{log_prob_host, NamedSamples, WeightedSamples};
 use crate::{Error, Result};
 
 /// Named scalar metrics.

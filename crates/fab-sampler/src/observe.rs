@@ -134,7 +134,9 @@ impl Observer for Progress {
                 if self.draw_bar {
                     self.bar = ProgressBar::with_draw_target(Some(*n_iterations as u64), ProgressDrawTarget::stderr());
                     self.bar.set_style(
-                        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}").expect("valid template").progress_chars("=> "),
+                        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}")
+                            .expect("valid template")
+                            .progress_chars("=> "),
                     );
                     self.bar.set_position(*iteration as u64);
                 }

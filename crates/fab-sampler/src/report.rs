@@ -12,7 +12,8 @@ use crate::Result;
 fn running_median(y: &[f64], half: usize) -> Vec<f64> {
     (0..y.len())
         .map(|i| {
-            let mut w: Vec<f64> = y[i.saturating_sub(half)..(i + half + 1).min(y.len())].iter().copied().filter(|v| v.is_finite()).collect();
+            let mut w: Vec<f64> =
+                y[i.saturating_sub(half)..(i + half + 1).min(y.len())].iter().copied().filter(|v| v.is_finite()).collect();
             w.sort_by(f64::total_cmp);
             if w.is_empty() {
                 f64::NAN
@@ -45,7 +46,9 @@ pub fn training_curves(out: &Path, path: &Path, name: &str) -> Result<()> {
     let mut ess_keys: Vec<String> = rows
         .iter()
         .filter(|r| r["kind"] == "eval")
-        .flat_map(|r| r.as_object().map(|o| o.keys().filter(|k| k.starts_with("eval_ess_")).cloned().collect::<Vec<_>>()).unwrap_or_default())
+        .flat_map(|r| {
+            r.as_object().map(|o| o.keys().filter(|k| k.starts_with("eval_ess_")).cloned().collect::<Vec<_>>()).unwrap_or_default()
+        })
         .collect();
     ess_keys.sort();
     ess_keys.dedup();
@@ -59,7 +62,14 @@ pub fn training_curves(out: &Path, path: &Path, name: &str) -> Result<()> {
     if !ess.is_empty() {
         panels.push(CurvePanel::multi("effective sample size", ess, false).with_y_label("ESS fraction"));
     }
-    for key in ["test_set_mean_log_prob", "test_set_modes_mean_log_prob", "test_set_exact_mean_log_prob", "kl_forward", "ramachandran_kl_flow", "test_log_likelihood"] {
+    for key in [
+        "test_set_mean_log_prob",
+        "test_set_modes_mean_log_prob",
+        "test_set_exact_mean_log_prob",
+        "kl_forward",
+        "ramachandran_kl_flow",
+        "test_log_likelihood",
+    ] {
         let (x, y) = series("eval", key);
         if x.iter().zip(&y).any(|(_, v)| v.is_finite()) {
             panels.push(CurvePanel::single(key, x, y, false));

@@ -373,7 +373,10 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
     } else {
         let config = config.ok_or_else(|| Error::Config("no configuration given".into()))?;
         if out.join("config.toml").exists() {
-            return Err(Error::Checkpoint(format!("{} already contains a run; use --resume to continue it or choose another --out", out.display())));
+            return Err(Error::Checkpoint(format!(
+                "{} already contains a run; use --resume to continue it or choose another --out",
+                out.display()
+            )));
         }
         let run = Run::from_config(&config)?;
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -415,7 +418,10 @@ pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutco
         this_run += 1;
         let line = report_json(&report);
         let progress = format!("loss {:.3} {}", report.loss, report.stats.progress());
-        notify(&mut observers, Event::Step { iteration: it, n_iterations: n_iter, json: &line, log: it % log_every == 0 || it == 1, progress: &progress })?;
+        notify(
+            &mut observers,
+            Event::Step { iteration: it, n_iterations: n_iter, json: &line, log: it % log_every == 0 || it == 1, progress: &progress },
+        )?;
         if evals.contains(&it) {
             let e = run.evaluate(false)?;
             notify(&mut observers, Event::Eval { iteration: it, n_iterations: n_iter, metrics: &e.metrics })?;
@@ -440,7 +446,14 @@ pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutco
         }
     }
     save_checkpoint(run, out)?;
-    notify(&mut observers, Event::Done { n_iterations: n_iter, train_seconds: run.elapsed_seconds(), this_invocation_seconds: started.elapsed().as_secs_f64() })?;
+    notify(
+        &mut observers,
+        Event::Done {
+            n_iterations: n_iter,
+            train_seconds: run.elapsed_seconds(),
+            this_invocation_seconds: started.elapsed().as_secs_f64(),
+        },
+    )?;
     drop(observers);
     let metrics = final_evaluation(run, out)?;
     Ok(RunOutcome::Finished(metrics))
@@ -474,7 +487,8 @@ pub fn write_plots<S: Sampler>(run: &Run<S>, e: &Evaluation, out: &Path) -> Resu
     std::fs::create_dir_all(&dir).map_err(|err| Error::io(&dir, err))?;
     let name = run.settings().name.clone();
     let extra = run.sampler().extra_points(MAX_PLOT_POINTS);
-    let ctx = PlotContext { dir: &dir, title: &name, sets: &e.sets, extra_points: &extra, metrics: &e.metrics, dtype: run.sampler().dtype() };
+    let ctx =
+        PlotContext { dir: &dir, title: &name, sets: &e.sets, extra_points: &extra, metrics: &e.metrics, dtype: run.sampler().dtype() };
     run.sampler().target().plots(&ctx)?;
     crate::report::training_curves(out, &dir.join("training.png"), &name)
 }

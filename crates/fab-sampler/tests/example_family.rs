@@ -129,10 +129,12 @@ impl FamilyConfig for IsConfig {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| fab_sampler::Error::Config(e.message().to_string()))?;
         for o in overrides {
             let (k, v) = o.split_once('=').ok_or_else(|| fab_sampler::Error::Config(format!("override `{o}`")))?;
-            let v: toml::Table = format!("v = {v}").parse().map_err(|e: toml::de::Error| fab_sampler::Error::Config(e.message().to_string()))?;
+            let v: toml::Table =
+                format!("v = {v}").parse().map_err(|e: toml::de::Error| fab_sampler::Error::Config(e.message().to_string()))?;
             table.insert(k.trim().to_string(), v["v"].clone());
         }
-        let c: IsConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| fab_sampler::Error::Config(e.message().to_string()))?;
+        let c: IsConfig =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| fab_sampler::Error::Config(e.message().to_string()))?;
         if !(c.rate > 0.0 && c.rate <= 1.0) {
             return Err(fab_sampler::Error::Config(format!("rate must be in (0, 1], got {}", c.rate)));
         }
@@ -144,7 +146,8 @@ impl FamilyConfig for IsConfig {
     }
 
     fn run_settings(&self) -> RunSettings {
-        let sizes = EvalSizes { n_samples: 4000, n_refined_samples: 0, refined_batch: 1, n_test: 2000, n_mode_samples: 1, estimator_repeats: 0 };
+        let sizes =
+            EvalSizes { n_samples: 4000, n_refined_samples: 0, refined_batch: 1, n_test: 2000, n_mode_samples: 1, estimator_repeats: 0 };
         RunSettings {
             name: self.name.clone(),
             seed: self.seed,
@@ -238,7 +241,10 @@ fn a_new_family_resumes_bit_identically() {
     let stop = fab_sampler::StopSignal::new();
     stop.request();
     let opts = RunOptions { stop, ..RunOptions::new(&c) };
-    assert!(matches!(run::train::<IsConfig>(Some(IsConfig::parse(CONFIG, &[]).unwrap()), &opts).unwrap(), RunOutcome::Stopped { iteration: 1, .. }));
+    assert!(matches!(
+        run::train::<IsConfig>(Some(IsConfig::parse(CONFIG, &[]).unwrap()), &opts).unwrap(),
+        RunOutcome::Stopped { iteration: 1, .. }
+    ));
     assert!(run::latest_checkpoint(&c).unwrap().is_some());
 }
 

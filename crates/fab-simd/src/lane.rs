@@ -314,20 +314,14 @@ mod x4 {
                 type Output = Self;
                 #[inline(always)]
                 fn $f(self, o: Self) -> Self {
-                    X4 {
-                        s: self.s,
-                        v: self.s.avx.$intr(self.v, o.v),
-                    }
+                    X4 { s: self.s, v: self.s.avx.$intr(self.v, o.v) }
                 }
             }
             impl $tr<f64> for X4 {
                 type Output = Self;
                 #[inline(always)]
                 fn $f(self, o: f64) -> Self {
-                    X4 {
-                        s: self.s,
-                        v: self.s.avx.$intr(self.v, self.s.avx._mm256_set1_pd(o)),
-                    }
+                    X4 { s: self.s, v: self.s.avx.$intr(self.v, self.s.avx._mm256_set1_pd(o)) }
                 }
             }
         };
@@ -342,10 +336,7 @@ mod x4 {
         #[inline(always)]
         fn neg(self) -> Self {
             let a = self.s.avx;
-            X4 {
-                s: self.s,
-                v: a._mm256_xor_pd(self.v, a._mm256_set1_pd(-0.0)),
-            }
+            X4 { s: self.s, v: a._mm256_xor_pd(self.v, a._mm256_set1_pd(-0.0)) }
         }
     }
     impl AddAssign for X4 {
@@ -372,10 +363,7 @@ mod x4 {
         }
         #[inline(always)]
         fn from_bits(s: V3, b: __m256i) -> Self {
-            X4 {
-                s,
-                v: s.avx._mm256_castsi256_pd(b),
-            }
+            X4 { s, v: s.avx._mm256_castsi256_pd(b) }
         }
         #[inline(always)]
         fn const_bits(s: V3, b: u64) -> __m256i {
@@ -389,26 +377,17 @@ mod x4 {
         const N: usize = 4;
         #[inline(always)]
         fn splat(s: V3, v: f64) -> Self {
-            X4 {
-                s,
-                v: s.avx._mm256_set1_pd(v),
-            }
+            X4 { s, v: s.avx._mm256_set1_pd(v) }
         }
         #[inline(always)]
         fn from_fn(s: V3, mut f: impl FnMut(usize) -> f64) -> Self {
             let (a, b, c, d) = (f(0), f(1), f(2), f(3));
-            X4 {
-                s,
-                v: s.avx._mm256_setr_pd(a, b, c, d),
-            }
+            X4 { s, v: s.avx._mm256_setr_pd(a, b, c, d) }
         }
         #[inline(always)]
         fn load(s: V3, a: &[f64]) -> Self {
             let a: [f64; 4] = a[..4].try_into().expect("four lanes");
-            X4 {
-                s,
-                v: pulp::cast(a),
-            }
+            X4 { s, v: pulp::cast(a) }
         }
         #[inline(always)]
         fn ctx(self) -> V3 {
@@ -441,10 +420,7 @@ mod x4 {
         }
         #[inline(always)]
         fn recip(self) -> Self {
-            self.w(self
-                .s
-                .avx
-                ._mm256_div_pd(self.s.avx._mm256_set1_pd(1.0), self.v))
+            self.w(self.s.avx._mm256_div_pd(self.s.avx._mm256_set1_pd(1.0), self.v))
         }
         #[inline(always)]
         fn sqrt(self) -> Self {
@@ -464,10 +440,7 @@ mod x4 {
         fn clamp(self, lo: f64, hi: f64) -> Self {
             // max/min return the second operand when one is NaN: keep x second.
             let a = self.s.avx;
-            self.w(a._mm256_min_pd(
-                a._mm256_set1_pd(hi),
-                a._mm256_max_pd(a._mm256_set1_pd(lo), self.v),
-            ))
+            self.w(a._mm256_min_pd(a._mm256_set1_pd(hi), a._mm256_max_pd(a._mm256_set1_pd(lo), self.v)))
         }
         #[inline(always)]
         fn lt(self, o: Self) -> __m256d {
@@ -511,37 +484,21 @@ mod x4 {
         #[inline(always)]
         fn split_exponent(x: Self) -> (Self, Self) {
             let s = x.s;
-            let b = s
-                .avx2
-                ._mm256_add_epi64(x.bits(), X4::const_bits(s, SQRT2_SHIFT));
-            let m = s.avx2._mm256_add_epi64(
-                s.avx2._mm256_and_si256(b, X4::const_bits(s, MANTISSA_MASK)),
-                X4::const_bits(s, SQRT_HALF_BITS),
-            );
-            let e = s.avx2._mm256_or_si256(
-                s.avx2._mm256_srli_epi64::<52>(b),
-                X4::const_bits(s, TWO52_BITS),
-            );
+            let b = s.avx2._mm256_add_epi64(x.bits(), X4::const_bits(s, SQRT2_SHIFT));
+            let m =
+                s.avx2._mm256_add_epi64(s.avx2._mm256_and_si256(b, X4::const_bits(s, MANTISSA_MASK)), X4::const_bits(s, SQRT_HALF_BITS));
+            let e = s.avx2._mm256_or_si256(s.avx2._mm256_srli_epi64::<52>(b), X4::const_bits(s, TWO52_BITS));
             (X4::from_bits(s, m), X4::from_bits(s, e) - (TWO52 + 1023.0))
         }
         #[inline(always)]
         fn quadrant_masks(t: Self) -> (__m256d, __m256d) {
             let s = t.s;
-            let q = s
-                .avx2
-                ._mm256_sub_epi64(t.bits(), X4::const_bits(s, ROUND_MAGIC.to_bits()));
+            let q = s.avx2._mm256_sub_epi64(t.bits(), X4::const_bits(s, ROUND_MAGIC.to_bits()));
             let one = X4::const_bits(s, 1);
             let two = X4::const_bits(s, 2);
-            let odd = s
-                .avx2
-                ._mm256_cmpeq_epi64(s.avx2._mm256_and_si256(q, one), one);
-            let neg = s
-                .avx2
-                ._mm256_cmpeq_epi64(s.avx2._mm256_and_si256(q, two), two);
-            (
-                s.avx._mm256_castsi256_pd(odd),
-                s.avx._mm256_castsi256_pd(neg),
-            )
+            let odd = s.avx2._mm256_cmpeq_epi64(s.avx2._mm256_and_si256(q, one), one);
+            let neg = s.avx2._mm256_cmpeq_epi64(s.avx2._mm256_and_si256(q, two), two);
+            (s.avx._mm256_castsi256_pd(odd), s.avx._mm256_castsi256_pd(neg))
         }
     }
 }

@@ -48,19 +48,13 @@ fn horner<T: Lane>(x: T, coeffs_high_to_low: &[f64]) -> T {
     let m = n.div_ceil(2);
     let mut i = m - 1;
     let mut p = if 2 * i + 1 < n {
-        x.mul_add(
-            x.c(coeffs_high_to_low[n - 2 - 2 * i]),
-            x.c(coeffs_high_to_low[n - 1 - 2 * i]),
-        )
+        x.mul_add(x.c(coeffs_high_to_low[n - 2 - 2 * i]), x.c(coeffs_high_to_low[n - 1 - 2 * i]))
     } else {
         x.c(coeffs_high_to_low[n - 1 - 2 * i])
     };
     while i > 0 {
         i -= 1;
-        let q = x.mul_add(
-            x.c(coeffs_high_to_low[n - 2 - 2 * i]),
-            x.c(coeffs_high_to_low[n - 1 - 2 * i]),
-        );
+        let q = x.mul_add(x.c(coeffs_high_to_low[n - 2 - 2 * i]), x.c(coeffs_high_to_low[n - 1 - 2 * i]));
         p = p.mul_add(x2, q);
     }
     p
@@ -282,9 +276,7 @@ mod tests {
     }
 
     fn lcg(seed: &mut u64) -> f64 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (*seed >> 11) as f64 / (1u64 << 53) as f64
     }
 
@@ -308,50 +300,23 @@ mod tests {
 
     fn exp_inputs() -> Vec<f64> {
         let mut s = 1;
-        let mut xs: Vec<f64> = (0..200_000)
-            .map(|_| -708.0 + 1417.0 * lcg(&mut s))
-            .collect();
+        let mut xs: Vec<f64> = (0..200_000).map(|_| -708.0 + 1417.0 * lcg(&mut s)).collect();
         xs.extend((0..100_000).map(|_| -2.0 + 4.0 * lcg(&mut s)));
         xs.extend((0..50_000).map(|_| 1e-12 * (2.0 * lcg(&mut s) - 1.0)));
         for k in -1022..=1023 {
             let x = k as f64 * std::f64::consts::LN_2;
             xs.extend([x, x * (1.0 + 1e-15), x - 0.3465, x + 0.3465]);
         }
-        xs.extend([
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            -708.3,
-            709.4,
-            -750.0,
-            -1e300,
-            800.0,
-            f64::NAN,
-            f64::NEG_INFINITY,
-            f64::INFINITY,
-        ]);
+        xs.extend([0.0, -0.0, 1.0, -1.0, -708.3, 709.4, -750.0, -1e300, 800.0, f64::NAN, f64::NEG_INFINITY, f64::INFINITY]);
         xs
     }
 
     fn ln_inputs() -> Vec<f64> {
         let mut s = 2;
-        let mut xs: Vec<f64> = (0..200_000)
-            .map(|_| (-745.0 + 1454.0 * lcg(&mut s)).exp())
-            .collect();
+        let mut xs: Vec<f64> = (0..200_000).map(|_| (-745.0 + 1454.0 * lcg(&mut s)).exp()).collect();
         xs.extend((0..100_000).map(|_| 0.5 + 1.5 * lcg(&mut s)));
         xs.extend((0..50_000).map(|_| 1.0 + 1e-10 * (2.0 * lcg(&mut s) - 1.0)));
-        xs.extend([
-            1.0,
-            std::f64::consts::SQRT_2,
-            std::f64::consts::FRAC_1_SQRT_2,
-            2.0,
-            0.5,
-            f64::MIN_POSITIVE,
-            5e-324,
-            1e-310,
-            f64::MAX,
-        ]);
+        xs.extend([1.0, std::f64::consts::SQRT_2, std::f64::consts::FRAC_1_SQRT_2, 2.0, 0.5, f64::MIN_POSITIVE, 5e-324, 1e-310, f64::MAX]);
         xs.extend([0.0, -0.0, -1.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN]);
         xs
     }
@@ -374,17 +339,10 @@ mod tests {
             },
         );
         assert!(w <= 2.0, "{w}");
-        let nonpos: Vec<f64> = xs
-            .iter()
-            .copied()
-            .filter(|x| x.is_nan() || *x <= 0.0)
-            .collect();
+        let nonpos: Vec<f64> = xs.iter().copied().filter(|x| x.is_nan() || *x <= 0.0).collect();
         for &x in &nonpos {
             let (a, b) = (exp_nonpos(F1::<false>(x)).0, exp(F1::<false>(x)).0);
-            assert!(
-                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-                "{x}"
-            );
+            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{x}");
         }
         // exp(0) = 1 exactly, and the flush-to-zero region is where std gives ≤ 2.3e−308.
         assert_eq!(exp(F1::<false>(0.0)).0, 1.0);
@@ -396,11 +354,7 @@ mod tests {
         let xs = ln_inputs();
         let w = worst(&xs, |x| ln(F1::<false>(x)).0, f64::ln);
         assert!(w <= 2.0, "{w}");
-        let normal: Vec<f64> = xs
-            .iter()
-            .copied()
-            .filter(|x| x.is_nan() || *x < 0.0 || (x.is_normal() && x.is_finite()))
-            .collect();
+        let normal: Vec<f64> = xs.iter().copied().filter(|x| x.is_nan() || *x < 0.0 || (x.is_normal() && x.is_finite())).collect();
         let w = worst(&normal, |x| ln_normal(F1::<false>(x)).0, f64::ln);
         assert!(w <= 2.0, "{w}");
         // ln2 on pairs of positive normal numbers (the second a scrambled partner of the first).
@@ -408,11 +362,7 @@ mod tests {
         let partner = |x: f64| pos[(x.to_bits() % pos.len() as u64) as usize];
         let w = worst(&pos, |x| ln2(F1::<false>(x), F1(partner(x))).0 .0, f64::ln);
         assert!(w <= 2.0, "{w}");
-        let w = worst(
-            &pos,
-            |x| ln2(F1::<false>(x), F1(partner(x))).1 .0,
-            |x| partner(x).ln(),
-        );
+        let w = worst(&pos, |x| ln2(F1::<false>(x), F1(partner(x))).1 .0, |x| partner(x).ln());
         assert!(w <= 2.0, "{w}");
         assert_eq!(ln(F1::<false>(1.0)).0, 0.0);
         let mut s = 3;
@@ -437,24 +387,18 @@ mod tests {
             let ya = T::from_fn(ctx, |l| (3.0 * u(l)).sin().abs() * 2.0);
             let xa = T::from_fn(ctx, |l| (7.0 * u(l)).cos() * 1.5);
             let xs = T::from_fn(ctx, |l| -40.0 + 80.0 * u(l));
-            let (e, lg, th, at, (s, c)) =
-                (exp(xe), ln(xl), tanh(xt), atan2_pos(ya, xa), sin_cos(xs));
+            let (e, lg, th, at, (s, c)) = (exp(xe), ln(xl), tanh(xt), atan2_pos(ya, xa), sin_cos(xs));
             let (lg2a, lg2b) = ln2(xl, xe.abs() + 1e-3);
             for l in 0..T::N {
                 worst[0] = worst[0].max(ulps(e.lane(l), xe.lane(l).exp()));
                 let r = xl.lane(l).ln();
                 worst[1] = worst[1].max((lg.lane(l) - r).abs() / (r.abs().max(1.0) * f64::EPSILON));
-                worst[1] =
-                    worst[1].max((lg2a.lane(l) - r).abs() / (r.abs().max(1.0) * f64::EPSILON));
+                worst[1] = worst[1].max((lg2a.lane(l) - r).abs() / (r.abs().max(1.0) * f64::EPSILON));
                 let r2 = (xe.lane(l).abs() + 1e-3).ln();
-                worst[1] =
-                    worst[1].max((lg2b.lane(l) - r2).abs() / (r2.abs().max(1.0) * f64::EPSILON));
+                worst[1] = worst[1].max((lg2b.lane(l) - r2).abs() / (r2.abs().max(1.0) * f64::EPSILON));
                 worst[2] = worst[2].max((th.lane(l) - xt.lane(l).tanh()).abs() / f64::EPSILON);
-                worst[3] =
-                    worst[3].max((at.lane(l) - ya.lane(l).atan2(xa.lane(l))).abs() / f64::EPSILON);
-                let err = (s.lane(l) - xs.lane(l).sin())
-                    .abs()
-                    .max((c.lane(l) - xs.lane(l).cos()).abs());
+                worst[3] = worst[3].max((at.lane(l) - ya.lane(l).atan2(xa.lane(l))).abs() / f64::EPSILON);
+                let err = (s.lane(l) - xs.lane(l).sin()).abs().max((c.lane(l) - xs.lane(l).cos()).abs());
                 worst[4] = worst[4].max(err / f64::EPSILON);
             }
         }
@@ -466,15 +410,9 @@ mod tests {
         // std's libm is within 1 ulp, so agreement within 4 ulp means ours are within ~5 ulp of
         // the true values.
         let w = sweep::<F1<false>>(());
-        assert!(
-            w.iter().all(|w| *w <= 4.0),
-            "F1 worst errors in ulp [exp, ln, tanh, atan2, sincos]: {w:?}"
-        );
+        assert!(w.iter().all(|w| *w <= 4.0), "F1 worst errors in ulp [exp, ln, tanh, atan2, sincos]: {w:?}");
         let w = sweep::<F1<true>>(());
-        assert!(
-            w.iter().all(|w| *w <= 4.0),
-            "F1<fma> worst errors in ulp: {w:?}"
-        );
+        assert!(w.iter().all(|w| *w <= 4.0), "F1<fma> worst errors in ulp: {w:?}");
         #[cfg(target_arch = "x86_64")]
         if let Some(simd) = pulp::x86::V3::try_new() {
             let w = simd.vectorize(|| sweep::<X4>(simd));
@@ -496,12 +434,7 @@ mod tests {
             return;
         };
         const K: usize = 10;
-        struct Op<'a>(
-            pulp::x86::V3,
-            &'a [f64],
-            &'a [f64],
-            &'a mut Vec<[[f64; 2]; K]>,
-        );
+        struct Op<'a>(pulp::x86::V3, &'a [f64], &'a [f64], &'a mut Vec<[[f64; 2]; K]>);
         impl pulp::NullaryFnOnce for Op<'_> {
             type Output = ();
             #[inline(always)]
@@ -511,18 +444,7 @@ mod tests {
                     let unit = xl.abs().clamp(0.0, 1.0);
                     let (a, b) = ln2(xl, xe.abs() + 1e-3);
                     let (s, c) = sin_cos(xe);
-                    [
-                        exp(xe),
-                        ln(xl),
-                        log1p_unit(unit),
-                        ln_normal(xl),
-                        a,
-                        b,
-                        tanh(xe * 0.01),
-                        atan2_pos(xl.abs(), xe),
-                        s,
-                        c,
-                    ]
+                    [exp(xe), ln(xl), log1p_unit(unit), ln_normal(xl), a, b, tanh(xe * 0.01), atan2_pos(xl.abs(), xe), s, c]
                 }
                 let Op(s, xe, xl, out) = self;
                 for (ce, cl) in xe.chunks_exact(4).zip(xl.chunks_exact(4)) {
@@ -544,10 +466,7 @@ mod tests {
         assert_eq!(out.len(), n);
         for (i, r) in out.iter().enumerate() {
             for (f, [a, b]) in r.iter().enumerate() {
-                assert!(
-                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-                    "input {i} fn {f}: {a:e} vs {b:e}"
-                );
+                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "input {i} fn {f}: {a:e} vs {b:e}");
             }
         }
         // And the unfused portable path is within an ulp or two of both.

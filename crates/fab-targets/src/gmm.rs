@@ -92,8 +92,7 @@ impl GmmConfig {
     pub fn fab40() -> Self {
         // The embedded file is part of the crate and checked by the tests; it cannot be malformed
         // in a build that passed them.
-        let f: Fab40File = serde_json::from_str(FAB40_JSON)
-            .unwrap_or_else(|e| unreachable!("embedded gmm40_means.json is malformed: {e}"));
+        let f: Fab40File = serde_json::from_str(FAB40_JSON).unwrap_or_else(|e| unreachable!("embedded gmm40_means.json is malformed: {e}"));
         // The reference computes softplus(1) in float32 when it builds the mixture and only then
         // casts the target to float64, so its σ is the float32 rounding of ln(1 + e):
         // 1.31326162815094 (not 1.3132616875182228). With it, log p((0,0)) and log p(μ₀)
@@ -102,18 +101,8 @@ impl GmmConfig {
         let std = f64::from(f.component_std as f32);
         // The means are float32 values printed exactly; serde_json's default float parser can
         // be one f64 ulp off, which rounding through f32 undoes exactly.
-        let means = f
-            .means
-            .iter()
-            .map(|r| r.iter().map(|v| f64::from(*v as f32)).collect())
-            .collect();
-        Self {
-            dim: 2,
-            means,
-            scales: GmmScales::Shared(std),
-            weights: None,
-            log_prob_floor: DEFAULT_LOG_PROB_FLOOR,
-        }
+        let means = f.means.iter().map(|r| r.iter().map(|v| f64::from(*v as f32)).collect()).collect();
+        Self { dim: 2, means, scales: GmmScales::Shared(std), weights: None, log_prob_floor: DEFAULT_LOG_PROB_FLOOR }
     }
 
     /// Parses a TOML mixture description and validates it.
@@ -121,8 +110,7 @@ impl GmmConfig {
     /// # Errors
     /// [`TargetError::InvalidConfig`] for malformed TOML, unknown keys or an inconsistent mixture.
     pub fn from_toml_str(s: &str) -> Result<Self> {
-        let cfg: Self =
-            toml::from_str(s).map_err(|e| TargetError::InvalidConfig(format!("GMM config: {e}")))?;
+        let cfg: Self = toml::from_str(s).map_err(|e| TargetError::InvalidConfig(format!("GMM config: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -175,11 +163,7 @@ impl GmmConfig {
                 }
                 for (i, row) in v.iter().enumerate() {
                     if row.len() != self.dim {
-                        return bad(format!(
-                            "scales[{i}] has {} entries but dim = {}",
-                            row.len(),
-                            self.dim
-                        ));
+                        return bad(format!("scales[{i}] has {} entries but dim = {}", row.len(), self.dim));
                     }
                     for (j, s) in row.iter().enumerate() {
                         check_scale(*s, format!("[{i}][{j}]"))?;
@@ -208,9 +192,7 @@ impl GmmConfig {
         let k = self.means.len();
         match &self.scales {
             GmmScales::Shared(s) => vec![*s; k * self.dim],
-            GmmScales::PerComponent(v) => {
-                v.iter().flat_map(|s| std::iter::repeat_n(*s, self.dim)).collect()
-            }
+            GmmScales::PerComponent(v) => v.iter().flat_map(|s| std::iter::repeat_n(*s, self.dim)).collect(),
             GmmScales::PerAxis(v) => v.iter().flatten().copied().collect(),
         }
     }
@@ -257,9 +239,7 @@ impl Gmm {
     pub fn from_config(config: &GmmConfig, dtype: DType, device: &Device) -> Result<Self> {
         config.validate()?;
         if !dtype.is_float() {
-            return Err(TargetError::InvalidConfig(format!(
-                "GMM: dtype must be a float type, got {dtype:?}"
-            )));
+            return Err(TargetError::InvalidConfig(format!("GMM: dtype must be a float type, got {dtype:?}")));
         }
         let (k, d) = (config.means.len(), config.dim);
         let means: Vec<f64> = config.means.iter().flatten().copied().collect();
@@ -277,11 +257,7 @@ impl Gmm {
             .collect();
         let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
         let log_coef: Vec<f64> = (0..k)
-            .map(|c| {
-                weights[c].ln()
-                    - stds[c * d..(c + 1) * d].iter().map(|s| s.ln()).sum::<f64>()
-                    - d as f64 * half_log_2pi
-            })
+            .map(|c| weights[c].ln() - stds[c * d..(c + 1) * d].iter().map(|s| s.ln()).sum::<f64>() - d as f64 * half_log_2pi)
             .collect();
         let inv_var: Vec<f64> = stds.iter().map(|s| 1.0 / (s * s)).collect();
         let up = |v: &[f64], shape: &[usize]| -> Result<Tensor> {
@@ -387,11 +363,7 @@ impl Gmm {
     ///
     /// # Errors
     /// Tensor allocation failures.
-    pub fn sample_with_components(
-        &self,
-        n: usize,
-        rng: &mut dyn RngCore,
-    ) -> Result<(Tensor, Vec<usize>)> {
+    pub fn sample_with_components(&self, n: usize, rng: &mut dyn RngCore) -> Result<(Tensor, Vec<usize>)> {
         let k_last = self.n_components() - 1;
         let comps: Vec<usize> = (0..n)
             .map(|_| {
@@ -494,11 +466,7 @@ impl Gmm {
             }
         }
         let lp = Tensor::from_vec(lp, n, &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?;
-        let g = if grad {
-            Some(Tensor::from_vec(g, (n, d), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?)
-        } else {
-            None
-        };
+        let g = if grad { Some(Tensor::from_vec(g, (n, d), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?) } else { None };
         Ok((lp, g))
     }
 
@@ -565,10 +533,7 @@ impl QuadraticFunction {
     pub fn fab_2d() -> Self {
         Self {
             shift: vec![3.0819921493530273, -0.586857795715332],
-            a: vec![
-                vec![0.6148456335067749, 1.2681573629379272],
-                vec![0.9801868200302124, 1.7928894758224487],
-            ],
+            a: vec![vec![0.6148456335067749, 1.2681573629379272], vec![0.9801868200302124, 1.7928894758224487]],
             b: vec![0.455627977848053, 0.6323062777519226],
         }
     }
@@ -579,16 +544,11 @@ impl QuadraticFunction {
     }
 
     fn check(&self, d: usize) -> Result<()> {
-        let ok = self.shift.len() == d
-            && self.b.len() == d
-            && self.a.len() == d
-            && self.a.iter().all(|r| r.len() == d);
+        let ok = self.shift.len() == d && self.b.len() == d && self.a.len() == d && self.a.iter().all(|r| r.len() == d);
         if ok {
             Ok(())
         } else {
-            Err(TargetError::InvalidConfig(format!(
-                "quadratic function must have shift [d], A [d][d], b [d] with d = {d}"
-            )))
+            Err(TargetError::InvalidConfig(format!("quadratic function must have shift [d], A [d][d], b [d] with d = {d}")))
         }
     }
 

@@ -106,7 +106,8 @@ impl Target for Gmm {
         ctx.insert("mode_unassigned_fraction", 1.0 - n_assigned as f64 / n);
         // Total variation between the model's per-mode masses (plus the mass near no mode) and
         // the mixture weights.
-        let tv = 0.5 * (counts.iter().zip(self.weights()).map(|(&c, w)| (c as f64 / n - w).abs()).sum::<f64>() + (1.0 - n_assigned as f64 / n));
+        let tv =
+            0.5 * (counts.iter().zip(self.weights()).map(|(&c, w)| (c as f64 / n - w).abs()).sum::<f64>() + (1.0 - n_assigned as f64 / n));
         ctx.insert("mode_mass_tv", tv);
         // Extremes over modes of (share of the mode-assigned samples) / (mixture weight): 1 for
         // a model whose mass is spread over the modes in the right proportions.

@@ -58,27 +58,16 @@ impl ManyWell {
     /// [`TargetError::InvalidConfig`] for an odd or zero dimension or a non-float dtype.
     pub fn new(dim: usize, dtype: DType, device: &Device) -> Result<Self> {
         if dim == 0 || dim % 2 != 0 {
-            return Err(TargetError::InvalidConfig(format!(
-                "Many Well: dim must be even and >= 2 (pairs of coordinates), got {dim}"
-            )));
+            return Err(TargetError::InvalidConfig(format!("Many Well: dim must be even and >= 2 (pairs of coordinates), got {dim}")));
         }
         if !dtype.is_float() {
-            return Err(TargetError::InvalidConfig(format!(
-                "Many Well: dtype must be a float type, got {dtype:?}"
-            )));
+            return Err(TargetError::InvalidConfig(format!("Many Well: dtype must be a float type, got {dtype:?}")));
         }
         let alt = |a: f64, b: f64| -> Result<Tensor> {
             let v: Vec<f64> = (0..dim).map(|j| if j % 2 == 0 { a } else { b }).collect();
             Ok(Tensor::from_vec(v, (1, dim), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)
         };
-        Ok(Self {
-            dim,
-            c1: alt(0.5, 0.0)?,
-            c2: alt(6.0, -0.5)?,
-            c4: alt(-1.0, 0.0)?,
-            dtype,
-            device: device.clone(),
-        })
+        Ok(Self { dim, c1: alt(0.5, 0.0)?, c2: alt(6.0, -0.5)?, c4: alt(-1.0, 0.0)?, dtype, device: device.clone() })
     }
 
     /// The paper's 32-D target.
@@ -180,9 +169,7 @@ impl ManyWell {
         Ok((0..n)
             .map(|r| {
                 let row = &xs[r * self.dim..(r + 1) * self.dim];
-                row.iter()
-                    .all(|v| v.is_finite())
-                    .then(|| (0..self.n_wells()).map(|i| row[2 * i] > BARRIER_X1).collect())
+                row.iter().all(|v| v.is_finite()).then(|| (0..self.n_wells()).map(|i| row[2 * i] > BARRIER_X1).collect())
             })
             .collect())
     }
@@ -195,15 +182,9 @@ impl ManyWell {
     pub fn well_index(&self, x: &Tensor) -> Result<Vec<Option<u64>>> {
         let m = self.n_wells();
         if m > 64 {
-            return Err(TargetError::InvalidConfig(format!(
-                "well_index needs dim/2 <= 64 wells, got {m}; use well_pattern"
-            )));
+            return Err(TargetError::InvalidConfig(format!("well_index needs dim/2 <= 64 wells, got {m}; use well_pattern")));
         }
-        Ok(self
-            .well_pattern(x)?
-            .into_iter()
-            .map(|p| p.map(|p| p.iter().fold(0u64, |acc, b| (acc << 1) | u64::from(*b))))
-            .collect())
+        Ok(self.well_pattern(x)?.into_iter().map(|p| p.map(|p| p.iter().fold(0u64, |acc, b| (acc << 1) | u64::from(*b)))).collect())
     }
 
     /// Fraction of the 2^{dim/2} wells holding at least one of the rows of `x` (non-finite rows
@@ -263,11 +244,8 @@ impl ManyWell {
             *out = if acc.is_nan() { f64::NEG_INFINITY } else { acc };
         }
         let lp = Tensor::from_vec(lp, n, &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?;
-        let g = if grad {
-            Some(Tensor::from_vec(g, (n, self.dim), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?)
-        } else {
-            None
-        };
+        let g =
+            if grad { Some(Tensor::from_vec(g, (n, self.dim), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?) } else { None };
         Ok((lp, g))
     }
 
@@ -318,9 +296,7 @@ impl ExactSample for ManyWell {
             v[r * self.dim + 2 * i] = x1[idx];
             v[r * self.dim + 2 * i + 1] = x2[idx];
         }
-        Ok(Tensor::from_vec(v, (n, self.dim), &Device::Cpu)?
-            .to_dtype(self.dtype)?
-            .to_device(&self.device)?)
+        Ok(Tensor::from_vec(v, (n, self.dim), &Device::Cpu)?.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
 }
 

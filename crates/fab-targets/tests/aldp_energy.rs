@@ -3,9 +3,7 @@
 //! (minima, perturbed minima, MD frames at 300/600/1000 K, atom clashes), plus finite-difference
 //! checks of the analytic forces and robustness on extreme inputs.
 
-use fab_targets::aldp::{
-    phi_psi, regularize_energy, AldpCartesian, AldpForceField, EnergyTerms, KBT,
-};
+use fab_targets::aldp::{phi_psi, regularize_energy, AldpCartesian, AldpForceField, EnergyTerms, KBT};
 use serde_json::Value;
 
 const REFERENCE: &str = include_str!("../data/aldp/aldp_reference_vectors.json");
@@ -26,11 +24,7 @@ struct RefConfig {
 const GROUPS: [&str; 5] = ["bonds", "angles", "torsions", "nonbonded", "gb"];
 
 fn flat(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|a| a.as_array().unwrap().iter().map(|c| c.as_f64().unwrap()))
-        .collect()
+    v.as_array().unwrap().iter().flat_map(|a| a.as_array().unwrap().iter().map(|c| c.as_f64().unwrap())).collect()
 }
 
 fn load() -> Vec<RefConfig> {

@@ -7,8 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use fab_core::test_utils::{log_abs_det_rows, numerical_jacobian};
 use fab_core::{seeded_rng, Flow, LogDensity};
 use fab_targets::aldp::{
-    is_l_form, l_form_mask, phi_psi, AldpForceField, AldpTarget, InternalCoordinates, CART_DIM,
-    CIRCULAR_INDICES, FLOW_DIM, SEED_ATOMS,
+    is_l_form, l_form_mask, phi_psi, AldpForceField, AldpTarget, InternalCoordinates, CART_DIM, CIRCULAR_INDICES, FLOW_DIM, SEED_ATOMS,
 };
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -69,12 +68,8 @@ fn means_match_the_zmatrix_file() {
         assert_eq!(s[b + 2], row["dihedral_std_rad"].as_f64().unwrap());
         assert_eq!(ic.is_circular(b + 2), row["dihedral_circular"].as_bool().unwrap());
     }
-    let circ: Vec<usize> = v["circular_dihedrals"]["flow_indices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_u64().unwrap() as usize)
-        .collect();
+    let circ: Vec<usize> =
+        v["circular_dihedrals"]["flow_indices"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as usize).collect();
     let mut sorted = circ.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, CIRCULAR_INDICES.to_vec());
@@ -109,10 +104,7 @@ fn fab_torch_test_vectors_are_reproduced() {
         assert!((psi - t["psi_iupac"].as_f64().unwrap()).abs() < 1e-6);
         // x → z → x reproduces all pairwise distances (rigid motion removed).
         let (x2, ld2) = ic.to_cartesian(&z).unwrap();
-        let err = pairwise(&x)
-            .iter()
-            .zip(pairwise(&x2))
-            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        let err = pairwise(&x).iter().zip(pairwise(&x2)).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
         assert!(err < 1e-14, "{}: pairwise distance error {err}", t["kind"]);
         assert!((ld + ld2).abs() < 1e-10);
     }
@@ -123,10 +115,7 @@ fn z_zero_is_the_reference_configuration_and_log_p_matches_spec() {
     let ff = AldpForceField::amber_implicit();
     let ic = InternalCoordinates::alanine_dipeptide();
     let (x, ld) = ic.to_cartesian(&[0.0; FLOW_DIM]).unwrap();
-    let err = pairwise(&x)
-        .iter()
-        .zip(pairwise(ff.reference_positions()))
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    let err = pairwise(&x).iter().zip(pairwise(ff.reference_positions())).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
     assert!(err < 1e-14, "pairwise distance error {err}");
     // docs/ALGORITHMS.md, "Targets": log|det ∂x/∂z| at z = 0 is −245.48211 and log p(0) =
     // −176.25049 (5 decimals);
@@ -253,9 +242,7 @@ fn flow_space_gradient_matches_finite_differences_near_the_minimum() {
     // Tolerance 1e-5·(1 + |g_k|).
     let target = AldpTarget::default();
     let mut rng = seeded_rng(14, 0);
-    let zs: Vec<f64> = (0..4 * FLOW_DIM)
-        .map(|_| 0.3 * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng))
-        .collect();
+    let zs: Vec<f64> = (0..4 * FLOW_DIM).map(|_| 0.3 * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng)).collect();
     check_flow_gradient(&target, &zs, 1e-6, &|_, gk| 1e-5 * (1.0 + gk.abs()));
 }
 
@@ -296,7 +283,7 @@ fn flow_and_log_density_tensor_interfaces() {
     let b = lp64.to_vec1::<f64>().unwrap();
     for (u, v) in a.iter().zip(&b) {
         // z rounded to f32 (relative 6e-8) moves log p by ≲ |∇ log p|·|Δz| (|∇| ≲ 1e3 ⇒ ~1e-4).
-        assert!((u - v).abs() < 1e-2 * (1.0 + v.abs()) , "{u} vs {v}");
+        assert!((u - v).abs() < 1e-2 * (1.0 + v.abs()), "{u} vs {v}");
     }
     assert!(target.log_prob(&Tensor::zeros((2, 66), DType::F64, &Device::Cpu).unwrap()).is_err());
     assert_eq!(target.dim(), FLOW_DIM);

@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use fab_targets::aldp::{
-    read_coordinates, write_pdb, write_xyz, AldpForceField, EnergyReport, MinimizeOptions,
-};
+use fab_targets::aldp::{read_coordinates, write_pdb, write_xyz, AldpForceField, EnergyReport, MinimizeOptions};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fab_aldp_io_{}", std::process::id()));
@@ -113,7 +111,10 @@ fn lbfgs_reaches_the_openmm_minimum() {
     // stop in a neighbouring basin; we require the same basin (energy within 1e-4 kJ/mol,
     // i.e. the change in E over a residual force 1e-3 across ~0.1 nm) and convergence.
     let r = ff.minimize(ff.start_positions(), &opts).unwrap();
-    eprintln!("L-BFGS: {} iterations, {} evaluations, E = {:.10} kJ/mol, max|F| = {:.2e}", r.iterations, r.evaluations, r.energy.total, r.max_force);
+    eprintln!(
+        "L-BFGS: {} iterations, {} evaluations, E = {:.10} kJ/mol, max|F| = {:.2e}",
+        r.iterations, r.evaluations, r.energy.total, r.max_force
+    );
     assert!(r.converged, "{r:?}");
     assert!(r.max_force <= 1e-3);
     assert!((r.energy.total - (-173.17050392780425)).abs() < 1e-4, "E = {}", r.energy.total);

@@ -43,9 +43,8 @@ fn cpu_time_per_configuration() {
         let target = AldpTarget::default();
         let mut rng = fab_core::seeded_rng(1, 0);
         let n = 1024;
-        let zs: Vec<f64> = (0..n * FLOW_DIM)
-            .map(|_| 0.3 * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng))
-            .collect();
+        let zs: Vec<f64> =
+            (0..n * FLOW_DIM).map(|_| 0.3 * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng)).collect();
         let (xs, _) = ic.to_cartesian_batch(&zs).unwrap();
         let mut fs = vec![0.0; xs.len()];
         let mut f1 = vec![0.0; CART_DIM];

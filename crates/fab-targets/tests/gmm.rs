@@ -189,14 +189,8 @@ fn sampler_value_stability() {
 // Recorded from this implementation (seed 0, stream 0); components 28, 18, 27 lie at
 // (7.45, −31.01), (−23.35, 34.38), (26.82, −23.55), so the points are within ~2σ of their means.
 const EXPECTED_COMPS: [usize; 3] = [28, 18, 27];
-const EXPECTED_X: [f64; 6] = [
-    5.648664738762237,
-    -29.435857737427252,
-    -23.204134008010335,
-    36.167193936987935,
-    28.123412652059034,
-    -22.14666184024304,
-];
+const EXPECTED_X: [f64; 6] =
+    [5.648664738762237, -29.435857737427252, -23.204134008010335, 36.167193936987935, 28.123412652059034, -22.14666184024304];
 
 #[test]
 fn quadratic_expectation_analytic_and_monte_carlo() {
@@ -234,9 +228,7 @@ fn user_mixture_from_toml() {
     let g = Gmm::from_config(&cfg, DType::F64, &Device::Cpu).unwrap();
     assert_eq!(g.weights(), &[0.25, 0.75]);
     // Closed form of the 1-D two-component density.
-    let npdf = |x: f64, m: f64, s: f64| {
-        (-0.5 * ((x - m) / s).powi(2)).exp() / (s * (2.0 * std::f64::consts::PI).sqrt())
-    };
+    let npdf = |x: f64, m: f64, s: f64| (-0.5 * ((x - m) / s).powi(2)).exp() / (s * (2.0 * std::f64::consts::PI).sqrt());
     let xs = [-2.0, 0.3, 7.0];
     let lp = g.log_prob(&pts(&xs, 1)).unwrap().to_vec1::<f64>().unwrap();
     for (x, l) in xs.iter().zip(&lp) {
@@ -251,10 +243,7 @@ fn user_mixture_from_toml() {
         assert!((a - b).abs() < 1e-7, "{a} vs {b}");
     }
     // Per-axis scales and a shared scale; the TOML form round-trips.
-    let cfg2 = GmmConfig::from_toml_str(
-        "dim = 2\nmeans = [[0.0, 0.0], [1.0, 1.0]]\nscales = [[1.0, 2.0], [0.5, 0.5]]\n",
-    )
-    .unwrap();
+    let cfg2 = GmmConfig::from_toml_str("dim = 2\nmeans = [[0.0, 0.0], [1.0, 1.0]]\nscales = [[1.0, 2.0], [0.5, 0.5]]\n").unwrap();
     let back = GmmConfig::from_toml_str(&toml::to_string(&cfg2).unwrap()).unwrap();
     assert_eq!(back, cfg2);
     let cfg3 = GmmConfig::from_toml_str("dim = 2\nmeans = [[0.0, 0.0]]\nscales = 2\n").unwrap();
@@ -287,13 +276,7 @@ fn user_mixture_errors_are_clear() {
         }
     }
     // from_config validates too (configs built in code).
-    let cfg = GmmConfig {
-        dim: 1,
-        means: vec![vec![0.0]],
-        scales: GmmScales::Shared(f64::NAN),
-        weights: None,
-        log_prob_floor: -1e4,
-    };
+    let cfg = GmmConfig { dim: 1, means: vec![vec![0.0]], scales: GmmScales::Shared(f64::NAN), weights: None, log_prob_floor: -1e4 };
     assert!(Gmm::from_config(&cfg, DType::F64, &Device::Cpu).is_err());
     let ok = GmmConfig { scales: GmmScales::Shared(1.0), ..cfg };
     assert!(Gmm::from_config(&ok, DType::U8, &Device::Cpu).is_err());

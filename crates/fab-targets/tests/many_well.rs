@@ -5,9 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 use fab_core::test_utils::{finite_difference_grad, ks_critical_001, ks_statistic, normal_cdf};
 use fab_core::{seeded_rng, ExactSample, LogDensity};
-use fab_targets::many_well::{
-    log_p_x1, log_z_2d, ManyWell, BARRIER_X1, DEEP_WELL_X1, SHALLOW_WELL_X1, Z1,
-};
+use fab_targets::many_well::{log_p_x1, log_z_2d, ManyWell, BARRIER_X1, DEEP_WELL_X1, SHALLOW_WELL_X1, Z1};
 
 fn mw(dim: usize) -> ManyWell {
     ManyWell::new(dim, DType::F64, &Device::Cpu).unwrap()
@@ -198,11 +196,7 @@ fn mode_test_set_order_and_values() {
 #[test]
 fn well_membership_uses_the_barrier() {
     let t = mw(4);
-    let x = Tensor::new(
-        &[[-0.03f64, 5.0, -0.05, 0.0], [1.0, 0.0, 2.0, 0.0], [f64::NAN, 0.0, 1.0, 0.0]],
-        &Device::Cpu,
-    )
-    .unwrap();
+    let x = Tensor::new(&[[-0.03f64, 5.0, -0.05, 0.0], [1.0, 0.0, 2.0, 0.0], [f64::NAN, 0.0, 1.0, 0.0]], &Device::Cpu).unwrap();
     let p = t.well_pattern(&x).unwrap();
     assert_eq!(p[0], Some(vec![true, false]));
     assert_eq!(t.well_index(&x).unwrap(), vec![Some(2), Some(3), None]);

@@ -74,7 +74,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let info = run.step()?;
         if info.iteration % 250 == 0 {
             let m = run.evaluate(false)?.metrics;
-            println!("iteration {:>5}: loss {:>8.3}  flow ESS {:.3}  AIS ESS {:.3}", info.iteration, info.loss, m["eval_ess_flow"], m["eval_ess_ais"]);
+            println!(
+                "iteration {:>5}: loss {:>8.3}  flow ESS {:.3}  AIS ESS {:.3}",
+                info.iteration, info.loss, m["eval_ess_flow"], m["eval_ess_ais"]
+            );
         }
     }
     let x = run.draw(10_000)?.x;

@@ -12,8 +12,8 @@ use candle_core::{DType, Device};
 use fab_ais::{Ais, AisConfig};
 use fab_core::{LogDensity, Proposal};
 use fab_flows::{Backend, CircularNsfConfig, FlowModel, RealNvpConfig};
-use fab_targets::many_well::ManyWell;
 use fab_sampler::Sampler;
+use fab_targets::many_well::ManyWell;
 use fab_train::{ExperimentConfig, FabSampler};
 
 #[global_allocator]

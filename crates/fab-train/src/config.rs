@@ -253,9 +253,7 @@ impl ExperimentConfig {
     pub fn from_toml_with_overrides(text: &str, overrides: &[String]) -> Result<Self> {
         let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| config_err(first_line(&e.to_string())))?;
         for ov in overrides {
-            let (key, raw) = ov
-                .split_once('=')
-                .ok_or_else(|| config_err(format!("override `{ov}` is not of the form key=value")))?;
+            let (key, raw) = ov.split_once('=').ok_or_else(|| config_err(format!("override `{ov}` is not of the form key=value")))?;
             let key = key.trim();
             let parsed: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
                 Ok(mut t) => t.remove("v").expect("parsed key"),
@@ -468,9 +466,7 @@ fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<
             return Ok(());
         }
         let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry
-            .as_table_mut()
-            .ok_or_else(|| config_err(format!("override `{key}`: `{p}` is not a table")))?;
+        cur = entry.as_table_mut().ok_or_else(|| config_err(format!("override `{key}`: `{p}` is not a table")))?;
     }
     Ok(())
 }
@@ -508,7 +504,9 @@ mod tests {
 
     #[test]
     fn overrides_and_errors_name_the_key() {
-        let c = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=64".into(), "train.n_iterations=7".into(), "seed=3".into()]).unwrap();
+        let c =
+            ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=64".into(), "train.n_iterations=7".into(), "seed=3".into()])
+                .unwrap();
         assert_eq!((c.train.batch_size, c.n_iterations(), c.seed), (64, 7, 3));
         // A [train] section must say how long to train.
         let e = ExperimentConfig::from_toml_with_overrides("[train]\nbatch_size = 8\n", &[]).unwrap_err().to_string();
@@ -517,9 +515,12 @@ mod tests {
         assert!(e.contains("batchsize"), "{e}");
         let e = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=-5".into()]).unwrap_err().to_string();
         assert!(e.contains("batch_size") || e.contains("invalid value"), "{e}");
-        let e = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=0".into(), "train.n_iterations=7".into()]).unwrap_err().to_string();
+        let e = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=0".into(), "train.n_iterations=7".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("train.batch_size"), "{e}");
-        let e = ExperimentConfig::from_toml_with_overrides("", &["ais.alpha=0".into(), "train.n_iterations=7".into()]).unwrap_err().to_string();
+        let e =
+            ExperimentConfig::from_toml_with_overrides("", &["ais.alpha=0".into(), "train.n_iterations=7".into()]).unwrap_err().to_string();
         assert!(e.contains("ais.alpha"), "{e}");
         let e = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=\"x\"".into()]).unwrap_err().to_string();
         assert!(e.contains("batch_size") || e.contains("invalid type"), "{e}");

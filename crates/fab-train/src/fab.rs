@@ -102,7 +102,11 @@ impl FabParts {
             return Ok((x, lw, lq));
         }
         let idx: Vec<usize> = (0..n).filter(|&i| keep[i]).collect();
-        Ok((idx.iter().flat_map(|&i| x[i * d..(i + 1) * d].to_vec()).collect(), idx.iter().map(|&i| lw[i]).collect(), idx.iter().map(|&i| lq[i]).collect()))
+        Ok((
+            idx.iter().flat_map(|&i| x[i * d..(i + 1) * d].to_vec()).collect(),
+            idx.iter().map(|&i| lw[i]).collect(),
+            idx.iter().map(|&i| lq[i]).collect(),
+        ))
     }
 
     /// Fills the buffer with AIS passes until it can be sampled; returns the passes made.
@@ -124,7 +128,9 @@ impl FabParts {
         self.optim.set_learning_rate(lr)?;
         self.grad_steps += 1;
         let outcome = match loss.grads {
-            Some(mut g) if loss.value.is_finite() => self.optim.step_clipped(self.flow.params(), &mut g, self.config.train.max_grad_norm)?,
+            Some(mut g) if loss.value.is_finite() => {
+                self.optim.step_clipped(self.flow.params(), &mut g, self.config.train.max_grad_norm)?
+            }
             _ => StepOutcome::SkippedNonFiniteLoss { loss: loss.value },
         };
         match outcome {
@@ -217,7 +223,10 @@ impl Objective for ForwardKl {
     fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>) -> Result<()> {
         let mut acc = Accumulator::default();
         let b = p.config.train.batch_size;
-        let exact = p.target.exact().ok_or_else(|| TrainError::Config("train.loss = \"forward_kl\" needs a target with an exact sampler".into()))?;
+        let exact = p
+            .target
+            .exact()
+            .ok_or_else(|| TrainError::Config("train.loss = \"forward_kl\" needs a target with an exact sampler".into()))?;
         let x = exact.sample(b, &mut p.rng)?.to_dtype(p.flow.dtype())?.to_device(p.flow.device())?;
         let loss = losses::forward_kl(&p.flow, &x)?;
         p.apply(loss, report, &mut acc)?;

@@ -63,7 +63,12 @@ fn check_gradient(name: &str, flow: &FlowModel, grads: &Grads, objective: &dyn F
             v.set(&Tensor::from_vec(base.clone(), t0.shape(), &Device::Cpu).unwrap()).unwrap();
             // Truncation error O(h²) and round-off O(ε/h) are both < 1e-8 here.
             let tol = 1e-6 + 1e-5 * fd.abs();
-            assert!((fd - g[i]).abs() < tol, "{name}: parameter {} [{i}]: analytic {} vs finite difference {fd}", flow.params().names()[k], g[i]);
+            assert!(
+                (fd - g[i]).abs() < tol,
+                "{name}: parameter {} [{i}]: analytic {} vs finite difference {fd}",
+                flow.params().names()[k],
+                g[i]
+            );
             largest = largest.max(fd.abs());
             checked += 1;
         }
@@ -104,7 +109,8 @@ fn fab_no_buffer_gradient_uses_self_normalised_weights_and_the_sign_of_alpha() {
     let wbar = fab_core::stats::normalized_weights(&log_w);
     for alpha in [2.0, -1.0] {
         let out = losses::fab_no_buffer(&flow, &x, &log_w, alpha).unwrap();
-        let objective = |f: &FlowModel| -> f64 { -f64::signum(alpha) * log_q(f, &x).iter().zip(&wbar).map(|(q, w)| w * q).sum::<f64>() / 16.0 };
+        let objective =
+            |f: &FlowModel| -> f64 { -f64::signum(alpha) * log_q(f, &x).iter().zip(&wbar).map(|(q, w)| w * q).sum::<f64>() / 16.0 };
         assert!((out.value - objective(&flow)).abs() < 1e-12);
         check_gradient("fab_no_buffer", &flow, out.grads.as_ref().unwrap(), &objective);
     }
@@ -146,8 +152,7 @@ fn alpha2_nis_gradient_is_that_of_the_importance_sampled_alpha2_divergence() {
     let (x, lq0) = flow.sample_and_log_prob(16, &mut rng.clone()).unwrap();
     let lq0 = fab_core::to_f64_vec(&lq0).unwrap();
     let lp = fab_core::to_f64_vec(&p.log_prob(&x).unwrap()).unwrap();
-    let objective = |f: &FlowModel| -> f64 {
-        log_q(f, &x).iter().zip(&lq0).zip(&lp).map(|((q, q0), p)| (2.0 * p - q - q0).exp()).sum::<f64>() / 16.0
-    };
+    let objective =
+        |f: &FlowModel| -> f64 { log_q(f, &x).iter().zip(&lq0).zip(&lp).map(|((q, q0), p)| (2.0 * p - q - q0).exp()).sum::<f64>() / 16.0 };
     check_gradient("alpha2_nis", &flow, out.grads.as_ref().unwrap(), &objective);
 }

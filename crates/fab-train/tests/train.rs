@@ -127,7 +127,8 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     assert_eq!(strip(&a), strip(&b));
     // `fab eval DIR --set eval.…`: the final evaluation again with other sample counts (the
     // AIS count follows its own key); training keys are refused.
-    let m = run::evaluate_run::<ExperimentConfig>(&a, &["eval.final_batch_size=300".into(), "eval.final_ais_batch_size=200".into()]).unwrap();
+    let m =
+        run::evaluate_run::<ExperimentConfig>(&a, &["eval.final_batch_size=300".into(), "eval.final_ais_batch_size=200".into()]).unwrap();
     assert_eq!(m["iteration"], 30.0);
     assert!(m["eval_ess_flow"] > 0.0 && m["eval_ess_ais"] > 0.0, "{m:?}");
     assert_ne!(m["eval_ess_flow"].to_bits(), ma["eval_ess_flow"].to_bits(), "the override had no effect");
@@ -263,7 +264,11 @@ fn fab_trains_on_a_user_supplied_density() {
     assert!(!m.contains_key("kl_forward"));
     // A forward-KL loss cannot be used without exact samples.
     let bad = small_config("forward_kl", 5);
-    let err = FabSampler::with_target(bad, Arc::new(DensityTarget::new(Box::new(fab_core::FnDensity::new(2, |x: &candle_core::Tensor| x.sum(1)))))).unwrap_err();
+    let err = FabSampler::with_target(
+        bad,
+        Arc::new(DensityTarget::new(Box::new(fab_core::FnDensity::new(2, |x: &candle_core::Tensor| x.sum(1))))),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("forward_kl"), "{err}");
 }
 
@@ -279,7 +284,12 @@ fn candle_path_trains_like_the_cpu_path() {
         b.sampler_mut().set_flow_backend(fab_flows::Backend::Candle);
         for _ in 0..8 {
             let (ia, ib) = (a.step().unwrap(), b.step().unwrap());
-            assert!((ia.loss - ib.loss).abs() <= 1e-6 * (1.0 + ia.loss.abs()) || (ia.loss.is_nan() && ib.loss.is_nan()), "{loss}: {} vs {}", ia.loss, ib.loss);
+            assert!(
+                (ia.loss - ib.loss).abs() <= 1e-6 * (1.0 + ia.loss.abs()) || (ia.loss.is_nan() && ib.loss.is_nan()),
+                "{loss}: {} vs {}",
+                ia.loss,
+                ib.loss
+            );
         }
         for ((name, pa), (_, pb)) in a.sampler().flow().params().iter().zip(b.sampler().flow().params().iter()) {
             let (va, vb) = (fab_core::to_f64_vec(pa.as_tensor()).unwrap(), fab_core::to_f64_vec(pb.as_tensor()).unwrap());

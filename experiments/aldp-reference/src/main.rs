@@ -21,15 +21,11 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 use fab_core::{npy, seeded_rng, LogDensity};
-use fab_mcmc::{
-    betas_from_temperatures, geometric_temperatures, linear_temperatures, ReplicaExchange,
-    ReplicaExchangeConfig,
-};
-use fab_targets::aldp::{
-    is_l_form, phi_psi, wrap_angle, AldpForceField, AldpTarget, InternalCoordinates, MinimizeOptions, FLOW_DIM, KBT,
-    TEMPERATURE,
-};
+use fab_mcmc::{betas_from_temperatures, geometric_temperatures, linear_temperatures, ReplicaExchange, ReplicaExchangeConfig};
 use fab_targets::aldp::eval::{basin_of, basin_populations, phi_psi_of_flow, Basin, Estimate, ReferenceSummary};
+use fab_targets::aldp::{
+    is_l_form, phi_psi, wrap_angle, AldpForceField, AldpTarget, InternalCoordinates, MinimizeOptions, FLOW_DIM, KBT, TEMPERATURE,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -452,9 +448,8 @@ fn load_run(dir: &Path) -> Result<RunData> {
 fn cis_fractions(z: &[f64], ic: &InternalCoordinates) -> (f64, f64) {
     let mean = ic.means();
     let n = (z.len() / FLOW_DIM).max(1) as f64;
-    let cis = |i: usize| {
-        z.chunks(FLOW_DIM).filter(|r| wrap_angle(-(r[i] + mean[i])).abs() < std::f64::consts::FRAC_PI_2).count() as f64 / n
-    };
+    let cis =
+        |i: usize| z.chunks(FLOW_DIM).filter(|r| wrap_angle(-(r[i] + mean[i])).abs() < std::f64::consts::FRAC_PI_2).count() as f64 / n;
     (cis(8), cis(50))
 }
 
@@ -522,7 +517,11 @@ fn combine(a: CombineArgs) -> Result<()> {
                 .map(|(p, s)| {
                     let b = basin_of(*p, *s);
                     let hit = matches!((j, b), (0, Some(Basin::BetaC5)) | (1, Some(Basin::AlphaR)) | (2, Some(Basin::AlphaL)));
-                    if hit { 1.0 } else { 0.0 }
+                    if hit {
+                        1.0
+                    } else {
+                        0.0
+                    }
                 })
                 .collect();
             ests[j] = Estimate { mean: pops.as_array()[j], se: batch_means_se(&ind, a.n_batches) };
@@ -651,12 +650,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
     }
     let temps = linear_temperatures(TEMPERATURE, 50.0, 21);
-    let cfg = ReplicaExchangeConfig {
-        betas: betas_from_temperatures(&temps)?,
-        n_leapfrog: 10,
-        init_step_size: 0.05,
-        ..Default::default()
-    };
+    let cfg = ReplicaExchangeConfig { betas: betas_from_temperatures(&temps)?, n_leapfrog: 10, init_step_size: 0.05, ..Default::default() };
     let x0 = Tensor::zeros((21, FLOW_DIM), candle_core::DType::F64, &Device::Cpu)?;
     let mut re = ReplicaExchange::new(&m.target, Some(&m.volume as &dyn LogDensity), cfg, &x0)?;
     let (t0, c0) = (Instant::now(), cpu_seconds());

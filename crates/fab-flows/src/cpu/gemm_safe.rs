@@ -9,17 +9,7 @@ use super::Real;
 /// # Panics
 /// If a buffer is shorter than its matrix (an internal invariant of the callers).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul<T: Real>(
-    c: &mut [T],
-    a: &[T],
-    ta: bool,
-    b: &[T],
-    tb: bool,
-    m: usize,
-    k: usize,
-    n: usize,
-    accumulate: bool,
-) {
+pub(crate) fn matmul<T: Real>(c: &mut [T], a: &[T], ta: bool, b: &[T], tb: bool, m: usize, k: usize, n: usize, accumulate: bool) {
     assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul: buffer too short");
     if m == 0 || n == 0 {
         return;
@@ -34,11 +24,7 @@ pub(crate) fn matmul<T: Real>(
     let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
     // Below ~4 M multiply-adds the fork-join cost exceeds the gain (GMM: 128×80×80 ran slower
     // on 2 threads than on 1).
-    let par = if m * n * k >= 1 << 22 && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
+    let par = if m * n * k >= 1 << 22 && rayon::current_num_threads() > 1 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     // SAFETY: the assertions above guarantee that every element addressed by the strides lies
     // inside the slices; `c` is borrowed mutably and so cannot alias `a` or `b`.
     unsafe {

@@ -57,14 +57,7 @@ pub trait CpuLayer<T: Real>: Send + Sync {
     /// Backward of [`inverse`](Self::inverse): given ∂L/∂z (`gz`) and ∂L/∂ld per row (`gld`),
     /// returns ∂L/∂x. When `pgrads` is given (one buffer per parameter of the layer, in
     /// [`crate::Layer::params`] order), parameter gradients are *added* to it.
-    fn inverse_backward(
-        &self,
-        tape: Tape,
-        gz: Vec<T>,
-        gld: &[T],
-        n: usize,
-        pgrads: Option<&mut [Vec<T>]>,
-    ) -> Result<Vec<T>>;
+    fn inverse_backward(&self, tape: Tape, gz: Vec<T>, gld: &[T], n: usize, pgrads: Option<&mut [Vec<T>]>) -> Result<Vec<T>>;
 
     /// z → x (sampling direction) in place of `z`; adds log|det ∂x/∂z| to `ld`.
     fn forward(&self, z: Vec<T>, n: usize, ld: &mut [T]) -> Result<Vec<T>>;

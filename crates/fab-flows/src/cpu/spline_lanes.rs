@@ -112,7 +112,6 @@ impl<Op: LaneOp> pulp::NullaryFnOnce for WithX4<Op> {
     }
 }
 
-
 #[cfg(test)]
 thread_local! {
     /// Tests: use the portable one-lane path for calls made from this thread.
@@ -171,7 +170,17 @@ fn group_data(set: &SplineSet<'_>, width: usize) -> Vec<GroupData> {
         .map(|gi| {
             let f0 = gi * width;
             let nl = width.min(f - f0);
-            let mut gd = GroupData { f0, nl, feat: [0; MAX_LANES], col: [0; MAX_LANES], bound: [0.0; MAX_LANES], scale: [0.0; MAX_LANES], linear: [0.0; MAX_LANES], valid: [0.0; MAX_LANES], circ: [false; MAX_LANES] };
+            let mut gd = GroupData {
+                f0,
+                nl,
+                feat: [0; MAX_LANES],
+                col: [0; MAX_LANES],
+                bound: [0.0; MAX_LANES],
+                scale: [0.0; MAX_LANES],
+                linear: [0.0; MAX_LANES],
+                valid: [0.0; MAX_LANES],
+                circ: [false; MAX_LANES],
+            };
             for l in 0..MAX_LANES {
                 let ft = (f0 + l).min(f0 + nl - 1);
                 let spec = &set.specs[ft];
@@ -515,7 +524,13 @@ fn deriv_sources(k: usize, idx: usize, circ: bool) -> DerivSources {
 /// Per-row parameters: knot derivatives (and sigmoids of their raw values) at the ends of the
 /// bins `b.idx`, loaded from `raw_at(lane, p)`.
 #[inline(always)]
-fn per_row_derivs<L: Lane>(k: usize, gd: &GroupData, g: &Group<L>, b: &mut Bin<L>, raw_at: impl Fn(usize, usize) -> f64) -> (L, L, [DerivSources; MAX_LANES]) {
+fn per_row_derivs<L: Lane>(
+    k: usize,
+    gd: &GroupData,
+    g: &Group<L>,
+    b: &mut Bin<L>,
+    raw_at: impl Fn(usize, usize) -> f64,
+) -> (L, L, [DerivSources; MAX_LANES]) {
     let ctx = b.idx.ctx();
     let idx = lane_idx(b.idx);
     let mut src = [(None, None); MAX_LANES];
@@ -582,7 +597,14 @@ fn rq_inverse<L: Lane>(b: &Bin<L>, y: L) -> (L, L) {
 /// adds each row's log-determinant to `ld` (density direction, or with `inverse` the sampling
 /// direction). With `record` (per-row parameters, density direction), also returns what
 /// [`backward_rows`] needs instead of the parameters.
-pub(crate) fn apply_rows<T: Real>(set: &SplineSet<'_>, x: &mut [T], params: Params<'_, T>, ld: &mut [T], inverse: bool, record: bool) -> Option<SplineCache> {
+pub(crate) fn apply_rows<T: Real>(
+    set: &SplineSet<'_>,
+    x: &mut [T],
+    params: Params<'_, T>,
+    ld: &mut [T],
+    inverse: bool,
+    record: bool,
+) -> Option<SplineCache> {
     let n = ld.len();
     let width = lane_width();
     let gds = group_data(set, width);
@@ -609,9 +631,21 @@ pub(crate) fn apply_rows<T: Real>(set: &SplineSet<'_>, x: &mut [T], params: Para
     };
     let par = super::parallel_rows(n, set.f() * 40);
     match cache.as_mut() {
-        Some(c) if par => x.par_chunks_mut(rb * set.stride).zip(ld.par_chunks_mut(rb)).zip(c.blocks.par_iter_mut()).enumerate().for_each(|(bi, ((xb, lb), cb))| block(bi, xb, lb, Some(cb))),
-        Some(c) => x.chunks_mut(rb * set.stride).zip(ld.chunks_mut(rb)).zip(c.blocks.iter_mut()).enumerate().for_each(|(bi, ((xb, lb), cb))| block(bi, xb, lb, Some(cb))),
-        None if par => x.par_chunks_mut(rb * set.stride).zip(ld.par_chunks_mut(rb)).enumerate().for_each(|(bi, (xb, lb))| block(bi, xb, lb, None)),
+        Some(c) if par => x
+            .par_chunks_mut(rb * set.stride)
+            .zip(ld.par_chunks_mut(rb))
+            .zip(c.blocks.par_iter_mut())
+            .enumerate()
+            .for_each(|(bi, ((xb, lb), cb))| block(bi, xb, lb, Some(cb))),
+        Some(c) => x
+            .chunks_mut(rb * set.stride)
+            .zip(ld.chunks_mut(rb))
+            .zip(c.blocks.iter_mut())
+            .enumerate()
+            .for_each(|(bi, ((xb, lb), cb))| block(bi, xb, lb, Some(cb))),
+        None if par => {
+            x.par_chunks_mut(rb * set.stride).zip(ld.par_chunks_mut(rb)).enumerate().for_each(|(bi, (xb, lb))| block(bi, xb, lb, None))
+        }
         None => x.chunks_mut(rb * set.stride).zip(ld.chunks_mut(rb)).enumerate().for_each(|(bi, (xb, lb))| block(bi, xb, lb, None)),
     }
     cache
@@ -705,7 +739,14 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
 /// Reverse of [`apply_rows`] (without `inverse`) on the original inputs `x`: reads ∂L/∂out from
 /// the columns `set.cols` of `g` (`[n, stride]`) and overwrites them with ∂L/∂in; `gld` is
 /// ∂L/∂(log-det) per row. Parameter gradients go to `grads`.
-pub(crate) fn backward_rows<T: Real>(set: &SplineSet<'_>, x: &[T], params: Params<'_, T>, g: &mut [T], gld: &[T], grads: ParamGrads<'_, T>) {
+pub(crate) fn backward_rows<T: Real>(
+    set: &SplineSet<'_>,
+    x: &[T],
+    params: Params<'_, T>,
+    g: &mut [T],
+    gld: &[T],
+    grads: ParamGrads<'_, T>,
+) {
     let n = gld.len();
     if n == 0 || set.f() == 0 {
         return;
@@ -764,7 +805,11 @@ pub(crate) fn backward_rows<T: Real>(set: &SplineSet<'_>, x: &[T], params: Param
     let partials: Vec<Vec<f64>> = match graw_rows {
         Some(graw) => {
             if par {
-                g.par_chunks_mut(rb * stride).zip(graw.par_chunks_mut(rb * fnp)).enumerate().map(|(bi, (gb, gr))| run(bi, gb, Some(gr))).collect()
+                g.par_chunks_mut(rb * stride)
+                    .zip(graw.par_chunks_mut(rb * fnp))
+                    .enumerate()
+                    .map(|(bi, (gb, gr))| run(bi, gb, Some(gr)))
+                    .collect()
             } else {
                 g.chunks_mut(rb * stride).zip(graw.chunks_mut(rb * fnp)).enumerate().map(|(bi, (gb, gr))| run(bi, gb, Some(gr))).collect()
             }
@@ -949,7 +994,9 @@ impl<T: Real> LaneOp for BackwardOp<'_, T> {
                 let has_lo = b.idx.ge(one); // knot idx is interior
                 let has_hi = b.idx.lt(one.c((k - 1) as f64)); // knot idx + 1 is interior
                 let two_b = grp.bound * 2.0;
-                for (part, (gk0, gk1, soft, min)) in [(gcw0, gcw1, kn.sw(), MIN_BIN_WIDTH), (gch0, gch1, kn.sh(), MIN_BIN_HEIGHT)].into_iter().enumerate() {
+                for (part, (gk0, gk1, soft, min)) in
+                    [(gcw0, gcw1, kn.sw(), MIN_BIN_WIDTH), (gch0, gch1, kn.sh(), MIN_BIN_HEIGHT)].into_iter().enumerate()
+                {
                     // gw_i = 2B·Σ_{j=i+1}^{K−1} gknot_j: `below` for i < idx, `at_idx` for i = idx,
                     // 0 above.
                     let at_idx = two_b * L::select(has_hi, gk1, zero);
@@ -1112,7 +1159,12 @@ mod tests {
                             let p = if shared { &raw[j * np..(j + 1) * np] } else { &raw[(i * f + j) * np..(i * f + j + 1) * np] };
                             let col = i * c.stride + c.cols[j];
                             let (yr, lr) = spline::apply::<f64>(&c.specs[j], p, x[col], inverse);
-                            assert!(close(y[col], yr, 1e-12), "f{f} k{k} sh{shared} inv{inverse} ({i},{j}) x={}: {} vs {yr}", x[col], y[col]);
+                            assert!(
+                                close(y[col], yr, 1e-12),
+                                "f{f} k{k} sh{shared} inv{inverse} ({i},{j}) x={}: {} vs {yr}",
+                                x[col],
+                                y[col]
+                            );
                             lsum += lr;
                             // Within a few ulp of a knot, ulp-level differences between the two
                             // implementations' knot positions move θ by up to ~1e−13, and the
@@ -1167,7 +1219,15 @@ mod tests {
                     for j in 0..f {
                         let po = if shared { j * np } else { (i * f + j) * np };
                         let col = i * c.stride + c.cols[j];
-                        g_ref[col] = spline::apply_backward::<f64>(&c.specs[j], &raw[po..po + np], x[col], false, gout[col], gl, Some(&mut graw_ref[po..po + np]));
+                        g_ref[col] = spline::apply_backward::<f64>(
+                            &c.specs[j],
+                            &raw[po..po + np],
+                            x[col],
+                            false,
+                            gout[col],
+                            gl,
+                            Some(&mut graw_ref[po..po + np]),
+                        );
                     }
                 }
                 // Kernel, with and without parameter gradients.
@@ -1308,46 +1368,70 @@ mod tests {
             println!("{name}: median {:.1} µs/call, {:.1} ns/element", ts[reps / 2] * 1e-3, ts[reps / 2] / (rows * f) as f64);
         };
         rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| {
-            time("per-row forward", Box::new(|| {
-                let mut y = x.clone();
-                let mut ld = vec![0.0f32; rows];
-                apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, false, false);
-            }));
-            time("per-row inverse", Box::new(|| {
-                let mut y = x.clone();
-                let mut ld = vec![0.0f32; rows];
-                apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, true, false);
-            }));
-            time("shared forward", Box::new(|| {
-                let mut y = x.clone();
-                let mut ld = vec![0.0f32; rows];
-                apply_rows(&c.set(), &mut y, Params::Shared(&shared_raw[..]), &mut ld, false, false);
-            }));
-            time("per-row forward, recording", Box::new(|| {
-                let mut y = x.clone();
-                let mut ld = vec![0.0f32; rows];
-                std::hint::black_box(apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, false, true));
-            }));
+            time(
+                "per-row forward",
+                Box::new(|| {
+                    let mut y = x.clone();
+                    let mut ld = vec![0.0f32; rows];
+                    apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, false, false);
+                }),
+            );
+            time(
+                "per-row inverse",
+                Box::new(|| {
+                    let mut y = x.clone();
+                    let mut ld = vec![0.0f32; rows];
+                    apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, true, false);
+                }),
+            );
+            time(
+                "shared forward",
+                Box::new(|| {
+                    let mut y = x.clone();
+                    let mut ld = vec![0.0f32; rows];
+                    apply_rows(&c.set(), &mut y, Params::Shared(&shared_raw[..]), &mut ld, false, false);
+                }),
+            );
+            time(
+                "per-row forward, recording",
+                Box::new(|| {
+                    let mut y = x.clone();
+                    let mut ld = vec![0.0f32; rows];
+                    std::hint::black_box(apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, false, true));
+                }),
+            );
             let rec = apply_rows(&c.set(), &mut x.clone(), Params::PerRow(&raw[..]), &mut vec![0.0f32; rows], false, true).unwrap();
-            time("per-row backward, recorded", Box::new(|| {
-                let mut g = gout.clone();
-                let mut graw = vec![0.0f32; raw.len()];
-                backward_rows(&c.set(), &x, Params::Recorded(&rec), &mut g, &gld, ParamGrads::PerRow(&mut graw));
-            }));
-            time("per-row backward", Box::new(|| {
-                let mut g = gout.clone();
-                let mut graw = vec![0.0f32; raw.len()];
-                backward_rows(&c.set(), &x, Params::PerRow(&raw[..]), &mut g, &gld, ParamGrads::PerRow(&mut graw));
-            }));
-            time("shared backward (input grads)", Box::new(|| {
-                let mut g = gout.clone();
-                backward_rows(&c.set(), &x, Params::Shared(&shared_raw[..]), &mut g, &gld, ParamGrads::None);
-            }));
-            time("shared backward (with param grads)", Box::new(|| {
-                let mut g = gout.clone();
-                let mut gs = vec![0.0f32; shared_raw.len()];
-                backward_rows(&c.set(), &x, Params::Shared(&shared_raw[..]), &mut g, &gld, ParamGrads::Shared(&mut gs));
-            }));
+            time(
+                "per-row backward, recorded",
+                Box::new(|| {
+                    let mut g = gout.clone();
+                    let mut graw = vec![0.0f32; raw.len()];
+                    backward_rows(&c.set(), &x, Params::Recorded(&rec), &mut g, &gld, ParamGrads::PerRow(&mut graw));
+                }),
+            );
+            time(
+                "per-row backward",
+                Box::new(|| {
+                    let mut g = gout.clone();
+                    let mut graw = vec![0.0f32; raw.len()];
+                    backward_rows(&c.set(), &x, Params::PerRow(&raw[..]), &mut g, &gld, ParamGrads::PerRow(&mut graw));
+                }),
+            );
+            time(
+                "shared backward (input grads)",
+                Box::new(|| {
+                    let mut g = gout.clone();
+                    backward_rows(&c.set(), &x, Params::Shared(&shared_raw[..]), &mut g, &gld, ParamGrads::None);
+                }),
+            );
+            time(
+                "shared backward (with param grads)",
+                Box::new(|| {
+                    let mut g = gout.clone();
+                    let mut gs = vec![0.0f32; shared_raw.len()];
+                    backward_rows(&c.set(), &x, Params::Shared(&shared_raw[..]), &mut g, &gld, ParamGrads::Shared(&mut gs));
+                }),
+            );
         });
     }
 }

@@ -26,8 +26,8 @@
 
 use std::path::{Path, PathBuf};
 
-use fab_core::npy;
 use super::{phi_psi, InternalCoordinates, CART_DIM, FLOW_DIM};
+use fab_core::npy;
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, TargetError};
@@ -92,14 +92,7 @@ pub fn histogram_1d(values: &[f64], weights: Option<&[f64]>, bins: usize, lo: f6
 ///
 /// # Errors
 /// Length mismatch, `bins == 0`, an empty range, bad weights.
-pub fn histogram_2d(
-    x: &[f64],
-    y: &[f64],
-    weights: Option<&[f64]>,
-    bins: usize,
-    lo: f64,
-    hi: f64,
-) -> Result<(Vec<f64>, f64)> {
+pub fn histogram_2d(x: &[f64], y: &[f64], weights: Option<&[f64]>, bins: usize, lo: f64, hi: f64) -> Result<(Vec<f64>, f64)> {
     if x.len() != y.len() {
         return Err(invalid(format!("histogram_2d: {} x values but {} y values", x.len(), y.len())));
     }
@@ -119,12 +112,7 @@ pub fn kl_from_densities(h_ref: &[f64], h_gen: &[f64], cell: f64) -> Result<f64>
     if h_ref.len() != h_gen.len() {
         return Err(invalid(format!("KL: histograms of {} and {} bins", h_ref.len(), h_gen.len())));
     }
-    Ok(h_ref
-        .iter()
-        .zip(h_gen)
-        .map(|(r, g)| r * ((r + KL_EPS) / (g + KL_EPS)).ln())
-        .sum::<f64>()
-        * cell)
+    Ok(h_ref.iter().zip(h_gen).map(|(r, g)| r * ((r + KL_EPS) / (g + KL_EPS)).ln()).sum::<f64>() * cell)
 }
 
 /// 1-D KL(ref ‖ gen) from density histograms with `bins` bins on [lo, hi]:
@@ -133,14 +121,7 @@ pub fn kl_from_densities(h_ref: &[f64], h_gen: &[f64], cell: f64) -> Result<f64>
 ///
 /// # Errors
 /// No reference sample in range, bad weights or range.
-pub fn kl_1d(
-    reference: &[f64],
-    generated: &[f64],
-    gen_weights: Option<&[f64]>,
-    bins: usize,
-    lo: f64,
-    hi: f64,
-) -> Result<f64> {
+pub fn kl_1d(reference: &[f64], generated: &[f64], gen_weights: Option<&[f64]>, bins: usize, lo: f64, hi: f64) -> Result<f64> {
     let (hr, tr) = histogram_1d(reference, None, bins, lo, hi)?;
     if tr == 0.0 {
         return Err(invalid("KL: no reference sample inside the histogram range"));
@@ -177,20 +158,11 @@ pub fn ramachandran_kl(
 ///
 /// # Errors
 /// As [`kl_1d`], and length mismatches between φ and ψ.
-pub fn phi_psi_kl(
-    ref_phi: &[f64],
-    ref_psi: &[f64],
-    gen_phi: &[f64],
-    gen_psi: &[f64],
-    gen_weights: Option<&[f64]>,
-) -> Result<(f64, f64)> {
+pub fn phi_psi_kl(ref_phi: &[f64], ref_psi: &[f64], gen_phi: &[f64], gen_psi: &[f64], gen_weights: Option<&[f64]>) -> Result<(f64, f64)> {
     if ref_phi.len() != ref_psi.len() || gen_phi.len() != gen_psi.len() {
         return Err(invalid("phi_psi_kl: φ and ψ must have the same length"));
     }
-    Ok((
-        kl_1d(ref_phi, gen_phi, gen_weights, ANGLE_BINS, -PI, PI)?,
-        kl_1d(ref_psi, gen_psi, gen_weights, ANGLE_BINS, -PI, PI)?,
-    ))
+    Ok((kl_1d(ref_phi, gen_phi, gen_weights, ANGLE_BINS, -PI, PI)?, kl_1d(ref_psi, gen_psi, gen_weights, ANGLE_BINS, -PI, PI)?))
 }
 
 /// Kind of a flow coordinate for the grouping of the marginal KLs.
@@ -278,9 +250,7 @@ pub fn summarize_marginal_kls(kls: &[f64]) -> Result<MarginalKlSummary> {
     if kls.len() != FLOW_DIM || kls.iter().any(|v| v.is_nan()) {
         return Err(invalid(format!("summarize_marginal_kls: need {FLOW_DIM} non-NaN values")));
     }
-    let pick = |k: CoordKind| -> Vec<f64> {
-        kls.iter().enumerate().filter(|(i, _)| coord_kind(*i) == k).map(|(_, v)| *v).collect()
-    };
+    let pick = |k: CoordKind| -> Vec<f64> { kls.iter().enumerate().filter(|(i, _)| coord_kind(*i) == k).map(|(_, v)| *v).collect() };
     let (bond_mean, bond_median) = mean_median(&mut pick(CoordKind::Bond));
     let (angle_mean, angle_median) = mean_median(&mut pick(CoordKind::Angle));
     let (dihedral_mean, dihedral_median) = mean_median(&mut pick(CoordKind::Dihedral));
@@ -333,11 +303,7 @@ pub fn clipped_ess(log_w: &[f64], clip_fraction: f64) -> Result<f64> {
 /// Different lengths, no samples, or a NaN term.
 pub fn cartesian_log_likelihood(log_q_z: &[f64], log_det_dx_dz: &[f64]) -> Result<f64> {
     if log_q_z.len() != log_det_dx_dz.len() || log_q_z.is_empty() {
-        return Err(invalid(format!(
-            "cartesian_log_likelihood: {} log q values and {} log-dets",
-            log_q_z.len(),
-            log_det_dx_dz.len()
-        )));
+        return Err(invalid(format!("cartesian_log_likelihood: {} log q values and {} log-dets", log_q_z.len(), log_det_dx_dz.len())));
     }
     let mut s = 0.0;
     for (i, (q, l)) in log_q_z.iter().zip(log_det_dx_dz).enumerate() {
@@ -460,13 +426,7 @@ pub fn basin_populations(phi: &[f64], psi: &[f64], weights: Option<&[f64]>) -> R
     if total <= 0.0 {
         return Err(invalid("basin_populations: no sample with finite angles and positive weight"));
     }
-    Ok(BasinPops {
-        beta_c5: s[0] / total,
-        alpha_r: s[1] / total,
-        alpha_l: s[2] / total,
-        n,
-        n_effective: total * total / w2,
-    })
+    Ok(BasinPops { beta_c5: s[0] / total, alpha_r: s[1] / total, alpha_l: s[2] / total, n, n_effective: total * total / w2 })
 }
 
 /// A population estimate with its standard error.
@@ -777,9 +737,8 @@ mod tests {
         use rand::Rng;
         let r = load_reference().unwrap();
         let mut rng = fab_core::seeded_rng(7, 0);
-        let mut draw = |n: usize| -> (Vec<f64>, Vec<f64>) {
-            (0..n).map(|_| rng.random_range(0..r.phi.len())).map(|i| (r.phi[i], r.psi[i])).unzip()
-        };
+        let mut draw =
+            |n: usize| -> (Vec<f64>, Vec<f64>) { (0..n).map(|_| rng.random_range(0..r.phi.len())).map(|i| (r.phi[i], r.psi[i])).unzip() };
         let (p, q) = draw(20_000);
         let small = ramachandran_kl(&r.phi, &r.psi, &p, &q, None, 64).unwrap();
         let (p, q) = draw(1_000_000);

@@ -106,8 +106,14 @@ impl Target for AldpEvalTarget {
         for bins in [eval::RAMACHANDRAN_BINS, eval::RAMACHANDRAN_BINS_FINE] {
             let sfx = if bins == eval::RAMACHANDRAN_BINS { String::new() } else { format!("_{bins}") };
             for (name, phi, psi, w) in &angles {
-                ctx.insert(format!("ramachandran_kl_{name}{sfx}"), eval::ramachandran_kl(&r.phi, &r.psi, phi, psi, None, bins).map_err(fam)?);
-                ctx.insert(format!("ramachandran_kl_{name}_reweighted{sfx}"), eval::ramachandran_kl(&r.phi, &r.psi, phi, psi, Some(w), bins).map_err(fam)?);
+                ctx.insert(
+                    format!("ramachandran_kl_{name}{sfx}"),
+                    eval::ramachandran_kl(&r.phi, &r.psi, phi, psi, None, bins).map_err(fam)?,
+                );
+                ctx.insert(
+                    format!("ramachandran_kl_{name}_reweighted{sfx}"),
+                    eval::ramachandran_kl(&r.phi, &r.psi, phi, psi, Some(w), bins).map_err(fam)?,
+                );
             }
         }
         let (_, phi_f, psi_f, w_f) = &angles[0];
@@ -161,7 +167,12 @@ impl Target for AldpEvalTarget {
             panels.push(fab_plot::RamachandranPanel { title: plain, phi, psi, weights: None });
             panels.push(fab_plot::RamachandranPanel { title: rew, phi, psi, weights: Some(w) });
         }
-        fab_plot::ramachandran_panels(ctx.dir.join("ramachandran.png"), &format!("{}: Ramachandran plots (φ, ψ)", ctx.title), &panels, &fab_plot::RamachandranOptions::default())?;
+        fab_plot::ramachandran_panels(
+            ctx.dir.join("ramachandran.png"),
+            &format!("{}: Ramachandran plots (φ, ψ)", ctx.title),
+            &panels,
+            &fab_plot::RamachandranOptions::default(),
+        )?;
         let mut series = Vec::new();
         if let Some(r) = &self.reference {
             series.push(fab_plot::HistogramSeries::new("reference", &r.phi));

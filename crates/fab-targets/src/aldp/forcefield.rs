@@ -91,14 +91,8 @@ pub struct EnergyTerms {
 
 impl EnergyTerms {
     /// All terms NaN: the energy of a configuration with non-finite coordinates.
-    pub const NAN: EnergyTerms = EnergyTerms {
-        bonds: f64::NAN,
-        angles: f64::NAN,
-        torsions: f64::NAN,
-        nonbonded: f64::NAN,
-        gb: f64::NAN,
-        total: f64::NAN,
-    };
+    pub const NAN: EnergyTerms =
+        EnergyTerms { bonds: f64::NAN, angles: f64::NAN, torsions: f64::NAN, nonbonded: f64::NAN, gb: f64::NAN, total: f64::NAN };
 
     /// Whether the total energy is finite.
     pub fn is_finite(&self) -> bool {
@@ -331,10 +325,7 @@ fn bad(msg: impl Into<String>) -> TargetError {
     TargetError::InvalidConfig(format!("ALDP force field: {}", msg.into()))
 }
 
-fn terms_of<T: serde::de::DeserializeOwned>(
-    force: &serde_json::Value,
-    key: &str,
-) -> Result<Vec<T>> {
+fn terms_of<T: serde::de::DeserializeOwned>(force: &serde_json::Value, key: &str) -> Result<Vec<T>> {
     let v = force.get(key).ok_or_else(|| bad(format!("force has no `{key}` list")))?;
     serde_json::from_value(v.clone()).map_err(|e| bad(format!("`{key}`: {e}")))
 }
@@ -368,10 +359,7 @@ impl AldpForceField {
             }
         };
         let force = |class: &str| -> Result<&serde_json::Value> {
-            f.forces
-                .iter()
-                .find(|v| v.get("class").and_then(|c| c.as_str()) == Some(class))
-                .ok_or_else(|| bad(format!("no {class}")))
+            f.forces.iter().find(|v| v.get("class").and_then(|c| c.as_str()) == Some(class)).ok_or_else(|| bad(format!("no {class}")))
         };
 
         let mut bonds = Vec::new();
@@ -408,11 +396,7 @@ impl AldpForceField {
         for i in 0..n {
             for j in i + 1..n {
                 let (a, b) = (&f.atoms[i], &f.atoms[j]);
-                pair_params[i * n + j] = Some((
-                    a.charge * b.charge,
-                    0.5 * (a.lj_sigma + b.lj_sigma),
-                    (a.lj_epsilon * b.lj_epsilon).sqrt(),
-                ));
+                pair_params[i * n + j] = Some((a.charge * b.charge, 0.5 * (a.lj_sigma + b.lj_sigma), (a.lj_epsilon * b.lj_epsilon).sqrt()));
             }
         }
         for e in terms_of::<JsonException>(nb, "exceptions")? {
@@ -421,11 +405,7 @@ impl AldpForceField {
                 return Err(bad("exception of an atom with itself"));
             }
             let (i, j) = (e.i.min(e.j), e.i.max(e.j));
-            pair_params[i * n + j] = if e.chargeProd == 0.0 && e.epsilon == 0.0 {
-                None
-            } else {
-                Some((e.chargeProd, e.sigma, e.epsilon))
-            };
+            pair_params[i * n + j] = if e.chargeProd == 0.0 && e.epsilon == 0.0 { None } else { Some((e.chargeProd, e.sigma, e.epsilon)) };
         }
         let mut nb_pairs = Vec::new();
         for i in 0..n {
@@ -444,9 +424,7 @@ impl AldpForceField {
                 exprs.push(e.expression);
             }
         }
-        if exprs.len() != GB_EXPECTED_EXPRESSIONS.len()
-            || exprs.iter().zip(GB_EXPECTED_EXPRESSIONS).any(|(a, b)| a != b)
-        {
+        if exprs.len() != GB_EXPECTED_EXPRESSIONS.len() || exprs.iter().zip(GB_EXPECTED_EXPRESSIONS).any(|(a, b)| a != b) {
             return Err(bad("the CustomGBForce is not the GB-OBC1 + ACE form implemented here"));
         }
         if gb.get("nonbonded_method").and_then(|m| m.as_str()) != Some("NoCutoff")
@@ -458,8 +436,7 @@ impl AldpForceField {
         if params.len() != n {
             return Err(bad("CustomGBForce particle count differs from the atom count"));
         }
-        let gb_atoms: Vec<GbAtom> =
-            params.iter().map(|p| GbAtom { charge: p[0], or: p[1], sr: p[2] }).collect();
+        let gb_atoms: Vec<GbAtom> = params.iter().map(|p| GbAtom { charge: p[0], or: p[1], sr: p[2] }).collect();
         if gb_atoms.iter().any(|a| !(a.or > 0.0 && a.sr >= 0.0)) {
             return Err(bad("GB radii must be positive"));
         }
@@ -478,11 +455,7 @@ impl AldpForceField {
             check(b)?;
             topology_bonds.push((b[0], b[1]));
         }
-        for p in [
-            &f.positions_start_nm,
-            &f.positions_minimum_nm,
-            &f.positions_fab_position_min_energy_pt_nm,
-        ] {
+        for p in [&f.positions_start_nm, &f.positions_minimum_nm, &f.positions_fab_position_min_energy_pt_nm] {
             if p.len() != n {
                 return Err(bad("a position set has the wrong number of atoms"));
             }
@@ -557,11 +530,7 @@ impl AldpForceField {
 
     fn check_len(&self, x: &[f64], what: &'static str) -> Result<()> {
         if x.len() != self.dim() {
-            return Err(TargetError::Core(fab_core::Error::Shape {
-                what,
-                expected: format!("[{}]", self.dim()),
-                got: vec![x.len()],
-            }));
+            return Err(TargetError::Core(fab_core::Error::Shape { what, expected: format!("[{}]", self.dim()), got: vec![x.len()] }));
         }
         Ok(())
     }
@@ -597,13 +566,8 @@ impl AldpForceField {
     pub fn energy_and_forces_by_term(&self, x: &[f64]) -> Result<(EnergyTerms, TermForces)> {
         self.check_len(x, "ALDP coordinates")?;
         let d = self.dim();
-        let mut tf = TermForces {
-            bonds: vec![0.0; d],
-            angles: vec![0.0; d],
-            torsions: vec![0.0; d],
-            nonbonded: vec![0.0; d],
-            gb: vec![0.0; d],
-        };
+        let mut tf =
+            TermForces { bonds: vec![0.0; d], angles: vec![0.0; d], torsions: vec![0.0; d], nonbonded: vec![0.0; d], gb: vec![0.0; d] };
         if x.iter().any(|v| !v.is_finite()) {
             return Ok((EnergyTerms::NAN, tf));
         }
@@ -809,9 +773,7 @@ impl AldpForceField {
             let th = t.tanh();
             let born = 1.0 / (1.0 / at.or - th / radius_b);
             // dB/dI = B² (1 − tanh²) (α + 3γψ²) or / radius.
-            s.dborn_di[a] =
-                born * born * (1.0 - th * th) * (OBC_ALPHA + 3.0 * OBC_GAMMA * psi * psi) * at.or
-                    / radius_b;
+            s.dborn_di[a] = born * born * (1.0 - th * th) * (OBC_ALPHA + 3.0 * OBC_GAMMA * psi * psi) * at.or / radius_b;
             s.born[a] = born;
             let e_self = self_pref * at.charge * at.charge / born;
             let radius_e = at.or + GB_OFFSET_ENERGY;
@@ -880,8 +842,7 @@ fn obc_integral(r: f64, inv_r: f64, or1: f64, sr2: f64) -> (f64, f64) {
     let dt = 1.0 + sr2sq * inv_r * inv_r;
     let dq = -2.0 * inv_u2 * inv_u + 2.0 * dl * inv_l2 * inv_l;
     let dlg = dl * inv_l - inv_u;
-    let der = 0.5
-        * (-dl * inv_l2 + inv_u2 + 0.25 * (dt * q + t * dq) + 0.5 * (dlg - lg * inv_r) * inv_r);
+    let der = 0.5 * (-dl * inv_l2 + inv_u2 + 0.25 * (dt * q + t * dq) + 0.5 * (dlg - lg * inv_r) * inv_r);
     (val, der)
 }
 

@@ -136,8 +136,7 @@ impl InternalCoordinates {
     /// configuration and the default stds.
     pub fn alanine_dipeptide() -> Self {
         let ff = super::AldpForceField::amber_implicit();
-        Self::with_reference(ff.reference_positions())
-            .expect("the embedded reference configuration is valid")
+        Self::with_reference(ff.reference_positions()).expect("the embedded reference configuration is valid")
     }
 
     /// The transform with means taken at the configuration `x_ref` (`[66]`, nm) and the default
@@ -170,9 +169,7 @@ impl InternalCoordinates {
                 Kind::Dihedral => false,
             })
         {
-            return Err(TargetError::InvalidConfig(
-                "ALDP reference configuration is not finite or is degenerate".into(),
-            ));
+            return Err(TargetError::InvalidConfig("ALDP reference configuration is not finite or is degenerate".into()));
         }
         let log_std_sum = std.iter().map(|s| s.ln()).sum();
         Ok(Self { mean, std, circular, log_std_sum })
@@ -262,14 +259,7 @@ impl InternalCoordinates {
     ///
     /// # Errors
     /// A shape error if a slice has the wrong length.
-    pub fn to_cartesian_backward(
-        &self,
-        z: &[f64],
-        x: &[f64],
-        grad_x: &[f64],
-        grad_logdet: f64,
-        grad_z: &mut [f64],
-    ) -> Result<()> {
+    pub fn to_cartesian_backward(&self, z: &[f64], x: &[f64], grad_x: &[f64], grad_logdet: f64, grad_z: &mut [f64]) -> Result<()> {
         check_len(z, FLOW_DIM, "ALDP flow coordinates")?;
         check_len(x, CART_DIM, "ALDP coordinates")?;
         check_len(grad_x, CART_DIM, "ALDP coordinate gradient")?;
@@ -281,14 +271,7 @@ impl InternalCoordinates {
     }
 
     /// Unchecked backward; `gx` is consumed as scratch.
-    pub(crate) fn backward_into(
-        &self,
-        z: &[f64],
-        x: &[f64],
-        gx: &mut [f64; CART_DIM],
-        g_ld: f64,
-        gz: &mut [f64],
-    ) {
+    pub(crate) fn backward_into(&self, z: &[f64], x: &[f64], gx: &mut [f64; CART_DIM], g_ld: f64, gz: &mut [f64]) {
         let ic = |i: usize| z[i] * self.std[i] + self.mean[i];
         for &row in BUILD_ORDER.iter().rev() {
             let [atom, r1, r2, r3] = Z_MATRIX[row];
@@ -368,34 +351,20 @@ impl fab_core::Flow for InternalCoordinates {
 }
 
 /// Builds a tensor of `shape` from f64 host data in the dtype and device of `like`.
-pub(crate) fn to_tensor(
-    v: Vec<f64>,
-    shape: &[usize],
-    like: &candle_core::Tensor,
-) -> candle_core::Result<candle_core::Tensor> {
-    candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)?
-        .to_dtype(like.dtype())?
-        .to_device(like.device())
+pub(crate) fn to_tensor(v: Vec<f64>, shape: &[usize], like: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+    candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)?.to_dtype(like.dtype())?.to_device(like.device())
 }
 
 pub(crate) fn check_len(v: &[f64], len: usize, what: &'static str) -> Result<()> {
     if v.len() != len {
-        return Err(TargetError::Core(fab_core::Error::Shape {
-            what,
-            expected: format!("[{len}]"),
-            got: vec![v.len()],
-        }));
+        return Err(TargetError::Core(fab_core::Error::Shape { what, expected: format!("[{len}]"), got: vec![v.len()] }));
     }
     Ok(())
 }
 
 pub(crate) fn batch_len(v: &[f64], width: usize, what: &'static str) -> Result<usize> {
     if v.len() % width != 0 {
-        return Err(TargetError::Core(fab_core::Error::Shape {
-            what,
-            expected: format!("[n * {width}]"),
-            got: vec![v.len()],
-        }));
+        return Err(TargetError::Core(fab_core::Error::Shape { what, expected: format!("[n * {width}]"), got: vec![v.len()] }));
     }
     Ok(v.len() / width)
 }

@@ -26,14 +26,10 @@ fn data_err(path: &Path, msg: impl Into<String>) -> TargetError {
 pub fn read_coordinates(path: &Path) -> Result<Vec<f64>> {
     let is_npy = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let data = if is_npy {
-        let (data, shape) =
-            fab_core::npy::read_f64(path).map_err(|e| data_err(path, e.to_string()))?;
+        let (data, shape) = fab_core::npy::read_f64(path).map_err(|e| data_err(path, e.to_string()))?;
         let ok = matches!(shape.as_slice(), [_, CART_DIM] | [_, 22, 3] | [22, 3] | [CART_DIM]);
         if !ok {
-            return Err(data_err(
-                path,
-                format!("expected an array of shape [n, 66] or [n, 22, 3], got {shape:?}"),
-            ));
+            return Err(data_err(path, format!("expected an array of shape [n, 66] or [n, 22, 3], got {shape:?}")));
         }
         data
     } else {
@@ -56,9 +52,7 @@ fn parse_json_coordinates(text: &str) -> std::result::Result<Vec<f64>, String> {
                 out.push(n.as_f64().ok_or("a coordinate is not a number")?);
                 Ok(())
             }
-            serde_json::Value::Array(a) if depth < 3 => {
-                a.iter().try_for_each(|e| flatten(e, out, depth + 1))
-            }
+            serde_json::Value::Array(a) if depth < 3 => a.iter().try_for_each(|e| flatten(e, out, depth + 1)),
             _ => Err("expected nested lists of numbers (22 × 3 per configuration)".into()),
         }
     }
@@ -79,11 +73,8 @@ pub fn write_pdb<W: Write>(mut w: W, ff: &AldpForceField, xs: &[f64]) -> Result<
     for (m, x) in xs.chunks(CART_DIM).enumerate() {
         s.push_str(&format!("MODEL     {:>4}\n", m + 1));
         for (a, atom) in ff.atoms().iter().enumerate() {
-            let name = if atom.name.len() < 4 && atom.element.len() == 1 {
-                format!(" {:<3}", atom.name)
-            } else {
-                format!("{:<4}", atom.name)
-            };
+            let name =
+                if atom.name.len() < 4 && atom.element.len() == 1 { format!(" {:<3}", atom.name) } else { format!("{:<4}", atom.name) };
             let resid: i64 = atom.residue_id.trim().parse().unwrap_or(0);
             s.push_str(&format!(
                 "ATOM  {:>5} {} {:>3} A{:>4}    {:>8.3}{:>8.3}{:>8.3}{:>6.2}{:>6.2}          {:>2}\n",

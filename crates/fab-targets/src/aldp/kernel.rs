@@ -15,8 +15,8 @@
 //! Born radii (tanh) and 231 GB pair terms (each with an exponential).
 
 use super::forcefield::{
-    AldpForceField, EnergyTerms, ACE_CONSTANT, ACE_PROBE, GB_COULOMB, GB_OFFSET_BORN,
-    GB_OFFSET_ENERGY, GB_SOLUTE_DIELECTRIC, GB_SOLVENT_DIELECTRIC, OBC_ALPHA, OBC_GAMMA,
+    AldpForceField, EnergyTerms, ACE_CONSTANT, ACE_PROBE, GB_COULOMB, GB_OFFSET_BORN, GB_OFFSET_ENERGY, GB_SOLUTE_DIELECTRIC,
+    GB_SOLVENT_DIELECTRIC, OBC_ALPHA, OBC_GAMMA,
 };
 use super::vec3::{add3, cross3, dot3, scale3, sub3, V3};
 #[cfg(target_arch = "x86_64")]
@@ -85,12 +85,7 @@ impl KernelParams {
                 let mut terms: Vec<TorsionTerm> = t
                     .terms
                     .iter()
-                    .map(|&(n, phase, k)| TorsionTerm {
-                        n: n as usize,
-                        cos_ph: phase.cos(),
-                        sin_ph: phase.sin(),
-                        k,
-                    })
+                    .map(|&(n, phase, k)| TorsionTerm { n: n as usize, cos_ph: phase.cos(), sin_ph: phase.sin(), k })
                     .collect();
                 terms.sort_by_key(|t| t.n);
                 TorsionK { atoms: t.atoms, terms }
@@ -116,8 +111,7 @@ impl KernelParams {
                 nb: nb[i * n + j],
             })
             .collect();
-        let self_pref =
-            -0.5 * GB_COULOMB * (1.0 / GB_SOLUTE_DIELECTRIC - 1.0 / GB_SOLVENT_DIELECTRIC);
+        let self_pref = -0.5 * GB_COULOMB * (1.0 / GB_SOLUTE_DIELECTRIC - 1.0 / GB_SOLVENT_DIELECTRIC);
         let atoms = ff
             .gb_atoms
             .iter()
@@ -192,13 +186,7 @@ impl<T: Lane> LaneScratch<T> {
         for v in [&mut self.r, &mut self.inv_r, &mut self.di_ij, &mut self.di_ji, &mut self.radial] {
             v.resize(n_pairs, z);
         }
-        for v in [
-            &mut self.integral,
-            &mut self.born,
-            &mut self.inv_born,
-            &mut self.dborn_di,
-            &mut self.de_dborn,
-        ] {
+        for v in [&mut self.integral, &mut self.born, &mut self.inv_born, &mut self.dborn_di, &mut self.de_dborn] {
             v.resize(n_atoms, z);
         }
     }
@@ -264,10 +252,7 @@ fn obc2<T: Lane>(r: T, inv_r: T, a: (f64, f64), b: (f64, f64)) -> ((T, T), (T, T
     let w = (lu1 * lu2).recip();
     let (inv_lu1, inv_lu2) = (lu2 * w, lu1 * w);
     let (lg1, lg2) = ln2(l1 * (l1 * inv_lu1), l2 * (l2 * inv_lu2));
-    (
-        obc_finish(r, inv_r, u1, l1, dl1, inv_lu1, lg1, a.1, act1),
-        obc_finish(r, inv_r, u2, l2, dl2, inv_lu2, lg2, b.1, act2),
-    )
+    (obc_finish(r, inv_r, u1, l1, dl1, inv_lu1, lg1, a.1, act1), obc_finish(r, inv_r, u2, l2, dl2, inv_lu2, lg2, b.1, act2))
 }
 
 /// Energies and forces of `T::N` configurations (`xs`, `fs`: `[N, 66]` row-major, `out`:
@@ -299,12 +284,7 @@ pub(super) fn eval_lanes<T: Lane>(
 /// instead (so that they cannot disturb the others) and get [`EnergyTerms::NAN`] and zero
 /// forces.
 #[inline(always)]
-pub(super) fn core_lanes<T: Lane>(
-    ctx: T::Ctx,
-    ff: &AldpForceField,
-    s: &mut LaneScratch<T>,
-    out: &mut [EnergyTerms],
-) {
+pub(super) fn core_lanes<T: Lane>(ctx: T::Ctx, ff: &AldpForceField, s: &mut LaneScratch<T>, out: &mut [EnergyTerms]) {
     let kp = &ff.kernel;
     let n = ff.atoms.len();
     let d = 3 * n;
@@ -453,8 +433,7 @@ pub(super) fn core_lanes<T: Lane>(
         let th = tanh(psi * (psi2 * OBC_GAMMA + OBC_ALPHA));
         let inv_born = th * -ak.inv_radius_b + ak.inv_or;
         let born = inv_born.recip();
-        s.dborn_di[a] =
-            born * born * (one - th * th) * (psi2 * (3.0 * OBC_GAMMA) + OBC_ALPHA) * (ak.or * ak.inv_radius_b);
+        s.dborn_di[a] = born * born * (one - th * th) * (psi2 * (3.0 * OBC_GAMMA) + OBC_ALPHA) * (ak.or * ak.inv_radius_b);
         s.born[a] = born;
         s.inv_born[a] = inv_born;
         let e_self = inv_born * ak.self_c;

@@ -71,9 +71,7 @@ impl AldpForceField {
         let mut e = self.eval(&x, &mut g, &mut s);
         g.iter_mut().for_each(|v| *v = -*v);
         if !e.is_finite() {
-            return Err(TargetError::InvalidConfig(
-                "minimisation start point has a non-finite energy".into(),
-            ));
+            return Err(TargetError::InvalidConfig("minimisation start point has a non-finite energy".into()));
         }
         let mut evaluations = 1;
         let mut hist_s: Vec<Vec<f64>> = Vec::new();
@@ -149,13 +147,6 @@ impl AldpForceField {
             e = e_new;
         }
         let max_force = max_abs(&g);
-        Ok(MinimizeResult {
-            positions: x,
-            energy: e,
-            iterations,
-            evaluations,
-            max_force,
-            converged: max_force <= opts.force_tolerance,
-        })
+        Ok(MinimizeResult { positions: x, energy: e, iterations, evaluations, max_force, converged: max_force <= opts.force_tolerance })
     }
 }

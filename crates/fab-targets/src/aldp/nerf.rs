@@ -65,12 +65,7 @@ fn add_to3<T: Lane>(x: &mut [T], a: usize, v: V3<T>) {
 /// inside the chart (all bonds in (1e-20, 1e20) nm, all |sin θ| > 1e-20); the log-det of the
 /// other lanes is meaningless.
 #[inline(always)]
-pub(super) fn to_cartesian_lanes<T: Lane>(
-    ic: &InternalCoordinates,
-    z: &[T],
-    x: &mut [T],
-    s: &mut NerfScratch<T>,
-) -> (T, T::Mask) {
+pub(super) fn to_cartesian_lanes<T: Lane>(ic: &InternalCoordinates, z: &[T], x: &mut [T], s: &mut NerfScratch<T>) -> (T, T::Mask) {
     debug_assert!(z.len() == FLOW_DIM && x.len() == CART_DIM);
 
     // Chart with margins: bonds in (1e-20, 1e20) nm and |sin θ| > 1e-20, so that products of
@@ -88,7 +83,10 @@ pub(super) fn to_cartesian_lanes<T: Lane>(
     set3(x, SEED_ATOMS[2], [b2 * ca, b2 * sa, z0]);
     s.seed.clear();
     s.seed.extend([b2, ca, sa]);
-    s.rows.resize(Z_MATRIX.len(), RowCache { bc: [z0; 3], nrm: [z0; 3], m: [z0; 3], u2: [z0; 3], inv_l1: z0, inv_ln: z0, b: z0, st: z0, ct: z0, sp: z0, cp: z0 });
+    s.rows.resize(
+        Z_MATRIX.len(),
+        RowCache { bc: [z0; 3], nrm: [z0; 3], m: [z0; 3], u2: [z0; 3], inv_l1: z0, inv_ln: z0, b: z0, st: z0, ct: z0, sp: z0, cp: z0 },
+    );
     let mut ok = T::and(T::and(b1.gt(tiny), b2.gt(tiny)), T::and(b1.lt(huge), b2.lt(huge)));
     // Σ 2 ln b + ln|sin θ| as ln of products, a few rows at a time (no overflow/underflow for
     // bonds and sines in (1e-300, 1e300)).
@@ -128,12 +126,7 @@ pub(super) fn to_cartesian_lanes<T: Lane>(
 /// Reverse mode of [`to_cartesian_lanes`] with ∂L/∂log|det| = 1: `gx` (∂L/∂x, consumed) → `gz`.
 /// Uses the frames cached by the forward pass on the same `s`.
 #[inline(always)]
-pub(super) fn backward_lanes<T: Lane>(
-    ic: &InternalCoordinates,
-    gx: &mut [T],
-    gz: &mut [T],
-    s: &NerfScratch<T>,
-) {
+pub(super) fn backward_lanes<T: Lane>(ic: &InternalCoordinates, gx: &mut [T], gz: &mut [T], s: &NerfScratch<T>) {
     for &row in BUILD_ORDER.iter().rev() {
         let [atom, r1, r2, r3] = Z_MATRIX[row];
         let c = &s.rows[row];

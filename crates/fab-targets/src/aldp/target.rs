@@ -114,10 +114,8 @@ impl AldpCartesian {
         let mut lp = vec![0.0; n];
         let mut g = vec![0.0; xs.len()];
         let kbt = self.kbt;
-        lp.par_chunks_mut(4)
-            .zip(xs.par_chunks(4 * CART_DIM).zip(g.par_chunks_mut(4 * CART_DIM)))
-            .with_min_len(2)
-            .for_each(|(lp, (x, g))| {
+        lp.par_chunks_mut(4).zip(xs.par_chunks(4 * CART_DIM).zip(g.par_chunks_mut(4 * CART_DIM))).with_min_len(2).for_each(
+            |(lp, (x, g))| {
                 let mut es = [EnergyTerms::default(); 4];
                 let es = &mut es[..lp.len()];
                 with_kernel_scratch(|s| self.ff.eval_group(x, g, es, s));
@@ -132,7 +130,8 @@ impl AldpCartesian {
                         g.iter_mut().for_each(|v| *v *= c);
                     }
                 }
-            });
+            },
+        );
         Ok((lp, g))
     }
 }
@@ -153,9 +152,7 @@ impl LogDensity for AldpCartesian {
 
 fn checked_kbt(temperature: f64) -> Result<f64> {
     if !(temperature.is_finite() && temperature > 0.0) {
-        return Err(TargetError::InvalidConfig(format!(
-            "ALDP temperature must be finite and > 0 K, got {temperature}"
-        )));
+        return Err(TargetError::InvalidConfig(format!("ALDP temperature must be finite and > 0 K, got {temperature}")));
     }
     Ok(GAS_CONSTANT * temperature)
 }
@@ -190,8 +187,7 @@ pub struct AldpTarget {
 impl Default for AldpTarget {
     fn default() -> Self {
         let ff = Arc::new(AldpForceField::amber_implicit());
-        let ic = InternalCoordinates::with_reference(ff.reference_positions())
-            .expect("the embedded reference configuration is valid");
+        let ic = InternalCoordinates::with_reference(ff.reference_positions()).expect("the embedded reference configuration is valid");
         Self { ff, ic: Arc::new(ic), kbt: KBT }
     }
 }
@@ -255,14 +251,7 @@ impl<T: Lane> pulp::NullaryFnOnce for FlowOp<'_, T> {
 /// log p(z) (and ∇_z log p if `grad` is given) of `T::N` points (`zs`: `[N, 60]`, `lp`: `[N]`,
 /// `grad`: `[N, 60]`): reconstruction, energy kernel and reverse pass, all lane-parallel.
 #[inline(always)]
-fn flow_lanes<T: Lane>(
-    ctx: T::Ctx,
-    t: &AldpTarget,
-    zs: &[f64],
-    lp: &mut [f64],
-    grad: Option<&mut [f64]>,
-    s: &mut FlowLanes<T>,
-) {
+fn flow_lanes<T: Lane>(ctx: T::Ctx, t: &AldpTarget, zs: &[f64], lp: &mut [f64], grad: Option<&mut [f64]>, s: &mut FlowLanes<T>) {
     let mut zok = [true; 8];
     for (l, ok) in zok.iter_mut().enumerate().take(T::N) {
         *ok = zs[l * FLOW_DIM..(l + 1) * FLOW_DIM].iter().all(|v| v.is_finite());
@@ -312,11 +301,7 @@ impl AldpTarget {
     ///
     /// # Errors
     /// [`TargetError::InvalidConfig`] unless the temperature is finite and > 0.
-    pub fn with_temperature(
-        ff: Arc<AldpForceField>,
-        ic: Arc<InternalCoordinates>,
-        temperature: f64,
-    ) -> Result<Self> {
+    pub fn with_temperature(ff: Arc<AldpForceField>, ic: Arc<InternalCoordinates>, temperature: f64) -> Result<Self> {
         Ok(Self { ff, ic, kbt: checked_kbt(temperature)? })
     }
 

@@ -28,9 +28,5 @@ pub(crate) fn dot3<T: Lane>(a: V3<T>, b: V3<T>) -> T {
 /// The cross product a × b.
 #[inline(always)]
 pub(crate) fn cross3<T: Lane>(a: V3<T>, b: V3<T>) -> V3<T> {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
+    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
 }
