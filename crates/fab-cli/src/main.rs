@@ -106,7 +106,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train a flow (FAB with buffer on the GMM by default).
+    /// Train a sampler (FAB with buffer on the GMM by default).
+    ///
+    /// Exit status: 0 finished (final evaluation written); 1 error (nothing resumable was
+    /// started, or the message says what failed); 3 stopped by Ctrl-C and 4 stopped by
+    /// `train.time_limit_hours` — both after a checkpoint, continue with `fab train --resume DIR`.
     Train {
         /// A TOML config file, or the name of an embedded config (see `fab configs`).
         config: Option<String>,
@@ -179,7 +183,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match run_cli() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line per cause, without backtraces.
             let msg: Vec<String> = e.chain().map(|c| c.to_string().lines().next().unwrap_or("").to_string()).collect();
@@ -189,11 +193,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_cli() -> Result<()> {
+fn run_cli() -> Result<ExitCode> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Train { config: None, overrides: vec![], out: None, resume: None, no_progress: false });
-    match command {
-        Command::Train { config, overrides, out, resume, no_progress } => train(config, overrides, out, resume, !no_progress),
+    let done: Result<()> = match command {
+        Command::Train { config, overrides, out, resume, no_progress } => return train(config, overrides, out, resume, !no_progress),
         Command::Eval { dir, set } => {
             let m = (family_of_run(&dir)?.eval)(&dir, &set)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
@@ -222,7 +226,8 @@ fn run_cli() -> Result<()> {
             }
             Ok(())
         }
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 /// The text of a configuration given as a path or an embedded name (default: the first
@@ -260,7 +265,15 @@ fn name_and_seed(text: &str, overrides: &[String]) -> (String, i64) {
     (name, seed)
 }
 
-fn train(config: Option<String>, overrides: Vec<String>, out: Option<PathBuf>, resume: Option<PathBuf>, progress: bool) -> Result<()> {
+/// `fab train`; the exit status says whether the run finished (0) or stopped resumably
+/// ([`fab_sampler::StopReason::exit_code`]).
+fn train(
+    config: Option<String>,
+    overrides: Vec<String>,
+    out: Option<PathBuf>,
+    resume: Option<PathBuf>,
+    progress: bool,
+) -> Result<ExitCode> {
     let stop = StopSignal::new();
     let handler_stop = stop.clone();
     ctrlc::set_handler(move || {
@@ -273,11 +286,18 @@ fn train(config: Option<String>, overrides: Vec<String>, out: Option<PathBuf>, r
         None => {
             let text = config_text(config)?;
             let family = family_of(&text)?;
-            let out = out.unwrap_or_else(|| {
-                let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                let (name, seed) = name_and_seed(&text, &overrides);
-                PathBuf::from("runs").join(format!("{name}-seed{seed}-{t}"))
-            });
+            let out = match out {
+                Some(o) => o,
+                None => {
+                    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                    let (name, seed) = name_and_seed(&text, &overrides);
+                    // The default directory is runs/<name>-…: a name must not lead elsewhere.
+                    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                        bail!("invalid config: name = \"{name}\": a run name must be a plain file name (no path separators, not starting with '.')");
+                    }
+                    PathBuf::from("runs").join(format!("{name}-seed{seed}-{t}"))
+                }
+            };
             (family, Some(text), RunOptions { out, resume: false, progress, max_iterations_this_run: None, stop })
         }
     };
@@ -291,9 +311,9 @@ fn train(config: Option<String>, overrides: Vec<String>, out: Option<PathBuf>, r
             println!("{}", serde_json::to_string_pretty(&m)?);
             eprintln!("results in {}", opts.out.display());
         }
-        RunOutcome::Stopped { .. } => {}
+        RunOutcome::Stopped { reason, .. } => return Ok(ExitCode::from(reason.exit_code())),
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn sample(dir: &Path, n: usize, out: &Path) -> Result<()> {

@@ -53,7 +53,7 @@ pub enum Event<'a> {
         /// Completed iterations.
         iteration: usize,
         /// Why.
-        reason: &'a str,
+        reason: crate::run::StopReason,
         /// The run directory.
         out: &'a Path,
     },

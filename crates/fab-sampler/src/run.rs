@@ -61,14 +61,111 @@ impl StopSignal {
 pub enum RunOutcome {
     /// All iterations done; the final evaluation's metrics.
     Finished(Metrics),
-    /// Stopped early (interrupt, time limit, or this invocation's iteration limit) after a
-    /// checkpoint at this iteration.
+    /// Stopped early after a checkpoint at this iteration; `fab train --resume` continues it.
     Stopped {
         /// Completed iterations.
         iteration: usize,
         /// Why it stopped.
-        reason: String,
+        reason: StopReason,
     },
+}
+
+/// Why a run stopped before its last iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A [`StopSignal`] was set (Ctrl-C).
+    Interrupted,
+    /// `train.time_limit_hours` of training time was used.
+    TimeLimit,
+    /// [`RunOptions::max_iterations_this_run`] was reached.
+    IterationCap,
+}
+
+impl StopReason {
+    /// The process exit status the command line uses for this stop (0 is "finished", 1 an
+    /// error): 3 interrupted, 4 time limit, 5 iteration cap.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            StopReason::Interrupted => 3,
+            StopReason::TimeLimit => 4,
+            StopReason::IterationCap => 5,
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::Interrupted => "interrupted",
+            StopReason::TimeLimit => "time limit",
+            StopReason::IterationCap => "iteration limit of this invocation",
+        })
+    }
+}
+
+/// An exclusive claim on a run directory (`OUT/run.lock`, holding the owner's process id),
+/// released when dropped. A lock whose process no longer exists (a run killed with `kill -9` or
+/// by the out-of-memory killer) is stale: it is reported and taken over.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Name of the lock file inside a run directory.
+    pub const FILE: &'static str = "run.lock";
+
+    /// Claims `out` (which must exist).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the process that holds the directory.
+    pub fn acquire(out: &Path) -> Result<Self> {
+        let path = out.join(Self::FILE);
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let owner = text.trim().parse::<u32>().ok();
+                    match owner {
+                        Some(pid) if process_alive(pid) => {
+                            return Err(Error::Checkpoint(format!(
+                                "{} is in use by process {pid} (lock {}); wait for it to finish or stop it",
+                                out.display(),
+                                path.display()
+                            )));
+                        }
+                        _ => {
+                            eprintln!("note: removing the stale lock {} (process {} is gone)", path.display(), text.trim());
+                            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                        }
+                    }
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::Checkpoint(format!("{}: could not take the lock {}", out.display(), path.display())))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a process with this id exists (Linux: `/proc/<pid>`; elsewhere assumed alive, so a
+/// lock is never taken over by mistake).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
 }
 
 /// Options of [`train`].
@@ -368,28 +465,42 @@ pub fn summary(m: &Metrics) -> String {
 /// `resume` is true); configuration, I/O and the family's errors otherwise.
 pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<RunOutcome> {
     let out = &opts.out;
-    let mut run = if opts.resume {
-        load_run::<C>(out, &[])?.1
-    } else {
-        let config = config.ok_or_else(|| Error::Config("no configuration given".into()))?;
-        if out.join("config.toml").exists() {
+    if opts.resume {
+        let _lock = RunLock::acquire(out)?;
+        let mut run = load_run::<C>(out, &[])?.1;
+        return drive(&mut run, opts);
+    }
+    let config = config.ok_or_else(|| Error::Config("no configuration given".into()))?;
+    if out.join("config.toml").exists() {
+        return Err(Error::Checkpoint(format!(
+            "{} already contains a run; use --resume to continue it or choose another --out",
+            out.display()
+        )));
+    }
+    // Never write into somebody else's files: an existing directory must be empty.
+    if let Ok(mut entries) = std::fs::read_dir(out) {
+        if let Some(Ok(first)) = entries.next() {
             return Err(Error::Checkpoint(format!(
-                "{} already contains a run; use --resume to continue it or choose another --out",
-                out.display()
+                "{} is not empty and holds no run (found {}); choose an empty or new --out",
+                out.display(),
+                first.file_name().to_string_lossy()
             )));
         }
-        let run = Run::from_config(&config)?;
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        write_file(&out.join("config.toml"), &config.to_toml()?)?;
-        run
-    };
+    } else if out.exists() {
+        return Err(Error::Checkpoint(format!("{} exists and is not a directory", out.display())));
+    }
+    let mut run = Run::from_config(&config)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let _lock = RunLock::acquire(out)?;
+    write_file(&out.join("config.toml"), &config.to_toml()?)?;
     drive(&mut run, opts)
 }
 
 /// Trains `run` in `opts.out` until it finishes or stops: the loop behind [`train`], usable
 /// directly for a sampler built in code (e.g. FAB on your own target). With `opts.resume`,
 /// `run` must have been restored from the directory's latest checkpoint and the lines of
-/// `metrics.jsonl` past it are dropped.
+/// `metrics.jsonl` past it are dropped. [`train`] holds the directory's [`RunLock`] around this
+/// call; hold one yourself when calling it directly.
 pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutcome> {
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -435,14 +546,14 @@ pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutco
         if (interrupted || over_time || over_count) && !run.is_finished() {
             save_checkpoint(run, out)?;
             let reason = if interrupted {
-                "interrupted"
+                StopReason::Interrupted
             } else if over_time {
-                "time limit"
+                StopReason::TimeLimit
             } else {
-                "iteration limit of this invocation"
+                StopReason::IterationCap
             };
             notify(&mut observers, Event::Stopped { iteration: it, reason, out })?;
-            return Ok(RunOutcome::Stopped { iteration: it, reason: reason.into() });
+            return Ok(RunOutcome::Stopped { iteration: it, reason });
         }
     }
     save_checkpoint(run, out)?;
@@ -496,6 +607,7 @@ pub fn write_plots<S: Sampler>(run: &Run<S>, e: &Evaluation, out: &Path) -> Resu
 /// `fab eval DIR --set eval.key=value …`: the final evaluation of a run's latest checkpoint again
 /// (e.g. with more samples), rewriting `final_metrics.json` and the plots.
 pub fn evaluate_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Result<Metrics> {
+    let _lock = RunLock::acquire(out)?;
     let (_, mut run) = load_run::<C>(out, eval_overrides)?;
     final_evaluation(&mut run, out)
 }

@@ -256,3 +256,53 @@ fn evaluation_refuses_an_empty_test_set() {
     let err = fab_sampler::eval::evaluate(run.sampler_mut(), &sizes, &mut fab_core::seeded_rng(0, 0)).unwrap_err();
     assert!(err.to_string().contains("n_test"), "{err}");
 }
+
+#[test]
+fn a_directory_that_is_not_this_run_is_never_written_into() {
+    let cfg = IsConfig::parse(CONFIG, &[]).unwrap();
+    // A non-empty directory without a run: refused, its files untouched.
+    let d = tmp("foreign");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("metrics.jsonl"), "somebody else's\n").unwrap();
+    let err = run::train::<IsConfig>(Some(cfg.clone()), &RunOptions::new(&d)).unwrap_err().to_string();
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(std::fs::read_to_string(d.join("metrics.jsonl")).unwrap(), "somebody else's\n");
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+    // An existing empty directory is fine.
+    let e = tmp("empty");
+    std::fs::create_dir_all(&e).unwrap();
+    assert!(matches!(run::train::<IsConfig>(Some(cfg), &RunOptions::new(&e)).unwrap(), RunOutcome::Finished(_)));
+    assert!(!e.join(fab_sampler::RunLock::FILE).exists(), "the lock is released at the end");
+}
+
+#[test]
+fn a_run_directory_in_use_is_refused_and_a_stale_lock_is_taken_over() {
+    let cfg = IsConfig::parse(CONFIG, &[]).unwrap();
+    let d = tmp("locked");
+    let opts = RunOptions { max_iterations_this_run: Some(5), ..RunOptions::new(&d) };
+    assert!(matches!(
+        run::train::<IsConfig>(Some(cfg), &opts).unwrap(),
+        RunOutcome::Stopped { iteration: 5, reason: fab_sampler::StopReason::IterationCap }
+    ));
+    // A live process (this one) holds the directory: resume and eval are refused, nothing changes.
+    let lock = d.join(fab_sampler::RunLock::FILE);
+    std::fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    let before = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    let resume = RunOptions { resume: true, ..RunOptions::new(&d) };
+    let err = run::train::<IsConfig>(None, &resume).unwrap_err().to_string();
+    assert!(err.contains("in use by process"), "{err}");
+    assert!(run::evaluate_run::<IsConfig>(&d, &[]).unwrap_err().to_string().contains("in use"));
+    assert_eq!(std::fs::read_to_string(d.join("metrics.jsonl")).unwrap(), before);
+    // The lock of a process that no longer exists (killed with -9) is stale: taken over.
+    std::fs::write(&lock, "4294967294\n").unwrap();
+    assert!(matches!(run::train::<IsConfig>(None, &resume).unwrap(), RunOutcome::Finished(_)));
+    assert!(!lock.exists());
+}
+
+#[test]
+fn stop_reasons_have_distinct_exit_codes() {
+    use fab_sampler::StopReason::*;
+    let codes = [Interrupted.exit_code(), TimeLimit.exit_code(), IterationCap.exit_code()];
+    assert!(codes.iter().all(|c| *c > 1), "0 is success and 1 an error");
+    assert!(codes[0] != codes[1] && codes[1] != codes[2] && codes[0] != codes[2]);
+}
