@@ -12,9 +12,11 @@
 # Usage:
 #   scripts/gpu-check.sh [--out DIR] [--prebuilt DIR] [--train-iterations N]
 #   scripts/gpu-check.sh --package DIR     (on a build machine: build and copy the binaries the
-#                                           check needs into DIR, for a GPU machine without
-#                                           cargo or network; then run there with --prebuilt DIR)
-# Settings (environment): FAB_CUDA_CAP (compute capability to build for; default: the GPU's, or
+#                                           check needs into DIR and DIR.tar.zst, for a GPU
+#                                           machine without cargo or network; then run there
+#                                           with --prebuilt DIR or --prebuilt DIR.tar.zst)
+# Settings (environment): FAB_GPU_CHECK_CASES (timing cases, default all: gmm_iteration mw_ais
+# aldp_iteration), FAB_CUDA_CAP (compute capability to build for; default: the GPU's, or
 # 90 for --package), FAB_CUDA_USE_SYSTEM=1 (use the nvcc/CUDA on PATH instead of PyPI wheels;
 # automatic when nvcc is on PATH), FAB_CUDA_TARGET_DIR, and those of scripts/cuda-env.sh.
 set -euo pipefail
@@ -32,7 +34,7 @@ while [[ $# -gt 0 ]]; do
         --prebuilt) prebuilt=$2; shift 2 ;;
         --package) package=$2; shift 2 ;;
         --train-iterations) train_iters=$2; shift 2 ;;
-        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "gpu-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,15 +66,17 @@ build() {
     fi
     export CUDA_COMPUTE_CAP=$cap
     export CARGO_TARGET_DIR=${FAB_CUDA_TARGET_DIR:-${CARGO_TARGET_DIR:-$repo/target}/cuda}
-    note "cargo build --release --features cuda (CUDA_COMPUTE_CAP=$cap, target dir $CARGO_TARGET_DIR)"
-    cargo build --release -p fab-cli --features cuda || die "cargo build of fab-cli --features cuda failed"
-    cargo build --release -p fab-train --features cuda --example gpu_timing || die "building the gpu_timing example failed"
+    note "cargo build --release --workspace --features cuda (CUDA_COMPUTE_CAP=$cap, target dir $CARGO_TARGET_DIR)"
+    # Whole-workspace invocations only, as in check-cuda-build.sh: selecting single packages
+    # changes the feature unification and rebuilds candle (and all its CUDA kernels) again.
+    cargo build --release --workspace --features cuda || die "cargo build --workspace --features cuda failed"
     bin[fab]=$CARGO_TARGET_DIR/release/fab
-    bin[gpu_timing]=$CARGO_TARGET_DIR/release/examples/gpu_timing
     local json
-    json=$(cargo test --release --features cuda -p fab-flows --test device -p fab-ais --test device --no-run --message-format=json) \
-        || die "building the device tests failed"
-    # compiler-artifact lines: package_id names the crate's path, executable the test binary.
+    # Builds every test binary and example (gpu_timing among them) without running them.
+    json=$(cargo test --release --workspace --features cuda --no-run --message-format=json) \
+        || die "building the tests and examples failed"
+    # compiler-artifact lines: package_id names the crate's path, executable the binary.
+    bin[gpu_timing]=$(printf '%s\n' "$json" | grep -o '"executable":"[^"]*/examples/gpu_timing[^"]*"' | cut -d'"' -f4 | tail -n 1)
     bin[flows_device]=$(printf '%s\n' "$json" | grep 'crates/fab-flows#' | grep -o '"executable":"[^"]*/device-[^"]*"' | cut -d'"' -f4 | tail -n 1)
     bin[ais_device]=$(printf '%s\n' "$json" | grep 'crates/fab-ais#' | grep -o '"executable":"[^"]*/device-[^"]*"' | cut -d'"' -f4 | tail -n 1)
     local b
@@ -88,6 +92,15 @@ if [[ -n $package ]]; then
     done
     echo "$CUDA_COMPUTE_CAP" >"$package/COMPUTE_CAP"
     note "packaged into $package: $(du -sh "$package" | cut -f1) for sm_$CUDA_COMPUTE_CAP"
+    # The four binaries embed the same PTX; a compressor with a long window stores it once
+    # (214 MB -> 12 MB with zstd --long=28).
+    if command -v zstd >/dev/null; then
+        tar -C "$(dirname "$package")" -cf - "$(basename "$package")" | zstd -q -T0 -19 --long=28 -f -o "$package.tar.zst"
+        note "compressed: $package.tar.zst ($(du -sh "$package.tar.zst" | cut -f1)); --prebuilt takes it as it is"
+    elif command -v xz >/dev/null; then
+        tar -C "$(dirname "$package")" -cf - "$(basename "$package")" | xz -T0 --lzma2=preset=6,dict=256MiB >"$package.tar.xz"
+        note "compressed: $package.tar.xz ($(du -sh "$package.tar.xz" | cut -f1)); --prebuilt takes it as it is"
+    fi
     note "on the GPU machine: scripts/gpu-check.sh --prebuilt $package"
     exit 0
 fi
@@ -112,6 +125,20 @@ fi
 
 say "2/5 binaries"
 if [[ -n $prebuilt ]]; then
+    case $prebuilt in
+        *.tar.zst | *.tar.xz)
+            [[ -f $prebuilt ]] || die "--prebuilt $prebuilt: no such file"
+            mkdir -p "$out/prebuilt"
+            if [[ $prebuilt == *.zst ]]; then
+                command -v zstd >/dev/null || die "zstd is needed to unpack $prebuilt"
+                zstd -q -d --long=28 -c "$prebuilt" | tar -C "$out/prebuilt" -xf -
+            else
+                xz -d -c "$prebuilt" | tar -C "$out/prebuilt" -xf -
+            fi
+            prebuilt=$(find "$out/prebuilt" -name COMPUTE_CAP -printf '%h\n' | head -n 1)
+            [[ -n $prebuilt ]] || die "the archive holds no package made by --package"
+            ;;
+    esac
     for b in "${BIN_NAMES[@]}"; do
         [[ -x $prebuilt/$b ]] || die "--prebuilt $prebuilt has no executable $b (make it with --package)"
         bin[$b]=$prebuilt/$b
@@ -149,7 +176,8 @@ say "4/5 timings, CPU (one thread, as docs/PERFORMANCE.md) vs GPU"
 for dev in cpu cuda; do
     threads=1
     [[ $dev == cuda ]] && threads=${RAYON_NUM_THREADS:-4}
-    if ! RAYON_NUM_THREADS=$threads timeout 300 "${bin[gpu_timing]}" "$dev" 2>"$out/timing-$dev.err" | tee -a "$out/timings.txt"; then
+    # shellcheck disable=SC2086 # FAB_GPU_CHECK_CASES is a list of case names
+    if ! RAYON_NUM_THREADS=$threads timeout 300 "${bin[gpu_timing]}" "$dev" ${FAB_GPU_CHECK_CASES:-} 2>"$out/timing-$dev.err" | tee -a "$out/timings.txt"; then
         fail "timings on $dev (see $out/timing-$dev.err)"
     fi
 done
