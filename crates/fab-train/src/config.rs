@@ -228,7 +228,8 @@ impl ExperimentConfig {
                 config_err(format!(
                     "device = \"{}\" cannot be opened ({}); CUDA needs a build with `--features cuda` and a GPU",
                     self.device,
-                    first_line(&e.to_string())
+                    // Only the message: candle appends a backtrace on the following lines.
+                    e.to_string().lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default()
                 ))
             }),
         }
