@@ -23,10 +23,7 @@ fn cuda_device(test: &str) -> Option<Device> {
         Ok(d) => Some(d),
         Err(e) => {
             let why = e.to_string().lines().next().unwrap_or("").to_string();
-            assert!(
-                std::env::var("FAB_REQUIRE_CUDA").as_deref() != Ok("1"),
-                "FAB_REQUIRE_CUDA=1 but no CUDA device: {why}"
-            );
+            assert!(std::env::var("FAB_REQUIRE_CUDA").as_deref() != Ok("1"), "FAB_REQUIRE_CUDA=1 but no CUDA device: {why}");
             // Written to the real stderr: the test harness captures only print!/eprint!.
             let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no CUDA device ({why})");
             None
@@ -54,11 +51,7 @@ impl LogDensity for GaussianOn {
 }
 
 impl Proposal for GaussianOn {
-    fn sample_and_log_prob(
-        &self,
-        n: usize,
-        rng: &mut dyn RngCore,
-    ) -> fab_core::Result<(Tensor, Tensor)> {
+    fn sample_and_log_prob(&self, n: usize, rng: &mut dyn RngCore) -> fab_core::Result<(Tensor, Tensor)> {
         let (x, lq) = self.inner.sample_and_log_prob(n, rng)?;
         Ok((x.to_device(&self.device)?, lq.to_device(&self.device)?))
     }
@@ -71,15 +64,8 @@ fn flat(t: &Tensor) -> Vec<f64> {
 /// ‖a − b‖∞ / ‖b‖∞.
 fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "different numbers of surviving samples");
-    let scale = b
-        .iter()
-        .fold(0.0f64, |m, v| m.max(v.abs()))
-        .max(f64::MIN_POSITIVE);
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-        / scale
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
 }
 
 const DIM: usize = 8;
@@ -89,34 +75,20 @@ const BATCH: usize = 256;
 /// initial step (0.1 instead of 1.0), so that this single pass of a fresh sampler accepts a good
 /// share of its proposals and the points really move.
 fn config() -> AisConfig {
-    AisConfig {
-        transition: TransitionConfig::Hmc(HmcConfig {
-            init_step_size: 0.1,
-            ..HmcConfig::default()
-        }),
-        ..AisConfig::many_well()
-    }
+    AisConfig { transition: TransitionConfig::Hmc(HmcConfig { init_step_size: 0.1, ..HmcConfig::default() }), ..AisConfig::many_well() }
 }
 
 /// One Many Well AIS pass (see [`config`]) with the proposal on `q_device` and the target
 /// evaluated on `p_device`.
 fn pass(q_device: &Device, p_device: &Device) -> (AisOutput, Vec<f64>, Tensor) {
-    let q = GaussianOn {
-        inner: DiagGaussian::new(vec![0.0; DIM], vec![2.0; DIM]),
-        device: q_device.clone(),
-    };
+    let q = GaussianOn { inner: DiagGaussian::new(vec![0.0; DIM], vec![2.0; DIM]), device: q_device.clone() };
     let target = ManyWell::new(DIM, DType::F64, p_device).unwrap();
     let p = OnDevice::new(&target, p_device.clone());
     // The starting points this seed gives (the pass draws them first from the same stream).
-    let x0 = q
-        .sample_and_log_prob(BATCH, &mut seeded_rng(7, 3))
-        .unwrap()
-        .0;
+    let x0 = q.sample_and_log_prob(BATCH, &mut seeded_rng(7, 3)).unwrap().0;
     let mut ais = Ais::new(config()).unwrap();
     let out = ais.run(&q, &p, BATCH, &mut seeded_rng(7, 3)).unwrap();
-    let steps = (0..config().n_intermediate)
-        .map(|i| ais.step_size(i).unwrap())
-        .collect();
+    let steps = (0..config().n_intermediate).map(|i| ais.step_size(i).unwrap()).collect();
     (out, steps, x0)
 }
 
@@ -126,11 +98,7 @@ fn compare(test: &str, gpu: &Device, p_on_gpu: bool) {
     let (cpu_out, cpu_steps, cpu_x0) = pass(&Device::Cpu, &Device::Cpu);
     let p_dev = if p_on_gpu { gpu.clone() } else { Device::Cpu };
     let (gpu_out, gpu_steps, gpu_x0) = pass(gpu, &p_dev);
-    assert_eq!(
-        gpu_out.x.device().is_cuda(),
-        gpu.is_cuda(),
-        "the pass did not run on the device"
-    );
+    assert_eq!(gpu_out.x.device().is_cuda(), gpu.is_cuda(), "the pass did not run on the device");
     // Identical starting points: the noise is the host stream's.
     assert_eq!(flat(&gpu_x0), flat(&cpu_x0));
     assert_eq!(gpu_out.n_dropped(), cpu_out.n_dropped());
@@ -141,38 +109,18 @@ fn compare(test: &str, gpu: &Device, p_on_gpu: bool) {
     let errs = [
         ("x", rel_err(&flat(&gpu_out.x), &flat(&cpu_out.x))),
         ("log w", rel_err(&gpu_out.log_w_f64, &cpu_out.log_w_f64)),
-        (
-            "log q",
-            rel_err(&flat(&gpu_out.log_q), &flat(&cpu_out.log_q)),
-        ),
-        (
-            "log p",
-            rel_err(&flat(&gpu_out.log_p), &flat(&cpu_out.log_p)),
-        ),
+        ("log q", rel_err(&flat(&gpu_out.log_q), &flat(&cpu_out.log_q))),
+        ("log p", rel_err(&flat(&gpu_out.log_p), &flat(&cpu_out.log_p))),
         ("step sizes", rel_err(&gpu_steps, &cpu_steps)),
     ];
-    let acc: Vec<(f64, f64)> = gpu_out
-        .levels
-        .iter()
-        .zip(&cpu_out.levels)
-        .map(|(g, c)| (g.mean_accept_prob, c.mean_accept_prob))
-        .collect();
+    let acc: Vec<(f64, f64)> = gpu_out.levels.iter().zip(&cpu_out.levels).map(|(g, c)| (g.mean_accept_prob, c.mean_accept_prob)).collect();
     println!("{test}: relative errors {errs:?}; accept (GPU, CPU) per level {acc:?}");
     // The points moved: most levels accept a fair share of the proposals.
-    assert!(
-        acc.iter().all(|(_, c)| *c > 0.2),
-        "too few HMC proposals accepted for a meaningful comparison: {acc:?}"
-    );
+    assert!(acc.iter().all(|(_, c)| *c > 0.2), "too few HMC proposals accepted for a meaningful comparison: {acc:?}");
     for (what, e) in errs {
-        assert!(
-            e < 1e-9,
-            "{test}: {what} differs between GPU and CPU by {e:.3e} (relative)"
-        );
+        assert!(e < 1e-9, "{test}: {what} differs between GPU and CPU by {e:.3e} (relative)");
     }
-    assert!(
-        (gpu_out.log_z_estimate - cpu_out.log_z_estimate).abs()
-            < 1e-9 * cpu_out.log_z_estimate.abs().max(1.0)
-    );
+    assert!((gpu_out.log_z_estimate - cpu_out.log_z_estimate).abs() < 1e-9 * cpu_out.log_z_estimate.abs().max(1.0));
 }
 
 #[test]

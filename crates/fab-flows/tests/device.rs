@@ -29,10 +29,7 @@ fn cuda_device(test: &str) -> Option<Device> {
         Ok(d) => Some(d),
         Err(e) => {
             let why = e.to_string().lines().next().unwrap_or("").to_string();
-            assert!(
-                std::env::var("FAB_REQUIRE_CUDA").as_deref() != Ok("1"),
-                "FAB_REQUIRE_CUDA=1 but no CUDA device: {why}"
-            );
+            assert!(std::env::var("FAB_REQUIRE_CUDA").as_deref() != Ok("1"), "FAB_REQUIRE_CUDA=1 but no CUDA device: {why}");
             // Written to the real stderr: the test harness captures only print!/eprint!.
             let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no CUDA device ({why})");
             None
@@ -42,34 +39,18 @@ fn cuda_device(test: &str) -> Option<Device> {
 
 /// ‖a − b‖∞ / ‖b‖∞.
 fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    let scale = b
-        .iter()
-        .fold(0.0f64, |m, v| m.max(v.abs()))
-        .max(f64::MIN_POSITIVE);
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
     max_abs_diff(a, b) / scale
 }
 
 /// The model of `cfg` on `device` in `dtype` running `backend`, with the parameters of
 /// `reference` (any device or dtype). The fixed buffers (masks, permutations, shifts) come from
 /// the same seed.
-fn copy_of(
-    cfg: &FlowConfig,
-    reference: &FlowModel,
-    dtype: DType,
-    device: &Device,
-    backend: Backend,
-) -> FlowModel {
+fn copy_of(cfg: &FlowConfig, reference: &FlowModel, dtype: DType, device: &Device, backend: Backend) -> FlowModel {
     let mut m = cfg.build(0, dtype, device).unwrap();
     m.set_backend(backend);
     for (dst, src) in m.vars().iter().zip(reference.vars()) {
-        dst.set(
-            &src.as_tensor()
-                .to_dtype(dtype)
-                .unwrap()
-                .to_device(device)
-                .unwrap(),
-        )
-        .unwrap();
+        dst.set(&src.as_tensor().to_dtype(dtype).unwrap().to_device(device).unwrap()).unwrap();
     }
     m
 }
@@ -84,10 +65,7 @@ fn reference_model(cfg: &FlowConfig, std: f64) -> FlowModel {
 /// Fixed FAB-like coefficients cᵢ = −w̄ᵢ/n with log-normal weights.
 fn coefficients(n: usize) -> Vec<f64> {
     let mut rng = seeded_rng(5, 1);
-    let w: Vec<f64> = fab_core::rng::normal_vec(&mut rng, n)
-        .iter()
-        .map(|z| z.exp())
-        .collect();
+    let w: Vec<f64> = fab_core::rng::normal_vec(&mut rng, n).iter().map(|z| z.exp()).collect();
     let s: f64 = w.iter().sum();
     w.iter().map(|v| -v / s).collect()
 }
@@ -100,50 +78,28 @@ struct Eval {
 }
 
 fn evaluate(m: &FlowModel, x: &Tensor, coef: &[f64]) -> Eval {
-    let x = x
-        .to_dtype(m.dtype())
-        .unwrap()
-        .to_device(m.device())
-        .unwrap();
+    let x = x.to_dtype(m.dtype()).unwrap().to_device(m.device()).unwrap();
     let lq = flat(&m.log_prob(&x).unwrap());
     let (lq2, gx) = m.log_prob_and_grad(&x).unwrap();
     assert!(max_abs_diff(&flat(&lq2), &lq) <= 1e-6 * lq.iter().fold(1.0f64, |a, v| a.max(v.abs())));
     let (lq3, grads) = m.log_prob_backward(&x, coef).unwrap();
     assert!(max_abs_diff(&flat(&lq3), &lq) <= 1e-6 * lq.iter().fold(1.0f64, |a, v| a.max(v.abs())));
-    let grads = grads
-        .0
-        .iter()
-        .map(|g| flat(g.as_ref().expect("every parameter gets a gradient")))
-        .collect();
-    Eval {
-        lq,
-        grad_x: flat(&gx),
-        grads,
-    }
+    let grads = grads.0.iter().map(|g| flat(g.as_ref().expect("every parameter gets a gradient"))).collect();
+    Eval { lq, grad_x: flat(&gx), grads }
 }
 
 /// Worst normwise relative error of `a` against `b` over log q, ∇ₓ log q and every parameter
 /// gradient, with a label of where it occurs.
 fn worst(a: &Eval, b: &Eval, names: &[String]) -> (f64, String) {
-    let mut out = vec![
-        (rel_err(&a.lq, &b.lq), "log q".to_string()),
-        (rel_err(&a.grad_x, &b.grad_x), "grad_x".to_string()),
-    ];
+    let mut out = vec![(rel_err(&a.lq, &b.lq), "log q".to_string()), (rel_err(&a.grad_x, &b.grad_x), "grad_x".to_string())];
     // A parameter whose gradient is tiny compared with the largest one is compared on the
     // largest one's scale (it cannot matter for the step).
     let global = b.grads.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
     for ((ga, gb), name) in a.grads.iter().zip(&b.grads).zip(names) {
-        let scale = gb
-            .iter()
-            .fold(0.0f64, |m, v| m.max(v.abs()))
-            .max(1e-6 * global)
-            .max(f64::MIN_POSITIVE);
+        let scale = gb.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-6 * global).max(f64::MIN_POSITIVE);
         out.push((max_abs_diff(ga, gb) / scale, format!("d/d {name}")));
     }
-    out.into_iter().fold(
-        (0.0, String::new()),
-        |acc, e| if e.0 > acc.0 { e } else { acc },
-    )
+    out.into_iter().fold((0.0, String::new()), |acc, e| if e.0 > acc.0 { e } else { acc })
 }
 
 /// Compares `cfg` on `gpu` (candle ops; on a CPU device the candle path) with the hand-written
@@ -156,33 +112,14 @@ fn check(test: &str, gpu: &Device, cfg: &FlowConfig, std: f64, x: &Tensor) {
     let cpu64 = evaluate(&reference, x, &coef);
     assert!(cpu64.lq.iter().all(|v| v.is_finite()));
 
-    let label = if gpu.is_cuda() {
-        "GPU"
-    } else {
-        "candle path on the CPU"
-    };
-    let gpu64 = evaluate(
-        &copy_of(cfg, &reference, DType::F64, gpu, Backend::Candle),
-        x,
-        &coef,
-    );
+    let label = if gpu.is_cuda() { "GPU" } else { "candle path on the CPU" };
+    let gpu64 = evaluate(&copy_of(cfg, &reference, DType::F64, gpu, Backend::Candle), x, &coef);
     let (err, at) = worst(&gpu64, &cpu64, &names);
     println!("{test}: f64 {label} vs the CPU path: worst relative error {err:.3e} ({at})");
-    assert!(
-        err < 1e-9,
-        "{test}: f64 GPU differs from the CPU path by {err:.3e} (relative) in {at}"
-    );
+    assert!(err < 1e-9, "{test}: f64 GPU differs from the CPU path by {err:.3e} (relative) in {at}");
 
-    let cpu32 = evaluate(
-        &copy_of(cfg, &reference, DType::F32, &Device::Cpu, Backend::Auto),
-        x,
-        &coef,
-    );
-    let gpu32 = evaluate(
-        &copy_of(cfg, &reference, DType::F32, gpu, Backend::Candle),
-        x,
-        &coef,
-    );
+    let cpu32 = evaluate(&copy_of(cfg, &reference, DType::F32, &Device::Cpu, Backend::Auto), x, &coef);
+    let gpu32 = evaluate(&copy_of(cfg, &reference, DType::F32, gpu, Backend::Candle), x, &coef);
     let (err_cpu, _) = worst(&cpu32, &cpu64, &names);
     let (err_gpu, at) = worst(&gpu32, &cpu64, &names);
     println!("{test}: f32 error vs the f64 CPU result: {label} {err_gpu:.3e} ({at}), CPU path {err_cpu:.3e}");
@@ -191,19 +128,11 @@ fn check(test: &str, gpu: &Device, cfg: &FlowConfig, std: f64, x: &Tensor) {
 }
 
 fn gmm_case() -> (FlowConfig, f64, Tensor) {
-    (
-        FlowConfig::RealNvp(RealNvpConfig::gmm()),
-        0.2 / 80f64.sqrt(),
-        points(128, 2, 3.0, 1),
-    )
+    (FlowConfig::RealNvp(RealNvpConfig::gmm()), 0.2 / 80f64.sqrt(), points(128, 2, 3.0, 1))
 }
 
 fn many_well_case() -> (FlowConfig, f64, Tensor) {
-    (
-        FlowConfig::RealNvp(RealNvpConfig::many_well()),
-        0.3 / 320f64.sqrt(),
-        points(256, 32, 1.5, 2),
-    )
+    (FlowConfig::RealNvp(RealNvpConfig::many_well()), 0.3 / 320f64.sqrt(), points(256, 32, 1.5, 2))
 }
 
 fn spline_case() -> (FlowConfig, f64, Tensor) {
@@ -219,8 +148,7 @@ fn spline_case() -> (FlowConfig, f64, Tensor) {
     });
     // Inside [−π, π) for the circular and inside the spline interval for the other coordinates.
     let mut rng = seeded_rng(3, 0);
-    let x = fab_core::rng::rand_uniform(&mut rng, (128, 6), -3.0, 3.0, DType::F64, &Device::Cpu)
-        .unwrap();
+    let x = fab_core::rng::rand_uniform(&mut rng, (128, 6), -3.0, 3.0, DType::F64, &Device::Cpu).unwrap();
     (cfg, 0.3 / 32f64.sqrt(), x)
 }
 
@@ -248,25 +176,13 @@ fn circular_spline_flow_on_gpu_matches_cpu() {
 #[test]
 fn harness_on_cpu_candle_path_gmm() {
     let (cfg, std, x) = gmm_case();
-    check(
-        "harness_on_cpu_candle_path_gmm",
-        &Device::Cpu,
-        &cfg,
-        std,
-        &x,
-    );
+    check("harness_on_cpu_candle_path_gmm", &Device::Cpu, &cfg, std, &x);
 }
 
 #[test]
 fn harness_on_cpu_candle_path_spline() {
     let (cfg, std, x) = spline_case();
-    check(
-        "harness_on_cpu_candle_path_spline",
-        &Device::Cpu,
-        &cfg,
-        std,
-        &x,
-    );
+    check("harness_on_cpu_candle_path_spline", &Device::Cpu, &cfg, std, &x);
 }
 
 #[test]
@@ -279,15 +195,8 @@ fn harness_detects_a_parameter_difference() {
     let other = copy_of(&cfg, &reference, DType::F64, &Device::Cpu, Backend::Candle);
     let v = &other.vars()[3];
     v.set(&(v.as_tensor() * (1.0 + 1e-6)).unwrap()).unwrap();
-    let (err, at) = worst(
-        &evaluate(&other, &x, &coef),
-        &evaluate(&reference, &x, &coef),
-        reference.params().names(),
-    );
-    assert!(
-        err > 1e-9,
-        "a 1e-6 parameter change went unnoticed ({err:.3e} at {at})"
-    );
+    let (err, at) = worst(&evaluate(&other, &x, &coef), &evaluate(&reference, &x, &coef), reference.params().names());
+    assert!(err > 1e-9, "a 1e-6 parameter change went unnoticed ({err:.3e} at {at})");
 }
 
 #[test]

@@ -14,8 +14,9 @@ use candle_core::{DType, Device};
 use fab_ais::{Ais, AisConfig};
 use fab_core::OnDevice;
 use fab_flows::RealNvpConfig;
+use fab_sampler::Sampler;
 use fab_targets::many_well::ManyWell;
-use fab_train::{ExperimentConfig, Trainer};
+use fab_train::{ExperimentConfig, FabSampler};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,10 +26,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn time(case: &str, device: &str, max_runs: usize, budget_s: f64, mut f: impl FnMut()) -> f64 {
     let t0 = Instant::now();
     f();
-    eprintln!(
-        "{case} on {device}: warm-up {:.0} ms",
-        t0.elapsed().as_secs_f64() * 1e3
-    );
+    eprintln!("{case} on {device}: warm-up {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
     let start = Instant::now();
     let mut v = Vec::new();
     while v.len() < max_runs && (v.is_empty() || start.elapsed().as_secs_f64() < budget_s) {
@@ -56,25 +54,16 @@ fn main() {
     };
     let cases = &args[1..];
     let want = |c: &str| cases.is_empty() || cases.iter().any(|a| a == c);
-    let device = config(
-        include_str!("../../../experiments/gmm/paper.toml"),
-        &device_name,
-        &[],
-    )
-    .open_device()
-    .unwrap_or_else(|e| panic!("{e}"));
+    let device =
+        config(include_str!("../../../experiments/gmm/paper.toml"), &device_name, &[]).open_device().unwrap_or_else(|e| panic!("{e}"));
     if device.is_cuda() {
         // Fixed seeds; candle's own RNG is not used by fab-rs (all noise is drawn on the host).
         eprintln!("device {device_name}: CUDA");
     }
 
     if want("gmm_iteration") {
-        let cfg = config(
-            include_str!("../../../experiments/gmm/paper.toml"),
-            &device_name,
-            &[],
-        );
-        let mut trainer = Trainer::new(cfg).expect("trainer");
+        let cfg = config(include_str!("../../../experiments/gmm/paper.toml"), &device_name, &[]);
+        let mut trainer = FabSampler::new(cfg).expect("sampler");
         trainer.fill_buffer().expect("fill");
         for _ in 0..20 {
             trainer.step().expect("step");
@@ -85,57 +74,36 @@ fn main() {
     }
 
     if want("mw_ais") {
-        let flow = RealNvpConfig::many_well()
-            .build(0, DType::F64, &device)
-            .expect("flow");
+        let flow = RealNvpConfig::many_well().build(0, DType::F64, &device).expect("flow");
         // Small random parameters so that the flow is not the identity.
         let mut rng = fab_core::seeded_rng(1, 99);
         for v in flow.vars() {
-            let noise =
-                fab_core::rng::randn(&mut rng, v.shape(), v.dtype(), v.device()).expect("noise");
-            v.set(&(v.as_tensor() + (noise * 0.01).expect("scale")).expect("add"))
-                .expect("set");
+            let noise = fab_core::rng::randn(&mut rng, v.shape(), v.dtype(), v.device()).expect("noise");
+            v.set(&(v.as_tensor() + (noise * 0.01).expect("scale")).expect("add")).expect("set");
         }
         let target = ManyWell::new(32, DType::F64, &Device::Cpu).expect("target");
         // As in training: the target is evaluated on the host, the flow and AIS on the device.
         let p = OnDevice::new(&target, Device::Cpu);
         let mut ais = Ais::new(AisConfig::many_well()).expect("ais");
         let mut rng = fab_core::seeded_rng(0, 1);
-        time("mw_ais", &device_name, 5, 30.0, || {
-            drop(ais.run(&flow, &p, 2048, &mut rng).expect("ais"))
-        });
+        time("mw_ais", &device_name, 5, 30.0, || drop(ais.run(&flow, &p, 2048, &mut rng).expect("ais")));
     }
 
     if want("aldp_iteration") {
         // One paper iteration is one AIS pass (B = 1024, 8 levels × 4 leapfrog steps) plus
         // train.n_updates_per_ais = 8 gradient steps on buffer batches of 1024. Timed as those
         // parts (the buffer would need 8 AIS passes to fill before the first real iteration).
-        let cfg = config(
-            include_str!("../../../experiments/aldp/paper.toml"),
-            &device_name,
-            &[],
-        );
+        let cfg = config(include_str!("../../../experiments/aldp/paper.toml"), &device_name, &[]);
         let (b, k) = (cfg.train.batch_size, cfg.train.n_updates_per_ais);
-        let trainer = Trainer::new(cfg.clone()).expect("trainer");
-        let p = OnDevice::new(trainer.target().density(), Device::Cpu);
+        let trainer = FabSampler::new(cfg.clone()).expect("sampler");
+        let target = trainer.target();
+        let p = OnDevice::new(target.density(), Device::Cpu);
         let mut ais = Ais::new(cfg.ais.clone()).expect("ais");
         let mut rng = fab_core::seeded_rng(0, 2);
         let x = ais.run(trainer.flow(), &p, b, &mut rng).expect("ais").x;
         let coef = vec![-1.0 / x.dim(0).expect("rows") as f64; x.dim(0).expect("rows")];
-        let t_ais = time("aldp_ais_pass", &device_name, 3, 60.0, || {
-            drop(ais.run(trainer.flow(), &p, b, &mut rng).expect("ais"))
-        });
-        let t_grad = time("aldp_grad_step", &device_name, 5, 30.0, || {
-            drop(
-                trainer
-                    .flow()
-                    .log_prob_backward(&x, &coef)
-                    .expect("backward"),
-            )
-        });
-        println!(
-            "TIMING aldp_iteration {device_name} {:.2} composite",
-            t_ais + k as f64 * t_grad
-        );
+        let t_ais = time("aldp_ais_pass", &device_name, 3, 60.0, || drop(ais.run(trainer.flow(), &p, b, &mut rng).expect("ais")));
+        let t_grad = time("aldp_grad_step", &device_name, 5, 30.0, || drop(trainer.flow().log_prob_backward(&x, &coef).expect("backward")));
+        println!("TIMING aldp_iteration {device_name} {:.2} composite", t_ais + k as f64 * t_grad);
     }
 }
