@@ -151,7 +151,8 @@ enum Command {
         /// The molecular system (only `aldp`: alanine dipeptide, AMBER ff96 + GB-OBC1).
         #[arg(long, default_value = "aldp")]
         system: System,
-        /// Configurations: a JSON list of 22×3 coordinates in nm, or a .npy array [n, 66].
+        /// Configurations in nm: JSON of shape [22][3], [n][22][3] or [n][66], or a .npy array
+        /// [n, 66] / [n, 22, 3].
         #[arg(long)]
         coords: PathBuf,
         /// Also report the forces of every energy term.
@@ -317,7 +318,16 @@ fn train(
 }
 
 fn sample(dir: &Path, n: usize, out: &Path) -> Result<()> {
-    let draws = (family_of_run(dir)?.sample)(dir, n)?;
+    // Check the output before sampling (which can take minutes), not after.
+    if !matches!(out.extension().and_then(|e| e.to_str()), Some("npy" | "csv")) {
+        bail!("{}: the output must end in .npy or .csv", out.display());
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("{}: the directory {} does not exist", out.display(), parent.display());
+    }
+    let family = family_of_run(dir)?;
+    let draws = (family.sample)(dir, n)?;
     let (x, lq, d) = (&draws.x, &draws.log_q, draws.dim);
     match out.extension().and_then(|e| e.to_str()) {
         Some("npy") => {

@@ -44,6 +44,30 @@ fn read_coordinates_accepts_json_and_npy() {
     assert!(read_coordinates(&tmp("missing.json")).is_err());
 }
 
+/// A transposed `[3][22]` list or a `[33][2]` list has the right count (66) but is not a
+/// configuration: refused, naming the shape found, instead of a meaningless energy.
+#[test]
+fn json_coordinates_of_the_wrong_shape_are_refused_with_the_shape() {
+    let ff = AldpForceField::amber_implicit();
+    let a = ff.reference_positions().to_vec();
+    let transposed: Vec<Vec<f64>> = (0..3).map(|k| (0..22).map(|i| a[3 * i + k]).collect()).collect();
+    let p = tmp("transposed.json");
+    std::fs::write(&p, serde_json::to_string(&transposed).unwrap()).unwrap();
+    let e = read_coordinates(&p).unwrap_err().to_string();
+    assert!(e.contains("[3, 22]") && e.contains("[22][3]"), "{e}");
+    let pairs: Vec<[f64; 2]> = a.chunks(2).map(|c| [c[0], c[1]]).collect();
+    std::fs::write(&p, serde_json::to_string(&pairs).unwrap()).unwrap();
+    let e = read_coordinates(&p).unwrap_err().to_string();
+    assert!(e.contains("[33, 2]"), "{e}");
+    // Ragged lists and a flat list of 66 numbers are refused too; [n][66] rows are accepted.
+    std::fs::write(&p, "[[1.0, 2.0, 3.0], [1.0, 2.0]]").unwrap();
+    assert!(read_coordinates(&p).unwrap_err().to_string().contains("rectangular"));
+    std::fs::write(&p, serde_json::to_string(&a).unwrap()).unwrap();
+    assert!(read_coordinates(&p).is_err());
+    std::fs::write(&p, serde_json::to_string(&vec![a.clone()]).unwrap()).unwrap();
+    assert_eq!(read_coordinates(&p).unwrap(), a);
+}
+
 #[test]
 fn pdb_and_xyz_writers_round_trip_the_coordinates() {
     let ff = AldpForceField::amber_implicit();

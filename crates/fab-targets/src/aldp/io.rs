@@ -42,21 +42,42 @@ pub fn read_coordinates(path: &Path) -> Result<Vec<f64>> {
     Ok(data)
 }
 
-/// Parses the JSON forms accepted by [`read_coordinates`].
+/// Parses the JSON forms accepted by [`read_coordinates`]: a rectangular nested list of shape
+/// `[22][3]`, `[n][22][3]` or `[n][66]`; any other shape (e.g. a transposed `[3][22]`, which has
+/// the right count) is refused with the shape that was found.
 fn parse_json_coordinates(text: &str) -> std::result::Result<Vec<f64>, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    fn flatten(v: &serde_json::Value, out: &mut Vec<f64>, depth: usize) -> std::result::Result<(), String> {
+    /// The shape of a rectangular nested list of numbers, flattening it into `out`.
+    fn walk(v: &serde_json::Value, out: &mut Vec<f64>, depth: usize) -> std::result::Result<Vec<usize>, String> {
         match v {
             serde_json::Value::Number(n) => {
                 out.push(n.as_f64().ok_or("a coordinate is not a number")?);
-                Ok(())
+                Ok(Vec::new())
             }
-            serde_json::Value::Array(a) if depth < 3 => a.iter().try_for_each(|e| flatten(e, out, depth + 1)),
+            serde_json::Value::Array(a) if depth < 3 => {
+                let mut inner: Option<Vec<usize>> = None;
+                for e in a {
+                    let s = walk(e, out, depth + 1)?;
+                    match &inner {
+                        None => inner = Some(s),
+                        Some(first) if *first != s => return Err("nested lists of different lengths (not a rectangular array)".into()),
+                        Some(_) => {}
+                    }
+                }
+                let mut shape = vec![a.len()];
+                shape.extend(inner.unwrap_or_default());
+                Ok(shape)
+            }
+            serde_json::Value::Array(_) => Err("lists nested deeper than [n][22][3]".into()),
             _ => Err("expected nested lists of numbers (22 × 3 per configuration)".into()),
         }
     }
-    flatten(&v, &mut out, 0)?;
+    let mut out = Vec::new();
+    let shape = walk(&v, &mut out, 0)?;
+    let ok = matches!(shape.as_slice(), [22, 3] | [_, 22, 3] | [_, CART_DIM]);
+    if !ok {
+        return Err(format!("expected coordinates of shape [22][3], [n][22][3] or [n][66] (nm), found {shape:?}"));
+    }
     Ok(out)
 }
 
