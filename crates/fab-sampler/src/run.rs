@@ -322,6 +322,7 @@ impl<S: Sampler> Run<S> {
         };
         let path = tmp.join("state.json");
         std::fs::write(&path, serde_json::to_string_pretty(&state)?).map_err(|e| Error::io(&path, e))?;
+        write_checksums(&tmp)?;
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -329,8 +330,14 @@ impl<S: Sampler> Run<S> {
         Ok(())
     }
 
-    /// Restores a checkpoint written by [`save_checkpoint`](Self::save_checkpoint).
+    /// Restores a checkpoint written by [`save_checkpoint`](Self::save_checkpoint), after
+    /// verifying the checksum of every file in it.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the damaged or missing file; the run may then be partly
+    /// restored and should be rebuilt before another attempt.
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        verify_checksums(dir)?;
         let path = dir.join("state.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let version = serde_json::from_str::<Value>(&text)?.get("version").and_then(Value::as_u64);
@@ -348,6 +355,69 @@ impl<S: Sampler> Run<S> {
         self.eval_rng = state.eval_rng;
         Ok(())
     }
+}
+
+/// Name of the per-file checksum list in a checkpoint directory.
+const CHECKSUMS: &str = "checksums.json";
+
+/// 64-bit FNV-1a of `bytes`: detects truncated files and flipped bytes (not an adversarial hash).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Writes `checksums.json` (file name → FNV-1a hex) for every file in `dir`.
+fn write_checksums(dir: &Path) -> Result<()> {
+    let mut sums = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            sums.insert(path.file_name().expect("file name").to_string_lossy().to_string(), format!("{:016x}", fnv1a64(&bytes)));
+        }
+    }
+    write_file(&dir.join(CHECKSUMS), &serde_json::to_string_pretty(&sums)?)
+}
+
+/// Checks every file listed in `dir/checksums.json`.
+fn verify_checksums(dir: &Path) -> Result<()> {
+    let list = dir.join(CHECKSUMS);
+    let text =
+        std::fs::read_to_string(&list).map_err(|_| Error::Checkpoint(format!("{} is missing (incomplete checkpoint)", list.display())))?;
+    let sums: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&text).map_err(|e| Error::Checkpoint(format!("{}: {e}", list.display())))?;
+    for (name, want) in &sums {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+        if format!("{:016x}", fnv1a64(&bytes)) != *want {
+            return Err(Error::Checkpoint(format!("{}: checksum mismatch (the file is damaged or truncated)", path.display())));
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoints of a run directory, newest first: the one `checkpoints/latest` names, then
+/// every other `iter_N` directory by decreasing N.
+pub fn checkpoints_newest_first(out: &Path) -> Vec<PathBuf> {
+    let root = out.join("checkpoints");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_dir() && p.extension().is_none() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("iter_"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.reverse();
+    if let Ok(name) = std::fs::read_to_string(root.join("latest")) {
+        let named = root.join(name.trim());
+        if let Some(i) = dirs.iter().position(|d| *d == named) {
+            let d = dirs.remove(i);
+            dirs.insert(0, d);
+        }
+    }
+    dirs
 }
 
 /// Directory of the checkpoint after `iteration` under `out`.
@@ -398,12 +468,27 @@ pub fn load_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Resul
         return Err(Error::Config(format!("only eval.* keys can be overridden when evaluating a run, not `{bad}`")));
     }
     let config = C::parse(&read_run_config(out)?, eval_overrides)?;
-    let mut run = Run::from_config(&config)?;
-    match latest_checkpoint(out)? {
-        Some(dir) => run.load_checkpoint(&dir)?,
-        None => return Err(Error::Checkpoint(format!("{} has no checkpoint", out.display()))),
+    let candidates = checkpoints_newest_first(out);
+    if candidates.is_empty() {
+        return Err(Error::Checkpoint(format!("{} has no checkpoint", out.display())));
     }
-    Ok((config, run))
+    let mut skipped = Vec::new();
+    for dir in &candidates {
+        let mut run = Run::from_config(&config)?;
+        match run.load_checkpoint(dir) {
+            Ok(()) => {
+                for why in &skipped {
+                    eprintln!("note: skipped a damaged checkpoint: {why}");
+                }
+                if !skipped.is_empty() {
+                    eprintln!("note: using the older checkpoint {} (iteration {})", dir.display(), run.iteration());
+                }
+                return Ok((config, run));
+            }
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    Err(Error::Checkpoint(format!("{}: no usable checkpoint ({})", out.display(), skipped.join("; "))))
 }
 
 /// Keeps only the lines of `metrics.jsonl` up to `iteration` (after a resume, the lines the
@@ -467,7 +552,14 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
     let out = &opts.out;
     if opts.resume {
         let _lock = RunLock::acquire(out)?;
-        let mut run = load_run::<C>(out, &[])?.1;
+        let mut run = if checkpoints_newest_first(out).is_empty() {
+            // Killed before its first checkpoint: start over from the run's own config.
+            let config = C::parse(&read_run_config(out)?, &[])?;
+            eprintln!("note: {} has no checkpoint; restarting it from iteration 0 with its config.toml", out.display());
+            Run::from_config(&config)?
+        } else {
+            load_run::<C>(out, &[])?.1
+        };
         return drive(&mut run, opts);
     }
     let config = config.ok_or_else(|| Error::Config("no configuration given".into()))?;
@@ -518,6 +610,8 @@ pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutco
     let n_iter = run.n_iterations();
     let evals = run.eval_iterations();
     let ckpt_every = run.settings().checkpoint_every;
+    let ckpt_minutes = run.settings().checkpoint_minutes;
+    let mut last_checkpoint = Instant::now();
     let log_every = (n_iter / 500).max(1);
     let time_limit = run.settings().time_limit_hours.map(|h| h * 3600.0);
     notify(&mut observers, Event::Start { iteration: run.iteration(), n_iterations: n_iter, resumed: opts.resume, out })?;
@@ -537,8 +631,10 @@ pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutco
             let e = run.evaluate(false)?;
             notify(&mut observers, Event::Eval { iteration: it, n_iterations: n_iter, metrics: &e.metrics })?;
         }
-        if ckpt_every > 0 && it % ckpt_every == 0 && it < n_iter {
+        let due_by_time = ckpt_minutes.is_some_and(|m| last_checkpoint.elapsed().as_secs_f64() >= m * 60.0);
+        if ((ckpt_every > 0 && it % ckpt_every == 0) || due_by_time) && it < n_iter {
             save_checkpoint(run, out)?;
+            last_checkpoint = Instant::now();
         }
         let over_time = time_limit.is_some_and(|t| run.elapsed_seconds() >= t);
         let over_count = opts.max_iterations_this_run.is_some_and(|m| this_run >= m);

@@ -130,6 +130,9 @@ pub struct RunSettings {
     pub n_evals: usize,
     /// Checkpoint every this many iterations (0: only at stops and the end).
     pub checkpoint_every: usize,
+    /// Also checkpoint when this many minutes of wall time passed since the last one (a run
+    /// killed by the out-of-memory killer or `kill -9` loses at most this much).
+    pub checkpoint_minutes: Option<f64>,
     /// Stop (with a checkpoint) after this many hours of training time.
     pub time_limit_hours: Option<f64>,
     /// Sizes of the training-time evaluations.

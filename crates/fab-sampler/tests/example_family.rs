@@ -27,6 +27,8 @@ struct IsConfig {
     /// Step toward the weighted moments, in (0, 1].
     rate: f64,
     checkpoint_every: usize,
+    #[serde(default)]
+    checkpoint_minutes: Option<f64>,
     plots: bool,
 }
 
@@ -154,6 +156,7 @@ impl FamilyConfig for IsConfig {
             n_iterations: self.n_iterations,
             n_evals: 4,
             checkpoint_every: self.checkpoint_every,
+            checkpoint_minutes: self.checkpoint_minutes,
             time_limit_hours: None,
             eval_sizes: sizes,
             final_eval_sizes: sizes,
@@ -305,4 +308,73 @@ fn stop_reasons_have_distinct_exit_codes() {
     let codes = [Interrupted.exit_code(), TimeLimit.exit_code(), IterationCap.exit_code()];
     assert!(codes.iter().all(|c| *c > 1), "0 is success and 1 an error");
     assert!(codes[0] != codes[1] && codes[1] != codes[2] && codes[0] != codes[2]);
+}
+
+/// Final metrics without the wall-clock field.
+fn finished(outcome: RunOutcome) -> fab_sampler::Metrics {
+    let RunOutcome::Finished(mut m) = outcome else { panic!("expected a finished run") };
+    m.remove("train_seconds");
+    m
+}
+
+#[test]
+fn a_damaged_checkpoint_is_detected_named_and_skipped_for_the_previous_one() {
+    let cfg = IsConfig::parse(CONFIG, &[]).unwrap();
+    let reference = finished(run::train::<IsConfig>(Some(cfg.clone()), &RunOptions::new(tmp("damage_ref"))).unwrap());
+    for damage in ["flip", "truncate"] {
+        let d = tmp(&format!("damage_{damage}"));
+        // Checkpoints after iterations 10 and 20, and at the stop after 25.
+        let opts = RunOptions { max_iterations_this_run: Some(25), ..RunOptions::new(&d) };
+        assert!(matches!(run::train::<IsConfig>(Some(cfg.clone()), &opts).unwrap(), RunOutcome::Stopped { iteration: 25, .. }));
+        let file = d.join("checkpoints/iter_00000025/is.json");
+        let mut bytes = std::fs::read(&file).unwrap();
+        if damage == "flip" {
+            let i = bytes.len() / 2;
+            bytes[i] ^= 0x01;
+        } else {
+            bytes.truncate(bytes.len() / 2);
+        }
+        std::fs::write(&file, bytes).unwrap();
+        // Loading that checkpoint names the file.
+        let (cfg2, _) = (cfg.clone(), ());
+        let mut probe = fab_sampler::Run::from_config(&cfg2).unwrap();
+        let err = probe.load_checkpoint(&d.join("checkpoints/iter_00000025")).unwrap_err().to_string();
+        assert!(err.contains("is.json") && err.contains("checksum"), "{damage}: {err}");
+        // Resume falls back to iteration 20 and still ends bit-identical to an uninterrupted run.
+        let resume = RunOptions { resume: true, ..RunOptions::new(&d) };
+        let m = finished(run::train::<IsConfig>(None, &resume).unwrap());
+        assert_eq!(m.len(), reference.len());
+        for (k, v) in &reference {
+            assert_eq!(v.to_bits(), m[k].to_bits(), "{damage}: {k}");
+        }
+    }
+}
+
+#[test]
+fn a_run_killed_before_its_first_checkpoint_restarts_on_resume() {
+    let cfg = IsConfig::parse(CONFIG, &[]).unwrap();
+    let reference = finished(run::train::<IsConfig>(Some(cfg.clone()), &RunOptions::new(tmp("nockpt_ref"))).unwrap());
+    // What a kill -9 before the first checkpoint leaves: the config and a few log lines.
+    let d = tmp("nockpt");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("config.toml"), cfg.to_toml().unwrap()).unwrap();
+    std::fs::write(d.join("metrics.jsonl"), "{\"kind\":\"train\",\"iteration\":1}\n").unwrap();
+    let resume = RunOptions { resume: true, ..RunOptions::new(&d) };
+    let m = finished(run::train::<IsConfig>(None, &resume).unwrap());
+    for (k, v) in &reference {
+        assert_eq!(v.to_bits(), m[k].to_bits(), "{k}");
+    }
+    // The stale log lines were replaced by the restarted run's.
+    let log = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"iteration\":1,") || l.contains("\"iteration\":1}")).count(), 1, "{log}");
+}
+
+#[test]
+fn checkpoints_are_also_written_by_time() {
+    // No iteration interval, a vanishing time interval: every iteration is checkpointed.
+    let cfg = IsConfig::parse(CONFIG, &["checkpoint_every=0".into(), "checkpoint_minutes=1e-9".into()]).unwrap();
+    let d = tmp("by_time");
+    let opts = RunOptions { max_iterations_this_run: Some(6), ..RunOptions::new(&d) };
+    assert!(matches!(run::train::<IsConfig>(Some(cfg), &opts).unwrap(), RunOutcome::Stopped { iteration: 6, .. }));
+    assert_eq!(run::checkpoints_newest_first(&d).len(), 6);
 }

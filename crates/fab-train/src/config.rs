@@ -88,6 +88,9 @@ pub struct TrainConfig {
     pub filter_chirality: bool,
     /// Save a checkpoint every this many iterations (0: only at the end).
     pub checkpoint_every: usize,
+    /// Also save a checkpoint when this many minutes of wall time passed since the last one
+    /// (default 10; a run killed by the out-of-memory killer or `kill -9` loses at most this much).
+    pub checkpoint_minutes: Option<f64>,
     /// Stop (with a checkpoint) after this many hours of wall time.
     pub time_limit_hours: Option<f64>,
 }
@@ -106,6 +109,7 @@ impl Default for TrainConfig {
             lr_schedule: LrSchedule::Constant,
             filter_chirality: false,
             checkpoint_every: 0,
+            checkpoint_minutes: Some(10.0),
             time_limit_hours: None,
         }
     }
@@ -317,6 +321,11 @@ impl ExperimentConfig {
                 return Err(config_err("train.max_grad_norm must be > 0"));
             }
         }
+        if let Some(m) = t.checkpoint_minutes {
+            if !(m > 0.0) {
+                return Err(config_err("train.checkpoint_minutes must be > 0"));
+            }
+        }
         if let Some(h) = t.time_limit_hours {
             if !(h > 0.0) {
                 return Err(config_err("train.time_limit_hours must be > 0"));
@@ -442,6 +451,7 @@ impl FamilyConfig for ExperimentConfig {
             n_iterations: self.n_iterations(),
             n_evals: self.eval.n_evals,
             checkpoint_every: self.train.checkpoint_every,
+            checkpoint_minutes: self.train.checkpoint_minutes,
             time_limit_hours: self.train.time_limit_hours,
             eval_sizes: self.eval_sizes(false),
             final_eval_sizes: self.eval_sizes(true),
