@@ -1,4 +1,4 @@
-//! The error type of the training crate.
+//! The error type of the FAB family (checkpoint and file errors are the sampler core's).
 
 use crate::optim::OptimError;
 
@@ -9,17 +9,6 @@ pub enum TrainError {
     /// The experiment configuration is invalid; the message names the offending key.
     #[error("invalid config: {0}")]
     Config(String),
-    /// A checkpoint or output directory is missing, incomplete or inconsistent.
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
-    /// File-system error.
-    #[error("i/o error on {path}: {source}")]
-    Io {
-        /// The path involved.
-        path: String,
-        /// The underlying error.
-        source: std::io::Error,
-    },
     /// The optimiser failed.
     #[error(transparent)]
     Optim(#[from] OptimError),
@@ -52,13 +41,6 @@ pub enum TrainError {
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, TrainError>;
 
-impl TrainError {
-    /// Wraps an I/O error with its path.
-    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        TrainError::Io { path: path.display().to_string(), source }
-    }
-}
-
 impl From<TrainError> for fab_core::Error {
     fn from(e: TrainError) -> Self {
         match e {
@@ -73,7 +55,6 @@ impl From<TrainError> for fab_sampler::Error {
     fn from(e: TrainError) -> Self {
         match e {
             TrainError::Config(msg) => fab_sampler::Error::Config(msg),
-            TrainError::Checkpoint(msg) => fab_sampler::Error::Checkpoint(msg),
             TrainError::Sampler(inner) => inner,
             TrainError::Core(c) => fab_sampler::Error::Core(c),
             TrainError::Candle(c) => fab_sampler::Error::Candle(c),
