@@ -551,6 +551,9 @@ pub fn summary(m: &Metrics) -> String {
 pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<RunOutcome> {
     let out = &opts.out;
     if opts.resume {
+        if !out.join("config.toml").is_file() {
+            return Err(Error::Checkpoint(format!("{} holds no run to resume (no config.toml)", out.display())));
+        }
         let _lock = RunLock::acquire(out)?;
         let mut run = if checkpoints_newest_first(out).is_empty() {
             // Killed before its first checkpoint: start over from the run's own config.

@@ -300,6 +300,11 @@ fn a_run_directory_in_use_is_refused_and_a_stale_lock_is_taken_over() {
     std::fs::write(&lock, "4294967294\n").unwrap();
     assert!(matches!(run::train::<IsConfig>(None, &resume).unwrap(), RunOutcome::Finished(_)));
     assert!(!lock.exists());
+    // Resuming a directory that holds no run says so and creates nothing.
+    let none = tmp("no_run_here");
+    let err = run::train::<IsConfig>(None, &RunOptions { resume: true, ..RunOptions::new(&none) }).unwrap_err().to_string();
+    assert!(err.contains("no run to resume"), "{err}");
+    assert!(!none.exists());
 }
 
 #[test]
