@@ -120,8 +120,10 @@ enum Command {
         /// Output directory (default: runs/<name>-seed<seed>-<unix time>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Continue the run in this directory from its latest checkpoint.
-        #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "overrides", "out"])]
+        /// Continue the run in this directory from its latest checkpoint; `--set` may then change
+        /// only keys that do not alter training (FAB: train.time_limit_hours,
+        /// train.checkpoint_every, train.checkpoint_minutes, eval.plots).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out"])]
         resume: Option<PathBuf>,
         /// Hide the progress bar.
         #[arg(long)]
@@ -283,7 +285,11 @@ fn train(
     })
     .context("installing the Ctrl-C handler")?;
     let (family, text, opts) = match resume {
-        Some(dir) => (family_of_run(&dir)?, None, RunOptions { out: dir, resume: true, progress, max_iterations_this_run: None, stop }),
+        Some(dir) => (
+            family_of_run(&dir)?,
+            None,
+            RunOptions { out: dir, resume: true, progress, max_iterations_this_run: None, stop, resume_overrides: overrides.clone() },
+        ),
         None => {
             let text = config_text(config)?;
             let family = family_of(&text)?;
@@ -299,7 +305,11 @@ fn train(
                     PathBuf::from("runs").join(format!("{name}-seed{seed}-{t}"))
                 }
             };
-            (family, Some(text), RunOptions { out, resume: false, progress, max_iterations_this_run: None, stop })
+            (
+                family,
+                Some(text),
+                RunOptions { out, resume: false, progress, max_iterations_this_run: None, stop, resume_overrides: Vec::new() },
+            )
         }
     };
     if let Some(t) = &text {

@@ -181,12 +181,22 @@ pub struct RunOptions {
     pub max_iterations_this_run: Option<usize>,
     /// Set to stop after the current iteration.
     pub stop: StopSignal,
+    /// With `resume`: `key=value` changes of keys the family lists as safe
+    /// ([`FamilyConfig::resume_safe_keys`]); the run's `config.toml` is rewritten with them.
+    pub resume_overrides: Vec<String>,
 }
 
 impl RunOptions {
     /// Options for a new run in `out`, without progress bar.
     pub fn new(out: impl Into<PathBuf>) -> Self {
-        Self { out: out.into(), resume: false, progress: false, max_iterations_this_run: None, stop: StopSignal::new() }
+        Self {
+            out: out.into(),
+            resume: false,
+            progress: false,
+            max_iterations_this_run: None,
+            stop: StopSignal::new(),
+            resume_overrides: Vec::new(),
+        }
     }
 }
 
@@ -198,6 +208,9 @@ struct DriverState {
     skipped_steps: u64,
     elapsed_seconds: f64,
     eval_rng: FabRng,
+    /// FNV-1a of the run's `config.toml` when the checkpoint was written (to detect edits).
+    #[serde(default)]
+    config_hash: Option<String>,
 }
 
 /// A sampler with the run-level state the driver keeps: iteration count, training time,
@@ -210,13 +223,14 @@ pub struct Run<S> {
     skipped_steps: u64,
     elapsed_seconds: f64,
     eval_rng: FabRng,
+    config_hash: Option<String>,
 }
 
 impl<S: Sampler> Run<S> {
     /// A fresh run of `sampler` (iteration 0).
     pub fn new(sampler: S, settings: RunSettings) -> Self {
         let eval_rng = fab_core::seeded_rng(settings.seed, EVAL_STREAM);
-        Self { sampler, settings, iteration: 0, skipped_steps: 0, elapsed_seconds: 0.0, eval_rng }
+        Self { sampler, settings, iteration: 0, skipped_steps: 0, elapsed_seconds: 0.0, eval_rng, config_hash: None }
     }
 
     /// Builds a fresh run from a family configuration.
@@ -319,6 +333,7 @@ impl<S: Sampler> Run<S> {
             skipped_steps: self.skipped_steps,
             elapsed_seconds: self.elapsed_seconds,
             eval_rng: self.eval_rng.clone(),
+            config_hash: self.config_hash.clone(),
         };
         let path = tmp.join("state.json");
         std::fs::write(&path, serde_json::to_string_pretty(&state)?).map_err(|e| Error::io(&path, e))?;
@@ -353,6 +368,7 @@ impl<S: Sampler> Run<S> {
         self.skipped_steps = state.skipped_steps;
         self.elapsed_seconds = state.elapsed_seconds;
         self.eval_rng = state.eval_rng;
+        self.config_hash = state.config_hash;
         Ok(())
     }
 }
@@ -363,6 +379,11 @@ const CHECKSUMS: &str = "checksums.json";
 /// 64-bit FNV-1a of `bytes`: detects truncated files and flipped bytes (not an adversarial hash).
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// FNV-1a of a configuration text, as stored in checkpoints.
+fn text_hash(text: &str) -> String {
+    format!("{:016x}", fnv1a64(text.as_bytes()))
 }
 
 /// Writes `checksums.json` (file name → FNV-1a hex) for every file in `dir`.
@@ -468,13 +489,19 @@ pub fn load_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Resul
         return Err(Error::Config(format!("only eval.* keys can be overridden when evaluating a run, not `{bad}`")));
     }
     let config = C::parse(&read_run_config(out)?, eval_overrides)?;
+    let run = restore(out, &config)?;
+    Ok((config, run))
+}
+
+/// The run of `config` at the newest intact checkpoint of `out`.
+fn restore<C: FamilyConfig>(out: &Path, config: &C) -> Result<Run<C::Sampler>> {
     let candidates = checkpoints_newest_first(out);
     if candidates.is_empty() {
         return Err(Error::Checkpoint(format!("{} has no checkpoint", out.display())));
     }
     let mut skipped = Vec::new();
     for dir in &candidates {
-        let mut run = Run::from_config(&config)?;
+        let mut run = Run::from_config(config)?;
         match run.load_checkpoint(dir) {
             Ok(()) => {
                 for why in &skipped {
@@ -483,7 +510,7 @@ pub fn load_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Resul
                 if !skipped.is_empty() {
                     eprintln!("note: using the older checkpoint {} (iteration {})", dir.display(), run.iteration());
                 }
-                return Ok((config, run));
+                return Ok(run);
             }
             Err(e) => skipped.push(e.to_string()),
         }
@@ -555,14 +582,47 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
             return Err(Error::Checkpoint(format!("{} holds no run to resume (no config.toml)", out.display())));
         }
         let _lock = RunLock::acquire(out)?;
+        let text = read_run_config(out)?;
+        let safe = C::resume_safe_keys();
+        if let Some(bad) = opts.resume_overrides.iter().find(|o| !safe.contains(&o.split('=').next().unwrap_or("").trim())) {
+            let key = bad.split('=').next().unwrap_or("").trim();
+            return Err(Error::Config(format!(
+                "{key} cannot be changed when resuming (the checkpoint was trained with it); keys that can: {}",
+                if safe.is_empty() { "none".to_string() } else { safe.join(", ") }
+            )));
+        }
+        let config = C::parse(&text, &opts.resume_overrides)?;
         let mut run = if checkpoints_newest_first(out).is_empty() {
             // Killed before its first checkpoint: start over from the run's own config.
-            let config = C::parse(&read_run_config(out)?, &[])?;
             eprintln!("note: {} has no checkpoint; restarting it from iteration 0 with its config.toml", out.display());
             Run::from_config(&config)?
         } else {
-            load_run::<C>(out, &[])?.1
+            let run = restore(out, &config)?;
+            if run.config_hash.as_ref().is_some_and(|h| *h != text_hash(&text)) {
+                return Err(Error::Checkpoint(format!(
+                    "{} was edited after the checkpoint at iteration {}; restore it, or change a safe key with `--resume {} --set key=value` ({})",
+                    out.join("config.toml").display(),
+                    run.iteration(),
+                    out.display(),
+                    if safe.is_empty() { "none".to_string() } else { safe.join(", ") }
+                )));
+            }
+            run
         };
+        if !opts.resume_overrides.is_empty() {
+            let new_text = config.to_toml()?;
+            let path = out.join("config.toml");
+            let tmp = out.join("config.toml.tmp");
+            write_file(&tmp, &new_text)?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            run.config_hash = Some(text_hash(&new_text));
+            if run.iteration() > 0 {
+                save_checkpoint(&run, out)?;
+            }
+            eprintln!("note: resuming with {} (config.toml updated)", opts.resume_overrides.join(" "));
+        } else if run.config_hash.is_none() {
+            run.config_hash = Some(text_hash(&text));
+        }
         return drive(&mut run, opts);
     }
     let config = config.ok_or_else(|| Error::Config("no configuration given".into()))?;
@@ -587,7 +647,9 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
     let mut run = Run::from_config(&config)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let _lock = RunLock::acquire(out)?;
-    write_file(&out.join("config.toml"), &config.to_toml()?)?;
+    let text = config.to_toml()?;
+    write_file(&out.join("config.toml"), &text)?;
+    run.config_hash = Some(text_hash(&text));
     drive(&mut run, opts)
 }
 

@@ -160,4 +160,10 @@ pub trait FamilyConfig: Clone + Debug + Serialize + DeserializeOwned {
 
     /// Builds the target and the sampler, ready for step 1.
     fn build(&self) -> Result<Self::Sampler>;
+
+    /// Keys that `fab train --resume DIR --set key=value` may change: those that do not alter
+    /// what the checkpoint was trained with (e.g. a time limit). Others are refused by name.
+    fn resume_safe_keys() -> &'static [&'static str] {
+        &[]
+    }
 }

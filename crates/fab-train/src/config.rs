@@ -462,6 +462,12 @@ impl FamilyConfig for ExperimentConfig {
     fn build(&self) -> fab_sampler::Result<FabSampler> {
         Ok(FabSampler::new(self.clone())?)
     }
+
+    /// The time limit, the checkpoint intervals and whether to plot: none changes the training
+    /// path.
+    fn resume_safe_keys() -> &'static [&'static str] {
+        &["train.time_limit_hours", "train.checkpoint_every", "train.checkpoint_minutes", "eval.plots"]
+    }
 }
 
 /// Sets `table[a][b][c] = value` for key `a.b.c`, creating intermediate tables.

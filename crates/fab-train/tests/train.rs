@@ -298,3 +298,43 @@ fn candle_path_trains_like_the_cpu_path() {
         }
     }
 }
+
+/// A run stopped by its time limit continues with a larger limit given on resume (before, the
+/// restored training time was already past the limit, so every resume did one iteration); keys
+/// that would change training are refused by name, and an edited config.toml is reported.
+#[test]
+fn resume_after_a_time_limit_takes_safe_overrides_and_refuses_the_rest() {
+    let reference = {
+        let RunOutcome::Finished(m) = run_experiment(Some(small_config("fab_buffer", 12)), &opts(&tmp("tl_ref"), false, None)).unwrap()
+        else {
+            panic!("stopped")
+        };
+        m
+    };
+    let d = tmp("tl");
+    let mut cfg = small_config("fab_buffer", 12);
+    cfg.train.time_limit_hours = Some(1e-12);
+    let stopped = run_experiment(Some(cfg), &opts(&d, false, None)).unwrap();
+    assert!(matches!(stopped, RunOutcome::Stopped { iteration: 1, reason: fab_sampler::StopReason::TimeLimit }), "{stopped:?}");
+    let with = |ov: &[&str]| RunOptions { resume_overrides: ov.iter().map(|s| s.to_string()).collect(), ..opts(&d, true, None) };
+    // Without a new limit: one more iteration, then the same stop.
+    assert!(matches!(run_experiment(None, &with(&[])).unwrap(), RunOutcome::Stopped { iteration: 2, .. }));
+    // A key that changes training is refused by name, and nothing changes.
+    let before = std::fs::read_to_string(d.join("config.toml")).unwrap();
+    let err = run_experiment(None, &with(&["train.batch_size=8"])).unwrap_err().to_string();
+    assert!(err.contains("train.batch_size") && err.contains("train.time_limit_hours"), "{err}");
+    assert_eq!(std::fs::read_to_string(d.join("config.toml")).unwrap(), before);
+    // An edited config.toml is reported, not silently used.
+    std::fs::write(d.join("config.toml"), before.replace("n_updates_per_ais = 4", "n_updates_per_ais = 3")).unwrap();
+    let err = run_experiment(None, &with(&[])).unwrap_err().to_string();
+    assert!(err.contains("edited"), "{err}");
+    std::fs::write(d.join("config.toml"), &before).unwrap();
+    // A larger limit: the run finishes, bit-identical to one without a limit.
+    let RunOutcome::Finished(m) = run_experiment(None, &with(&["train.time_limit_hours=100"])).unwrap() else { panic!("stopped") };
+    assert!(std::fs::read_to_string(d.join("config.toml")).unwrap().contains("time_limit_hours = 100"));
+    for (k, v) in &reference {
+        if k != "train_seconds" {
+            assert!(v.to_bits() == m[k].to_bits() || (v.is_nan() && m[k].is_nan()), "{k}: {v} vs {}", m[k]);
+        }
+    }
+}
