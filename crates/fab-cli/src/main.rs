@@ -26,10 +26,10 @@ struct Family {
     check: fn(&str, &[String]) -> fab_sampler::Result<()>,
     /// `fab train`.
     train: fn(Option<&str>, &[String], &RunOptions) -> fab_sampler::Result<RunOutcome>,
-    /// `fab eval`.
-    eval: fn(&Path, &[String]) -> fab_sampler::Result<Metrics>,
-    /// `fab sample`.
-    sample: fn(&Path, usize) -> fab_sampler::Result<Draws>,
+    /// `fab eval` (results into the run directory, or into another one).
+    eval: fn(&Path, Option<&Path>, &[String]) -> fab_sampler::Result<Metrics>,
+    /// `fab sample` (optionally with its own seed).
+    sample: fn(&Path, usize, Option<u64>) -> fab_sampler::Result<Draws>,
 }
 
 fn check_family<C: FamilyConfig>(text: &str, overrides: &[String]) -> fab_sampler::Result<()> {
@@ -41,12 +41,16 @@ fn train_family<C: FamilyConfig>(text: Option<&str>, overrides: &[String], opts:
     run::train::<C>(config, opts)
 }
 
-fn eval_family<C: FamilyConfig>(dir: &Path, overrides: &[String]) -> fab_sampler::Result<Metrics> {
-    run::evaluate_run::<C>(dir, overrides)
+fn eval_family<C: FamilyConfig>(dir: &Path, out: Option<&Path>, overrides: &[String]) -> fab_sampler::Result<Metrics> {
+    run::evaluate_run_into::<C>(dir, out, overrides)
 }
 
-fn sample_family<C: FamilyConfig>(dir: &Path, n: usize) -> fab_sampler::Result<Draws> {
-    run::load_run::<C>(dir, &[])?.1.draw(n)
+fn sample_family<C: FamilyConfig>(dir: &Path, n: usize, seed: Option<u64>) -> fab_sampler::Result<Draws> {
+    let mut run = run::load_run::<C>(dir, &[])?.1;
+    if let Some(s) = seed {
+        run.reseed_evaluation(s);
+    }
+    run.draw(n)
 }
 
 /// The registered sampler families; the first is the default.
@@ -136,6 +140,9 @@ enum Command {
         /// Override an evaluation setting, e.g. `--set eval.final_batch_size=1000000`.
         #[arg(long = "set", value_name = "eval.KEY=VALUE")]
         set: Vec<String>,
+        /// Write `final_metrics.json` and the plots here instead of into the run directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Draw samples from a trained flow (.npy, or .csv by extension).
     Sample {
@@ -147,6 +154,10 @@ enum Command {
         /// Output file (.npy or .csv); log q is written beside .npy samples as <stem>_log_q.npy.
         #[arg(long)]
         out: PathBuf,
+        /// Seed of the sampling stream (default: continue the run's evaluation stream, so
+        /// repeated calls on one checkpoint give the same samples).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Energies and forces of molecular configurations, printed as JSON.
     Energy {
@@ -201,12 +212,12 @@ fn run_cli() -> Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Train { config: None, overrides: vec![], out: None, resume: None, no_progress: false });
     let done: Result<()> = match command {
         Command::Train { config, overrides, out, resume, no_progress } => return train(config, overrides, out, resume, !no_progress),
-        Command::Eval { dir, set } => {
-            let m = (family_of_run(&dir)?.eval)(&dir, &set)?;
+        Command::Eval { dir, set, out } => {
+            let m = (family_of_run(&dir)?.eval)(&dir, out.as_deref(), &set)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
             Ok(())
         }
-        Command::Sample { dir, n, out } => sample(&dir, n, &out),
+        Command::Sample { dir, n, out, seed } => sample(&dir, n, &out, seed),
         Command::Energy { system: System::Aldp, coords, per_term_forces } => {
             let ff = fab_targets::aldp::AldpForceField::amber_implicit();
             let xs = fab_targets::aldp::read_coordinates(&coords)?;
@@ -327,7 +338,7 @@ fn train(
     Ok(ExitCode::SUCCESS)
 }
 
-fn sample(dir: &Path, n: usize, out: &Path) -> Result<()> {
+fn sample(dir: &Path, n: usize, out: &Path, seed: Option<u64>) -> Result<()> {
     // Check the output before sampling (which can take minutes), not after.
     if !matches!(out.extension().and_then(|e| e.to_str()), Some("npy" | "csv")) {
         bail!("{}: the output must end in .npy or .csv", out.display());
@@ -337,7 +348,7 @@ fn sample(dir: &Path, n: usize, out: &Path) -> Result<()> {
         bail!("{}: the directory {} does not exist", out.display(), parent.display());
     }
     let family = family_of_run(dir)?;
-    let draws = (family.sample)(dir, n)?;
+    let draws = (family.sample)(dir, n, seed)?;
     let (x, lq, d) = (&draws.x, &draws.log_q, draws.dim);
     match out.extension().and_then(|e| e.to_str()) {
         Some("npy") => {

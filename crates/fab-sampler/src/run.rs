@@ -314,6 +314,12 @@ impl<S: Sampler> Run<S> {
         Ok(e)
     }
 
+    /// Restarts the evaluation stream from `seed` (e.g. `fab sample --seed`); without it, the
+    /// stream continues where the checkpoint left it.
+    pub fn reseed_evaluation(&mut self, seed: u64) {
+        self.eval_rng = fab_core::seeded_rng(seed, EVAL_STREAM);
+    }
+
     /// `n` draws from the sampler on the evaluation stream (for `fab sample`).
     pub fn draw(&mut self, n: usize) -> Result<crate::Draws> {
         self.sampler.draw(n, &mut self.eval_rng)
@@ -379,6 +385,22 @@ const CHECKSUMS: &str = "checksums.json";
 /// 64-bit FNV-1a of `bytes`: detects truncated files and flipped bytes (not an adversarial hash).
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Appends one line to `OUT/invocations.jsonl`: the fab-rs version, the command line, the time
+/// and whether it resumed the run.
+fn record_invocation(out: &Path, resumed: bool) -> Result<()> {
+    use std::io::Write;
+    let path = out.join("invocations.jsonl");
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let line = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": std::env::args().collect::<Vec<_>>(),
+        "unix_time": unix,
+        "resumed": resumed,
+    });
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
 }
 
 /// FNV-1a of a configuration text, as stored in checkpoints.
@@ -623,6 +645,7 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
         } else if run.config_hash.is_none() {
             run.config_hash = Some(text_hash(&text));
         }
+        record_invocation(out, true)?;
         return drive(&mut run, opts);
     }
     let config = config.ok_or_else(|| Error::Config("no configuration given".into()))?;
@@ -649,6 +672,7 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
     let _lock = RunLock::acquire(out)?;
     let text = config.to_toml()?;
     write_file(&out.join("config.toml"), &text)?;
+    record_invocation(out, false)?;
     run.config_hash = Some(text_hash(&text));
     drive(&mut run, opts)
 }
@@ -731,21 +755,33 @@ pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutco
     Ok(RunOutcome::Finished(metrics))
 }
 
-/// Runs the final evaluation and writes `final_metrics.json` and the plots into `out`.
+/// Runs the final evaluation and writes `final_metrics.json` and the plots into `out`
+/// (the run directory itself, or another directory for `fab eval --out`).
 pub fn final_evaluation<S: Sampler>(run: &mut Run<S>, out: &Path) -> Result<Metrics> {
+    final_evaluation_into(run, out, out)
+}
+
+/// [`final_evaluation`] of the run in `run_dir` (whose `metrics.jsonl` gives the training
+/// curves) with the results written into `out`. `out` is checked for writing before the
+/// evaluation starts, and the summary is printed before the files are written.
+pub fn final_evaluation_into<S: Sampler>(run: &mut Run<S>, run_dir: &Path, out: &Path) -> Result<Metrics> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let probe = out.join(".fab-write-test");
+    std::fs::write(&probe, b"").map_err(|e| Error::io(&probe, e))?;
+    let _ = std::fs::remove_file(&probe);
     let e = run.evaluate(true)?;
+    eprintln!("final: {}", summary(&e.metrics));
+    for (k, why) in &e.notes {
+        eprintln!("note: {k} not computed: {why}");
+    }
     let mut json = metrics_json("final", &e.metrics);
     if !e.notes.is_empty() {
         json["notes"] = serde_json::to_value(&e.notes)?;
     }
     let path = out.join("final_metrics.json");
     write_file(&path, &serde_json::to_string_pretty(&json)?)?;
-    eprintln!("final: {}", summary(&e.metrics));
-    for (k, why) in &e.notes {
-        eprintln!("note: {k} not computed: {why}");
-    }
     if run.settings().plots {
-        write_plots(run, &e, out)?;
+        write_plots(run, &e, run_dir, out)?;
     }
     Ok(e.metrics)
 }
@@ -753,8 +789,9 @@ pub fn final_evaluation<S: Sampler>(run: &mut Run<S>, out: &Path) -> Result<Metr
 /// Points drawn per scatter panel.
 pub const MAX_PLOT_POINTS: usize = 1000;
 
-/// Writes the training curves and the target's plots into `out/plots`.
-pub fn write_plots<S: Sampler>(run: &Run<S>, e: &Evaluation, out: &Path) -> Result<()> {
+/// Writes the training curves (from `run_dir/metrics.jsonl`) and the target's plots into
+/// `out/plots`.
+pub fn write_plots<S: Sampler>(run: &Run<S>, e: &Evaluation, run_dir: &Path, out: &Path) -> Result<()> {
     let dir = out.join("plots");
     std::fs::create_dir_all(&dir).map_err(|err| Error::io(&dir, err))?;
     let name = run.settings().name.clone();
@@ -762,13 +799,22 @@ pub fn write_plots<S: Sampler>(run: &Run<S>, e: &Evaluation, out: &Path) -> Resu
     let ctx =
         PlotContext { dir: &dir, title: &name, sets: &e.sets, extra_points: &extra, metrics: &e.metrics, dtype: run.sampler().dtype() };
     run.sampler().target().plots(&ctx)?;
-    crate::report::training_curves(out, &dir.join("training.png"), &name)
+    crate::report::training_curves(run_dir, &dir.join("training.png"), &name)
 }
 
 /// `fab eval DIR --set eval.key=value …`: the final evaluation of a run's latest checkpoint again
 /// (e.g. with more samples), rewriting `final_metrics.json` and the plots.
 pub fn evaluate_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Result<Metrics> {
-    let _lock = RunLock::acquire(out)?;
-    let (_, mut run) = load_run::<C>(out, eval_overrides)?;
-    final_evaluation(&mut run, out)
+    evaluate_run_into::<C>(out, None, eval_overrides)
+}
+
+/// `fab eval DIR --out OTHER`: as [`evaluate_run`], but the results go into `other` and the run
+/// directory is left as it is (no lock is taken: nothing is written there).
+pub fn evaluate_run_into<C: FamilyConfig>(run_dir: &Path, other: Option<&Path>, eval_overrides: &[String]) -> Result<Metrics> {
+    let _lock = match other {
+        None => Some(RunLock::acquire(run_dir)?),
+        Some(_) => None,
+    };
+    let (_, mut run) = load_run::<C>(run_dir, eval_overrides)?;
+    final_evaluation_into(&mut run, run_dir, other.unwrap_or(run_dir))
 }

@@ -383,3 +383,41 @@ fn checkpoints_are_also_written_by_time() {
     assert!(matches!(run::train::<IsConfig>(Some(cfg), &opts).unwrap(), RunOutcome::Stopped { iteration: 6, .. }));
     assert_eq!(run::checkpoints_newest_first(&d).len(), 6);
 }
+
+#[test]
+fn evaluation_into_another_directory_and_seeded_draws() {
+    let cfg = IsConfig::parse(CONFIG, &[]).unwrap();
+    let d = tmp("eval_out");
+    let RunOutcome::Finished(m) = run::train::<IsConfig>(Some(cfg), &RunOptions::new(&d)).unwrap() else { panic!() };
+    let before = std::fs::read(d.join("final_metrics.json")).unwrap();
+    // `fab eval DIR --out OTHER`: the same numbers (same checkpoint and stream), written into
+    // OTHER with the plots; the run directory is untouched.
+    let other = tmp("eval_out_other");
+    let again = run::evaluate_run_into::<IsConfig>(&d, Some(&other), &[]).unwrap();
+    for (k, v) in &m {
+        assert_eq!(v.to_bits(), again[k].to_bits(), "{k}");
+    }
+    assert!(other.join("final_metrics.json").exists() && other.join("plots/training.png").exists());
+    assert_eq!(std::fs::read(d.join("final_metrics.json")).unwrap(), before);
+    // An output that cannot be written is refused before any work.
+    let file = tmp("eval_out_file");
+    std::fs::write(&file, "not a directory").unwrap();
+    assert!(run::evaluate_run_into::<IsConfig>(&d, Some(&file), &[]).is_err());
+    // Draws on the checkpoint's stream repeat; a seed gives its own, repeatable stream.
+    let draw = |seed: Option<u64>| {
+        let mut r = run::load_run::<IsConfig>(&d, &[]).unwrap().1;
+        if let Some(s) = seed {
+            r.reseed_evaluation(s);
+        }
+        r.draw(5).unwrap().x
+    };
+    assert_eq!(draw(None), draw(None));
+    assert_eq!(draw(Some(7)), draw(Some(7)));
+    assert_ne!(draw(Some(7)), draw(Some(8)));
+    assert_ne!(draw(Some(7)), draw(None));
+    // Every invocation is recorded with the version and the command line.
+    let inv = std::fs::read_to_string(d.join("invocations.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(inv.lines().next().unwrap()).unwrap();
+    assert_eq!(first["version"], env!("CARGO_PKG_VERSION"));
+    assert!(first["command"].as_array().is_some_and(|a| !a.is_empty()) && first["resumed"] == false);
+}
