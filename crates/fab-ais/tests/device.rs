@@ -8,28 +8,12 @@
 //! Compiled always; the tests print why they are skipped and pass when no CUDA device can be
 //! opened. With `FAB_REQUIRE_CUDA=1` a missing device fails instead.
 
-use std::io::Write;
-
 use candle_core::{DType, Device, Tensor};
 use fab_ais::{Ais, AisConfig, AisOutput, HmcConfig, TransitionConfig};
 use fab_core::test_utils::DiagGaussian;
 use fab_core::{seeded_rng, LogDensity, OnDevice, Proposal};
 use fab_targets::many_well::ManyWell;
 use rand::RngCore;
-
-/// The CUDA device, or `None` after printing why the test is skipped.
-fn cuda_device(test: &str) -> Option<Device> {
-    match Device::new_cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            let why = e.to_string().lines().next().unwrap_or("").to_string();
-            assert!(std::env::var("FAB_REQUIRE_CUDA").as_deref() != Ok("1"), "FAB_REQUIRE_CUDA=1 but no CUDA device: {why}");
-            // Written to the real stderr: the test harness captures only print!/eprint!.
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no CUDA device ({why})");
-            None
-        }
-    }
-}
 
 /// A diagonal Gaussian proposal whose samples live on `device` (its density is evaluated with
 /// candle ops on whatever device the points are on).
@@ -127,7 +111,7 @@ fn compare(test: &str, gpu: &Device, p_on_gpu: bool) {
 fn many_well_ais_pass_on_gpu_matches_cpu_with_target_on_host() {
     // The trainer's arrangement: flow and AIS on the device, target on the host.
     let test = "many_well_ais_pass_on_gpu_matches_cpu_with_target_on_host";
-    if let Some(gpu) = cuda_device(test) {
+    if let Some(gpu) = fab_core::test_utils::cuda_device_or_skip(test) {
         compare(test, &gpu, false);
     }
 }
@@ -135,7 +119,7 @@ fn many_well_ais_pass_on_gpu_matches_cpu_with_target_on_host() {
 #[test]
 fn many_well_ais_pass_on_gpu_matches_cpu_with_target_on_gpu() {
     let test = "many_well_ais_pass_on_gpu_matches_cpu_with_target_on_gpu";
-    if let Some(gpu) = cuda_device(test) {
+    if let Some(gpu) = fab_core::test_utils::cuda_device_or_skip(test) {
         compare(test, &gpu, true);
     }
 }

@@ -14,6 +14,11 @@ pub fn log_sum_exp(v: &[f64]) -> f64 {
     m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }
 
+/// Arithmetic mean (0 for an empty slice; NaN and ±∞ propagate).
+pub fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
 /// Self-normalised weights softmax(log_w) over the finite entries; a non-finite entry (−∞, +∞,
 /// NaN) gets weight 0, and all weights are 0 if no entry is finite. The project's one log-weight
 /// normalisation (losses, importance-weighted metrics, weighted histograms).

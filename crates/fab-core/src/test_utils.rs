@@ -199,6 +199,22 @@ pub fn ks_critical_001(n: usize) -> f64 {
     1.95 / (n as f64).sqrt()
 }
 
+/// The first CUDA device, or `None` after printing why a device test is skipped (to the real
+/// standard error: the test harness captures only `print!`/`eprint!`). With
+/// `FAB_REQUIRE_CUDA=1` a missing device fails the test instead.
+pub fn cuda_device_or_skip(test: &str) -> Option<candle_core::Device> {
+    use std::io::Write;
+    match candle_core::Device::new_cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            let why = e.to_string().lines().next().unwrap_or("").to_string();
+            assert!(std::env::var("FAB_REQUIRE_CUDA").as_deref() != Ok("1"), "FAB_REQUIRE_CUDA=1 but no CUDA device: {why}");
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no CUDA device ({why})");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

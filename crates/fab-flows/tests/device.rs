@@ -16,26 +16,10 @@
 
 mod common;
 
-use std::io::Write;
-
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use fab_core::{rng::seeded_rng, LogDensity};
 use fab_flows::{Backend, CircularNsfConfig, FlowConfig, FlowModel, RealNvpConfig};
-
-/// The CUDA device, or `None` after printing why the test is skipped.
-fn cuda_device(test: &str) -> Option<Device> {
-    match Device::new_cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            let why = e.to_string().lines().next().unwrap_or("").to_string();
-            assert!(std::env::var("FAB_REQUIRE_CUDA").as_deref() != Ok("1"), "FAB_REQUIRE_CUDA=1 but no CUDA device: {why}");
-            // Written to the real stderr: the test harness captures only print!/eprint!.
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no CUDA device ({why})");
-            None
-        }
-    }
-}
 
 /// ‖a − b‖∞ / ‖b‖∞.
 fn rel_err(a: &[f64], b: &[f64]) -> f64 {
@@ -153,7 +137,7 @@ fn spline_case() -> (FlowConfig, f64, Tensor) {
 }
 
 fn on_gpu(test: &str, case: fn() -> (FlowConfig, f64, Tensor)) {
-    let Some(gpu) = cuda_device(test) else { return };
+    let Some(gpu) = fab_core::test_utils::cuda_device_or_skip(test) else { return };
     let (cfg, std, x) = case();
     check(test, &gpu, &cfg, std, &x);
 }
@@ -203,7 +187,7 @@ fn harness_detects_a_parameter_difference() {
 fn skip_message_names_the_reason() {
     // Runs everywhere: without a device the helper returns None (and says why), with one it
     // returns a CUDA device.
-    match cuda_device("skip_message_names_the_reason") {
+    match fab_core::test_utils::cuda_device_or_skip("skip_message_names_the_reason") {
         Some(d) => assert!(d.is_cuda()),
         None => assert!(Device::new_cuda(0).is_err()),
     }

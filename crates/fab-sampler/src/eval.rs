@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use fab_core::stats::log_mean_exp;
+use fab_core::stats::{log_mean_exp, mean};
 use rand::RngCore;
 
 use crate::sampler::{Model, Sampler};
@@ -117,10 +117,6 @@ pub struct Evaluation {
     pub notes: BTreeMap<String, String>,
     /// The sample sets (for plots).
     pub sets: Vec<NamedSamples>,
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 /// Generic metrics of one sample set (see the module documentation for the keys).

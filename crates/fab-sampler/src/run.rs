@@ -472,20 +472,6 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
-/// The latest complete checkpoint of a run directory.
-pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
-    let latest = out.join("checkpoints").join("latest");
-    if !latest.exists() {
-        return Ok(None);
-    }
-    let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
-    let dir = out.join("checkpoints").join(name.trim());
-    if !dir.join("state.json").exists() {
-        return Err(Error::Checkpoint(format!("{} names {} which is incomplete", latest.display(), dir.display())));
-    }
-    Ok(Some(dir))
-}
-
 fn save_checkpoint<S: Sampler>(run: &Run<S>, out: &Path) -> Result<PathBuf> {
     let dir = checkpoint_dir(out, run.iteration());
     run.save_checkpoint(&dir)?;

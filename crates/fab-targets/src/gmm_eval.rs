@@ -3,16 +3,12 @@
 //! Definitions: `docs/ALGORITHMS.md`, "Evaluation metrics".
 
 use candle_core::{Device, Tensor};
-use fab_core::stats::normalized_weights;
+use fab_core::stats::{mean, normalized_weights};
 use fab_core::{ExactSample, LogDensity};
 use fab_plot::{Bounds2d, ContourOptions, SamplePanel};
 use fab_sampler::{EvalContext, PlotContext, Target, WeightedSamples};
 
 use crate::gmm::{Gmm, QuadraticFunction};
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
 
 /// The 0.999 quantile of the χ² distribution with `d` degrees of freedom (exact for d = 2,
 /// Wilson–Hilferty otherwise, relative error < 1 % for d ≥ 3).

@@ -4,15 +4,12 @@
 //! metrics".
 
 use candle_core::{Device, Tensor};
+use fab_core::stats::mean;
 use fab_core::{ExactSample, LogDensity};
 use fab_plot::PairwiseOptions;
 use fab_sampler::{EvalContext, PlotContext, Target};
 
 use crate::many_well::{log_p_x1, ManyWell};
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
 
 /// The reference's interleaved-group estimator of Z: with N log-weights truncated to 50·⌊N/50⌋,
 /// group j holds elements j, j+50, …; returns (mean_j |Ẑ_j/Z − 1|, mean_j |log Ẑ_j − log Z|).

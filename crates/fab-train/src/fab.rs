@@ -65,8 +65,8 @@ pub struct FabParts {
 /// One way of turning data into gradient steps (FAB with/without buffer, a baseline).
 pub trait Objective: Send + std::fmt::Debug {
     /// One iteration: draws what the loss needs, applies gradient steps through
-    /// [`FabParts::apply`], and records statistics.
-    fn iterate(&mut self, parts: &mut FabParts, report: &mut StepReport<FabStats>) -> Result<()>;
+    /// [`FabParts::apply`] (which records them in `acc`), and records statistics.
+    fn iterate(&mut self, parts: &mut FabParts, report: &mut StepReport<FabStats>, acc: &mut Accumulator) -> Result<()>;
 }
 
 /// The state a FAB checkpoint saves beside the flow, optimiser and buffer.
@@ -173,8 +173,7 @@ fn record_ais(stats: &mut FabStats, out: &AisOutput, ais: &Ais) {
 struct FabWithBuffer;
 
 impl Objective for FabWithBuffer {
-    fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>) -> Result<()> {
-        let mut acc = Accumulator::default();
+    fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>, acc: &mut Accumulator) -> Result<()> {
         let out = p.ais_pass()?;
         record_ais(&mut report.stats, &out, &p.ais);
         let (x, lw, lq) = p.buffer_entries(&out)?;
@@ -189,12 +188,11 @@ impl Objective for FabWithBuffer {
             let loss = losses::fab_buffer(&p.flow, &batch.x, &mut |lq| {
                 Ok(buffer.adjust(&batch.indices, lq, alpha, clip).map_err(|e| fab_core::Error::invalid(e.to_string()))?.loss_weights)
             })?;
-            p.apply(loss, report, &mut acc)?;
+            p.apply(loss, report, acc)?;
         }
         let buffer = p.buffer.as_ref().expect("buffer");
         report.stats.buffer_ess = Some(buffer.ess());
         report.stats.buffer_dead_fraction = Some(buffer.dead_fraction());
-        acc.finish(report);
         Ok(())
     }
 }
@@ -204,13 +202,11 @@ impl Objective for FabWithBuffer {
 struct FabWithoutBuffer;
 
 impl Objective for FabWithoutBuffer {
-    fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>) -> Result<()> {
-        let mut acc = Accumulator::default();
+    fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>, acc: &mut Accumulator) -> Result<()> {
         let out = p.ais_pass()?;
         record_ais(&mut report.stats, &out, &p.ais);
         let loss = losses::fab_no_buffer(&p.flow, &out.x, &out.log_w_f64, p.config.ais.alpha)?;
-        p.apply(loss, report, &mut acc)?;
-        acc.finish(report);
+        p.apply(loss, report, acc)?;
         Ok(())
     }
 }
@@ -220,8 +216,7 @@ impl Objective for FabWithoutBuffer {
 struct ForwardKl;
 
 impl Objective for ForwardKl {
-    fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>) -> Result<()> {
-        let mut acc = Accumulator::default();
+    fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>, acc: &mut Accumulator) -> Result<()> {
         let b = p.config.train.batch_size;
         let exact = p
             .target
@@ -229,8 +224,7 @@ impl Objective for ForwardKl {
             .ok_or_else(|| TrainError::Config("train.loss = \"forward_kl\" needs a target with an exact sampler".into()))?;
         let x = exact.sample(b, &mut p.rng)?.to_dtype(p.flow.dtype())?.to_device(p.flow.device())?;
         let loss = losses::forward_kl(&p.flow, &x)?;
-        p.apply(loss, report, &mut acc)?;
-        acc.finish(report);
+        p.apply(loss, report, acc)?;
         Ok(())
     }
 }
@@ -240,11 +234,9 @@ impl Objective for ForwardKl {
 struct Alpha2Nis;
 
 impl Objective for Alpha2Nis {
-    fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>) -> Result<()> {
-        let mut acc = Accumulator::default();
+    fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>, acc: &mut Accumulator) -> Result<()> {
         let loss = losses::alpha2_nis(&p.flow, p.target.density(), p.config.train.batch_size, &mut p.rng)?;
-        p.apply(loss, report, &mut acc)?;
-        acc.finish(report);
+        p.apply(loss, report, acc)?;
         Ok(())
     }
 }
@@ -254,11 +246,9 @@ impl Objective for Alpha2Nis {
 struct ReverseKl;
 
 impl Objective for ReverseKl {
-    fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>) -> Result<()> {
-        let mut acc = Accumulator::default();
+    fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>, acc: &mut Accumulator) -> Result<()> {
         let loss = losses::reverse_kl(&p.flow, p.target.density(), p.config.train.batch_size, &mut p.rng)?;
-        p.apply(loss, report, &mut acc)?;
-        acc.finish(report);
+        p.apply(loss, report, acc)?;
         Ok(())
     }
 }
@@ -459,7 +449,9 @@ impl Sampler for FabSampler {
             self.parts.fill_buffer()?;
         }
         let mut report = StepReport::empty();
-        self.objective.iterate(&mut self.parts, &mut report)?;
+        let mut acc = Accumulator::default();
+        self.objective.iterate(&mut self.parts, &mut report, &mut acc)?;
+        acc.finish(&mut report);
         report.lr = self.parts.optim.learning_rate();
         Ok(report)
     }
