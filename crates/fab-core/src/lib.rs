@@ -7,11 +7,12 @@
 //!
 //! Every trait here is object safe, takes tensors of shape `[n, d]` and returns `Result`.
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod density;
 mod error;
 pub mod flow;
+pub mod gemm;
 pub mod linalg;
 pub mod npy;
 pub mod params;

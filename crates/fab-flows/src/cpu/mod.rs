@@ -7,8 +7,9 @@
 //! parameter gradients together, with matrix products from the `gemm` crate. The candle path
 //! remains the reference (and the GPU path); tests check the two against each other.
 
-mod gemm_safe;
 pub(crate) mod spline_lanes;
+
+pub(crate) use fab_core::gemm::{column_sums_into, matmul};
 
 use std::any::Any;
 
@@ -17,10 +18,9 @@ use num_traits::Float;
 
 use crate::Result;
 
-pub(crate) use gemm_safe::{column_sums_into, matmul};
 
 /// The float types of the CPU path (f32 and f64).
-pub trait Real: candle_core::WithDType + Float + Default + std::fmt::Debug + std::iter::Sum {
+pub trait Real: candle_core::WithDType + fab_core::gemm::GemmFloat + Float + Default + std::fmt::Debug + std::iter::Sum {
     /// This type's CPU implementation of `layer`, if it has one.
     fn cpu_layer(layer: &dyn crate::Layer) -> Option<&dyn CpuLayer<Self>>;
     /// Lossless-as-possible conversion to f64.

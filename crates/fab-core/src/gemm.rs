@@ -1,7 +1,13 @@
-//! A safe wrapper around the `gemm` crate's matrix product, the one `unsafe` block of fab-flows.
+//! A safe wrapper around the `gemm` crate's matrix product (the one `unsafe` block behind every
+//! hand-written CPU layer of fab-rs: the flows' fused path and the GFlowNet networks).
 #![allow(unsafe_code)]
 
-use super::Real;
+use num_traits::Float;
+
+/// Element types [`matmul`] accepts (f32 and f64).
+pub trait GemmFloat: Float + std::ops::AddAssign + Send + Sync + 'static {}
+impl GemmFloat for f32 {}
+impl GemmFloat for f64 {}
 
 /// `c (m×n) = [c +] op(a) · op(b)` on row-major buffers, where `op(a)` is `a` (stored m×k) or,
 /// with `ta`, its transpose (stored k×m); likewise `b` (k×n, or stored n×k with `tb`).
@@ -9,7 +15,7 @@ use super::Real;
 /// # Panics
 /// If a buffer is shorter than its matrix (an internal invariant of the callers).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul<T: Real>(c: &mut [T], a: &[T], ta: bool, b: &[T], tb: bool, m: usize, k: usize, n: usize, accumulate: bool) {
+pub fn matmul<T: GemmFloat>(c: &mut [T], a: &[T], ta: bool, b: &[T], tb: bool, m: usize, k: usize, n: usize, accumulate: bool) {
     assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul: buffer too short");
     if m == 0 || n == 0 {
         return;
@@ -53,7 +59,7 @@ pub(crate) fn matmul<T: Real>(c: &mut [T], a: &[T], ta: bool, b: &[T], tb: bool,
 }
 
 /// `out[j] += Σ_i g[i, j]` for a row-major `[n, w]` buffer (bias gradients).
-pub(crate) fn column_sums_into<T: Real>(out: &mut [T], g: &[T]) {
+pub fn column_sums_into<T: GemmFloat>(out: &mut [T], g: &[T]) {
     let w = out.len();
     for row in g.chunks_exact(w) {
         for (o, v) in out.iter_mut().zip(row) {
@@ -67,7 +73,7 @@ mod tests {
     use super::*;
 
     fn naive(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
-        fab_core::linalg::matmul(a, b, m, k, n)
+        crate::linalg::matmul(a, b, m, k, n)
     }
 
     fn transpose(a: &[f64], r: usize, c: usize) -> Vec<f64> {
