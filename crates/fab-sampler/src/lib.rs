@@ -18,6 +18,7 @@
 //! The path of one iteration and the crate graph: `docs/ARCHITECTURE.md`.
 #![deny(missing_docs)]
 
+pub mod config;
 mod error;
 pub mod eval;
 pub mod observe;

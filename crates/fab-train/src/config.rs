@@ -244,10 +244,6 @@ fn config_err(msg: impl Into<String>) -> TrainError {
     TrainError::Config(msg.into())
 }
 
-/// The first line of a (possibly multi-line) parser message.
-fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).map(str::trim).collect::<Vec<_>>().join(" ")
-}
 
 impl ExperimentConfig {
     /// Parses TOML text, applies `key=value` overrides (dotted keys, TOML values; a value that
@@ -256,24 +252,9 @@ impl ExperimentConfig {
     /// # Errors
     /// [`TrainError::Config`] naming the key for unknown keys, wrong types or invalid values.
     pub fn from_toml_with_overrides(text: &str, overrides: &[String]) -> Result<Self> {
-        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| config_err(first_line(&e.to_string())))?;
-        for ov in overrides {
-            let (key, raw) = ov.split_once('=').ok_or_else(|| config_err(format!("override `{ov}` is not of the form key=value")))?;
-            let key = key.trim();
-            let parsed: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
-                Ok(mut t) => t.remove("v").expect("parsed key"),
-                Err(_) => toml::Value::String(raw.to_string()),
-            };
-            set_dotted(&mut value, key, parsed)?;
-        }
-        let cfg: ExperimentConfig = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
-            let path = e.path().to_string();
-            let msg = first_line(&e.into_inner().to_string());
-            if path.is_empty() || path == "." {
-                config_err(msg)
-            } else {
-                config_err(format!("{path}: {msg}"))
-            }
+        let cfg: ExperimentConfig = fab_sampler::config::parse_with_overrides(text, overrides).map_err(|e| match e {
+            fab_sampler::Error::Config(m) => config_err(m),
+            other => TrainError::Sampler(other),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -471,23 +452,6 @@ impl FamilyConfig for ExperimentConfig {
 }
 
 /// Sets `table[a][b][c] = value` for key `a.b.c`, creating intermediate tables.
-fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(config_err(format!("override key `{key}` is malformed")));
-    }
-    let mut cur = table;
-    for (i, p) in parts.iter().enumerate() {
-        if i + 1 == parts.len() {
-            cur.insert(p.to_string(), value);
-            return Ok(());
-        }
-        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| config_err(format!("override `{key}`: `{p}` is not a table")))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,56 @@
+//! Configuration text shared by every family: TOML with `key=value` overrides on dotted keys,
+//! deserialised with errors that name the offending key.
+
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Result};
+
+/// The first line of a (possibly multi-line) parser message.
+pub fn first_line(s: &str) -> String {
+    s.lines().filter(|l| !l.trim().is_empty()).map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// Parses TOML text, applies `key=value` overrides (dotted keys, TOML values; a value that does
+/// not parse as TOML is taken as a string) and deserialises into `T` (no validation).
+///
+/// # Errors
+/// [`Error::Config`] naming the key for malformed overrides, unknown keys or wrong types.
+pub fn parse_with_overrides<T: DeserializeOwned>(text: &str, overrides: &[String]) -> Result<T> {
+    let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config(first_line(&e.to_string())))?;
+    for ov in overrides {
+        let (key, raw) = ov.split_once('=').ok_or_else(|| Error::Config(format!("override `{ov}` is not of the form key=value")))?;
+        let key = key.trim();
+        let parsed: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
+            Ok(mut t) => t.remove("v").expect("parsed key"),
+            Err(_) => toml::Value::String(raw.to_string()),
+        };
+        set_dotted(&mut value, key, parsed)?;
+    }
+    serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = first_line(&e.into_inner().to_string());
+        if path.is_empty() || path == "." {
+            Error::Config(msg)
+        } else {
+            Error::Config(format!("{path}: {msg}"))
+        }
+    })
+}
+
+/// Sets `table[a][b]…[z] = value` for the dotted key `a.b.….z`, creating tables on the way.
+fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Config(format!("override key `{key}` is malformed")));
+    }
+    let mut cur = table;
+    for (i, p) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            cur.insert(p.to_string(), value);
+            return Ok(());
+        }
+        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| Error::Config(format!("override `{key}`: `{p}` is not a table")))?;
+    }
+    Ok(())
+}
