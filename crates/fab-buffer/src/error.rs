@@ -1,14 +1,15 @@
 //! The error type of fab-buffer.
 
 /// Everything that can go wrong when building, filling, sampling, adjusting, saving or loading a
-/// [`PrioritisedBuffer`](crate::PrioritisedBuffer).
+/// [`PrioritisedBuffer`](crate::PrioritisedBuffer) or a [`RankedBuffer`](crate::RankedBuffer).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BufferError {
     /// The buffer configuration is invalid (zero dimension, zero capacity, `min_len > capacity`).
     #[error("invalid buffer configuration: {0}")]
     InvalidConfig(String),
-    /// An argument is out of range or inconsistent (shape, α, clip, index, duplicate index).
+    /// An argument is out of range or inconsistent (shape, α, clip, index, duplicate index, NaN
+    /// priority, rank parameter k).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// Sampling was requested before `min_len` entries were ever added.
@@ -27,6 +28,9 @@ pub enum BufferError {
         /// Stored entries with a finite log-weight.
         available: usize,
     },
+    /// Sampling was requested from a [`RankedBuffer`](crate::RankedBuffer) that holds no entries.
+    #[error("cannot sample from an empty ranked buffer: insert entries first")]
+    Empty,
     /// A checkpoint file is malformed or does not match this build's format.
     #[error("invalid buffer checkpoint: {0}")]
     Format(String),
