@@ -17,6 +17,9 @@
 //!   `[−π, π]²` with a logarithmic colour scale shared by all panels, optionally importance
 //!   weighted.
 //! * [`histogram_1d_log`]: overlaid 1-D density histograms on a logarithmic y-axis.
+//! * [`heatmaps`]: distributions on 2-D grids side by side (e.g. target, student and teacher of a
+//!   GFlowNet on an `H × H` grid world), one square cell per grid state, on a (by default
+//!   shared, logarithmic) viridis colour scale with a colour bar.
 //!
 //! The pure parts are public and tested on their own: [`viridis`], [`histogram_1d`],
 //! [`histogram_2d`], [`ramachandran_histogram`], [`ScalarGrid`] and [`marching_squares`].
@@ -502,19 +505,51 @@ fn split_title<'b>(area: &Area<'b>, title: &str, px: f64) -> Result<Area<'b>> {
     Ok(rest)
 }
 
+/// The shape of a panel's plotting area.
+#[derive(Debug, Clone, Copy)]
+enum PlotShape {
+    /// All the space there is.
+    Fill,
+    /// Square (for equal-aspect spatial plots).
+    Square,
+    /// A grid of `x × y` cells: see [`cell_plot_size`].
+    Cells { x: usize, y: usize },
+}
+
+/// The plotting-area size for a grid of `nx × ny` cells inside `avail_w × avail_h` pixels:
+/// square cells (the aspect ratio clamped to `[1/4, 4]`, so a very long grid still gets a usable
+/// panel), and each side shrunk to a whole number of pixels per cell when that costs at most 15 %
+/// of it, so that all cells are drawn the same size.
+fn cell_plot_size(avail_w: u32, avail_h: u32, nx: usize, ny: usize) -> (u32, u32) {
+    let aspect = (nx.max(1) as f64 / ny.max(1) as f64).clamp(0.25, 4.0);
+    let ph = (avail_h as f64).min(avail_w as f64 / aspect);
+    let pw = (ph * aspect).floor().clamp(1.0, avail_w as f64) as u32;
+    let ph = ph.floor().clamp(1.0, avail_h as f64) as u32;
+    let snap = |len: u32, n: usize| -> u32 {
+        let n = n.min(u32::MAX as usize) as u32;
+        let whole = len.checked_div(n).map_or(len, |k| k * n);
+        if whole > 0 && u64::from(whole) * 100 >= u64::from(len) * 85 {
+            whole
+        } else {
+            len
+        }
+    };
+    (snap(pw, nx), snap(ph, ny))
+}
+
 /// Everything a panel needs besides its content.
 struct PanelFrame<'s> {
     caption: &'s str,
     x: AxisSpec,
     y: AxisSpec,
-    /// Force a square plotting area (for equal-aspect spatial plots).
-    square: bool,
+    /// The shape of the plotting area.
+    shape: PlotShape,
     /// Draw grid lines at the ticks.
     grid: bool,
 }
 
 /// Draw the caption of a panel in `area` and return the sub-area for its chart: tick label and
-/// axis description margins plus the plotting area (square when asked), centred.
+/// axis description margins plus the plotting area (shaped as `frame.shape` asks), centred.
 fn panel_area<'b>(area: &Area<'b>, frame: &PanelFrame<'_>) -> Result<Area<'b>> {
     let inner = split_title(area, frame.caption, CAPTION_PX)?;
     let (w, h) = inner.dim_in_pixel();
@@ -523,11 +558,13 @@ fn panel_area<'b>(area: &Area<'b>, frame: &PanelFrame<'_>) -> Result<Area<'b>> {
     if avail_w < 16 || avail_h < 16 {
         return invalid(format!("image too small: a panel has only {w}x{h} pixels"));
     }
-    let (pw, ph) = if frame.square {
-        let s = avail_w.min(avail_h);
-        (s, s)
-    } else {
-        (avail_w, avail_h)
+    let (pw, ph) = match frame.shape {
+        PlotShape::Fill => (avail_w, avail_h),
+        PlotShape::Square => {
+            let s = avail_w.min(avail_h);
+            (s, s)
+        }
+        PlotShape::Cells { x, y } => cell_plot_size(avail_w, avail_h, x, y),
     };
     // Centred horizontally, top-aligned (right under the caption).
     let (cw, ch) = (LEFT_AREA + pw + PAD_RIGHT, ph + BOTTOM_AREA + PAD_TOP);
@@ -928,7 +965,7 @@ pub fn contour_samples_2d(
     render(path.as_ref(), size, |root| {
         let body = split_title(root, title, TITLE_PX)?;
         for (area, panel) in body.split_evenly((1, n)).iter().zip(panels) {
-            let frame = PanelFrame { caption: &panel.title, x: x.clone(), y: y.clone(), square: true, grid: false };
+            let frame = PanelFrame { caption: &panel.title, x: x.clone(), y: y.clone(), shape: PlotShape::Square, grid: false };
             let sub = panel_area(area, &frame)?;
             draw_chart(&sub, &frame, |chart| {
                 if let Some(levels) = &levels {
@@ -1027,7 +1064,7 @@ pub fn pairwise_marginals<S: AsRef<[f64]>>(
                 let f = |a: f64, b: f64| marginal_log_density(di, dj, a, b);
                 let mut grid = ScalarGrid::evaluate(&f, bounds, bounds, points_per_axis, points_per_axis);
                 let levels = prepare_levels(&mut grid, &opts.style);
-                let frame = PanelFrame { caption: "", x: x.clone(), y: y.clone(), square: true, grid: false };
+                let frame = PanelFrame { caption: "", x: x.clone(), y: y.clone(), shape: PlotShape::Square, grid: false };
                 let sub = panel_area(area, &frame)?;
                 draw_chart(&sub, &frame, |chart| {
                     if let Some(levels) = &levels {
@@ -1229,7 +1266,7 @@ fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
     };
     let legend = panel.series.len() > 1;
     let corner = legend_corner(all(), &x, &y, panel.series.len());
-    let frame = PanelFrame { caption: &panel.title, x, y, square: false, grid: true };
+    let frame = PanelFrame { caption: &panel.title, x, y, shape: PlotShape::Fill, grid: true };
     let sub = panel_area(area, &frame)?;
     draw_chart(&sub, &frame, |chart| {
         if !has_data {
@@ -1553,7 +1590,7 @@ pub fn ramachandran_panels(
         for (i, area) in panels_area.split_evenly((1, n)).iter().enumerate() {
             let x = AxisSpec::angle("φ (rad)");
             let y = AxisSpec::angle("ψ (rad)");
-            let frame = PanelFrame { caption: panels[i].title, x: x.clone(), y: y.clone(), square: true, grid: false };
+            let frame = PanelFrame { caption: panels[i].title, x: x.clone(), y: y.clone(), shape: PlotShape::Square, grid: false };
             let (h, d) = (&hists[i], &dens[i]);
             let sub = panel_area(area, &frame)?;
             draw_chart(&sub, &frame, |chart| {
@@ -1574,18 +1611,20 @@ pub fn ramachandran_panels(
             })?;
         }
         if let (Some((lo, hi)), Some(rows)) = (scale, plot_rows.take()) {
-            draw_colour_bar(&bar_area, rows, lo, hi, "density")?;
+            draw_colour_bar(&bar_area, rows, &AxisSpec::log10(lo, hi, "density"))?;
         }
         Ok(())
     })
 }
 
-/// A vertical viridis colour bar for log10 values `lo..hi` spanning the absolute pixel rows
-/// `rows`, with power-of-ten tick labels and a rotated description.
-fn draw_colour_bar(area: &Area<'_>, rows: Range<i32>, lo: f64, hi: f64, label: &str) -> Result<()> {
+/// A vertical viridis colour bar for the values `axis.lo..axis.hi` (log10 values for a
+/// [`AxisSpec::log10`] axis, labelled with powers of ten) spanning the absolute pixel rows `rows`,
+/// with tick labels and the axis description rotated beside them.
+fn draw_colour_bar(area: &Area<'_>, rows: Range<i32>, axis: &AxisSpec) -> Result<()> {
     let base = area.get_base_pixel();
     let (y0, y1) = (rows.start - base.1, rows.end - base.1);
-    if y1 - y0 < 8 {
+    let (lo, hi) = (axis.lo, axis.hi);
+    if y1 - y0 < 8 || !(hi - lo).is_finite() || hi <= lo {
         return Ok(());
     }
     let (x0, x1) = (10, 28);
@@ -1595,15 +1634,17 @@ fn draw_colour_bar(area: &Area<'_>, rows: Range<i32>, lo: f64, hi: f64, label: &
         area.draw(&PathElement::new(vec![(x0, py), (x1, py)], c.stroke_width(1)))?;
     }
     area.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1)))?;
-    let axis = AxisSpec::log10(lo, hi, label);
     let style = text_style(TICK_PX).pos(Pos::new(HPos::Left, VPos::Center));
+    let mut widest = 0;
     for &v in &axis.ticks {
         let py = y1 - ((v - lo) / (hi - lo) * (y1 - y0) as f64).round() as i32;
+        let text = axis.format(v);
+        widest = widest.max(area.estimate_text_size(&text, &style)?.0 as i32);
         area.draw(&PathElement::new(vec![(x1, py), (x1 + 5, py)], BLACK.stroke_width(1)))?;
-        area.draw_text(&axis.format(v), &style, (x1 + 8, py))?;
+        area.draw_text(&text, &style, (x1 + 8, py))?;
     }
     let desc = centred(text_style(DESC_PX)).transform(FontTransform::Rotate270);
-    area.draw_text(label, &desc, (x1 + 58, (y0 + y1) / 2))?;
+    area.draw_text(&axis.label, &desc, (x1 + 58.max(8 + widest + 18), (y0 + y1) / 2))?;
     Ok(())
 }
 
@@ -1700,7 +1741,7 @@ pub fn histogram_1d_log(
 
     render(path.as_ref(), size, |root| {
         let body = split_title(root, title, TITLE_PX)?;
-        let frame = PanelFrame { caption: "", x, y, square: false, grid: true };
+        let frame = PanelFrame { caption: "", x, y, shape: PlotShape::Fill, grid: true };
         let sub = panel_area(&body, &frame)?;
         draw_chart(&sub, &frame, |chart| {
             if !lmax.is_finite() {
@@ -1748,6 +1789,237 @@ fn step_runs(edges: &[f64], dens: &[f64]) -> Vec<Vec<(f64, f64)>> {
         runs.push(run);
     }
     runs
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Heat maps of distributions on grids
+// ---------------------------------------------------------------------------------------------
+
+/// One panel of [`heatmaps`]: a `rows × cols` array of non-negative values (e.g. the
+/// probabilities of the states of a grid world), row-major: cell `(i, j)` is
+/// `values[i * cols + j]`, for `i < rows` and `j < cols`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatPanel {
+    /// Panel caption, e.g. `"target"`, `"student"` or `"teacher"`.
+    pub title: String,
+    /// Number of values along the first coordinate `i` (the horizontal axis).
+    pub rows: usize,
+    /// Number of values along the second coordinate `j` (the vertical axis).
+    pub cols: usize,
+    /// `rows · cols` finite, non-negative values, `values[i * cols + j]` for cell `(i, j)`.
+    pub values: Vec<f64>,
+}
+
+impl HeatPanel {
+    /// A panel of `rows × cols` values, row-major.
+    pub fn new(title: impl Into<String>, rows: usize, cols: usize, values: Vec<f64>) -> Self {
+        Self { title: title.into(), rows, cols, values }
+    }
+}
+
+/// Options of [`heatmaps`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatmapOptions {
+    /// Image size in pixels; default `(380 · panels + 110, 410)` with a shared colour scale and
+    /// `(490 · panels, 410)` without.
+    pub size: Option<(u32, u32)>,
+    /// One colour scale for all panels, drawn once at the right (default `true`); otherwise each
+    /// panel gets its own scale and colour bar.
+    pub shared_scale: bool,
+    /// Colour by log10 of the value (default `true`); otherwise linearly from 0 to the maximum.
+    pub log_scale: bool,
+    /// On a log scale, the decades shown below the maximum (default 6): values at or below
+    /// `max · 10^−decades`, zeros included, get the lowest colour. When every value is positive
+    /// and within that range the scale starts at the smallest value instead. Must be in
+    /// `(0, 1000]`.
+    pub decades: f64,
+    /// Description of the colour bar (default `"probability"`).
+    pub colour_bar_label: String,
+    /// Descriptions of the horizontal (first coordinate, `i`) and vertical (second coordinate,
+    /// `j`) axes; default `["i", "j"]`.
+    pub axis_labels: [String; 2],
+}
+
+impl Default for HeatmapOptions {
+    fn default() -> Self {
+        Self {
+            size: None,
+            shared_scale: true,
+            log_scale: true,
+            decades: 6.0,
+            colour_bar_label: "probability".to_string(),
+            axis_labels: ["i".to_string(), "j".to_string()],
+        }
+    }
+}
+
+/// Most cells in one heat-map panel (4096 × 4096).
+const MAX_HEAT_CELLS: usize = 1 << 24;
+
+/// Check the panels of [`heatmaps`], naming the panel and the offending cell.
+fn check_heat_panels(panels: &[HeatPanel]) -> Result<()> {
+    if panels.is_empty() {
+        return invalid("heatmaps needs at least one panel");
+    }
+    for (k, p) in panels.iter().enumerate() {
+        let name = format!("heat-map panel {k} ('{}')", p.title);
+        if p.rows == 0 || p.cols == 0 {
+            return invalid(format!("{name} has {} rows and {} cols; both must be positive", p.rows, p.cols));
+        }
+        let cells = match p.rows.checked_mul(p.cols) {
+            Some(n) if n <= MAX_HEAT_CELLS => n,
+            _ => return invalid(format!("{name} has {} x {} cells, more than the {MAX_HEAT_CELLS} allowed", p.rows, p.cols)),
+        };
+        if p.values.len() != cells {
+            return invalid(format!("{name} has {} values for {} x {} = {cells} cells", p.values.len(), p.rows, p.cols));
+        }
+        if let Some((idx, v)) = p.values.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+            return invalid(format!(
+                "{name} has value {v} at index {idx}, cell ({}, {}); values must be finite and non-negative",
+                idx / p.cols,
+                idx % p.cols
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The colour scale of a set of values, in the units the colours are interpolated in (log10 of
+/// the value on a log scale): `(lo, hi)` with `lo < hi`, or `None` when no value is positive.
+fn heat_scale<'v>(values: impl Iterator<Item = &'v f64> + Clone, log: bool, decades: f64) -> Option<(f64, f64)> {
+    let max = values.clone().copied().fold(0.0_f64, f64::max);
+    if max <= 0.0 {
+        return None;
+    }
+    if !log {
+        return Some((0.0, max));
+    }
+    let hi = max.log10();
+    let floor = hi - decades;
+    let lmin = values.clone().filter(|v| **v > 0.0).map(|v| v.log10()).fold(f64::INFINITY, f64::min);
+    let has_zero = values.into_iter().any(|v| *v <= 0.0);
+    let lo = if has_zero || lmin <= floor { floor } else { lmin };
+    Some(if hi - lo < 1e-9 { (hi - 1.0, hi) } else { (lo, hi) })
+}
+
+/// The colour of `v` on the scale `(lo, hi)` (see [`heat_scale`]): values at or below the bottom
+/// of the scale, zeros included, get the lowest colour.
+fn heat_colour(v: f64, scale: Option<(f64, f64)>, log: bool) -> [u8; 3] {
+    match scale {
+        Some((lo, hi)) if v > 0.0 => {
+            let u = if log { v.log10() } else { v };
+            viridis((u - lo) / (hi - lo))
+        }
+        _ => viridis(0.0),
+    }
+}
+
+/// An axis over `n` grid cells: cell `k` spans `[k − ½, k + ½]`, so integer ticks sit at cell
+/// centres, spaced 1, 2, 5, 10, 20, 50, … apart (at most eight of them).
+fn cell_axis(n: usize, label: &str) -> AxisSpec {
+    let span = n.saturating_sub(1);
+    let (mut step, mut k) = (1usize, 0u32);
+    while span / step >= 8 {
+        k += 1;
+        step = [1, 2, 5][(k % 3) as usize] * 10usize.pow(k / 3);
+    }
+    let ticks = (0..n).step_by(step).map(|k| k as f64).collect();
+    AxisSpec {
+        lo: -0.5,
+        hi: n as f64 - 0.5,
+        ticks,
+        minor: Vec::new(),
+        kind: TickKind::Linear { step: step as f64 },
+        label: label.to_string(),
+    }
+}
+
+/// Index of the cell holding coordinate `v` on a [`cell_axis`] over `n` cells.
+fn cell_of(v: f64, n: usize) -> usize {
+    ((v + 0.5).floor().max(0.0) as usize).min(n - 1)
+}
+
+/// Heat maps of distributions on 2-D grids side by side, e.g. the target, student and teacher
+/// distributions of an `H × H` grid world. Each panel colours cell `(i, j)` of its
+/// [`HeatPanel`] with viridis; the first coordinate `i` runs along the horizontal axis and the
+/// second `j` up the vertical axis, origin at the bottom left, so the grid state `(s₀, s₁)` is
+/// drawn at `(s₀, s₁)`. Axis ticks are integer cell coordinates at cell centres.
+///
+/// Cells are square and all panels of one shape are drawn the same size, in one row under
+/// `title`; colours follow `opts` (a log10 scale shared by all panels by default, see
+/// [`HeatmapOptions`]) and a colour bar shows the scale, labelled `10ⁿ` on a log scale. A panel
+/// (or figure, with a shared scale) whose values are all zero is drawn in the lowest colour with
+/// a note and no colour bar. Pixels are filled directly, so 256 × 256 grids are cheap.
+///
+/// Errors when `panels` is empty, or a panel has zero rows or cols, `values.len() != rows ·
+/// cols`, or a negative or non-finite value (the message names the panel, index and cell), or
+/// `opts.decades` is not in `(0, 1000]` on a log scale.
+pub fn heatmaps(path: impl AsRef<Path>, title: &str, panels: &[HeatPanel], opts: &HeatmapOptions) -> Result<()> {
+    check_heat_panels(panels)?;
+    if opts.log_scale && !(opts.decades > 0.0 && opts.decades <= 1000.0) {
+        return invalid(format!("decades = {} must be in (0, 1000] for a log colour scale", opts.decades));
+    }
+    let log = opts.log_scale;
+    let shared = heat_scale(panels.iter().flat_map(|p| &p.values), log, opts.decades);
+    let scales: Vec<Option<(f64, f64)>> =
+        panels.iter().map(|p| if opts.shared_scale { shared } else { heat_scale(p.values.iter(), log, opts.decades) }).collect();
+    let colour_axis = |(lo, hi): (f64, f64)| {
+        if log {
+            AxisSpec::log10(lo, hi, &opts.colour_bar_label)
+        } else {
+            AxisSpec::linear(lo, hi, 5, &opts.colour_bar_label)
+        }
+    };
+
+    let n = panels.len();
+    const BAR_COLUMN: u32 = 110;
+    const SLOT: u32 = 380;
+    let size =
+        opts.size.unwrap_or(if opts.shared_scale { (SLOT * n as u32 + BAR_COLUMN, 410) } else { ((SLOT + BAR_COLUMN) * n as u32, 410) });
+    render(path.as_ref(), size, |root| {
+        let body = split_title(root, title, TITLE_PX)?;
+        let (w, _) = body.dim_in_pixel();
+        let (panels_area, shared_bar) = if opts.shared_scale {
+            let (a, b) = body.split_horizontally(w.saturating_sub(BAR_COLUMN));
+            (a, Some(b))
+        } else {
+            (body, None)
+        };
+        let mut first_rows = None;
+        for ((slot, panel), scale) in panels_area.split_evenly((1, n)).iter().zip(panels).zip(&scales) {
+            let (area, own_bar) = if opts.shared_scale {
+                (slot.clone(), None)
+            } else {
+                let (sw, _) = slot.dim_in_pixel();
+                let (a, b) = slot.split_horizontally(sw.saturating_sub(BAR_COLUMN));
+                (a, Some(b))
+            };
+            let x = cell_axis(panel.rows, &opts.axis_labels[0]);
+            let y = cell_axis(panel.cols, &opts.axis_labels[1]);
+            let shape = PlotShape::Cells { x: panel.rows, y: panel.cols };
+            let frame = PanelFrame { caption: &panel.title, x: x.clone(), y: y.clone(), shape, grid: false };
+            let colours: Vec<[u8; 3]> = panel.values.iter().map(|&v| heat_colour(v, *scale, log)).collect();
+            let sub = panel_area(&area, &frame)?;
+            let rows: Cell<Option<Range<i32>>> = Cell::new(None);
+            draw_chart(&sub, &frame, |chart| {
+                rows.set(Some(chart.plotting_area().get_pixel_range().1));
+                fill_pixels(chart, &x, &y, |a, b| Some(colours[cell_of(a, panel.rows) * panel.cols + cell_of(b, panel.cols)]))?;
+                if scale.is_none() {
+                    note_in_panel(chart, "all values are zero")?;
+                }
+                Ok(())
+            })?;
+            let rows = rows.take();
+            first_rows = first_rows.or(rows.clone());
+            if let (Some(bar), Some(rows), Some(scale)) = (own_bar, rows, scale) {
+                draw_colour_bar(&bar, rows, &colour_axis(*scale))?;
+            }
+        }
+        if let (Some(bar), Some(rows), Some(scale)) = (shared_bar, first_rows, shared) {
+            draw_colour_bar(&bar, rows, &colour_axis(scale))?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -1801,5 +2073,39 @@ mod tests {
         assert_eq!(finite_runs(&x, &y, false).len(), 2);
         let log = finite_runs(&x, &y, true);
         assert_eq!(log.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn heat_map_axes_and_scales() {
+        let ticks = |n: usize| cell_axis(n, "").ticks;
+        assert_eq!(ticks(1), vec![0.0]);
+        assert_eq!(ticks(4), vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(ticks(8), (0..8).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(ticks(10), vec![0.0, 2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(ticks(64), vec![0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0]);
+        assert_eq!(ticks(256), vec![0.0, 50.0, 100.0, 150.0, 200.0, 250.0]);
+        let axis = cell_axis(64, "");
+        assert_eq!((axis.lo, axis.hi), (-0.5, 63.5));
+        assert_eq!(axis.format(20.0), "20");
+        assert_eq!((cell_of(-0.5, 4), cell_of(0.49, 4), cell_of(0.51, 4), cell_of(3.5, 4)), (0, 0, 1, 3));
+
+        // Log scale: the floor is `decades` below the maximum when something lies under it…
+        assert_eq!(heat_scale([0.0, 1.0].iter(), true, 6.0), Some((-6.0, 0.0)));
+        assert_eq!(heat_scale([1e-9, 10.0].iter(), true, 6.0), Some((-5.0, 1.0)));
+        // …otherwise the smallest value; a constant gets one decade.
+        assert_eq!(heat_scale([0.01, 1.0].iter(), true, 6.0), Some((-2.0, 0.0)));
+        assert_eq!(heat_scale([0.5, 0.5].iter(), true, 6.0).map(|(lo, hi)| hi - lo), Some(1.0));
+        assert_eq!(heat_scale([0.0, 0.0].iter(), true, 6.0), None);
+        assert_eq!(heat_scale([0.0, 4.0].iter(), false, 6.0), Some((0.0, 4.0)));
+        assert_eq!(heat_colour(0.0, Some((-6.0, 0.0)), true), viridis(0.0));
+        assert_eq!(heat_colour(1.0, Some((-6.0, 0.0)), true), viridis(1.0));
+        assert_eq!(heat_colour(1e-3, Some((-6.0, 0.0)), true), viridis(0.5));
+        assert_eq!(heat_colour(2.0, Some((0.0, 4.0)), false), viridis(0.5));
+
+        // Square cells, snapped to whole pixels per cell when that is cheap.
+        assert_eq!(cell_plot_size(290, 311, 64, 64), (256, 256));
+        assert_eq!(cell_plot_size(290, 311, 100, 100), (290, 290));
+        assert_eq!(cell_plot_size(300, 300, 10, 5), (300, 150));
+        assert_eq!(cell_plot_size(300, 300, 1000, 1), (300, 75));
     }
 }

@@ -418,6 +418,61 @@ fn curve_panels() -> Vec<CurvePanel> {
     ]
 }
 
+/// The hypergrid reward of the GFlowNet papers on an `h × h` grid, normalised to a
+/// distribution, row-major (`[i * h + j]`).
+fn hypergrid_distribution(h: usize) -> Vec<f64> {
+    let band = |k: usize| (k as f64 / (h - 1) as f64 - 0.5).abs();
+    let mut p: Vec<f64> = (0..h * h)
+        .map(|idx| {
+            let (a, b) = (band(idx / h), band(idx % h));
+            let outer = (a > 0.25 && a <= 0.5 && b > 0.25 && b <= 0.5) as u8 as f64;
+            let inner = (a > 0.3 && a < 0.4 && b > 0.3 && b < 0.4) as u8 as f64;
+            1e-3 + 0.5 * outer + 2.0 * inner
+        })
+        .collect();
+    let total: f64 = p.iter().sum();
+    p.iter_mut().for_each(|v| *v /= total);
+    p
+}
+
+/// The three panels of a GFlowNet figure: target, a student that found three of the four modes
+/// and a teacher that over-explores (flatter), all on an `h × h` grid.
+fn gflownet_panels(h: usize) -> Vec<HeatPanel> {
+    let target = hypergrid_distribution(h);
+    let mut student = target.clone();
+    for (idx, v) in student.iter_mut().enumerate() {
+        let (i, j) = (idx / h, idx % h);
+        if i > h / 2 && j > h / 2 {
+            *v *= 1e-4;
+        } else if (i + j) % 7 == 0 {
+            *v *= 0.6;
+        }
+    }
+    let teacher: Vec<f64> = target.iter().map(|v| v.sqrt()).collect();
+    let normalise = |mut p: Vec<f64>| {
+        let t: f64 = p.iter().sum();
+        p.iter_mut().for_each(|v| *v /= t);
+        p
+    };
+    vec![
+        HeatPanel::new("target", h, h, target),
+        HeatPanel::new("student", h, h, normalise(student)),
+        HeatPanel::new("teacher", h, h, normalise(teacher)),
+    ]
+}
+
+/// Bounding box `(x_min, x_max, y_min, y_max)` of the pixels of colour `c` left of column
+/// `x_end`, and their number.
+fn bbox_of(img: &png::Image, c: [u8; 3], x_end: u32) -> Option<((u32, u32, u32, u32), usize)> {
+    let hits: Vec<(u32, u32)> =
+        (0..img.height).flat_map(|y| (0..x_end.min(img.width)).map(move |x| (x, y))).filter(|&(x, y)| img.at(x, y) == c).collect();
+    let x_min = hits.iter().map(|p| p.0).min()?;
+    let x_max = hits.iter().map(|p| p.0).max()?;
+    let y_min = hits.iter().map(|p| p.1).min()?;
+    let y_max = hits.iter().map(|p| p.1).max()?;
+    Some(((x_min, x_max, y_min, y_max), hits.len()))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pure parts
 // ---------------------------------------------------------------------------------------------
@@ -818,6 +873,143 @@ fn histogram_1d_log_png() {
 }
 
 #[test]
+fn heatmaps_png() {
+    let dir = test_dir("heat");
+    let panels = gflownet_panels(64);
+    let path = dir.join("grid64.png");
+    heatmaps(&path, "64 x 64 grid: target, student and teacher", &panels, &HeatmapOptions::default()).unwrap();
+    let img = check_png(&path, (380 * 3 + 110, 410));
+    assert!(count_near(&img, viridis(1.0), 0) > 500, "top colour drawn");
+    assert!(count_near(&img, viridis(0.0), 0) > 500, "lowest colour drawn (the student's missing mode)");
+
+    // Per-panel linear scales: one colour bar per panel, default size accordingly.
+    let path = dir.join("grid64_linear.png");
+    let opts = HeatmapOptions { shared_scale: false, log_scale: false, ..HeatmapOptions::default() };
+    heatmaps(&path, "linear", &panels, &opts).unwrap();
+    check_png(&path, (490 * 3, 410));
+
+    // A non-square grid and a 256 x 256 one, with an explicit size.
+    let wide = HeatPanel::new("12 x 5", 12, 5, (0..60).map(|k| k as f64).collect());
+    let big = gflownet_panels(256).swap_remove(0);
+    let path = dir.join("mixed.png");
+    let start = std::time::Instant::now();
+    heatmaps(&path, "", &[wide, big], &HeatmapOptions { size: Some((1000, 500)), ..HeatmapOptions::default() }).unwrap();
+    check_png(&path, (1000, 500));
+    assert!(start.elapsed().as_secs_f64() < 10.0, "256 x 256 took {:?}", start.elapsed());
+    cleanup(&dir);
+}
+
+#[test]
+fn heatmap_hot_cell_is_drawn_where_its_coordinates_say() {
+    // A 4 x 4 grid with one non-zero cell: on the (shared, log) scale it is the only cell in the
+    // top colour, all others are zeros in the lowest colour. The first coordinate runs to the
+    // right, the second upwards, so (3, 0) is the bottom-right cell and (0, 3) the top-left one.
+    let dir = test_dir("heat-pixels");
+    let size = (500, 440);
+    let plot_end = size.0 - 110; // the colour bar column also carries both colours
+    for (cell, right, bottom) in [((3, 0), true, true), ((0, 3), false, false), ((3, 3), true, false), ((0, 0), false, true)] {
+        let mut values = vec![0.0; 16];
+        values[cell.0 * 4 + cell.1] = 0.25;
+        let path = dir.join(format!("hot_{}_{}.png", cell.0, cell.1));
+        let opts = HeatmapOptions { size: Some(size), ..HeatmapOptions::default() };
+        heatmaps(&path, "", &[HeatPanel::new("", 4, 4, values)], &opts).unwrap();
+        let img = png::decode(&std::fs::read(&path).unwrap());
+        let (hot, n_hot) = bbox_of(&img, viridis(1.0), plot_end).expect("hot cell drawn");
+        let (all, _) = bbox_of(&img, viridis(0.0), plot_end).expect("cold cells drawn");
+        // One solid square, a quarter of the plotting area per side.
+        let (w, h) = (hot.1 - hot.0 + 1, hot.3 - hot.2 + 1);
+        assert_eq!(n_hot as u32, w * h, "{cell:?}: one solid block");
+        assert!(w.abs_diff(h) <= 1, "{cell:?}: hot cell is {w}x{h}");
+        let side = all.1 - all.0 + 1;
+        assert!(side.abs_diff(all.3 - all.2 + 1) <= 1, "square plotting area");
+        assert!(w.abs_diff(side / 4) <= 2, "{cell:?}: cell {w} px in a {side} px panel");
+        let at = |a: u32, b: u32| a.abs_diff(b) <= 1;
+        assert!(if right { at(hot.1, all.1) } else { at(hot.0, all.0) }, "{cell:?}: hot {hot:?} in {all:?}");
+        assert!(if bottom { at(hot.3, all.3) } else { at(hot.2, all.2) }, "{cell:?}: hot {hot:?} in {all:?}");
+    }
+    cleanup(&dir);
+}
+
+#[test]
+fn heatmap_scales() {
+    let dir = test_dir("heat-scales");
+    let size = (2 * 490, 440);
+    // Two constant panels a factor 100 apart: on a shared log scale the first is at the bottom
+    // of the scale and the second at the top; with separate scales both are at their top.
+    let panels = [HeatPanel::new("low", 8, 8, vec![1.0; 64]), HeatPanel::new("high", 8, 8, vec![100.0; 64])];
+    let left_half = |img: &png::Image, c: [u8; 3]| {
+        (0..img.height).flat_map(|y| (0..img.width / 2).map(move |x| (x, y))).filter(|&(x, y)| img.at(x, y) == c).count()
+    };
+    let shared = dir.join("shared.png");
+    heatmaps(&shared, "", &panels, &HeatmapOptions { size: Some(size), ..HeatmapOptions::default() }).unwrap();
+    let img = png::decode(&std::fs::read(&shared).unwrap());
+    assert!(left_half(&img, viridis(0.0)) > 10_000);
+    assert_eq!(left_half(&img, viridis(1.0)), 0);
+    let separate = dir.join("separate.png");
+    heatmaps(&separate, "", &panels, &HeatmapOptions { size: Some(size), shared_scale: false, ..HeatmapOptions::default() }).unwrap();
+    let img = png::decode(&std::fs::read(&separate).unwrap());
+    assert!(left_half(&img, viridis(1.0)) > 10_000);
+
+    // Linear scale from 0 to the maximum: half the maximum gets the middle colour.
+    let path = dir.join("linear.png");
+    let half = [HeatPanel::new("", 2, 1, vec![0.5, 1.0])];
+    heatmaps(&path, "", &half, &HeatmapOptions { log_scale: false, size: Some((500, 440)), ..HeatmapOptions::default() }).unwrap();
+    let img = png::decode(&std::fs::read(&path).unwrap());
+    let mid = (0..img.height).flat_map(|y| (0..390).map(move |x| (x, y))).filter(|&(x, y)| img.at(x, y) == viridis(0.5)).count();
+    assert!(mid > 5_000, "{mid} pixels of the middle colour");
+
+    // Log scale floor: a value 10⁻⁹ of the maximum is drawn like a zero, in the lowest colour.
+    let path = dir.join("floor.png");
+    let tiny = [HeatPanel::new("", 2, 1, vec![1e-9, 1.0])];
+    heatmaps(&path, "", &tiny, &HeatmapOptions { size: Some((500, 440)), ..HeatmapOptions::default() }).unwrap();
+    let img = png::decode(&std::fs::read(&path).unwrap());
+    let ((x0, x1, _, _), n) = bbox_of(&img, viridis(0.0), 390).unwrap();
+    assert!(n > 5_000 && x1 - x0 > 50, "the tiny value's cell is in the lowest colour");
+
+    // All zeros: a figure without a colour scale.
+    let path = dir.join("zeros.png");
+    heatmaps(&path, "zeros", &[HeatPanel::new("nothing", 3, 3, vec![0.0; 9])], &HeatmapOptions::default()).unwrap();
+    check_png(&path, (490, 410));
+    cleanup(&dir);
+}
+
+#[test]
+fn heatmap_invalid_inputs() {
+    let dir = test_dir("heat-errors");
+    let d = HeatmapOptions::default();
+    let message = |panels: &[HeatPanel], opts: &HeatmapOptions| match heatmaps(dir.join("x.png"), "", panels, opts) {
+        Err(PlotError::InvalidInput(m)) => m,
+        other => panic!("expected InvalidInput, got {other:?}"),
+    };
+    assert!(message(&[], &d).contains("at least one panel"));
+    let ok = HeatPanel::new("ok", 2, 2, vec![0.1; 4]);
+    let m = message(&[ok.clone(), HeatPanel::new("flat", 0, 3, vec![])], &d);
+    assert!(m.contains("panel 1 ('flat')") && m.contains("0 rows"), "{m}");
+    assert!(message(&[HeatPanel::new("thin", 3, 0, vec![])], &d).contains("0 cols"));
+    let m = message(&[HeatPanel::new("short", 3, 3, vec![0.0; 8])], &d);
+    assert!(m.contains("8 values") && m.contains("9 cells"), "{m}");
+    let mut bad = vec![0.1; 9];
+    bad[5] = -0.5;
+    let m = message(&[ok.clone(), ok.clone(), HeatPanel::new("student", 3, 3, bad.clone())], &d);
+    assert!(m.contains("panel 2 ('student')") && m.contains("-0.5") && m.contains("index 5") && m.contains("(1, 2)"), "{m}");
+    for v in [f64::NAN, f64::INFINITY] {
+        bad[5] = v;
+        let m = message(&[HeatPanel::new("teacher", 3, 3, bad.clone())], &d);
+        assert!(m.contains("index 5") && m.contains("non-negative"), "{m}");
+    }
+    assert!(message(&[HeatPanel::new("huge", usize::MAX, 2, vec![])], &d).contains("cells"));
+    let one = std::slice::from_ref(&ok);
+    for decades in [0.0, -1.0, f64::NAN, 1e300] {
+        assert!(message(one, &HeatmapOptions { decades, ..HeatmapOptions::default() }).contains("decades"));
+    }
+    assert!(message(one, &HeatmapOptions { size: Some((10, 10)), ..HeatmapOptions::default() }).contains("image size"));
+    // A bad decades value does not matter on a linear scale.
+    let linear = HeatmapOptions { decades: f64::NAN, log_scale: false, ..HeatmapOptions::default() };
+    heatmaps(dir.join("linear.png"), "", &[ok], &linear).unwrap();
+    cleanup(&dir);
+}
+
+#[test]
 fn output_directory_is_created() {
     let root = test_dir("nested");
     let path = root.join("a").join("b").join("curves.png");
@@ -903,6 +1095,22 @@ fn render_examples() {
         [-PI, PI],
         80,
         &Histogram1dOptions { x_label: "φ (rad)".into(), ..Histogram1dOptions::default() },
+    )
+    .unwrap();
+    heatmaps(
+        dir.join("heatmaps.png"),
+        "Hypergrid 64 x 64: target, student and teacher",
+        &gflownet_panels(64),
+        &HeatmapOptions { axis_labels: ["s₀".into(), "s₁".into()], ..HeatmapOptions::default() },
+    )
+    .unwrap();
+    let mut panels = gflownet_panels(16);
+    panels.push(HeatPanel::new("12 x 5, values 0..59", 12, 5, (0..60).map(f64::from).collect()));
+    heatmaps(
+        dir.join("heatmaps_linear_separate.png"),
+        "Linear colour scales, one per panel",
+        &panels,
+        &HeatmapOptions { shared_scale: false, log_scale: false, ..HeatmapOptions::default() },
     )
     .unwrap();
 }
