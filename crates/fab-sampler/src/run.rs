@@ -785,6 +785,7 @@ pub fn write_plots<S: Sampler>(run: &Run<S>, e: &Evaluation, run_dir: &Path, out
     let ctx =
         PlotContext { dir: &dir, title: &name, sets: &e.sets, extra_points: &extra, metrics: &e.metrics, dtype: run.sampler().dtype() };
     run.sampler().target().plots(&ctx)?;
+    run.sampler().plots(&ctx)?;
     crate::report::training_curves(run_dir, &dir.join("training.png"), &name)
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::eval::{EvalSizes, Metrics};
 use crate::samples::{Draws, NamedSamples, WeightedSamples};
-use crate::target::Target;
+use crate::target::{PlotContext, Target};
 use crate::Result;
 
 /// The evaluation-facing side of a sampler: draw points with log q, and (optionally) the exact
@@ -107,6 +107,12 @@ pub trait Sampler: Model {
     /// row-major, at most `max` points each.
     fn extra_points(&self, _max: usize) -> Vec<(String, Vec<f64>)> {
         Vec::new()
+    }
+
+    /// Writes the sampler's own plots (e.g. distributions a family computes exactly) into
+    /// `ctx.dir`, after the target's plots.
+    fn plots(&self, _ctx: &PlotContext<'_>) -> Result<()> {
+        Ok(())
     }
 
     /// Writes the whole state (parameters, optimiser, buffers, adapted step sizes, RNG

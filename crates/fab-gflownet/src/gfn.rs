@@ -1,0 +1,275 @@
+//! One GFlowNet: a network, a learned log Z, their optimisers, an objective and a backward
+//! policy. The student and the teacher are two of these (`docs/GFLOWNETS.md`, "Training step").
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use fab_core::{Grads, ParamSet};
+use fab_optim::{Adam, AdamConfig};
+use rand::RngCore;
+
+use crate::env::DiscreteEnv;
+use crate::net::Network;
+use crate::objectives::{detailed_balance, flow_matching, subtrajectory_balance, trajectory_balance};
+use crate::policy::{backprop, log_probs, masked_softmax, BackwardPolicy};
+use crate::traj::{fresh_prefixes, rollout, Trajectories};
+use crate::{Error, Result};
+
+/// The training objective of a GFlowNet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Objective {
+    /// Trajectory balance (learned log Z).
+    Tb,
+    /// Detailed balance (learned log F).
+    Db,
+    /// Sub-trajectory balance with geometric weight λ.
+    SubTb {
+        /// λ.
+        lambda: f64,
+    },
+    /// Flow matching on edge flows.
+    Fm,
+}
+
+/// What one gradient step did.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Loss before the update.
+    pub loss: f64,
+    /// Pre-clip global gradient norm (network and log Z).
+    pub grad_norm: f64,
+    /// Whether the update was applied (finite loss and norm).
+    pub applied: bool,
+    /// Per-trajectory residuals before the update (TB: δ; others: see the objective).
+    pub residuals: Vec<f64>,
+    /// DB: δ_t per state slot (oriented like TB's δ: positive = under-sampled); empty otherwise.
+    pub transition_residuals: Vec<f64>,
+}
+
+/// Optimiser settings of a GFlowNet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GfnOptim {
+    /// Network learning rate.
+    pub lr: f64,
+    /// log Z learning rate.
+    pub lr_log_z: f64,
+    /// Global gradient-norm clip over network and log Z (`None`: no clipping).
+    pub clip: Option<f64>,
+}
+
+/// A network with log Z, Adam optimisers, an objective and a backward policy.
+#[derive(Debug)]
+pub struct GflowNet {
+    env: Arc<dyn DiscreteEnv>,
+    net: Box<dyn Network>,
+    log_z: ParamSet,
+    adam_net: Adam,
+    adam_z: Adam,
+    objective: Objective,
+    pb: BackwardPolicy,
+    optim: GfnOptim,
+}
+
+impl GflowNet {
+    /// Wraps `net` (log Z starts at 0).
+    pub fn new(env: Arc<dyn DiscreteEnv>, net: Box<dyn Network>, objective: Objective, pb: BackwardPolicy, optim: GfnOptim) -> Result<Self> {
+        let mut log_z = ParamSet::new();
+        log_z.create("log_z", vec![0.0], &[1], DType::F32, &Device::Cpu)?;
+        let adam = |params: &ParamSet, lr: f64| Adam::new(params, AdamConfig { lr, ..Default::default() }).map_err(Error::family);
+        let mut adam_net = adam(net.params(), optim.lr)?;
+        let mut adam_z = adam(&log_z, optim.lr_log_z)?;
+        adam_net.set_update_path(fab_optim::UpdatePath::Fused);
+        adam_z.set_update_path(fab_optim::UpdatePath::Fused);
+        Ok(Self { env, net, log_z, adam_net, adam_z, objective, pb, optim })
+    }
+
+    /// The network.
+    pub fn net(&self) -> &dyn Network {
+        self.net.as_ref()
+    }
+
+    /// The objective.
+    pub fn objective(&self) -> Objective {
+        self.objective
+    }
+
+    /// The backward policy.
+    pub fn backward_policy(&self) -> BackwardPolicy {
+        self.pb
+    }
+
+    /// The learned log Z.
+    pub fn log_z(&self) -> f64 {
+        self.log_z.vars()[0].as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map(|v| f64::from(v[0])).unwrap_or(f64::NAN)
+    }
+
+    /// Masked forward probabilities of a batch of non-terminal states, mixed with ε-uniform
+    /// exploration over the legal actions.
+    pub fn action_probs(&self, states: &[i32], epsilon: f64) -> Vec<f64> {
+        let (sl, na) = (self.env.state_len(), self.env.n_actions());
+        let n_out = self.net.n_outputs();
+        let out = self.net.forward(states, false).out;
+        let n = states.len() / sl;
+        let mut p = vec![0.0; n * na];
+        let mut mask = vec![false; na];
+        for r in 0..n {
+            self.env.forward_mask(&states[r * sl..(r + 1) * sl], &mut mask);
+            let row = &mut p[r * na..(r + 1) * na];
+            masked_softmax(&out[r * n_out..r * n_out + na], &mask, row);
+            if epsilon > 0.0 {
+                let legal = mask.iter().filter(|m| **m).count() as f64;
+                for (v, &m) in row.iter_mut().zip(&mask) {
+                    *v = (1.0 - epsilon) * *v + if m { epsilon / legal } else { 0.0 };
+                }
+            }
+        }
+        p
+    }
+
+    /// `n` fresh trajectories from s₀ with exploration ε.
+    pub fn sample(&self, n: usize, epsilon: f64, rng: &mut dyn RngCore) -> Trajectories {
+        self.continue_from(fresh_prefixes(self.env.as_ref(), n), epsilon, rng)
+    }
+
+    /// Completes the given prefixes (states flat, actions) with the forward policy.
+    pub fn continue_from(&self, prefixes: Vec<(Vec<i32>, Vec<usize>)>, epsilon: f64, rng: &mut dyn RngCore) -> Trajectories {
+        let mut probs = |s: &[i32]| self.action_probs(s, epsilon);
+        rollout(self.env.as_ref(), prefixes, &mut probs, rng)
+    }
+
+    /// Per-trajectory TB residuals δ of a batch under the current parameters (no update).
+    pub fn tb_residuals(&self, batch: &Trajectories, log_r: &[f64]) -> Vec<f64> {
+        let fwd = self.net.forward(&batch.states, false);
+        let lp = log_probs(self.env.as_ref(), batch, &fwd.out, self.net.n_outputs(), self.pb);
+        trajectory_balance(batch, &lp, self.log_z(), log_r).residuals
+    }
+
+    /// Σ log P_F − Σ log P_B of each trajectory (for importance weights and bounds).
+    pub fn path_log_ratio(&self, batch: &Trajectories) -> Vec<f64> {
+        let fwd = self.net.forward(&batch.states, false);
+        let lp = log_probs(self.env.as_ref(), batch, &fwd.out, self.net.n_outputs(), self.pb);
+        (0..batch.len())
+            .map(|k| {
+                let r = batch.range(k);
+                lp.log_pf[r.clone()].iter().sum::<f64>() - lp.log_pb[r].iter().sum::<f64>()
+            })
+            .collect()
+    }
+
+    /// One gradient step of the objective on `batch` with training log-rewards `log_r`.
+    pub fn train_step(&mut self, batch: &Trajectories, log_r: &[f64]) -> Result<TrainOutcome> {
+        let env = self.env.clone();
+        let n_out = self.net.n_outputs();
+        let (loss, grads, d_log_z, residuals, transition_residuals) = match self.objective {
+            Objective::Fm => {
+                let (loss, grads) = flow_matching(env.as_ref(), self.net.as_ref(), batch, log_r);
+                (loss, grads, 0.0, Vec::new(), Vec::new())
+            }
+            objective => {
+                let fwd = self.net.forward(&batch.states, true);
+                let lp = log_probs(env.as_ref(), batch, &fwd.out, n_out, self.pb);
+                let (out, tr) = match objective {
+                    Objective::Tb => (trajectory_balance(batch, &lp, self.log_z(), log_r), Vec::new()),
+                    Objective::Db => {
+                        let (o, d) = detailed_balance(batch, &lp, log_r);
+                        (o, d.into_iter().map(|v| -v).collect())
+                    }
+                    Objective::SubTb { lambda } => (subtrajectory_balance(batch, &lp, log_r, lambda), Vec::new()),
+                    Objective::Fm => unreachable!("handled above"),
+                };
+                let g = backprop(env.as_ref(), batch, &lp, &out.grads, n_out, self.pb);
+                (out.loss, self.net.backward(&fwd, &g), out.d_log_z, out.residuals, tr)
+            }
+        };
+        let norm_sq: f64 = grads.iter().flatten().map(|&g| f64::from(g) * f64::from(g)).sum::<f64>() + d_log_z * d_log_z;
+        let grad_norm = norm_sq.sqrt();
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Ok(TrainOutcome { loss, grad_norm, applied: false, residuals, transition_residuals });
+        }
+        // torch's clip_grad_norm_: scale by max/(norm + 1e-6) when that is below one.
+        let coef = match self.optim.clip {
+            Some(max) if max / (grad_norm + 1e-6) < 1.0 => max / (grad_norm + 1e-6),
+            _ => 1.0,
+        };
+        let to_grads = |params: &ParamSet, gs: Vec<Vec<f32>>| -> Result<Grads> {
+            let ts = params
+                .vars()
+                .iter()
+                .zip(gs)
+                .map(|(v, g)| {
+                    let g: Vec<f32> = if coef == 1.0 { g } else { g.iter().map(|x| (f64::from(*x) * coef) as f32).collect() };
+                    Ok(Some(Tensor::from_vec(g, v.shape().clone(), &Device::Cpu)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Grads(ts))
+        };
+        let g_net = to_grads(self.net.params(), grads)?;
+        self.adam_net.step(self.net.params(), &g_net).map_err(Error::family)?;
+        if self.objective == Objective::Tb {
+            let g_z = to_grads(&self.log_z, vec![vec![d_log_z as f32]])?;
+            self.adam_z.step(&self.log_z, &g_z).map_err(Error::family)?;
+        }
+        self.net.refresh()?;
+        Ok(TrainOutcome { loss, grad_norm, applied: true, residuals, transition_residuals })
+    }
+
+    /// Saves parameters and optimiser states as `<prefix>_*.safetensors` in `dir`.
+    pub fn save(&self, dir: &Path, prefix: &str) -> Result<()> {
+        self.net.params().save(&dir.join(format!("{prefix}_net.safetensors")))?;
+        self.log_z.save(&dir.join(format!("{prefix}_log_z.safetensors")))?;
+        self.adam_net.save(&dir.join(format!("{prefix}_adam_net.safetensors"))).map_err(Error::family)?;
+        self.adam_z.save(&dir.join(format!("{prefix}_adam_log_z.safetensors"))).map_err(Error::family)?;
+        Ok(())
+    }
+
+    /// Restores what [`save`](Self::save) wrote.
+    pub fn load(&mut self, dir: &Path, prefix: &str) -> Result<()> {
+        self.net.params().load(&dir.join(format!("{prefix}_net.safetensors")))?;
+        self.log_z.load(&dir.join(format!("{prefix}_log_z.safetensors")))?;
+        self.adam_net.load(&dir.join(format!("{prefix}_adam_net.safetensors"))).map_err(Error::family)?;
+        self.adam_z.load(&dir.join(format!("{prefix}_adam_log_z.safetensors"))).map_err(Error::family)?;
+        self.net.refresh()
+    }
+}
+
+/// The Adaptive Teacher's reward settings (`docs/GFLOWNETS.md`, "The teacher").
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TeacherReward {
+    /// Extra weight C on under-sampled objects (δ > 0).
+    pub c: f64,
+    /// Exponent α of the student's reward.
+    pub alpha: f64,
+    /// Log form log(1 + 10⁻³ + w·δ²) instead of w·δ².
+    pub log: bool,
+    /// Exponent β_T of the teacher's log-reward.
+    pub beta: f64,
+}
+
+impl Default for TeacherReward {
+    fn default() -> Self {
+        Self { c: 19.0, alpha: 0.0, log: true, beta: 1.0 }
+    }
+}
+
+impl TeacherReward {
+    /// R_T for a student residual δ at an object with log-reward `log_r`:
+    /// log(1 + 10⁻³ + (1 + C·1[δ>0])·δ²)·R^α (or the same without the log).
+    pub fn reward(&self, delta: f64, log_r: f64) -> f64 {
+        let w = 1.0 + if delta > 0.0 { self.c } else { 0.0 };
+        let base = if self.log { (1.0 + 1e-3 + w * delta * delta).ln() } else { w * delta * delta };
+        base * (self.alpha * log_r).exp()
+    }
+
+    /// Per-transition form (detailed balance): log(1.001 + w·δ_t²)·r_t^α, r_t = 1 except R(x) on
+    /// the last transition.
+    pub fn transition_reward(&self, delta: f64, log_r_last: Option<f64>) -> f64 {
+        self.reward(delta, log_r_last.unwrap_or(0.0))
+    }
+
+    /// The teacher's training log-reward β_T·log(R_T + 1e-8).
+    pub fn log_reward(&self, r_t: f64) -> f64 {
+        self.beta * (r_t + 1e-8).ln()
+    }
+}
