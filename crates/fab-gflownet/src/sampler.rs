@@ -92,6 +92,8 @@ pub struct GflowStats {
     pub n_reward_calls: u64,
     /// Distinct modes visited by training samples so far.
     pub n_goals_found: u64,
+    /// Actions in this iteration's training batch.
+    pub n_actions: u64,
     /// Local-search candidates accepted this iteration.
     pub ls_accepted: u64,
 }
@@ -130,6 +132,8 @@ pub struct GflowSampler {
     pending: Metrics,
     /// Exact distributions of the last evaluation (target, student, teacher) for plots.
     distributions: Vec<(String, Vec<f64>)>,
+    /// (actions, trajectories) of the last training batch.
+    last_batch: (usize, usize),
 }
 
 fn build_gfn(cfg: &GflowConfig, env: &Arc<dyn DiscreteEnv>, rng: &mut FabRng) -> Result<GflowNet> {
@@ -177,7 +181,12 @@ impl GflowSampler {
             losses: VecDeque::new(),
             rng: seeded_rng(config.seed, TRAIN_STREAM),
         };
-        Ok(Self { config, env, target, exact, student, teacher, buffer, state, pending: Metrics::new(), distributions: Vec::new() })
+        Ok(Self { config, env, target, exact, student, teacher, buffer, state, pending: Metrics::new(), distributions: Vec::new(), last_batch: (0, 0) })
+    }
+
+    /// (actions, trajectories) of the last training batch (the iteration's workload).
+    pub fn last_batch_shape(&self) -> (usize, usize) {
+        self.last_batch
     }
 
     /// The environment.
@@ -415,7 +424,9 @@ impl Sampler for GflowSampler {
             n_reward_calls: self.state.n_reward_calls,
             n_goals_found: self.state.goals.len() as u64,
             ls_accepted: ls_accepted as u64,
+            n_actions: (batch.n_states() - batch.len()) as u64,
         };
+        self.last_batch = (batch.n_states() - batch.len(), batch.len());
         Ok(StepReport {
             iteration: 0,
             loss: out.loss,
