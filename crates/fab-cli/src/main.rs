@@ -30,6 +30,8 @@ struct Family {
     eval: fn(&Path, Option<&Path>, &[String]) -> fab_sampler::Result<Metrics>,
     /// `fab sample` (optionally with its own seed).
     sample: fn(&Path, usize, Option<u64>) -> fab_sampler::Result<Draws>,
+    /// Samples are points of a discrete space (written as integers, without log q).
+    discrete: bool,
 }
 
 fn check_family<C: FamilyConfig>(text: &str, overrides: &[String]) -> fab_sampler::Result<()> {
@@ -54,21 +56,53 @@ fn sample_family<C: FamilyConfig>(dir: &Path, n: usize, seed: Option<u64>) -> fa
 }
 
 /// The registered sampler families; the first is the default.
-const FAMILIES: &[Family] = &[Family {
-    name: fab_train::FAMILY,
-    configs: &[
-        ("gmm-quick", include_str!("../../../experiments/gmm/quick.toml")),
-        ("gmm-paper", include_str!("../../../experiments/gmm/paper.toml")),
-        ("many-well-paper", include_str!("../../../experiments/many_well/paper.toml")),
-        ("many-well-cpu", include_str!("../../../experiments/many_well/cpu.toml")),
-        ("aldp-paper", include_str!("../../../experiments/aldp/paper.toml")),
-        ("aldp-cpu", include_str!("../../../experiments/aldp/cpu.toml")),
-    ],
-    check: check_family::<fab_train::ExperimentConfig>,
-    train: train_family::<fab_train::ExperimentConfig>,
-    eval: eval_family::<fab_train::ExperimentConfig>,
-    sample: sample_family::<fab_train::ExperimentConfig>,
-}];
+const FAMILIES: &[Family] = &[
+    Family {
+        name: fab_train::FAMILY,
+        configs: &[
+            ("gmm-quick", include_str!("../../../experiments/gmm/quick.toml")),
+            ("gmm-paper", include_str!("../../../experiments/gmm/paper.toml")),
+            ("many-well-paper", include_str!("../../../experiments/many_well/paper.toml")),
+            ("many-well-cpu", include_str!("../../../experiments/many_well/cpu.toml")),
+            ("aldp-paper", include_str!("../../../experiments/aldp/paper.toml")),
+            ("aldp-cpu", include_str!("../../../experiments/aldp/cpu.toml")),
+        ],
+        check: check_family::<fab_train::ExperimentConfig>,
+        train: train_family::<fab_train::ExperimentConfig>,
+        eval: eval_family::<fab_train::ExperimentConfig>,
+        sample: sample_family::<fab_train::ExperimentConfig>,
+        discrete: false,
+    },
+    Family {
+        name: fab_gflownet::FAMILY,
+        configs: &[
+            ("grid-tb", include_str!("../../../experiments/gflownet/grid-tb.toml")),
+            ("grid-tb-eps", include_str!("../../../experiments/gflownet/grid-tb-eps.toml")),
+            ("grid-tb-prt", include_str!("../../../experiments/gflownet/grid-tb-prt.toml")),
+            ("grid-tb-per", include_str!("../../../experiments/gflownet/grid-tb-per.toml")),
+            ("grid-tb-ls", include_str!("../../../experiments/gflownet/grid-tb-ls.toml")),
+            ("grid-tb-ls-per", include_str!("../../../experiments/gflownet/grid-tb-ls-per.toml")),
+            ("grid-teacher", include_str!("../../../experiments/gflownet/grid-teacher.toml")),
+            ("grid-teacher-prt", include_str!("../../../experiments/gflownet/grid-teacher-prt.toml")),
+            ("grid-teacher-per", include_str!("../../../experiments/gflownet/grid-teacher-per.toml")),
+            ("grid-teacher-ls", include_str!("../../../experiments/gflownet/grid-teacher-ls.toml")),
+            ("grid-teacher-ls-per", include_str!("../../../experiments/gflownet/grid-teacher-ls-per.toml")),
+            ("grid-db", include_str!("../../../experiments/gflownet/grid-db.toml")),
+            ("grid-db-per", include_str!("../../../experiments/gflownet/grid-db-per.toml")),
+            ("grid-teacher-db", include_str!("../../../experiments/gflownet/grid-teacher-db.toml")),
+            ("grid-teacher-db-per", include_str!("../../../experiments/gflownet/grid-teacher-db-per.toml")),
+            ("grid-subtb", include_str!("../../../experiments/gflownet/grid-subtb.toml")),
+            ("grid-fm", include_str!("../../../experiments/gflownet/grid-fm.toml")),
+            ("hypergrid-tb", include_str!("../../../experiments/gflownet/hypergrid-tb.toml")),
+            ("bits-tb", include_str!("../../../experiments/gflownet/bits-tb.toml")),
+        ],
+        check: check_family::<fab_gflownet::GflowConfig>,
+        train: train_family::<fab_gflownet::GflowConfig>,
+        eval: eval_family::<fab_gflownet::GflowConfig>,
+        sample: sample_family::<fab_gflownet::GflowConfig>,
+        discrete: true,
+    },
+];
 
 /// Every embedded configuration with its family.
 fn embedded() -> impl Iterator<Item = (&'static Family, &'static str, &'static str)> {
@@ -350,6 +384,25 @@ fn sample(dir: &Path, n: usize, out: &Path, seed: Option<u64>) -> Result<()> {
     let family = family_of_run(dir)?;
     let draws = (family.sample)(dir, n, seed)?;
     let (x, lq, d) = (&draws.x, &draws.log_q, draws.dim);
+    if family.discrete {
+        // Terminal objects of a discrete space: integers, one row per sample (log q would only be
+        // a path estimate).
+        let xi: Vec<i64> = x.iter().map(|v| v.round() as i64).collect();
+        match out.extension().and_then(|e| e.to_str()) {
+            Some("npy") => fab_core::npy::write_i64(out, &xi, &[n, d])?,
+            _ => {
+                let mut s: String = (0..d).map(|j| format!("x{j}")).collect::<Vec<_>>().join(",");
+                s.push('\n');
+                for row in xi.chunks_exact(d.max(1)) {
+                    s.push_str(&row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+                    s.push('\n');
+                }
+                std::fs::write(out, s).with_context(|| format!("writing {}", out.display()))?;
+            }
+        }
+        eprintln!("wrote {}", out.display());
+        return Ok(());
+    }
     match out.extension().and_then(|e| e.to_str()) {
         Some("npy") => {
             fab_core::npy::write_f64(out, x, &[n, d])?;

@@ -1,5 +1,5 @@
 //! Minimal reader and writer for NumPy `.npy` files (version 1.0/2.0, little-endian `<f4`/`<f8`,
-//! C order), so samples can be exchanged with Python tools without extra dependencies.
+//! C order; `<i8` for writing integer samples), so samples can be exchanged with Python tools without extra dependencies.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -20,6 +20,12 @@ pub fn write_f64(path: &Path, data: &[f64], shape: &[usize]) -> Result<()> {
 pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
     write_raw(path, "<f4", &bytes, shape, data.len())
+}
+
+/// Writes a C-order i64 array of `shape` as `<i8` (e.g. discrete samples).
+pub fn write_i64(path: &Path, data: &[i64], shape: &[usize]) -> Result<()> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_raw(path, "<i8", &bytes, shape, data.len())
 }
 
 fn write_raw(path: &Path, descr: &str, bytes: &[u8], shape: &[usize], len: usize) -> Result<()> {

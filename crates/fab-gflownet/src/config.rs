@@ -60,7 +60,10 @@ impl EnvConfig {
                     return Err(err(format!("env.horizon = {}: a grid needs horizon ≥ 2", self.horizon)));
                 }
                 if (self.horizon as f64).powi(self.ndim as i32) > 4e9 {
-                    return Err(err(format!("env.ndim = {}, env.horizon = {}: H^d above 4·10⁹ states is not supported", self.ndim, self.horizon)));
+                    return Err(err(format!(
+                        "env.ndim = {}, env.horizon = {}: H^d above 4·10⁹ states is not supported",
+                        self.ndim, self.horizon
+                    )));
                 }
                 if self.kind == "deceptive_grid" && !(self.beta > 0.0 && self.beta.is_finite()) {
                     return Err(err(format!("env.beta = {}: must be a positive number", self.beta)));

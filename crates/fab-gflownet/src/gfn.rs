@@ -73,7 +73,13 @@ pub struct GflowNet {
 
 impl GflowNet {
     /// Wraps `net` (log Z starts at 0).
-    pub fn new(env: Arc<dyn DiscreteEnv>, net: Box<dyn Network>, objective: Objective, pb: BackwardPolicy, optim: GfnOptim) -> Result<Self> {
+    pub fn new(
+        env: Arc<dyn DiscreteEnv>,
+        net: Box<dyn Network>,
+        objective: Objective,
+        pb: BackwardPolicy,
+        optim: GfnOptim,
+    ) -> Result<Self> {
         let mut log_z = ParamSet::new();
         log_z.create("log_z", vec![0.0], &[1], DType::F32, &Device::Cpu)?;
         let adam = |params: &ParamSet, lr: f64| Adam::new(params, AdamConfig { lr, ..Default::default() }).map_err(Error::family);

@@ -138,6 +138,10 @@ pub fn subtrajectory_balance(batch: &Trajectories, lp: &BatchLogProbs, log_r: &[
     LossOutput { loss, grads, d_log_z: 0.0, residuals }
 }
 
+/// One transition target of flow matching: its in-edges (row, action), the row whose outflow is
+/// evaluated (non-terminal targets) and the log-reward (terminal targets).
+type FmItem = (Vec<(usize, usize)>, Option<usize>, f64);
+
 /// Flow matching with edge flows read from the forward-logit outputs (log F(s→s′) = output of
 /// the action from s): for every transition target s′ of the batch, inflow = log Σ over parent
 /// edges of F(p→s′) (the single STOP edge for a STOP-terminated x) and outflow = log R(s′) at a
@@ -152,7 +156,7 @@ pub fn flow_matching(env: &dyn DiscreteEnv, net: &dyn Network, batch: &Trajector
     // Rows to evaluate: parents (with the edge's action) and non-terminal targets.
     let mut rows: Vec<i32> = Vec::new();
     // Per transition: (list of (row, action) in-edges, Option<row> for the outflow, log R if terminal)
-    let mut items: Vec<(Vec<(usize, usize)>, Option<usize>, f64)> = Vec::new();
+    let mut items: Vec<FmItem> = Vec::new();
     let push_row = |rows: &mut Vec<i32>, s: &[i32]| {
         rows.extend_from_slice(s);
         rows.len() / sl - 1

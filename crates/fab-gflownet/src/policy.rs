@@ -109,7 +109,14 @@ impl LogProbGrads {
 }
 
 /// Chain rule from [`LogProbGrads`] to ∂L/∂outputs (`[n_states, n_outputs]`, f32).
-pub fn backprop(env: &dyn DiscreteEnv, batch: &Trajectories, lp: &BatchLogProbs, g: &LogProbGrads, n_out: usize, pb: BackwardPolicy) -> Vec<f32> {
+pub fn backprop(
+    env: &dyn DiscreteEnv,
+    batch: &Trajectories,
+    lp: &BatchLogProbs,
+    g: &LogProbGrads,
+    n_out: usize,
+    pb: BackwardPolicy,
+) -> Vec<f32> {
     let na = env.n_actions();
     let nb = env.n_back_actions();
     let stop = env.has_stop().then(|| na - 1);

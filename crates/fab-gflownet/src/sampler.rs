@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::GflowConfig;
 use crate::env::{DiscreteEnv, ExactTarget};
 use crate::exact::{distances, empirical, policy_table, sample_terminal_indices, terminal_distribution};
-use crate::gfn::{GfnOptim, GflowNet, Objective};
+use crate::gfn::{GflowNet, GfnOptim, Objective};
 use crate::local_search::{local_search, LocalSearch};
 use crate::net::{Mlp, Network, Tabular};
 use crate::policy::BackwardPolicy;
@@ -181,7 +181,19 @@ impl GflowSampler {
             losses: VecDeque::new(),
             rng: seeded_rng(config.seed, TRAIN_STREAM),
         };
-        Ok(Self { config, env, target, exact, student, teacher, buffer, state, pending: Metrics::new(), distributions: Vec::new(), last_batch: (0, 0) })
+        Ok(Self {
+            config,
+            env,
+            target,
+            exact,
+            student,
+            teacher,
+            buffer,
+            state,
+            pending: Metrics::new(),
+            distributions: Vec::new(),
+            last_batch: (0, 0),
+        })
     }
 
     /// (actions, trajectories) of the last training batch (the iteration's workload).
@@ -528,7 +540,12 @@ impl Sampler for GflowSampler {
             })
             .collect();
         let path = ctx.dir.join("distributions.png");
-        fab_plot::heatmaps(&path, &format!("{}: terminal distributions (exact)", ctx.title), &panels, &fab_plot::HeatmapOptions::default())?;
+        fab_plot::heatmaps(
+            &path,
+            &format!("{}: terminal distributions (exact)", ctx.title),
+            &panels,
+            &fab_plot::HeatmapOptions::default(),
+        )?;
         Ok(())
     }
 

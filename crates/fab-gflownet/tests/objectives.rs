@@ -8,7 +8,7 @@ use fab_gflownet::net::{Mlp, Network};
 use fab_gflownet::objectives::{detailed_balance, flow_matching, subtrajectory_balance, trajectory_balance, LossOutput};
 use fab_gflownet::policy::{backprop, log_probs, BackwardPolicy};
 use fab_gflownet::traj::Trajectories;
-use fab_gflownet::{DiscreteEnv, GflowConfig, GflowSampler};
+use fab_gflownet::{DiscreteEnv, GflowConfig};
 use fab_sampler::eval::EvalSizes;
 use fab_sampler::{FamilyConfig, Sampler};
 
@@ -128,9 +128,13 @@ fn train_tabular(agent: &str, extra: &[&str], iterations: usize) -> (f64, f64, f
 
 #[test]
 fn every_objective_drives_a_tabular_model_to_the_target() {
-    for (agent, extra, iters) in
-        [("tb", &[][..], 1500), ("db", &[][..], 1500), ("subtb", &[][..], 1500), ("fm", &[][..], 1500), ("tb", &["agent.learn_pb=true"][..], 1500)]
-    {
+    for (agent, extra, iters) in [
+        ("tb", &[][..], 1500),
+        ("db", &[][..], 1500),
+        ("subtb", &[][..], 1500),
+        ("fm", &[][..], 1500),
+        ("tb", &["agent.learn_pb=true"][..], 1500),
+    ] {
         let (tv, log_z, truth) = train_tabular(agent, extra, iters);
         assert!(tv < 1e-3, "{agent} {extra:?}: total variation {tv}");
         if agent == "tb" {

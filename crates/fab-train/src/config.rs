@@ -244,7 +244,6 @@ fn config_err(msg: impl Into<String>) -> TrainError {
     TrainError::Config(msg.into())
 }
 
-
 impl ExperimentConfig {
     /// Parses TOML text, applies `key=value` overrides (dotted keys, TOML values; a value that
     /// does not parse as TOML is taken as a string) and validates.

@@ -18,7 +18,6 @@ use num_traits::Float;
 
 use crate::Result;
 
-
 /// The float types of the CPU path (f32 and f64).
 pub trait Real: candle_core::WithDType + fab_core::gemm::GemmFloat + Float + Default + std::fmt::Debug + std::iter::Sum {
     /// This type's CPU implementation of `layer`, if it has one.
