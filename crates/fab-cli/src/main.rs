@@ -78,6 +78,7 @@ const FAMILIES: &[Family] = &[
         configs: &[
             ("grid-tb", include_str!("../../../experiments/gflownet/grid-tb.toml")),
             ("grid-tb-eps", include_str!("../../../experiments/gflownet/grid-tb-eps.toml")),
+            ("grid-gafn", include_str!("../../../experiments/gflownet/grid-gafn.toml")),
             ("grid-tb-prt", include_str!("../../../experiments/gflownet/grid-tb-prt.toml")),
             ("grid-tb-per", include_str!("../../../experiments/gflownet/grid-tb-per.toml")),
             ("grid-tb-ls", include_str!("../../../experiments/gflownet/grid-tb-ls.toml")),

@@ -106,7 +106,7 @@ impl EnvConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
-    /// `"tb"`, `"db"`, `"subtb"`, `"fm"`, `"teacher"` or `"teacher_db"`.
+    /// `"tb"`, `"db"`, `"subtb"`, `"fm"`, `"gafntb"`, `"teacher"` or `"teacher_db"`.
     pub kind: String,
     /// ε of the behaviour policy (1−ε)·π + ε·uniform.
     pub epsilon: f64,
@@ -230,6 +230,26 @@ impl Default for LocalSearchSection {
     }
 }
 
+/// `[gafn]`: GAFN's random-network-distillation intrinsic rewards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GafnSection {
+    /// Scale of the intrinsic reward ‖pred − target‖₂.
+    pub ri_scale: f64,
+    /// Hidden widths of the RND networks.
+    pub rnd_hidden: Vec<usize>,
+    /// Output width of the RND networks.
+    pub rnd_latent: usize,
+    /// Learning rate of the RND predictor.
+    pub rnd_lr: f64,
+}
+
+impl Default for GafnSection {
+    fn default() -> Self {
+        Self { ri_scale: 0.01, rnd_hidden: vec![256, 256], rnd_latent: 128, rnd_lr: 1e-3 }
+    }
+}
+
 /// `[eval]`: evaluation sizes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -283,6 +303,9 @@ pub struct GflowConfig {
     /// Teacher reward (teacher agents; also PER priorities).
     #[serde(default)]
     pub teacher: TeacherReward,
+    /// GAFN (agent `gafntb`).
+    #[serde(default)]
+    pub gafn: GafnSection,
     /// Evaluation.
     #[serde(default)]
     pub eval: EvalSection,
@@ -292,7 +315,7 @@ fn default_name() -> String {
     "gflownet".into()
 }
 
-const AGENTS: [&str; 6] = ["tb", "db", "subtb", "fm", "teacher", "teacher_db"];
+const AGENTS: [&str; 7] = ["tb", "db", "subtb", "fm", "gafntb", "teacher", "teacher_db"];
 const PRIORITIES: [&str; 4] = ["none", "reward", "loss", "teacher_reward"];
 
 impl GflowConfig {
@@ -352,6 +375,19 @@ impl GflowConfig {
         }
         if !b.enabled && (b.priority != "none" || b.capacity != 0) {
             return Err(err("buffer.priority / buffer.capacity are set but buffer.enabled = false"));
+        }
+        if b.enabled && a.kind == "gafntb" {
+            return Err(err("buffer.enabled = true: agent \"gafntb\" has no replay buffer"));
+        }
+        let g = &self.gafn;
+        if !(g.ri_scale >= 0.0 && g.ri_scale.is_finite()) || !(g.rnd_lr > 0.0 && g.rnd_lr.is_finite()) {
+            return Err(err(format!("gafn.ri_scale = {}, gafn.rnd_lr = {}: need ri_scale ≥ 0 and rnd_lr > 0", g.ri_scale, g.rnd_lr)));
+        }
+        if g.rnd_latent == 0 || g.rnd_hidden.contains(&0) {
+            return Err(err("gafn.rnd_latent and gafn.rnd_hidden widths must be ≥ 1"));
+        }
+        if a.kind == "gafntb" && self.net.tabular {
+            return Err(err("net.tabular = true: agent \"gafntb\" needs the MLP (its flow output divides the intrinsic reward)"));
         }
         let ls = &self.local_search;
         if ls.enabled {

@@ -11,7 +11,7 @@ use rand::RngCore;
 
 use crate::env::DiscreteEnv;
 use crate::net::Network;
-use crate::objectives::{detailed_balance, flow_matching, subtrajectory_balance, trajectory_balance};
+use crate::objectives::{augmented_trajectory_balance, detailed_balance, flow_matching, subtrajectory_balance, trajectory_balance};
 use crate::policy::{backprop, log_probs, masked_softmax, BackwardPolicy};
 use crate::traj::{fresh_prefixes, rollout, Trajectories};
 use crate::{Error, Result};
@@ -30,6 +30,8 @@ pub enum Objective {
     },
     /// Flow matching on edge flows.
     Fm,
+    /// GAFN's trajectory balance augmented with intrinsic rewards (needs them per state).
+    GafnTb,
 }
 
 /// What one gradient step did.
@@ -165,6 +167,12 @@ impl GflowNet {
 
     /// One gradient step of the objective on `batch` with training log-rewards `log_r`.
     pub fn train_step(&mut self, batch: &Trajectories, log_r: &[f64]) -> Result<TrainOutcome> {
+        self.train_step_intrinsic(batch, log_r, None)
+    }
+
+    /// As [`train_step`](Self::train_step), with intrinsic rewards per state for
+    /// [`Objective::GafnTb`] (`log_r` is then the raw log R).
+    pub fn train_step_intrinsic(&mut self, batch: &Trajectories, log_r: &[f64], intrinsic: Option<&[f64]>) -> Result<TrainOutcome> {
         let env = self.env.clone();
         let n_out = self.net.n_outputs();
         let (loss, grads, d_log_z, residuals, transition_residuals) = match self.objective {
@@ -182,6 +190,10 @@ impl GflowNet {
                         (o, d.into_iter().map(|v| -v).collect())
                     }
                     Objective::SubTb { lambda } => (subtrajectory_balance(batch, &lp, log_r, lambda), Vec::new()),
+                    Objective::GafnTb => {
+                        let ri = intrinsic.ok_or_else(|| Error::Config("the GAFN objective needs intrinsic rewards".into()))?;
+                        (augmented_trajectory_balance(env.as_ref(), batch, &lp, self.log_z(), log_r, ri), Vec::new())
+                    }
                     Objective::Fm => unreachable!("handled above"),
                 };
                 let g = backprop(env.as_ref(), batch, &lp, &out.grads, n_out, self.pb);
@@ -212,7 +224,7 @@ impl GflowNet {
         };
         let g_net = to_grads(self.net.params(), grads)?;
         self.adam_net.step(self.net.params(), &g_net).map_err(Error::family)?;
-        if self.objective == Objective::Tb {
+        if matches!(self.objective, Objective::Tb | Objective::GafnTb) {
             let g_z = to_grads(&self.log_z, vec![vec![d_log_z as f32]])?;
             self.adam_z.step(&self.log_z, &g_z).map_err(Error::family)?;
         }

@@ -22,6 +22,7 @@ pub mod local_search;
 pub mod net;
 pub mod objectives;
 pub mod policy;
+pub mod rnd;
 pub mod sampler;
 pub mod target;
 pub mod traj;

@@ -21,6 +21,7 @@ use crate::gfn::{GflowNet, GfnOptim, Objective};
 use crate::local_search::{local_search, LocalSearch};
 use crate::net::{Mlp, Network, Tabular};
 use crate::policy::BackwardPolicy;
+use crate::rnd::Rnd;
 use crate::target::DiscreteTarget;
 use crate::traj::{backward_trajectories, Trajectories};
 use crate::{Error, Result};
@@ -127,6 +128,7 @@ pub struct GflowSampler {
     student: GflowNet,
     teacher: Option<GflowNet>,
     buffer: Option<RankedBuffer<Vec<i32>, f64>>,
+    rnd: Option<Rnd>,
     state: TrainState,
     /// Metrics computed while drawing the evaluation sets, reported by `own_metrics`.
     pending: Metrics,
@@ -147,6 +149,7 @@ fn build_gfn(cfg: &GflowConfig, env: &Arc<dyn DiscreteEnv>, rng: &mut FabRng) ->
         "db" | "teacher_db" => Objective::Db,
         "subtb" => Objective::SubTb { lambda: cfg.agent.subtb_lambda },
         "fm" => Objective::Fm,
+        "gafntb" => Objective::GafnTb,
         _ => Objective::Tb,
     };
     let pb = BackwardPolicy { learned: cfg.agent.learn_pb, strict: cfg.agent.pb_mask_terminal_parents };
@@ -170,6 +173,12 @@ impl GflowSampler {
         } else {
             None
         };
+        let rnd = if config.agent.kind == "gafntb" {
+            let g = &config.gafn;
+            Some(Rnd::new(env.clone(), &g.rnd_hidden, g.rnd_latent, config.net.leaky_slope, g.rnd_lr, g.ri_scale, &mut init)?)
+        } else {
+            None
+        };
         let buffer = if config.buffer.enabled { Some(RankedBuffer::new(config.buffer.capacity).map_err(Error::family)?) } else { None };
         let state = TrainState {
             iteration: 0,
@@ -189,6 +198,7 @@ impl GflowSampler {
             student,
             teacher,
             buffer,
+            rnd,
             state,
             pending: Metrics::new(),
             distributions: Vec::new(),
@@ -388,8 +398,18 @@ impl Sampler for GflowSampler {
             }
             self.record_samples(&batch);
         }
-        let log_r = self.train_log_r(&batch);
-        let out = self.student.train_step(&batch, &log_r)?;
+        let out = match self.rnd.as_mut() {
+            Some(rnd) => {
+                let ri = rnd.intrinsic(&batch.states);
+                let out = self.student.train_step_intrinsic(&batch, &batch.log_reward, Some(&ri))?;
+                rnd.train_step(&batch.states)?;
+                out
+            }
+            None => {
+                let log_r = self.train_log_r(&batch);
+                self.student.train_step(&batch, &log_r)?
+            }
+        };
         self.state.n_grad_steps += 1;
         // Teacher rewards from the student's pre-update residuals.
         let teacher_r: Vec<f64> = if out.transition_residuals.is_empty() {
@@ -554,6 +574,9 @@ impl Sampler for GflowSampler {
         if let Some(t) = &self.teacher {
             t.save(dir, "teacher")?;
         }
+        if let Some(r) = &self.rnd {
+            r.save(dir)?;
+        }
         let mut v = serde_json::json!({ "state": &self.state });
         if let Some(b) = &self.buffer {
             v["buffer"] = serde_json::to_value(b)?;
@@ -567,6 +590,9 @@ impl Sampler for GflowSampler {
         self.student.load(dir, "student")?;
         if let Some(t) = self.teacher.as_mut() {
             t.load(dir, "teacher")?;
+        }
+        if let Some(r) = self.rnd.as_mut() {
+            r.load(dir)?;
         }
         let path = dir.join("gflownet_state.json");
         let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;

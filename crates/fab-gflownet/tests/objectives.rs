@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use fab_gflownet::grid::Grid;
 use fab_gflownet::net::{Mlp, Network};
-use fab_gflownet::objectives::{detailed_balance, flow_matching, subtrajectory_balance, trajectory_balance, LossOutput};
+use fab_gflownet::objectives::{
+    augmented_trajectory_balance, detailed_balance, flow_matching, subtrajectory_balance, trajectory_balance, LossOutput,
+};
 use fab_gflownet::policy::{backprop, log_probs, BackwardPolicy};
 use fab_gflownet::traj::Trajectories;
 use fab_gflownet::{DiscreteEnv, GflowConfig};
@@ -36,6 +38,10 @@ fn loss_at(env: &dyn DiscreteEnv, batch: &Trajectories, out: &[f32], n_out: usiz
     let o: LossOutput = match which {
         "tb" => trajectory_balance(batch, &lp, 0.7, &log_r),
         "db" => detailed_balance(batch, &lp, &log_r).0,
+        "gafn" => {
+            let ri: Vec<f64> = (0..batch.n_states()).map(|i| 0.05 + 0.01 * (i % 7) as f64).collect();
+            augmented_trajectory_balance(env, batch, &lp, 0.7, &log_r, &ri)
+        }
         _ => subtrajectory_balance(batch, &lp, &log_r, 0.9),
     };
     (o.loss, backprop(env, batch, &lp, &o.grads, n_out, pb))
@@ -47,7 +53,7 @@ fn gradients_match_finite_differences() {
         let (env, net, batch) = batch_and_net(pb);
         let n_out = net.n_outputs();
         let out = net.forward(&batch.states, false).out;
-        for which in ["tb", "db", "subtb"] {
+        for which in ["tb", "db", "subtb", "gafn"] {
             let (_, g) = loss_at(env.as_ref(), &batch, &out, n_out, pb, which);
             let mut checked = 0;
             for j in (0..out.len()).step_by(3) {

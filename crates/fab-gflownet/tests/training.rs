@@ -63,7 +63,8 @@ fn bit_sequences_train_to_their_closed_form() {
 #[test]
 fn every_variant_resumes_bit_identically() {
     let base = ["env.ndim=2", "env.horizon=8", "net.hidden=[32]", "train.batch_size=8"];
-    let variants: [&[&str]; 6] = [
+    let variants: [&[&str]; 7] = [
+        &["agent.kind=\"gafntb\"", "gafn.rnd_hidden=[16]", "gafn.rnd_latent=8"],
         &["agent.kind=\"teacher\"", "buffer.enabled=true", "buffer.priority=\"teacher_reward\"", "local_search.enabled=true"],
         &["agent.kind=\"tb\"", "buffer.enabled=true", "buffer.priority=\"reward\"", "local_search.enabled=true", "agent.epsilon=0.1"],
         &["agent.kind=\"teacher_db\"", "buffer.enabled=true", "buffer.priority=\"loss\""],
@@ -89,4 +90,22 @@ fn every_variant_resumes_bit_identically() {
         }
         std::fs::remove_dir_all(&dir).ok();
     }
+}
+
+#[test]
+fn rnd_intrinsic_reward_falls_on_visited_states_only() {
+    use std::sync::Arc;
+    let env: Arc<dyn fab_gflownet::DiscreteEnv> = Arc::new(fab_gflownet::grid::Grid::deceptive(2, 16, 1.0));
+    let mut rng = fab_core::seeded_rng(1, 0);
+    let mut rnd = fab_gflownet::rnd::Rnd::new(env, &[64, 64], 16, 0.01, 1e-3, 0.01, &mut rng).unwrap();
+    let seen: Vec<i32> = (0..8).flat_map(|i| [i, 2 * i % 15]).collect();
+    let unseen: Vec<i32> = (0..8).flat_map(|i| [14 - i, 13]).collect();
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+    let (s0, u0) = (mean(rnd.intrinsic(&seen)), mean(rnd.intrinsic(&unseen)));
+    for _ in 0..300 {
+        rnd.train_step(&seen).unwrap();
+    }
+    let (s1, u1) = (mean(rnd.intrinsic(&seen)), mean(rnd.intrinsic(&unseen)));
+    assert!(s1 < 0.2 * s0, "visited states: {s0} → {s1}");
+    assert!(u1 > 2.0 * s1, "unvisited states keep a larger reward: {u1} vs {s1} (before {u0})");
 }
