@@ -2,6 +2,7 @@
 # The deceptive-gridworld protocol (docs/GFLOWNETS.md, docs/RESULTS.md): every embedded grid-*
 # config at (d, H) = (2, 64) and (4, 16) for the given seeds, default budgets, one thread each,
 # then a table of final metrics. Usage: scripts/gflownet-protocol.sh OUT_DIR [SEEDS] [CONFIGS]
+# (SIZES="2 64,4 16" by default; e.g. SIZES="4 32" for the harder setting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gflownet-protocol.sh OUT_DIR [SEEDS] [CONFIGS]}
@@ -9,7 +10,8 @@ seeds=${2:-"0 1 2"}
 configs=${3:-"grid-tb grid-tb-eps grid-gafn grid-tb-prt grid-tb-per grid-teacher grid-teacher-prt grid-teacher-per grid-tb-ls grid-teacher-ls grid-tb-ls-per grid-teacher-ls-per grid-db grid-db-per grid-teacher-db grid-teacher-db-per"}
 cargo build --release -q -p fab-cli
 mkdir -p "$out"
-for size in "2 64" "4 16"; do
+IFS=, read -ra size_list <<< "${SIZES:-2 64,4 16}"
+for size in "${size_list[@]}"; do
   set -- $size
   for cfg in $configs; do
     for seed in $seeds; do

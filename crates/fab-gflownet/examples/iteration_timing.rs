@@ -7,6 +7,10 @@
 
 use std::time::Instant;
 
+// The allocator of the `fab` binary, so the timing is what `fab train` does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use fab_gflownet::GflowConfig;
 use fab_sampler::{FamilyConfig, Sampler};
 

@@ -10,10 +10,10 @@ use fab_optim::{Adam, AdamConfig};
 use rand::RngCore;
 
 use crate::env::DiscreteEnv;
-use crate::net::Network;
+use crate::net::{Forward, Network};
 use crate::objectives::{augmented_trajectory_balance, detailed_balance, flow_matching, subtrajectory_balance, trajectory_balance};
 use crate::policy::{backprop, log_probs, masked_softmax, BackwardPolicy};
-use crate::traj::{fresh_prefixes, rollout, Trajectories};
+use crate::traj::{fresh_prefixes, rollout, rollout_with_rows, Trajectories, NO_ACTION};
 use crate::{Error, Result};
 
 /// The training objective of a GFlowNet.
@@ -32,6 +32,13 @@ pub enum Objective {
     Fm,
     /// GAFN's trajectory balance augmented with intrinsic rewards (needs them per state).
     GafnTb,
+}
+
+/// The network pass of a sampled batch, kept for its training step.
+#[derive(Debug)]
+pub struct KeptForward {
+    fwd: Forward,
+    rows: Vec<usize>,
 }
 
 /// What one gradient step did.
@@ -115,19 +122,23 @@ impl GflowNet {
     /// Masked forward probabilities of a batch of non-terminal states, mixed with ε-uniform
     /// exploration over the legal actions.
     pub fn action_probs(&self, states: &[i32], epsilon: f64) -> Vec<f64> {
+        let out = self.net.forward(states, false).out;
+        let mut mask = vec![false; self.env.n_actions()];
+        self.probs_from_outputs(states, &out, epsilon, &mut mask)
+    }
+
+    fn probs_from_outputs(&self, states: &[i32], out: &[f32], epsilon: f64, mask: &mut [bool]) -> Vec<f64> {
         let (sl, na) = (self.env.state_len(), self.env.n_actions());
         let n_out = self.net.n_outputs();
-        let out = self.net.forward(states, false).out;
         let n = states.len() / sl;
         let mut p = vec![0.0; n * na];
-        let mut mask = vec![false; na];
         for r in 0..n {
-            self.env.forward_mask(&states[r * sl..(r + 1) * sl], &mut mask);
+            self.env.forward_mask(&states[r * sl..(r + 1) * sl], mask);
             let row = &mut p[r * na..(r + 1) * na];
-            masked_softmax(&out[r * n_out..r * n_out + na], &mask, row);
+            masked_softmax(&out[r * n_out..r * n_out + na], mask, row);
             if epsilon > 0.0 {
                 let legal = mask.iter().filter(|m| **m).count() as f64;
-                for (v, &m) in row.iter_mut().zip(&mask) {
+                for (v, &m) in row.iter_mut().zip(mask.iter()) {
                     *v = (1.0 - epsilon) * *v + if m { epsilon / legal } else { 0.0 };
                 }
             }
@@ -138,6 +149,23 @@ impl GflowNet {
     /// `n` fresh trajectories from s₀ with exploration ε.
     pub fn sample(&self, n: usize, epsilon: f64, rng: &mut dyn RngCore) -> Trajectories {
         self.continue_from(fresh_prefixes(self.env.as_ref(), n), epsilon, rng)
+    }
+
+    /// [`sample`](Self::sample), keeping the network pass of sampling for the training step on
+    /// this batch ([`train_step_with`](Self::train_step_with)): saves one forward pass.
+    pub fn sample_kept(&self, n: usize, epsilon: f64, rng: &mut dyn RngCore) -> (Trajectories, KeptForward) {
+        let mut acc = Forward::empty();
+        let na = self.env.n_actions();
+        let n_out = self.net.n_outputs();
+        let mut mask = vec![false; na];
+        let mut probs = |states: &[i32]| {
+            let r = self.net.forward_append(states, &mut acc);
+            let out = &acc.out[r.start * n_out..r.end * n_out];
+            self.probs_from_outputs(states, out, epsilon, &mut mask)
+        };
+        let (batch, rows) = rollout_with_rows(self.env.as_ref(), fresh_prefixes(self.env.as_ref(), n), &mut probs, rng);
+        debug_assert_eq!(rows.len(), batch.n_states());
+        (batch, KeptForward { fwd: acc, rows })
     }
 
     /// Completes the given prefixes (states flat, actions) with the forward policy.
@@ -173,6 +201,18 @@ impl GflowNet {
     /// As [`train_step`](Self::train_step), with intrinsic rewards per state for
     /// [`Objective::GafnTb`] (`log_r` is then the raw log R).
     pub fn train_step_intrinsic(&mut self, batch: &Trajectories, log_r: &[f64], intrinsic: Option<&[f64]>) -> Result<TrainOutcome> {
+        self.train_step_with(batch, log_r, intrinsic, None)
+    }
+
+    /// The training step, optionally reusing the network pass kept while sampling this batch
+    /// with this network's current parameters ([`sample_kept`](Self::sample_kept)).
+    pub fn train_step_with(
+        &mut self,
+        batch: &Trajectories,
+        log_r: &[f64],
+        intrinsic: Option<&[f64]>,
+        kept: Option<KeptForward>,
+    ) -> Result<TrainOutcome> {
         let env = self.env.clone();
         let n_out = self.net.n_outputs();
         let (loss, grads, d_log_z, residuals, transition_residuals) = match self.objective {
@@ -181,8 +221,12 @@ impl GflowNet {
                 (loss, grads, 0.0, Vec::new(), Vec::new())
             }
             objective => {
-                let fwd = self.net.forward(&batch.states, true);
-                let lp = log_probs(env.as_ref(), batch, &fwd.out, n_out, self.pb);
+                let (fwd, rows) = self.batch_forward(batch, kept);
+                let slot_out: Vec<f32> = match &rows {
+                    None => fwd.out.clone(),
+                    Some(rows) => rows.iter().flat_map(|&r| fwd.out[r * n_out..(r + 1) * n_out].iter().copied()).collect(),
+                };
+                let lp = log_probs(env.as_ref(), batch, &slot_out, n_out, self.pb);
                 let (out, tr) = match objective {
                     Objective::Tb => (trajectory_balance(batch, &lp, self.log_z(), log_r), Vec::new()),
                     Objective::Db => {
@@ -197,6 +241,18 @@ impl GflowNet {
                     Objective::Fm => unreachable!("handled above"),
                 };
                 let g = backprop(env.as_ref(), batch, &lp, &out.grads, n_out, self.pb);
+                let g = match &rows {
+                    None => g,
+                    Some(rows) => {
+                        let mut gr = vec![0f32; fwd.n * n_out];
+                        for (slot, &r) in rows.iter().enumerate() {
+                            for (d, v) in gr[r * n_out..(r + 1) * n_out].iter_mut().zip(&g[slot * n_out..(slot + 1) * n_out]) {
+                                *d += v;
+                            }
+                        }
+                        gr
+                    }
+                };
                 (out.loss, self.net.backward(&fwd, &g), out.d_log_z, out.residuals, tr)
             }
         };
@@ -230,6 +286,23 @@ impl GflowNet {
         }
         self.net.refresh()?;
         Ok(TrainOutcome { loss, grad_norm, applied: true, residuals, transition_residuals })
+    }
+
+    /// The kept network pass for `batch` (completed with the states sampling never evaluated:
+    /// final states), with the row of every state slot; or a fresh pass (rows = slots).
+    fn batch_forward(&self, batch: &Trajectories, kept: Option<KeptForward>) -> (Forward, Option<Vec<usize>>) {
+        let Some(KeptForward { mut fwd, mut rows }) = kept.filter(|k| k.fwd.is_kept() && k.rows.len() == batch.n_states()) else {
+            return (self.net.forward(&batch.states, true), None);
+        };
+        let missing: Vec<usize> = (0..rows.len()).filter(|&t| rows[t] == NO_ACTION).collect();
+        if !missing.is_empty() {
+            let states: Vec<i32> = missing.iter().flat_map(|&t| batch.state(t).iter().copied()).collect();
+            let r = self.net.forward_append(&states, &mut fwd);
+            for (&t, row) in missing.iter().zip(r) {
+                rows[t] = row;
+            }
+        }
+        (fwd, Some(rows))
     }
 
     /// Saves parameters and optimiser states as `<prefix>_*.safetensors` in `dir`.

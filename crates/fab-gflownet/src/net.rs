@@ -28,6 +28,18 @@ pub struct Forward {
     tape: Option<Tape>,
 }
 
+impl Forward {
+    /// No rows yet (an accumulator for [`Network::forward_append`]).
+    pub fn empty() -> Self {
+        Self { out: Vec::new(), n: 0, tape: None }
+    }
+
+    /// Whether the backward pass can run on it.
+    pub fn is_kept(&self) -> bool {
+        self.tape.is_some()
+    }
+}
+
 #[derive(Debug)]
 enum Tape {
     /// Sparse first-layer input, per-layer pre-activations (hidden layers) and activations.
@@ -49,6 +61,11 @@ pub trait Network: Send + Sync + Debug {
 
     /// Outputs of `n` states (`states`: `[n, state_len]`), with a tape when `keep`.
     fn forward(&self, states: &[i32], keep: bool) -> Forward;
+
+    /// Appends the outputs of `states` (with their tape) to `acc`, which must hold only rows of
+    /// this network with tapes; returns the new rows' indices. Several calls build one batch for
+    /// one backward pass (e.g. the steps of a rollout).
+    fn forward_append(&self, states: &[i32], acc: &mut Forward) -> std::ops::Range<usize>;
 
     /// Parameter gradients (aligned with [`params`](Self::params), flattened) of
     /// Σ grad_out · out for the batch of `fwd` (which must have been kept).
@@ -122,17 +139,35 @@ impl Network for Mlp {
     }
 
     fn forward(&self, states: &[i32], keep: bool) -> Forward {
+        let mut acc = Forward::empty();
+        self.forward_append(states, &mut acc);
+        if !keep {
+            acc.tape = None;
+        }
+        acc
+    }
+
+    fn forward_append(&self, states: &[i32], acc: &mut Forward) -> std::ops::Range<usize> {
         let sl = self.env.state_len();
         let n = states.len() / sl;
+        let r0 = acc.n;
+        let nl = self.n_layers();
+        let n_out = self.n_outputs();
+        let tape =
+            acc.tape.get_or_insert_with(|| Tape::Mlp { sparse: Vec::new(), pre: vec![Vec::new(); nl - 1], act: vec![Vec::new(); nl - 1] });
+        let Tape::Mlp { sparse, pre, act } = tape else {
+            panic!("Mlp::forward_append onto another network's tape");
+        };
+        // Layer 0 on the sparse input: z = b + Σ_j obs_j W[j, :], written after the rows kept so far.
         let h0 = self.sizes[1];
-        // Layer 0 on the sparse input: h = b + Σ_j obs_j W[j, :].
         let mut obs = vec![0f32; self.env.obs_len()];
-        let mut sparse = Vec::new();
-        let mut z = vec![0f32; n * h0];
         let (w0, b0) = (&self.host[0], &self.host[1]);
+        let z0 = if nl == 1 { &mut acc.out } else { &mut pre[0] };
+        let start = z0.len();
+        z0.resize(start + n * h0, 0.0);
         for r in 0..n {
             self.env.observe(&states[r * sl..(r + 1) * sl], &mut obs);
-            let row = &mut z[r * h0..(r + 1) * h0];
+            let row = &mut z0[start + r * h0..start + (r + 1) * h0];
             row.copy_from_slice(b0);
             for (j, &v) in obs.iter().enumerate() {
                 if v != 0.0 {
@@ -140,29 +175,28 @@ impl Network for Mlp {
                     for (o, w) in row.iter_mut().zip(wj) {
                         *o += v * w;
                     }
-                    if keep {
-                        sparse.push((r as u32, j as u32, v));
-                    }
+                    sparse.push(((r0 + r) as u32, j as u32, v));
                 }
             }
         }
-        let mut pre = Vec::new();
-        let mut act = Vec::new();
-        for l in 1..self.n_layers() {
-            let a = leaky(&z, self.slope);
+        let slope = self.slope;
+        for l in 1..nl {
             let (fin, fout) = (self.sizes[l], self.sizes[l + 1]);
-            let mut next = vec![0f32; n * fout];
-            for row in next.chunks_exact_mut(fout) {
-                row.copy_from_slice(&self.host[2 * l + 1]);
+            // act[l−1] = LeakyReLU(pre[l−1]) for the new rows.
+            let a_start = act[l - 1].len();
+            act[l - 1].extend(pre[l - 1][a_start..].iter().map(|&v| v * if v < 0.0 { slope } else { 1.0 }));
+            let after = &mut pre[l..];
+            let dst: &mut Vec<f32> = if l + 1 == nl { &mut acc.out } else { &mut after[0] };
+            let d_start = dst.len();
+            for _ in 0..n {
+                dst.extend_from_slice(&self.host[2 * l + 1]);
             }
-            matmul(&mut next, &a, false, &self.host[2 * l], false, n, fin, fout, true);
-            if keep {
-                pre.push(std::mem::take(&mut z));
-                act.push(a);
-            }
-            z = next;
+            debug_assert_eq!(fout, self.host[2 * l + 1].len());
+            matmul(&mut dst[d_start..], &act[l - 1][a_start..], false, &self.host[2 * l], false, n, fin, fout, true);
         }
-        Forward { out: z, n, tape: keep.then_some(Tape::Mlp { sparse, pre, act }) }
+        debug_assert_eq!(acc.out.len(), (r0 + n) * n_out);
+        acc.n = r0 + n;
+        r0..r0 + n
     }
 
     fn backward(&self, fwd: &Forward, grad_out: &[f32]) -> Vec<Vec<f32>> {
@@ -180,10 +214,10 @@ impl Network for Mlp {
             column_sums_into(&mut grads[2 * l + 1], &g);
             let mut gin = vec![0f32; n * fin];
             matmul(&mut gin, &g, false, &self.host[2 * l], true, n, fout, fin, false);
+            // Branch-free so that it vectorises (the signs are random).
+            let slope = self.slope;
             for (gv, zv) in gin.iter_mut().zip(&pre[l - 1]) {
-                if *zv < 0.0 {
-                    *gv *= self.slope;
-                }
+                *gv *= if *zv < 0.0 { slope } else { 1.0 };
             }
             g = gin;
         }
@@ -199,10 +233,6 @@ impl Network for Mlp {
         }
         grads
     }
-}
-
-fn leaky(z: &[f32], slope: f32) -> Vec<f32> {
-    z.iter().map(|&v| if v < 0.0 { v * slope } else { v }).collect()
 }
 
 /// One free output vector per state (an exact parameterisation): needs an environment with an
@@ -244,16 +274,29 @@ impl Network for Tabular {
     }
 
     fn forward(&self, states: &[i32], keep: bool) -> Forward {
+        let mut acc = Forward::empty();
+        self.forward_append(states, &mut acc);
+        if !keep {
+            acc.tape = None;
+        }
+        acc
+    }
+
+    fn forward_append(&self, states: &[i32], acc: &mut Forward) -> std::ops::Range<usize> {
         let sl = self.env.state_len();
         let en = self.env.enumeration().expect("checked at construction");
         let k = self.n_outputs;
-        let rows: Vec<usize> = states.chunks_exact(sl).map(|s| en.state_index(s)).collect();
-        let mut out = Vec::with_capacity(rows.len() * k);
-        for &r in &rows {
-            out.extend_from_slice(&self.host[r * k..(r + 1) * k]);
+        let Tape::Table { rows } = acc.tape.get_or_insert_with(|| Tape::Table { rows: Vec::new() }) else {
+            panic!("Tabular::forward_append onto another network's tape");
+        };
+        let r0 = acc.n;
+        for s in states.chunks_exact(sl) {
+            let r = en.state_index(s);
+            rows.push(r);
+            acc.out.extend_from_slice(&self.host[r * k..(r + 1) * k]);
         }
-        let n = rows.len();
-        Forward { out, n, tape: keep.then_some(Tape::Table { rows }) }
+        acc.n = rows.len();
+        r0..acc.n
     }
 
     fn backward(&self, fwd: &Forward, grad_out: &[f32]) -> Vec<Vec<f32>> {

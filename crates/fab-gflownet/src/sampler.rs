@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::GflowConfig;
 use crate::env::{DiscreteEnv, ExactTarget};
 use crate::exact::{distances, empirical, policy_table, sample_terminal_indices, terminal_distribution};
-use crate::gfn::{GflowNet, GfnOptim, Objective};
+use crate::gfn::{GflowNet, GfnOptim, KeptForward, Objective};
 use crate::local_search::{local_search, LocalSearch};
 use crate::net::{Mlp, Network, Tabular};
 use crate::policy::BackwardPolicy;
@@ -263,12 +263,16 @@ impl GflowSampler {
         }
     }
 
-    fn draw_batch(&mut self, who: Behaviour) -> Trajectories {
+    /// The iteration's batch, with the sampling network's pass kept for its training step.
+    fn draw_batch(&mut self, who: Behaviour) -> (Trajectories, Option<KeptForward>) {
         let b = self.config.train.batch_size;
         let eps = self.config.agent.epsilon;
+        let kept = |(t, k): (Trajectories, KeptForward)| (t, Some(k));
         match who {
-            Behaviour::Student => self.student.sample(b, eps, &mut self.state.rng),
-            Behaviour::Teacher => self.teacher.as_ref().expect("teacher behaviour needs a teacher").sample(b, eps, &mut self.state.rng),
+            Behaviour::Student => kept(self.student.sample_kept(b, eps, &mut self.state.rng)),
+            Behaviour::Teacher => {
+                kept(self.teacher.as_ref().expect("teacher behaviour needs a teacher").sample_kept(b, eps, &mut self.state.rng))
+            }
             Behaviour::Buffer => {
                 let buf = self.buffer.as_ref().expect("buffer behaviour needs a buffer");
                 let how = if self.config.buffer.priority == "none" {
@@ -278,7 +282,7 @@ impl GflowSampler {
                 };
                 let idx = buf.sample(b, how, &mut self.state.rng).expect("a non-empty buffer");
                 let xs: Vec<i32> = idx.iter().flat_map(|&i| buf.get(i).expect("sampled index").0.clone()).collect();
-                backward_trajectories(self.env.as_ref(), &xs, &mut self.state.rng)
+                (backward_trajectories(self.env.as_ref(), &xs, &mut self.state.rng), None)
             }
         }
     }
@@ -387,7 +391,7 @@ impl Sampler for GflowSampler {
         let has_buffer = self.buffer.as_ref().is_some_and(|b| !b.is_empty());
         let who = behaviour(i, self.teacher.is_some(), self.buffer.is_some());
         let who = if who == Behaviour::Buffer && !has_buffer { Behaviour::Student } else { who };
-        let mut batch = self.draw_batch(who);
+        let (mut batch, mut kept) = self.draw_batch(who);
         let mut ls_accepted = 0;
         if who != Behaviour::Buffer {
             self.state.n_reward_calls += batch.len() as u64;
@@ -395,19 +399,26 @@ impl Sampler for GflowSampler {
                 let (b, acc) = self.run_local_search(batch, who);
                 batch = b;
                 ls_accepted = acc;
+                kept = None;
             }
             self.record_samples(&batch);
         }
+        // The pass kept while sampling serves the training step of the network that sampled.
+        let (student_kept, teacher_kept) = match who {
+            Behaviour::Student => (kept, None),
+            Behaviour::Teacher => (None, kept),
+            Behaviour::Buffer => (None, None),
+        };
         let out = match self.rnd.as_mut() {
             Some(rnd) => {
                 let ri = rnd.intrinsic(&batch.states);
-                let out = self.student.train_step_intrinsic(&batch, &batch.log_reward, Some(&ri))?;
+                let out = self.student.train_step_with(&batch, &batch.log_reward, Some(&ri), student_kept)?;
                 rnd.train_step(&batch.states)?;
                 out
             }
             None => {
                 let log_r = self.train_log_r(&batch);
-                self.student.train_step(&batch, &log_r)?
+                self.student.train_step_with(&batch, &log_r, None, student_kept)?
             }
         };
         self.state.n_grad_steps += 1;
@@ -436,7 +447,7 @@ impl Sampler for GflowSampler {
         if let Some(teacher) = self.teacher.as_mut() {
             let t = self.config.teacher;
             let tlog: Vec<f64> = teacher_r.iter().map(|&r| t.log_reward(r)).collect();
-            teacher_loss = teacher.train_step(&batch, &tlog)?.loss;
+            teacher_loss = teacher.train_step_with(&batch, &tlog, None, teacher_kept)?.loss;
         }
         if who != Behaviour::Buffer {
             self.insert_into_buffer(&batch, &out.residuals, &teacher_r)?;

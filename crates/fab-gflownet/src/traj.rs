@@ -117,16 +117,31 @@ pub fn rollout(
     probs: &mut dyn FnMut(&[i32]) -> Vec<f64>,
     rng: &mut dyn RngCore,
 ) -> Trajectories {
+    rollout_with_rows(env, prefixes, probs, rng).0
+}
+
+/// [`rollout`], also returning for every state slot of the result the index of that state among
+/// all rows passed to `probs` (in call order), or [`NO_ACTION`] for states never passed (prefix
+/// states and final states): lets a caller reuse the network pass of sampling for training.
+pub fn rollout_with_rows(
+    env: &dyn DiscreteEnv,
+    prefixes: Vec<(Vec<i32>, Vec<usize>)>,
+    probs: &mut dyn FnMut(&[i32]) -> Vec<f64>,
+    rng: &mut dyn RngCore,
+) -> (Trajectories, Vec<usize>) {
     let sl = env.state_len();
     let na = env.n_actions();
     let stop = env.has_stop().then(|| na - 1);
     let n = prefixes.len();
     let mut states: Vec<Vec<i32>> = Vec::with_capacity(n);
     let mut actions: Vec<Vec<usize>> = Vec::with_capacity(n);
+    let mut rows: Vec<Vec<usize>> = Vec::with_capacity(n);
     for (s, a) in prefixes {
+        rows.push(vec![NO_ACTION; s.len() / sl]);
         states.push(s);
         actions.push(a);
     }
+    let mut next_row = 0usize;
     let mut active: Vec<usize> = (0..n).collect();
     let mut batch = Vec::with_capacity(n * sl);
     while !active.is_empty() {
@@ -138,6 +153,7 @@ pub fn rollout(
         let p = probs(&batch);
         let mut still = Vec::with_capacity(active.len());
         for (r, &k) in active.iter().enumerate() {
+            *rows[k].last_mut().expect("a current state") = next_row + r;
             let a = draw_categorical(&p[r * na..(r + 1) * na], rng);
             let cur = states[k][states[k].len() - sl..].to_vec();
             let mut next = cur;
@@ -149,10 +165,12 @@ pub fn rollout(
             };
             states[k].extend_from_slice(&next);
             actions[k].push(a);
+            rows[k].push(NO_ACTION);
             if !done {
                 still.push(k);
             }
         }
+        next_row += active.len();
         active = still;
     }
     let mut out = Trajectories::new(sl);
@@ -161,7 +179,7 @@ pub fn rollout(
         let lr = env.log_reward(x);
         out.push(&states[k], &actions[k], true, lr);
     }
-    out
+    (out, rows.concat())
 }
 
 /// The start prefixes of `n` fresh trajectories (s₀ only).
