@@ -179,6 +179,27 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Plot metrics of several runs against each other on one figure (PNG), e.g.
+    /// `fab compare A B C --x n_reward_calls --y n_goals_found --y exact_l1 --log-y exact_l1 --out cmp.png`.
+    Compare {
+        /// Run directories (their names label the lines).
+        dirs: Vec<PathBuf>,
+        /// The horizontal-axis metric.
+        #[arg(long, default_value = "iteration")]
+        x: String,
+        /// A metric to plot (one panel each; repeat the flag).
+        #[arg(long = "y", required = true)]
+        y: Vec<String>,
+        /// Metrics drawn on a log axis.
+        #[arg(long = "log-y")]
+        log_y: Vec<String>,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Figure title.
+        #[arg(long, default_value = "comparison")]
+        title: String,
+    },
     /// Draw samples from a trained flow (.npy, or .csv by extension).
     Sample {
         /// The run directory.
@@ -253,6 +274,16 @@ fn run_cli() -> Result<ExitCode> {
             Ok(())
         }
         Command::Sample { dir, n, out, seed } => sample(&dir, n, &out, seed),
+        Command::Compare { dirs, x, y, log_y, out, title } => {
+            if out.extension().and_then(|e| e.to_str()) != Some("png") {
+                bail!("{}: the output must end in .png", out.display());
+            }
+            let runs: Vec<(String, PathBuf)> =
+                dirs.iter().map(|d| (d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string()), d.clone())).collect();
+            fab_sampler::compare_runs(&runs, &x, &y, &log_y, &out, &title)?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
         Command::Energy { system: System::Aldp, coords, per_term_forces } => {
             let ff = fab_targets::aldp::AldpForceField::amber_implicit();
             let xs = fab_targets::aldp::read_coordinates(&coords)?;

@@ -92,3 +92,25 @@ fn hypergrid_and_bits_have_their_closed_forms() {
     assert!((t.log_z - bits.log_z()).abs() < 1e-10, "{} vs {}", t.log_z, bits.log_z());
     assert_eq!(t.n_modes(), 4);
 }
+
+#[test]
+fn every_shipped_gflownet_config_is_valid_at_both_protocol_sizes() {
+    use fab_sampler::FamilyConfig;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/gflownet");
+    let mut n = 0;
+    for f in std::fs::read_dir(&root).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let grid = text.contains("deceptive_grid");
+            let sizes: &[[&str; 2]] = if grid { &[["env.ndim=2", "env.horizon=64"], ["env.ndim=4", "env.horizon=16"]] } else { &[["seed=0", "seed=1"]] };
+            for s in sizes {
+                let o: Vec<String> = s.iter().map(|v| v.to_string()).collect();
+                let cfg = fab_gflownet::GflowConfig::parse(&text, &o).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                assert!(cfg.train.n_iterations > 0);
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 19, "found only {n} configs");
+}

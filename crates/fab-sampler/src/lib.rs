@@ -30,7 +30,7 @@ mod target;
 
 pub use error::{Error, Result};
 pub use eval::{EvalContext, EvalSizes, Evaluation, Metrics, TestSet};
-pub use report::training_curves;
+pub use report::{compare_runs, training_curves};
 pub use run::{Run, RunLock, RunOptions, RunOutcome, StopReason, StopSignal};
 pub use sampler::{FamilyConfig, Model, RunSettings, Sampler, StepReport, StepStats};
 pub use samples::{log_prob_host, log_z_hat, Draws, NamedSamples, WeightedSamples, HOST_CHUNK};

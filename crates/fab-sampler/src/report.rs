@@ -96,3 +96,50 @@ mod tests {
         assert!(m.iter().all(|v| *v == 1.0), "{m:?}");
     }
 }
+
+/// Points drawn per run and panel in [`compare_runs`] (longer series are thinned evenly).
+const MAX_COMPARE_POINTS: usize = 2000;
+
+/// One figure comparing several runs: for every key of `y_keys` a panel of that metric against
+/// `x_key` (e.g. `n_goals_found` and `exact_l1` against `n_reward_calls`), one line per run,
+/// from every line of each run's `metrics.jsonl` that has both keys. `log_y` keys get a log axis.
+///
+/// # Errors
+/// No runs, a run without `metrics.jsonl`, a key no run reports, or plotting errors.
+pub fn compare_runs(runs: &[(String, std::path::PathBuf)], x_key: &str, y_keys: &[String], log_y: &[String], path: &Path, title: &str) -> Result<()> {
+    use crate::Error;
+    if runs.is_empty() || y_keys.is_empty() {
+        return Err(Error::Config("compare: give at least one run directory and one --y key".into()));
+    }
+    let mut loaded = Vec::new();
+    for (label, dir) in runs {
+        let file = dir.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        let rows: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        loaded.push((label.clone(), rows));
+    }
+    let mut panels = Vec::new();
+    for key in y_keys {
+        let mut series = Vec::new();
+        for (label, rows) in &loaded {
+            let mut pts: Vec<(f64, f64)> = rows.iter().filter_map(|r| Some((r[x_key].as_f64()?, r[key.as_str()].as_f64()?))).collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if pts.len() > MAX_COMPARE_POINTS {
+                let step = pts.len().div_ceil(MAX_COMPARE_POINTS);
+                let last = *pts.last().expect("non-empty");
+                pts = pts.into_iter().step_by(step).collect();
+                pts.push(last);
+            }
+            if !pts.is_empty() {
+                let (x, y): (Vec<f64>, Vec<f64>) = pts.into_iter().unzip();
+                series.push(Series::new(label.clone(), x, y));
+            }
+        }
+        if series.is_empty() {
+            return Err(Error::Config(format!("compare: no run reports both `{x_key}` and `{key}`")));
+        }
+        panels.push(CurvePanel::multi(key.clone(), series, log_y.contains(key)).with_x_label(x_key).with_y_label(key.clone()));
+    }
+    fab_plot::training_curves(path, title, &panels, &CurveOptions::default())?;
+    Ok(())
+}
