@@ -128,6 +128,11 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
+    /// Whether the agent's student learns by detailed balance (and so replays transitions).
+    pub fn is_db(&self) -> bool {
+        matches!(self.kind.as_str(), "db" | "teacher_db")
+    }
+
     /// Whether the agent trains a teacher.
     pub fn has_teacher(&self) -> bool {
         self.kind.starts_with("teacher")
@@ -204,11 +209,14 @@ pub struct BufferSection {
     pub capacity: usize,
     /// k of the rank weights 1/(k·N + rank).
     pub rank_k: f64,
+    /// Capacity of the transition buffer that detailed-balance agents (`db`, `teacher_db`) replay
+    /// from instead of terminal states (0: 1000).
+    pub transition_capacity: usize,
 }
 
 impl Default for BufferSection {
     fn default() -> Self {
-        Self { enabled: false, priority: "none".into(), capacity: 0, rank_k: 0.01 }
+        Self { enabled: false, priority: "none".into(), capacity: 0, rank_k: 0.01, transition_capacity: 0 }
     }
 }
 
@@ -373,7 +381,7 @@ impl GflowConfig {
         if !(b.rank_k > 0.0 && b.rank_k.is_finite()) {
             return Err(err(format!("buffer.rank_k = {}: must be a positive number", b.rank_k)));
         }
-        if !b.enabled && (b.priority != "none" || b.capacity != 0) {
+        if !b.enabled && (b.priority != "none" || b.capacity != 0 || b.transition_capacity != 0) {
             return Err(err("buffer.priority / buffer.capacity are set but buffer.enabled = false"));
         }
         if b.enabled && a.kind == "gafntb" {
@@ -436,6 +444,9 @@ impl GflowConfig {
         }
         if self.train.empirical_window == 0 {
             self.train.empirical_window = if small || !self.env.is_grid() { 10_000 } else { 20_000 };
+        }
+        if self.buffer.enabled && self.buffer.transition_capacity == 0 {
+            self.buffer.transition_capacity = 1000;
         }
         if self.buffer.enabled && self.buffer.capacity == 0 {
             self.buffer.capacity = if self.env.is_grid() {

@@ -105,6 +105,13 @@ impl StepStats for GflowStats {
     }
 }
 
+/// A transition kept for detailed-balance replay: the action, and log R when s′ is terminal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredTransition {
+    action: usize,
+    log_reward: Option<f64>,
+}
+
 /// The counters and windows a checkpoint must carry besides parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TrainState {
@@ -128,6 +135,7 @@ pub struct GflowSampler {
     student: GflowNet,
     teacher: Option<GflowNet>,
     buffer: Option<RankedBuffer<Vec<i32>, f64>>,
+    transitions: Option<RankedBuffer<(Vec<i32>, Vec<i32>), StoredTransition>>,
     rnd: Option<Rnd>,
     state: TrainState,
     /// Metrics computed while drawing the evaluation sets, reported by `own_metrics`.
@@ -179,7 +187,13 @@ impl GflowSampler {
         } else {
             None
         };
-        let buffer = if config.buffer.enabled { Some(RankedBuffer::new(config.buffer.capacity).map_err(Error::family)?) } else { None };
+        let use_transitions = config.buffer.enabled && config.agent.is_db();
+        let buffer = if config.buffer.enabled && !use_transitions {
+            Some(RankedBuffer::new(config.buffer.capacity).map_err(Error::family)?)
+        } else {
+            None
+        };
+        let transitions = if use_transitions { Some(RankedBuffer::new(config.buffer.transition_capacity).map_err(Error::family)?) } else { None };
         let state = TrainState {
             iteration: 0,
             n_reward_calls: 0,
@@ -198,6 +212,7 @@ impl GflowSampler {
             student,
             teacher,
             buffer,
+            transitions,
             rnd,
             state,
             pending: Metrics::new(),
@@ -274,12 +289,24 @@ impl GflowSampler {
                 kept(self.teacher.as_ref().expect("teacher behaviour needs a teacher").sample_kept(b, eps, &mut self.state.rng))
             }
             Behaviour::Buffer => {
-                let buf = self.buffer.as_ref().expect("buffer behaviour needs a buffer");
                 let how = if self.config.buffer.priority == "none" {
                     Prioritisation::Uniform
                 } else {
                     Prioritisation::Rank { k: self.config.buffer.rank_k }
                 };
+                if let Some(tb) = self.transitions.as_ref() {
+                    // Detailed balance replays single transitions: batch·⌊H/2⌋ of them.
+                    let half = if self.config.env.kind == "bits" { self.config.env.length / 2 } else { self.config.env.horizon / 2 };
+                    let idx = tb.sample(b * half.max(1), how, &mut self.state.rng).expect("a non-empty buffer");
+                    let mut out = Trajectories::new(self.env.state_len());
+                    for i in idx {
+                        let ((s, s2), t, _) = tb.get(i).expect("sampled index");
+                        let states: Vec<i32> = s.iter().chain(s2).copied().collect();
+                        out.push(&states, &[t.action], t.log_reward.is_some(), t.log_reward.unwrap_or(f64::NAN));
+                    }
+                    return (out, None);
+                }
+                let buf = self.buffer.as_ref().expect("buffer behaviour needs a buffer");
                 let idx = buf.sample(b, how, &mut self.state.rng).expect("a non-empty buffer");
                 let xs: Vec<i32> = idx.iter().flat_map(|&i| buf.get(i).expect("sampled index").0.clone()).collect();
                 (backward_trajectories(self.env.as_ref(), &xs, &mut self.state.rng), None)
@@ -322,6 +349,30 @@ impl GflowSampler {
         self.state.rng = rng;
         self.state.n_reward_calls += (ls.rounds * batch.len()) as u64;
         out
+    }
+
+    /// Adds every transition of a fresh batch to the transition buffer, with priorities from the
+    /// per-transition residuals (`loss`: δ_t²; `teacher_reward`: the per-transition teacher reward).
+    fn insert_transitions(&mut self, batch: &Trajectories, transition_residuals: &[f64]) -> Result<()> {
+        let Some(buf) = self.transitions.as_mut() else { return Ok(()) };
+        let t = self.config.teacher;
+        for k in 0..batch.len() {
+            let r = batch.range(k);
+            for slot in r.start..r.end - 1 {
+                let terminal = slot + 2 == r.end && batch.complete[k];
+                let log_reward = terminal.then_some(batch.log_reward[k]);
+                let d = transition_residuals.get(slot).copied().unwrap_or(0.0);
+                let priority = match self.config.buffer.priority.as_str() {
+                    "reward" => log_reward.map_or(0.0, f64::exp),
+                    "loss" => d * d,
+                    "teacher_reward" => t.transition_reward(d, log_reward),
+                    _ => 0.0,
+                };
+                let key = (batch.state(slot).to_vec(), batch.state(slot + 1).to_vec());
+                buf.insert(key, StoredTransition { action: batch.actions[slot], log_reward }, priority).map_err(Error::family)?;
+            }
+        }
+        Ok(())
     }
 
     fn insert_into_buffer(&mut self, batch: &Trajectories, residuals: &[f64], teacher_r: &[f64]) -> Result<()> {
@@ -388,8 +439,8 @@ impl Sampler for GflowSampler {
 
     fn step(&mut self) -> fab_sampler::Result<StepReport<GflowStats>> {
         let i = self.state.iteration;
-        let has_buffer = self.buffer.as_ref().is_some_and(|b| !b.is_empty());
-        let who = behaviour(i, self.teacher.is_some(), self.buffer.is_some());
+        let has_buffer = self.buffer.as_ref().is_some_and(|b| !b.is_empty()) || self.transitions.as_ref().is_some_and(|b| !b.is_empty());
+        let who = behaviour(i, self.teacher.is_some(), self.buffer.is_some() || self.transitions.is_some());
         let who = if who == Behaviour::Buffer && !has_buffer { Behaviour::Student } else { who };
         let (mut batch, mut kept) = self.draw_batch(who);
         let mut ls_accepted = 0;
@@ -444,13 +495,16 @@ impl Sampler for GflowSampler {
                 .collect()
         };
         let mut teacher_loss = f64::NAN;
-        if let Some(teacher) = self.teacher.as_mut() {
+        // The teacher learns by TB on complete trajectories (not on replayed single transitions).
+        let complete = batch.complete.iter().all(|c| *c);
+        if let Some(teacher) = self.teacher.as_mut().filter(|_| complete) {
             let t = self.config.teacher;
             let tlog: Vec<f64> = teacher_r.iter().map(|&r| t.log_reward(r)).collect();
             teacher_loss = teacher.train_step_with(&batch, &tlog, None, teacher_kept)?.loss;
         }
         if who != Behaviour::Buffer {
             self.insert_into_buffer(&batch, &out.residuals, &teacher_r)?;
+            self.insert_transitions(&batch, &out.transition_residuals)?;
         }
         if out.loss.is_finite() {
             self.state.losses.push_back(out.loss);
@@ -592,6 +646,9 @@ impl Sampler for GflowSampler {
         if let Some(b) = &self.buffer {
             v["buffer"] = serde_json::to_value(b)?;
         }
+        if let Some(b) = &self.transitions {
+            v["transitions"] = serde_json::to_value(b)?;
+        }
         let path = dir.join("gflownet_state.json");
         std::fs::write(&path, serde_json::to_vec(&v)?).map_err(|e| Error::io(&path, e))?;
         Ok(())
@@ -611,6 +668,9 @@ impl Sampler for GflowSampler {
         self.state = serde_json::from_value(v["state"].take())?;
         if self.buffer.is_some() {
             self.buffer = Some(serde_json::from_value(v["buffer"].take())?);
+        }
+        if self.transitions.is_some() {
+            self.transitions = Some(serde_json::from_value(v["transitions"].take())?);
         }
         Ok(())
     }
