@@ -32,6 +32,8 @@ const TRAIN_STREAM: u64 = 11;
 const INIT_STREAM: u64 = 12;
 /// Trajectories drawn with the network for the log Z bounds.
 const BOUND_SAMPLES: usize = 2000;
+/// Largest number of terminal objects whose exact target is enumerated.
+const MAX_EXACT_TERMINAL: usize = 50_000_000;
 /// Losses averaged in the reported running loss.
 const LOSS_WINDOW: usize = 100;
 
@@ -169,7 +171,9 @@ impl GflowSampler {
     /// Builds the environment, the networks and the buffer of a validated configuration.
     pub fn new(config: GflowConfig) -> Result<Self> {
         let env = config.env.build();
-        let exact = ExactTarget::of(env.as_ref());
+        // The exact target is enumerated once (log R of every terminal object), up to a size.
+        let enumerable = env.enumeration().is_some_and(|en| en.n_terminal() <= MAX_EXACT_TERMINAL);
+        let exact = if enumerable { ExactTarget::of(env.as_ref()) } else { None };
         let target = Arc::new(DiscreteTarget::new(env.clone(), exact.as_ref().map(|e| e.log_z)));
         let mut init = seeded_rng(config.seed, INIT_STREAM);
         let student = build_gfn(&config, &env, &mut init)?;
