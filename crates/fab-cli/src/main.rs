@@ -278,8 +278,10 @@ fn run_cli() -> Result<ExitCode> {
             if out.extension().and_then(|e| e.to_str()) != Some("png") {
                 bail!("{}: the output must end in .png", out.display());
             }
-            let runs: Vec<(String, PathBuf)> =
-                dirs.iter().map(|d| (d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string()), d.clone())).collect();
+            let runs: Vec<(String, PathBuf)> = dirs
+                .iter()
+                .map(|d| (d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string()), d.clone()))
+                .collect();
             fab_sampler::compare_runs(&runs, &x, &y, &log_y, &out, &title)?;
             eprintln!("wrote {}", out.display());
             Ok(())

@@ -197,7 +197,8 @@ impl GflowSampler {
         } else {
             None
         };
-        let transitions = if use_transitions { Some(RankedBuffer::new(config.buffer.transition_capacity).map_err(Error::family)?) } else { None };
+        let transitions =
+            if use_transitions { Some(RankedBuffer::new(config.buffer.transition_capacity).map_err(Error::family)?) } else { None };
         let state = TrainState {
             iteration: 0,
             n_reward_calls: 0,

@@ -103,7 +103,8 @@ fn every_shipped_gflownet_config_is_valid_at_both_protocol_sizes() {
         if f.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&f).unwrap();
             let grid = text.contains("deceptive_grid");
-            let sizes: &[[&str; 2]] = if grid { &[["env.ndim=2", "env.horizon=64"], ["env.ndim=4", "env.horizon=16"]] } else { &[["seed=0", "seed=1"]] };
+            let sizes: &[[&str; 2]] =
+                if grid { &[["env.ndim=2", "env.horizon=64"], ["env.ndim=4", "env.horizon=16"]] } else { &[["seed=0", "seed=1"]] };
             for s in sizes {
                 let o: Vec<String> = s.iter().map(|v| v.to_string()).collect();
                 let cfg = fab_gflownet::GflowConfig::parse(&text, &o).unwrap_or_else(|e| panic!("{}: {e}", f.display()));

@@ -106,7 +106,14 @@ const MAX_COMPARE_POINTS: usize = 2000;
 ///
 /// # Errors
 /// No runs, a run without `metrics.jsonl`, a key no run reports, or plotting errors.
-pub fn compare_runs(runs: &[(String, std::path::PathBuf)], x_key: &str, y_keys: &[String], log_y: &[String], path: &Path, title: &str) -> Result<()> {
+pub fn compare_runs(
+    runs: &[(String, std::path::PathBuf)],
+    x_key: &str,
+    y_keys: &[String],
+    log_y: &[String],
+    path: &Path,
+    title: &str,
+) -> Result<()> {
     use crate::Error;
     if runs.is_empty() || y_keys.is_empty() {
         return Err(Error::Config("compare: give at least one run directory and one --y key".into()));

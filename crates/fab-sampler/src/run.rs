@@ -549,9 +549,27 @@ pub fn metrics_json(kind: &str, m: &Metrics) -> Value {
     let mut v = serde_json::Map::new();
     v.insert("kind".into(), json!(kind));
     for (k, x) in m {
-        v.insert(k.clone(), if x.is_finite() { json!(x) } else { Value::Null });
+        let value = if !x.is_finite() {
+            Value::Null
+        } else if is_count_key(k) && x.fract() == 0.0 && x.abs() < 9.007_199_254_740_992e15 {
+            json!(*x as i64)
+        } else {
+            json!(x)
+        };
+        v.insert(k.clone(), value);
     }
     Value::Object(v)
+}
+
+/// Whether a metric is a count (written as a JSON integer when it is integral): `n_*`,
+/// `*_count`, `*_steps`, `*_calls`, `iteration`, `modes_covered`, `reward_calls_*`.
+pub fn is_count_key(k: &str) -> bool {
+    k.starts_with("n_")
+        || k.ends_with("_count")
+        || k.ends_with("_steps")
+        || k.ends_with("_calls")
+        || k.starts_with("reward_calls")
+        || matches!(k, "iteration" | "modes_covered")
 }
 
 /// A step report as one JSON object with `"kind": "train"` (non-finite values as `null`).
@@ -804,4 +822,27 @@ pub fn evaluate_run_into<C: FamilyConfig>(run_dir: &Path, other: Option<&Path>, 
     };
     let (_, mut run) = load_run::<C>(run_dir, eval_overrides)?;
     final_evaluation_into(&mut run, run_dir, other.unwrap_or(run_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_written_as_integers_and_other_metrics_as_floats() {
+        let mut m = Metrics::new();
+        m.insert("n_goals_found".into(), 144.0);
+        m.insert("n_reward_calls".into(), 96000.0);
+        m.insert("iteration".into(), 6000.0);
+        m.insert("exact_l1".into(), 2.0);
+        m.insert("n_half".into(), 2.5);
+        m.insert("eval_ess_model".into(), f64::NAN);
+        let text = serde_json::to_string(&metrics_json("final", &m)).unwrap();
+        assert!(text.contains("\"n_goals_found\":144,"), "{text}");
+        assert!(text.contains("\"n_reward_calls\":96000"), "{text}");
+        assert!(text.contains("\"iteration\":6000"), "{text}");
+        assert!(text.contains("\"exact_l1\":2.0"), "{text}");
+        assert!(text.contains("\"n_half\":2.5"), "{text}");
+        assert!(text.contains("\"eval_ess_model\":null"), "{text}");
+    }
 }
