@@ -541,7 +541,10 @@ fn truncate_metrics(path: &Path, iteration: usize) -> Result<()> {
     if !s.is_empty() {
         s.push('\n');
     }
-    write_file(path, &s)
+    // Atomically: a kill during the rewrite leaves the old file, never a half-written one.
+    let tmp = path.with_extension("jsonl.tmp");
+    write_file(&tmp, &s)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Metrics as one JSON object with a `kind` field (non-finite values as `null`).
