@@ -35,6 +35,8 @@ pub enum TargetConfig {
         #[serde(default)]
         mixture: Option<GmmConfig>,
     },
+    /// The 25-component mixture of the diffusion-sampler benchmarks (`GmmConfig::grid25`).
+    Gmm25 {},
     /// Many Well: dim/2 independent double wells.
     ManyWell {
         /// Even dimension (32 in the paper).
@@ -69,6 +71,7 @@ impl TargetConfig {
     pub fn dim(&self) -> usize {
         match self {
             TargetConfig::Gmm { mixture } => mixture.as_ref().map_or(2, |m| m.dim),
+            TargetConfig::Gmm25 {} => 2,
             TargetConfig::ManyWell { dim } => *dim,
             TargetConfig::Aldp(_) => crate::aldp::FLOW_DIM,
         }
@@ -88,7 +91,7 @@ impl TargetConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             TargetConfig::Gmm { mixture: Some(m) } => m.validate().map_err(|e| TargetError::InvalidConfig(format!("target.mixture: {e}"))),
-            TargetConfig::Gmm { mixture: None } => Ok(()),
+            TargetConfig::Gmm { mixture: None } | TargetConfig::Gmm25 {} => Ok(()),
             TargetConfig::ManyWell { dim } => {
                 if *dim < 2 || dim % 2 != 0 {
                     Err(TargetError::InvalidConfig(format!("target.dim must be even and ≥ 2 for many_well, got {dim}")))
@@ -114,6 +117,7 @@ impl TargetConfig {
         Ok(match self {
             TargetConfig::Gmm { mixture: None } => Arc::new(Gmm::fab40(dtype, device)?),
             TargetConfig::Gmm { mixture: Some(m) } => Arc::new(Gmm::from_config(m, dtype, device)?),
+            TargetConfig::Gmm25 {} => Arc::new(Gmm::from_config(&crate::gmm::GmmConfig::grid25(), dtype, device)?),
             TargetConfig::ManyWell { dim } => Arc::new(ManyWell::new(*dim, dtype, device)?),
             TargetConfig::Aldp(a) => {
                 let ff = Arc::new(AldpForceField::amber_implicit());

@@ -105,6 +105,15 @@ impl GmmConfig {
         Self { dim: 2, means, scales: GmmScales::Shared(std), weights: None, log_prob_floor: DEFAULT_LOG_PROB_FLOOR }
     }
 
+    /// The 25-component 2-D mixture of the diffusion-sampler benchmarks ("25GMM"): means on the
+    /// grid {−10, −5, 0, 5, 10}², variance 0.3 in every direction, equal weights, normalised
+    /// (log Z = 0; no log-density floor). `docs/ALGORITHMS.md`, "Targets".
+    pub fn grid25() -> Self {
+        let coords = [-10.0, -5.0, 0.0, 5.0, 10.0];
+        let means = coords.iter().flat_map(|&a| coords.iter().map(move |&b| vec![a, b])).collect();
+        Self { dim: 2, means, scales: GmmScales::Shared(0.3f64.sqrt()), weights: None, log_prob_floor: f64::NEG_INFINITY }
+    }
+
     /// Parses a TOML mixture description and validates it.
     ///
     /// # Errors

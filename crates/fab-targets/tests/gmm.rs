@@ -281,3 +281,24 @@ fn user_mixture_errors_are_clear() {
     let ok = GmmConfig { scales: GmmScales::Shared(1.0), ..cfg };
     assert!(Gmm::from_config(&ok, DType::U8, &Device::Cpu).is_err());
 }
+
+#[test]
+fn grid25_is_normalised_with_its_means_on_the_grid() {
+    use fab_targets::TargetConfig;
+    let cfg = GmmConfig::grid25();
+    assert_eq!(cfg.n_components(), 25);
+    assert!(cfg.means.contains(&vec![-10.0, 5.0]) && cfg.means.contains(&vec![0.0, 0.0]));
+    let target = TargetConfig::Gmm25 {}.build(DType::F64, &Device::Cpu).unwrap();
+    // ∫ p over [−14, 14]² by the midpoint rule (the mass outside is < 1e-40).
+    let h = 0.05;
+    let n = (28.0 / h) as usize;
+    let xs: Vec<f64> = (0..n * n).flat_map(|i| [-14.0 + h * ((i / n) as f64 + 0.5), -14.0 + h * ((i % n) as f64 + 0.5)]).collect();
+    let lp = target.density().log_prob(&pts(&xs, 2)).unwrap().to_vec1::<f64>().unwrap();
+    let z: f64 = lp.iter().map(|l| l.exp()).sum::<f64>() * h * h;
+    assert!((z - 1.0).abs() < 1e-6, "∫p = {z}");
+    // At a mean: log p = log(1/25) − log(2π·0.3) (the other components are 5/√0.3 ≈ 9σ away).
+    let at = target.density().log_prob(&pts(&[5.0, -5.0], 2)).unwrap().to_vec1::<f64>().unwrap()[0];
+    let want = (1.0f64 / 25.0).ln() - (2.0 * std::f64::consts::PI * 0.3).ln();
+    assert!((at - want).abs() < 1e-12, "{at} vs {want}");
+    assert_eq!(target.log_z(), Some(0.0));
+}
