@@ -359,7 +359,14 @@ fn train(
     let stop = StopSignal::new();
     let handler_stop = stop.clone();
     ctrlc::set_handler(move || {
-        eprintln!("\nstopping after this iteration (a checkpoint will be written)…");
+        if handler_stop.requested() {
+            // Second Ctrl-C: abort now. Checkpoints and final_metrics.json are written under
+            // temporary names and renamed, so nothing half-written is left; the lock becomes
+            // stale and is taken over by the next `--resume`.
+            eprintln!("\naborted; `fab train --resume` continues from the last checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this iteration (a checkpoint will be written; Ctrl-C again aborts at once, also during the final evaluation)…");
         handler_stop.request();
     })
     .context("installing the Ctrl-C handler")?;

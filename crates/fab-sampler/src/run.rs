@@ -786,7 +786,10 @@ pub fn final_evaluation_into<S: Sampler>(run: &mut Run<S>, run_dir: &Path, out: 
         json["notes"] = serde_json::to_value(&e.notes)?;
     }
     let path = out.join("final_metrics.json");
-    write_file(&path, &serde_json::to_string_pretty(&json)?)?;
+    // Atomically: an abort (a second Ctrl-C) never leaves a half-written file.
+    let tmp = out.join("final_metrics.json.tmp");
+    write_file(&tmp, &serde_json::to_string_pretty(&json)?)?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     if run.settings().plots {
         write_plots(run, &e, run_dir, out)?;
     }
