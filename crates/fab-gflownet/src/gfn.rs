@@ -78,6 +78,9 @@ pub struct GflowNet {
     objective: Objective,
     pb: BackwardPolicy,
     optim: GfnOptim,
+    /// A used forward accumulator, recycled by the next batch (steady state without fresh
+    /// allocations).
+    spare: std::sync::Mutex<Option<Forward>>,
 }
 
 impl GflowNet {
@@ -96,7 +99,7 @@ impl GflowNet {
         let mut adam_z = adam(&log_z, optim.lr_log_z)?;
         adam_net.set_update_path(fab_optim::UpdatePath::Fused);
         adam_z.set_update_path(fab_optim::UpdatePath::Fused);
-        Ok(Self { env, net, log_z, adam_net, adam_z, objective, pb, optim })
+        Ok(Self { env, net, log_z, adam_net, adam_z, objective, pb, optim, spare: std::sync::Mutex::new(None) })
     }
 
     /// The network.
@@ -154,7 +157,7 @@ impl GflowNet {
     /// [`sample`](Self::sample), keeping the network pass of sampling for the training step on
     /// this batch ([`train_step_with`](Self::train_step_with)): saves one forward pass.
     pub fn sample_kept(&self, n: usize, epsilon: f64, rng: &mut dyn RngCore) -> (Trajectories, KeptForward) {
-        let mut acc = Forward::empty();
+        let mut acc = self.recycled();
         let na = self.env.n_actions();
         let n_out = self.net.n_outputs();
         let mut mask = vec![false; na];
@@ -253,7 +256,9 @@ impl GflowNet {
                         gr
                     }
                 };
-                (out.loss, self.net.backward(&fwd, &g), out.d_log_z, out.residuals, tr)
+                let grads = self.net.backward(&fwd, &g);
+                *self.spare.lock().expect("spare accumulator") = Some(fwd);
+                (out.loss, grads, out.d_log_z, out.residuals, tr)
             }
         };
         let norm_sq: f64 = grads.iter().flatten().map(|&g| f64::from(g) * f64::from(g)).sum::<f64>() + d_log_z * d_log_z;
@@ -288,11 +293,20 @@ impl GflowNet {
         Ok(TrainOutcome { loss, grad_norm, applied: true, residuals, transition_residuals })
     }
 
+    /// An empty forward accumulator, reusing the last one's memory.
+    fn recycled(&self) -> Forward {
+        let mut f = self.spare.lock().expect("spare accumulator").take().unwrap_or_else(Forward::empty);
+        f.clear();
+        f
+    }
+
     /// The kept network pass for `batch` (completed with the states sampling never evaluated:
     /// final states), with the row of every state slot; or a fresh pass (rows = slots).
     fn batch_forward(&self, batch: &Trajectories, kept: Option<KeptForward>) -> (Forward, Option<Vec<usize>>) {
         let Some(KeptForward { mut fwd, mut rows }) = kept.filter(|k| k.fwd.is_kept() && k.rows.len() == batch.n_states()) else {
-            return (self.net.forward(&batch.states, true), None);
+            let mut acc = self.recycled();
+            self.net.forward_append(&batch.states, &mut acc);
+            return (acc, None);
         };
         let missing: Vec<usize> = (0..rows.len()).filter(|&t| rows[t] == NO_ACTION).collect();
         if !missing.is_empty() {

@@ -38,6 +38,22 @@ impl Forward {
     pub fn is_kept(&self) -> bool {
         self.tape.is_some()
     }
+
+    /// Removes every row but keeps the allocations, so that a recycled accumulator does not
+    /// page-fault fresh memory in steady state.
+    pub fn clear(&mut self) {
+        self.out.clear();
+        self.n = 0;
+        match &mut self.tape {
+            Some(Tape::Mlp { sparse, pre, act }) => {
+                sparse.clear();
+                pre.iter_mut().for_each(Vec::clear);
+                act.iter_mut().for_each(Vec::clear);
+            }
+            Some(Tape::Table { rows }) => rows.clear(),
+            None => {}
+        }
+    }
 }
 
 #[derive(Debug)]
