@@ -28,8 +28,8 @@ struct Family {
     train: fn(Option<&str>, &[String], &RunOptions) -> fab_sampler::Result<RunOutcome>,
     /// `fab eval` (results into the run directory, or into another one).
     eval: fn(&Path, Option<&Path>, &[String]) -> fab_sampler::Result<Metrics>,
-    /// `fab sample` (optionally with its own seed).
-    sample: fn(&Path, usize, Option<u64>) -> fab_sampler::Result<Draws>,
+    /// `fab sample` (optionally with its own seed): draws in chunks, each handed to the sink.
+    sample: fn(&Path, usize, Option<u64>, &mut dyn FnMut(&Draws) -> Result<()>) -> Result<()>,
     /// Samples are points of a discrete space (written as integers, without log q).
     discrete: bool,
 }
@@ -47,12 +47,25 @@ fn eval_family<C: FamilyConfig>(dir: &Path, out: Option<&Path>, overrides: &[Str
     run::evaluate_run_into::<C>(dir, out, overrides)
 }
 
-fn sample_family<C: FamilyConfig>(dir: &Path, n: usize, seed: Option<u64>) -> fab_sampler::Result<Draws> {
+/// Samples drawn per chunk by `fab sample` (bounded memory for any N; a progress line each).
+const SAMPLE_CHUNK: usize = 65_536;
+
+fn sample_family<C: FamilyConfig>(dir: &Path, n: usize, seed: Option<u64>, sink: &mut dyn FnMut(&Draws) -> Result<()>) -> Result<()> {
     let mut run = run::load_run::<C>(dir, &[])?.1;
     if let Some(s) = seed {
         run.reseed_evaluation(s);
     }
-    run.draw(n)
+    let t0 = std::time::Instant::now();
+    let mut done = 0;
+    while done < n {
+        let m = SAMPLE_CHUNK.min(n - done);
+        sink(&run.draw(m)?)?;
+        done += m;
+        if n > SAMPLE_CHUNK {
+            eprintln!("sampled {done} / {n} ({:.0} s)", t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
 }
 
 /// The registered sampler families; the first is the default.
@@ -414,6 +427,9 @@ fn train(
 }
 
 fn sample(dir: &Path, n: usize, out: &Path, seed: Option<u64>) -> Result<()> {
+    if n == 0 {
+        bail!("-n 0: ask for at least one sample");
+    }
     // Check the output before sampling (which can take minutes), not after.
     if !matches!(out.extension().and_then(|e| e.to_str()), Some("npy" | "csv")) {
         bail!("{}: the output must end in .npy or .csv", out.display());
@@ -423,49 +439,78 @@ fn sample(dir: &Path, n: usize, out: &Path, seed: Option<u64>) -> Result<()> {
         bail!("{}: the directory {} does not exist", out.display(), parent.display());
     }
     let family = family_of_run(dir)?;
-    let draws = (family.sample)(dir, n, seed)?;
-    let (x, lq, d) = (&draws.x, &draws.log_q, draws.dim);
-    if family.discrete {
-        // Terminal objects of a discrete space: integers, one row per sample (log q would only be
-        // a path estimate).
-        let xi: Vec<i64> = x.iter().map(|v| v.round() as i64).collect();
-        match out.extension().and_then(|e| e.to_str()) {
-            Some("npy") => fab_core::npy::write_i64(out, &xi, &[n, d])?,
-            _ => {
-                let mut s: String = (0..d).map(|j| format!("x{j}")).collect::<Vec<_>>().join(",");
-                s.push('\n');
-                for row in xi.chunks_exact(d.max(1)) {
-                    s.push_str(&row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
-                    s.push('\n');
+    // Written under a temporary name and renamed at the end: an interrupted call leaves no file
+    // that looks complete.
+    let part =
+        |p: &Path| p.with_file_name(format!("{}.partial", p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()));
+    let npy = out.extension().and_then(|e| e.to_str()) == Some("npy");
+    let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("samples").to_string();
+    let lq_path = out.with_file_name(format!("{stem}_log_q.npy"));
+    let mut x_npy: Option<fab_core::npy::NpyWriter> = None;
+    let mut lq_npy: Option<fab_core::npy::NpyWriter> = None;
+    let mut csv: Option<std::io::BufWriter<std::fs::File>> = None;
+    let discrete = family.discrete;
+    let mut sink = |draws: &Draws| -> Result<()> {
+        use std::io::Write;
+        let (x, lq, d) = (&draws.x, &draws.log_q, draws.dim);
+        if npy {
+            if x_npy.is_none() {
+                x_npy = Some(fab_core::npy::NpyWriter::create(&part(out), if discrete { "<i8" } else { "<f8" }, &[n, d])?);
+                if !discrete {
+                    lq_npy = Some(fab_core::npy::NpyWriter::create(&part(&lq_path), "<f8", &[n])?);
                 }
-                std::fs::write(out, s).with_context(|| format!("writing {}", out.display()))?;
+            }
+            let w = x_npy.as_mut().expect("created above");
+            if discrete {
+                w.write_i64(&x.iter().map(|v| v.round() as i64).collect::<Vec<_>>())?;
+            } else {
+                w.write_f64(x)?;
+                lq_npy.as_mut().expect("created above").write_f64(lq)?;
+            }
+        } else {
+            if csv.is_none() {
+                let f = std::fs::File::create(part(out)).with_context(|| format!("writing {}", out.display()))?;
+                let mut w = std::io::BufWriter::new(f);
+                let mut header: Vec<String> = (0..d).map(|j| format!("x{j}")).collect();
+                if !discrete {
+                    header.push("log_q".into());
+                }
+                writeln!(w, "{}", header.join(","))?;
+                csv = Some(w);
+            }
+            let w = csv.as_mut().expect("created above");
+            for i in 0..lq.len() {
+                let row = &x[i * d..(i + 1) * d];
+                let mut fields: Vec<String> = if discrete {
+                    row.iter().map(|v| (v.round() as i64).to_string()).collect()
+                } else {
+                    row.iter().map(|v| format!("{v}")).collect()
+                };
+                if !discrete {
+                    fields.push(format!("{}", lq[i]));
+                }
+                writeln!(w, "{}", fields.join(","))?;
             }
         }
-        eprintln!("wrote {}", out.display());
-        return Ok(());
+        Ok(())
+    };
+    (family.sample)(dir, n, seed, &mut sink)?;
+    if let Some(w) = x_npy {
+        w.finish()?;
     }
-    match out.extension().and_then(|e| e.to_str()) {
-        Some("npy") => {
-            fab_core::npy::write_f64(out, x, &[n, d])?;
-            let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("samples");
-            let lq_path = out.with_file_name(format!("{stem}_log_q.npy"));
-            fab_core::npy::write_f64(&lq_path, lq, &[n])?;
-            eprintln!("wrote {} and {}", out.display(), lq_path.display());
-        }
-        Some("csv") => {
-            let mut s = String::new();
-            let header: Vec<String> = (0..d).map(|j| format!("x{j}")).chain(std::iter::once("log_q".to_string())).collect();
-            s.push_str(&header.join(","));
-            s.push('\n');
-            for i in 0..n {
-                let row: Vec<String> = x[i * d..(i + 1) * d].iter().chain(std::iter::once(&lq[i])).map(|v| format!("{v}")).collect();
-                s.push_str(&row.join(","));
-                s.push('\n');
-            }
-            std::fs::write(out, s).with_context(|| format!("writing {}", out.display()))?;
-            eprintln!("wrote {}", out.display());
-        }
-        _ => bail!("{}: the output must end in .npy or .csv", out.display()),
+    if let Some(w) = lq_npy {
+        w.finish()?;
+        std::fs::rename(part(&lq_path), &lq_path).with_context(|| format!("writing {}", lq_path.display()))?;
+    }
+    if let Some(mut w) = csv {
+        use std::io::Write;
+        w.flush()?;
+    }
+    std::fs::rename(part(out), out).with_context(|| format!("writing {}", out.display()))?;
+    if npy && !discrete {
+        eprintln!("wrote {} and {}", out.display(), lq_path.display());
+    } else {
+        eprintln!("wrote {}", out.display());
     }
     Ok(())
 }

@@ -32,6 +32,14 @@ fn write_raw(path: &Path, descr: &str, bytes: &[u8], shape: &[usize], len: usize
     if shape.iter().product::<usize>() != len {
         return Err(Error::invalid(format!("npy: shape {shape:?} does not match {len} elements")));
     }
+    let mut f = std::fs::File::create(path).map_err(|e| io_err(path, e))?;
+    let mut out = header(descr, shape);
+    out.extend_from_slice(bytes);
+    f.write_all(&out).map_err(|e| io_err(path, e))
+}
+
+/// The magic, version and padded header of a C-order array of `shape`.
+fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let shape_str = match shape {
         [n] => format!("({n},)"),
         s => format!("({})", s.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")),
@@ -41,13 +49,69 @@ fn write_raw(path: &Path, descr: &str, bytes: &[u8], shape: &[usize], len: usize
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
     header.push('\n');
-    let mut f = std::fs::File::create(path).map_err(|e| io_err(path, e))?;
-    let mut out = Vec::with_capacity(10 + header.len() + bytes.len());
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(bytes);
-    f.write_all(&out).map_err(|e| io_err(path, e))
+    out
+}
+
+/// Writes a C-order array of known shape in chunks (e.g. samples streamed as they are drawn):
+/// the header first, then the data as it comes; [`finish`](Self::finish) checks the count.
+#[derive(Debug)]
+pub struct NpyWriter {
+    file: std::io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
+    expected: usize,
+    written: usize,
+}
+
+impl NpyWriter {
+    /// Creates `path` for an array of `shape` with element type `descr` (`"<f8"` or `"<i8"`).
+    ///
+    /// # Errors
+    /// I/O errors naming the file; an unsupported `descr`.
+    pub fn create(path: &Path, descr: &str, shape: &[usize]) -> Result<Self> {
+        if !matches!(descr, "<f8" | "<i8") {
+            return Err(Error::invalid(format!("npy: streaming supports <f8 and <i8, not {descr}")));
+        }
+        let f = std::fs::File::create(path).map_err(|e| io_err(path, e))?;
+        let mut file = std::io::BufWriter::new(f);
+        file.write_all(&header(descr, shape)).map_err(|e| io_err(path, e))?;
+        Ok(Self { file, path: path.to_path_buf(), expected: shape.iter().product(), written: 0 })
+    }
+
+    /// Appends f64 elements (for a `<f8` array).
+    pub fn write_f64(&mut self, data: &[f64]) -> Result<()> {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.append(&bytes, data.len())
+    }
+
+    /// Appends i64 elements (for an `<i8` array).
+    pub fn write_i64(&mut self, data: &[i64]) -> Result<()> {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.append(&bytes, data.len())
+    }
+
+    fn append(&mut self, bytes: &[u8], n: usize) -> Result<()> {
+        if self.written + n > self.expected {
+            return Err(Error::invalid(format!("npy: {} elements written to an array of {}", self.written + n, self.expected)));
+        }
+        self.file.write_all(bytes).map_err(|e| io_err(&self.path, e))?;
+        self.written += n;
+        Ok(())
+    }
+
+    /// Flushes and checks that the whole array was written.
+    ///
+    /// # Errors
+    /// A short array; I/O errors.
+    pub fn finish(mut self) -> Result<()> {
+        if self.written != self.expected {
+            return Err(Error::invalid(format!("npy: {} of {} elements written", self.written, self.expected)));
+        }
+        self.file.flush().map_err(|e| io_err(&self.path, e))
+    }
 }
 
 /// Reads a C-order `<f8` or `<f4` array as f64, returning `(data, shape)`.
