@@ -12,7 +12,7 @@ use fab_core::seeded_rng;
 /// Survival function of the χ² distribution with an even number of degrees of freedom 2m:
 /// P(X > x) = exp(−x/2) Σ_{j<m} (x/2)^j / j!  (closed form, no special functions needed).
 fn chi2_sf_even_df(x: f64, df: usize) -> f64 {
-    assert!(df % 2 == 0 && df > 0);
+    assert!(df.is_multiple_of(2) && df > 0);
     let h = x / 2.0;
     let mut term = 1.0;
     let mut sum = 1.0;

@@ -29,7 +29,7 @@ struct Family {
     /// `fab eval` (results into the run directory, or into another one).
     eval: fn(&Path, Option<&Path>, &[String]) -> fab_sampler::Result<Metrics>,
     /// `fab sample` (optionally with its own seed): draws in chunks, each handed to the sink.
-    sample: fn(&Path, usize, Option<u64>, &mut dyn FnMut(&Draws) -> Result<()>) -> Result<()>,
+    sample: fn(&Path, usize, Option<u64>, &mut SampleSink<'_>) -> Result<()>,
     /// Samples are points of a discrete space (written as integers, without log q).
     discrete: bool,
 }
@@ -47,10 +47,13 @@ fn eval_family<C: FamilyConfig>(dir: &Path, out: Option<&Path>, overrides: &[Str
     run::evaluate_run_into::<C>(dir, out, overrides)
 }
 
+/// Where `fab sample` hands each chunk of draws (the output writer).
+type SampleSink<'a> = dyn FnMut(&Draws) -> Result<()> + 'a;
+
 /// Samples drawn per chunk by `fab sample` (bounded memory for any N; a progress line each).
 const SAMPLE_CHUNK: usize = 65_536;
 
-fn sample_family<C: FamilyConfig>(dir: &Path, n: usize, seed: Option<u64>, sink: &mut dyn FnMut(&Draws) -> Result<()>) -> Result<()> {
+fn sample_family<C: FamilyConfig>(dir: &Path, n: usize, seed: Option<u64>, sink: &mut SampleSink<'_>) -> Result<()> {
     let mut run = run::load_run::<C>(dir, &[])?.1;
     if let Some(s) = seed {
         run.reseed_evaluation(s);

@@ -388,7 +388,7 @@ impl GflowConfig {
             return Err(err("buffer.enabled = true: agent \"gafntb\" has no replay buffer"));
         }
         let g = &self.gafn;
-        if !(g.ri_scale >= 0.0 && g.ri_scale.is_finite()) || !(g.rnd_lr > 0.0 && g.rnd_lr.is_finite()) {
+        if !(g.ri_scale >= 0.0 && g.ri_scale.is_finite() && g.rnd_lr > 0.0 && g.rnd_lr.is_finite()) {
             return Err(err(format!("gafn.ri_scale = {}, gafn.rnd_lr = {}: need ri_scale ≥ 0 and rnd_lr > 0", g.ri_scale, g.rnd_lr)));
         }
         if g.rnd_latent == 0 || g.rnd_hidden.contains(&0) {

@@ -62,7 +62,7 @@ pub fn behaviour(i: usize, teacher: bool, buffer: bool) -> Behaviour {
             }
         }
         (true, false) => {
-            if (i / 2) % 2 == 0 {
+            if (i / 2).is_multiple_of(2) {
                 Behaviour::Student
             } else {
                 Behaviour::Teacher
@@ -71,7 +71,7 @@ pub fn behaviour(i: usize, teacher: bool, buffer: bool) -> Behaviour {
         (true, true) => {
             if i % 2 == 1 {
                 Behaviour::Buffer
-            } else if (i / 2) % 2 == 0 {
+            } else if (i / 2).is_multiple_of(2) {
                 Behaviour::Student
             } else {
                 Behaviour::Teacher
@@ -114,6 +114,9 @@ struct StoredTransition {
     log_reward: Option<f64>,
 }
 
+/// Transitions (s, s′) kept for detailed-balance replay.
+type TransitionBuffer = RankedBuffer<(Vec<i32>, Vec<i32>), StoredTransition>;
+
 /// The counters and windows a checkpoint must carry besides parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TrainState {
@@ -137,7 +140,7 @@ pub struct GflowSampler {
     student: GflowNet,
     teacher: Option<GflowNet>,
     buffer: Option<RankedBuffer<Vec<i32>, f64>>,
-    transitions: Option<RankedBuffer<(Vec<i32>, Vec<i32>), StoredTransition>>,
+    transitions: Option<TransitionBuffer>,
     rnd: Option<Rnd>,
     state: TrainState,
     /// Metrics computed while drawing the evaluation sets, reported by `own_metrics`.

@@ -29,7 +29,7 @@ fn twin_params(dtype: DType, seed: u64) -> (ParamSet, ParamSet) {
 /// norm exceeds [`MAX_NORM`] and clipping acts; parameter "b" has no gradient at step 4.
 fn grads_at(t: u64, dtype: DType, seed: u64) -> Grads {
     let mut rng = seeded_rng(seed, 1 + t);
-    let scale = if t % 3 == 0 { 100.0 } else { 0.7 };
+    let scale = if t.is_multiple_of(3) { 100.0 } else { 0.7 };
     Grads(
         SHAPES
             .iter()

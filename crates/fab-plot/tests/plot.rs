@@ -333,7 +333,7 @@ fn gmm_samples(means: &[[f64; 2]], n: usize, modes: usize, seed: u64) -> Vec<[f6
 /// Many Well: independent double wells on pairs (x_{2i}, x_{2i+1}) with
 /// log p(a, b) = −a⁴ + 6a² + a/2 − b²/2 (unnormalised).
 fn well_1d(d: usize, v: f64) -> f64 {
-    if d % 2 == 0 {
+    if d.is_multiple_of(2) {
         -v.powi(4) + 6.0 * v * v + 0.5 * v
     } else {
         -0.5 * v * v

@@ -86,17 +86,6 @@ pub fn training_curves(out: &Path, path: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn running_median_ignores_spikes_and_nans() {
-        let y = [1.0, 1.0, 1e9, 1.0, f64::NAN, 1.0, 1.0];
-        // Windows of 5: the spike and the NaN are each outvoted.
-        let m = super::running_median(&y, 2);
-        assert!(m.iter().all(|v| *v == 1.0), "{m:?}");
-    }
-}
-
 /// Points drawn per run and panel in [`compare_runs`] (longer series are thinned evenly).
 const MAX_COMPARE_POINTS: usize = 2000;
 
@@ -149,4 +138,15 @@ pub fn compare_runs(
     }
     fab_plot::training_curves(path, title, &panels, &CurveOptions::default())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn running_median_ignores_spikes_and_nans() {
+        let y = [1.0, 1.0, 1e9, 1.0, f64::NAN, 1.0, 1.0];
+        // Windows of 5: the spike and the NaN are each outvoted.
+        let m = super::running_median(&y, 2);
+        assert!(m.iter().all(|v| *v == 1.0), "{m:?}");
+    }
 }

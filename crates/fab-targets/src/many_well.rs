@@ -57,7 +57,7 @@ impl ManyWell {
     /// # Errors
     /// [`TargetError::InvalidConfig`] for an odd or zero dimension or a non-float dtype.
     pub fn new(dim: usize, dtype: DType, device: &Device) -> Result<Self> {
-        if dim == 0 || dim % 2 != 0 {
+        if dim == 0 || !dim.is_multiple_of(2) {
             return Err(TargetError::InvalidConfig(format!("Many Well: dim must be even and >= 2 (pairs of coordinates), got {dim}")));
         }
         if !dtype.is_float() {

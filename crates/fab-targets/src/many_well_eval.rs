@@ -123,7 +123,7 @@ impl Target for ManyWell {
         // A pair (2i, 2i+1) is one double well; coordinates of different wells are
         // independent, so a 2-D marginal is the sum of 1-D log-marginals.
         let one_d = |k: usize, v: f64| -> f64 {
-            if k % 2 == 0 {
+            if k.is_multiple_of(2) {
                 log_p_x1(v)
             } else {
                 -0.5 * v * v

@@ -67,7 +67,7 @@ pub fn chi2_sf(x: f64, k: usize) -> f64 {
         return 1.0;
     }
     let h = x / 2.0;
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         let mut term = 1.0;
         let mut s = 1.0;
         for i in 1..k / 2 {

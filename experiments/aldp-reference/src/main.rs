@@ -265,7 +265,7 @@ struct Cold {
 }
 
 fn run(a: RunArgs) -> Result<()> {
-    if a.z_every == 0 || a.phi_psi_every == 0 || a.z_every % a.phi_psi_every != 0 {
+    if a.z_every == 0 || a.phi_psi_every == 0 || !a.z_every.is_multiple_of(a.phi_psi_every) {
         bail!("--z-every must be a positive multiple of --phi-psi-every");
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

@@ -198,7 +198,7 @@ pub fn coord_kind(i: usize) -> CoordKind {
 /// Lengths that are not multiples of 60, a coordinate without reference samples in range,
 /// bad weights.
 pub fn marginal_kls(ref_z: &[f64], gen_z: &[f64], gen_weights: Option<&[f64]>) -> Result<Vec<f64>> {
-    if ref_z.len() % FLOW_DIM != 0 || gen_z.len() % FLOW_DIM != 0 {
+    if !ref_z.len().is_multiple_of(FLOW_DIM) || !gen_z.len().is_multiple_of(FLOW_DIM) {
         return Err(invalid(format!("marginal_kls: inputs must be [n, {FLOW_DIM}]")));
     }
     let (nr, ng) = (ref_z.len() / FLOW_DIM, gen_z.len() / FLOW_DIM);

@@ -601,7 +601,7 @@ impl AldpForceField {
     pub fn energies_and_forces(&self, xs: &[f64], forces: &mut [f64]) -> Result<Vec<EnergyTerms>> {
         use rayon::prelude::*;
         let d = self.dim();
-        if xs.len() % d != 0 || forces.len() != xs.len() {
+        if !xs.len().is_multiple_of(d) || forces.len() != xs.len() {
             return Err(TargetError::Core(fab_core::Error::Shape {
                 what: "ALDP coordinate batch and forces",
                 expected: format!("[n * {d}] each"),

@@ -363,7 +363,7 @@ pub(crate) fn check_len(v: &[f64], len: usize, what: &'static str) -> Result<()>
 }
 
 pub(crate) fn batch_len(v: &[f64], width: usize, what: &'static str) -> Result<usize> {
-    if v.len() % width != 0 {
+    if !v.len().is_multiple_of(width) {
         return Err(TargetError::Core(fab_core::Error::Shape { what, expected: format!("[n * {width}]"), got: vec![v.len()] }));
     }
     Ok(v.len() / width)
