@@ -114,10 +114,15 @@ pub fn compare_runs(
         let rows: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         loaded.push((label.clone(), rows));
     }
+    // Labels without what all runs share (e.g. "-d4-H16-s0"), and, past the ten qualitative
+    // colours, one colour per run from a sequential map so that no two runs look alike.
+    let labels = strip_common_suffix(&loaded.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>());
+    let n_runs = loaded.len();
+    let colour = |i: usize| (n_runs > fab_plot::QUALITATIVE.len()).then(|| fab_plot::viridis(0.92 * i as f64 / (n_runs - 1) as f64));
     let mut panels = Vec::new();
     for key in y_keys {
         let mut series = Vec::new();
-        for (label, rows) in &loaded {
+        for (i, ((_, rows), label)) in loaded.iter().zip(&labels).enumerate() {
             let mut pts: Vec<(f64, f64)> = rows.iter().filter_map(|r| Some((r[x_key].as_f64()?, r[key.as_str()].as_f64()?))).collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             if pts.len() > MAX_COMPARE_POINTS {
@@ -128,7 +133,9 @@ pub fn compare_runs(
             }
             if !pts.is_empty() {
                 let (x, y): (Vec<f64>, Vec<f64>) = pts.into_iter().unzip();
-                series.push(Series::new(label.clone(), x, y));
+                let mut line = Series::new(label.clone(), x, y);
+                line.colour = colour(i);
+                series.push(line);
             }
         }
         if series.is_empty() {
@@ -136,8 +143,35 @@ pub fn compare_runs(
         }
         panels.push(CurvePanel::multi(key.clone(), series, log_y.contains(key)).with_x_label(x_key).with_y_label(key.clone()));
     }
-    fab_plot::training_curves(path, title, &panels, &CurveOptions::default())?;
+    // Room for a legend of many runs.
+    let per_panel = if n_runs > 6 { (620, 560) } else { (420, 360) };
+    let opts = CurveOptions {
+        size: Some((per_panel.0 * panels.len().min(3) as u32, per_panel.1 * panels.len().div_ceil(3) as u32 + 50)),
+        columns: None,
+    };
+    fab_plot::training_curves(path, title, &panels, &opts)?;
     Ok(())
+}
+
+/// The labels without their longest common suffix starting at a '-' (kept whole if that would
+/// leave one empty).
+fn strip_common_suffix(labels: &[String]) -> Vec<String> {
+    if labels.len() < 2 {
+        return labels.to_vec();
+    }
+    let first = &labels[0];
+    let mut cut = first.len();
+    for (i, c) in first.char_indices().rev() {
+        let suffix = &first[i..];
+        if labels.iter().all(|l| l.ends_with(suffix) && l.len() > suffix.len()) {
+            if c == '-' {
+                cut = i;
+            }
+        } else {
+            break;
+        }
+    }
+    labels.iter().map(|l| l[..l.len() - (first.len() - cut)].to_string()).collect()
 }
 
 #[cfg(test)]
