@@ -13,6 +13,7 @@
 #   QUICK=1         tiny warm-up/repetition counts (checks that everything runs; numbers are noisy)
 #   MW_ITERATION=0  skip the whole Many Well FAB iteration row (its buffer fill costs ~1 min per run)
 #   LOG_DIR=DIR     where every run's full output is kept (default: a new temp dir)
+#   REPORT_ONLY=1   build and run nothing: print the table from the results already in LOG_DIR
 #
 # Each row runs fab-rs (crates/fab-train/examples/vs_torch.rs) and the reference
 # (benches/vs-torch/torch_side.py) alternately, ROUNDS times each, the side that goes first
@@ -31,6 +32,8 @@ CORE=${CORE:-0}
 METRIC=${METRIC:-cpu}
 QUICK=${QUICK:-0}
 MW_ITERATION=${MW_ITERATION:-1}
+REPORT_ONLY=${REPORT_ONLY:-0}
+[[ $REPORT_ONLY == 0 || -n "${LOG_DIR:-}" ]] || { echo "error: REPORT_ONLY=1 needs LOG_DIR (a previous run's log directory)" >&2; exit 2; }
 LOG_DIR=${LOG_DIR:-$(mktemp -d -t vs-torch.XXXXXX)}
 mkdir -p "$LOG_DIR"
 LOG_DIR=$(cd "$LOG_DIR" && pwd)
@@ -45,7 +48,7 @@ command -v "$PY" >/dev/null || { echo "error: python interpreter '$PY' not found
 "$PY" -c 'import torch' 2>/dev/null \
   || { echo "error: '$PY' cannot import torch; pass an interpreter that has PyTorch (e.g. a venv with 'pip install torch numpy')" >&2; exit 2; }
 if ! missing=$("$PY" - <<'EOF' 2>/dev/null
-import importlib
+import importlib.util
 miss = [m for m in ("numpy", "normflows", "omegaconf", "pandas", "wandb", "matplotlib", "tqdm")
         if importlib.util.find_spec(m) is None]
 print(" ".join(miss))
@@ -54,6 +57,7 @@ EOF
 [[ -z "$missing" ]] || { echo "error: '$PY' lacks modules fab-torch imports: $missing (pip install $missing)" >&2; exit 2; }
 
 # fab-rs side: build once, then call the binary directly.
+if [[ $REPORT_ONLY == 0 ]]; then
 echo "building: cargo build --release -p fab-train --example vs_torch (log: $LOG_DIR/cargo-build.log)" >&2
 (cd "$ROOT" && cargo build --release -p fab-train --example vs_torch) >"$LOG_DIR/cargo-build.log" 2>&1 \
   || { echo "error: cargo build failed, see $LOG_DIR/cargo-build.log" >&2; exit 1; }
@@ -61,6 +65,7 @@ TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
   | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 FAB_BIN="$TARGET_DIR/release/examples/vs_torch"
 [[ -x "$FAB_BIN" ]] || { echo "error: built, but $FAB_BIN is not there" >&2; exit 1; }
+fi
 
 # key | label | warm-up | timed repetitions
 ROWS=(
@@ -86,6 +91,7 @@ run_side() { # side key warmup reps log
 }
 
 for spec in "${ROWS[@]}"; do
+  [[ $REPORT_ONLY == 0 ]] || break
   IFS='|' read -r key label warmup reps <<<"$spec"
   if [[ $QUICK != 0 ]]; then
     warmup=1
@@ -115,13 +121,15 @@ med_of() { [[ -f "$1" ]] && median <"$1" || true; }
 
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 if grep -qw avx512f /proc/cpuinfo; then AVX512=yes; else AVX512=no; fi
-FAB_AVX=$(cat "$LOG_DIR"/*.fab.round*.log 2>/dev/null | awk '/^# fab-rs avx512f detected:/ { print $NF; exit }')
-TORCH_CAP=$(cat "$LOG_DIR"/*.torch.round*.log 2>/dev/null | awk '/^# torch .*cpu capability/ { print $NF; exit }')
-TORCH_VER=$(cat "$LOG_DIR"/*.torch.round*.log 2>/dev/null | awk '/^# torch / { sub(/,$/, "", $3); print $3; exit }')
+# (awk reads the logs itself: `cat | awk '...exit'` would die of SIGPIPE under pipefail)
+first_of() { awk "$1" "$LOG_DIR"/*."$2".round*.log 2>/dev/null || true; }
+FAB_AVX=$(first_of '/^# fab-rs avx512f detected:/ { print $NF; exit }' fab)
+TORCH_CAP=$(first_of '/^# torch .*cpu capability/ { print $NF; exit }' torch)
+TORCH_VER=$(first_of '/^# torch / { sub(/,$/, "", $3); print $3; exit }' torch)
 
 echo
 echo "fab-rs vs fab-torch (torch ${TORCH_VER:-?}), float64, one core (taskset -c $CORE), one thread; $ROUNDS interleaved rounds per side, each run the median of its timed repetitions; table: median over rounds"
-echo "primary metric: $METRIC ($([[ $METRIC == cpu ]] && echo 'process CPU time' || echo 'wall clock')); load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "primary metric: $METRIC ($([[ $METRIC == cpu ]] && echo 'process CPU time' || echo 'wall clock')); load average when printed: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| row | fab-rs ms | torch ms | fab-rs/torch | fab-rs wall ms | torch wall ms | wall fab-rs/torch |"
 echo "|---|---|---|---|---|---|---|"
