@@ -151,8 +151,12 @@ for spec in "${ROWS[@]}"; do
 done
 echo
 echo "CPU: ${CPU:-unknown}"
-if [[ $AVX512 == yes ]]; then
-  echo "AVX-512: present (avx512f); fab-rs: used (gemm built with x86-v4, runtime detection: ${FAB_AVX:-?}); torch: cpu capability ${TORCH_CAP:-?}"
+# gemm compiles its 512-bit kernels only with its x86-v4 feature (set in the workspace Cargo.toml)
+if grep -Eq '^gemm *=.*"x86-v4"' "$ROOT/Cargo.toml"; then GEMM_V4=yes; else GEMM_V4=no; fi
+if [[ $AVX512 == yes && $GEMM_V4 == yes && $FAB_AVX == true ]]; then
+  echo "AVX-512: present (avx512f); fab-rs: used (gemm built with x86-v4, avx512f detected at run time); torch: cpu capability ${TORCH_CAP:-?}"
+elif [[ $AVX512 == yes ]]; then
+  echo "AVX-512: present (avx512f); fab-rs: NOT used (gemm x86-v4 in Cargo.toml: $GEMM_V4, run-time detection: ${FAB_AVX:-?}); torch: cpu capability ${TORCH_CAP:-?}"
 else
   echo "AVX-512: absent (no avx512f); fab-rs runs gemm's AVX2/FMA kernels; torch: cpu capability ${TORCH_CAP:-?}"
 fi
