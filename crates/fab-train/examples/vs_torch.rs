@@ -104,7 +104,8 @@ fn standard_normal(b: usize, d: usize, dtype: DType) -> Tensor {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: vs_torch ROW [--warmup W] [--reps R]; ROW: gmm_backward gmm_iteration mw_backward mw_sample mw_grad_x mw_ais mw_iteration";
+    let usage =
+        "usage: vs_torch ROW [--warmup W] [--reps R]; ROW: gmm_backward gmm_iteration mw_backward mw_sample mw_grad_x mw_ais mw_iteration";
     let Some(row) = args.first().cloned() else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -162,7 +163,9 @@ fn main() {
             let t = Instant::now();
             let passes = trainer.fill_buffer().expect("fill");
             println!("# buffer filled with {passes} AIS passes in {:.1} s (untimed)", t.elapsed().as_secs_f64());
-            time(&row, warmup, reps, || drop(trainer.step().expect("step")));
+            time(&row, warmup, reps, || {
+                trainer.step().expect("step");
+            });
         }
         _ => {
             eprintln!("unknown row '{row}'\n{usage}");
