@@ -1,4 +1,4 @@
-//! Back-and-forth local search (`docs/GFLOWNETS.md`, "Local search"): destroy the end of a
+//! Back-and-forth local search (`docs/GFLOWNETS.md`, "Training step"): destroy the end of a
 //! trajectory by walking backward from its terminal object, rebuild it with the forward policy,
 //! and keep the candidate if it scores strictly higher.
 

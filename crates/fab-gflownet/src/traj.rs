@@ -1,5 +1,5 @@
 //! Batches of trajectories, forward sampling with ε-exploration, and backward reconstruction of
-//! trajectories from terminal objects (`docs/GFLOWNETS.md`, "Trajectories").
+//! trajectories from terminal objects (`docs/GFLOWNETS.md`, "Environments").
 
 use rand::{Rng, RngCore};
 
