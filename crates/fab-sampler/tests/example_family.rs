@@ -371,7 +371,8 @@ fn a_run_killed_before_its_first_checkpoint_restarts_on_resume() {
     }
     // The stale log lines were replaced by the restarted run's.
     let log = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
-    assert_eq!(log.lines().filter(|l| l.contains("\"iteration\":1,") || l.contains("\"iteration\":1}")).count(), 1, "{log}");
+    let train_line_1 = |l: &&str| l.contains("\"kind\":\"train\"") && (l.contains("\"iteration\":1,") || l.contains("\"iteration\":1}"));
+    assert_eq!(log.lines().filter(train_line_1).count(), 1, "{log}");
 }
 
 #[test]
