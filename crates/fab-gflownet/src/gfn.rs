@@ -4,13 +4,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
-use fab_core::{Grads, ParamSet};
+use candle_core::{DType, Device};
+use fab_core::ParamSet;
 use fab_optim::{Adam, AdamConfig};
 use rand::RngCore;
 
 use crate::env::DiscreteEnv;
-use crate::net::{Forward, Network};
+use crate::net::{grads_from_host, Forward, Network};
 use crate::objectives::{augmented_trajectory_balance, detailed_balance, flow_matching, subtrajectory_balance, trajectory_balance};
 use crate::policy::{backprop, log_probs, masked_softmax, BackwardPolicy};
 use crate::traj::{fresh_prefixes, rollout, rollout_with_rows, Trajectories, NO_ACTION};
@@ -271,22 +271,17 @@ impl GflowNet {
             Some(max) if max / (grad_norm + 1e-6) < 1.0 => max / (grad_norm + 1e-6),
             _ => 1.0,
         };
-        let to_grads = |params: &ParamSet, gs: Vec<Vec<f32>>| -> Result<Grads> {
-            let ts = params
-                .vars()
-                .iter()
-                .zip(gs)
-                .map(|(v, g)| {
-                    let g: Vec<f32> = if coef == 1.0 { g } else { g.iter().map(|x| (f64::from(*x) * coef) as f32).collect() };
-                    Ok(Some(Tensor::from_vec(g, v.shape().clone(), &Device::Cpu)?))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Grads(ts))
+        let scaled = |gs: Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+            if coef == 1.0 {
+                gs
+            } else {
+                gs.into_iter().map(|g| g.iter().map(|x| (f64::from(*x) * coef) as f32).collect()).collect()
+            }
         };
-        let g_net = to_grads(self.net.params(), grads)?;
+        let g_net = grads_from_host(self.net.params(), scaled(grads))?;
         self.adam_net.step(self.net.params(), &g_net).map_err(Error::family)?;
         if matches!(self.objective, Objective::Tb | Objective::GafnTb) {
-            let g_z = to_grads(&self.log_z, vec![vec![d_log_z as f32]])?;
+            let g_z = grads_from_host(&self.log_z, scaled(vec![vec![d_log_z as f32]]))?;
             self.adam_z.step(&self.log_z, &g_z).map_err(Error::family)?;
         }
         self.net.refresh()?;
@@ -365,6 +360,11 @@ impl TeacherReward {
         let w = 1.0 + if delta > 0.0 { self.c } else { 0.0 };
         let base = if self.log { (1.0 + 1e-3 + w * delta * delta).ln() } else { w * delta * delta };
         base * (self.alpha * log_r).exp()
+    }
+
+    /// R_T of every trajectory from its residual and log-reward.
+    pub fn rewards(&self, residuals: &[f64], log_r: &[f64]) -> Vec<f64> {
+        residuals.iter().zip(log_r).map(|(&d, &l)| self.reward(d, l)).collect()
     }
 
     /// Per-transition form (detailed balance): log(1.001 + w·δ_t²)·r_t^α, r_t = 1 except R(x) on

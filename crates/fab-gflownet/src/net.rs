@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device};
 use fab_core::gemm::{column_sums_into, matmul};
-use fab_core::ParamSet;
+use fab_core::{Grads, ParamSet};
 use rand::{Rng, RngCore};
 
 use crate::env::DiscreteEnv;
@@ -76,7 +76,14 @@ pub trait Network: Send + Sync + Debug {
     fn refresh(&mut self) -> Result<()>;
 
     /// Outputs of `n` states (`states`: `[n, state_len]`), with a tape when `keep`.
-    fn forward(&self, states: &[i32], keep: bool) -> Forward;
+    fn forward(&self, states: &[i32], keep: bool) -> Forward {
+        let mut acc = Forward::empty();
+        self.forward_append(states, &mut acc);
+        if !keep {
+            acc.tape = None;
+        }
+        acc
+    }
 
     /// Appends the outputs of `states` (with their tape) to `acc`, which must hold only rows of
     /// this network with tapes; returns the new rows' indices. Several calls build one batch for
@@ -140,6 +147,18 @@ fn host_vec(var: &candle_core::Var) -> Result<Vec<f32>> {
     Ok(var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
 }
 
+/// Host gradients (flattened, aligned with `params`, as [`Network::backward`] returns them) as the
+/// [`Grads`] the optimiser takes.
+pub fn grads_from_host(params: &ParamSet, grads: Vec<Vec<f32>>) -> Result<Grads> {
+    let ts = params
+        .vars()
+        .iter()
+        .zip(grads)
+        .map(|(v, g)| Ok(Some(candle_core::Tensor::from_vec(g, v.shape().clone(), &Device::Cpu)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Grads(ts))
+}
+
 impl Network for Mlp {
     fn n_outputs(&self) -> usize {
         *self.sizes.last().expect("sizes")
@@ -152,15 +171,6 @@ impl Network for Mlp {
     fn refresh(&mut self) -> Result<()> {
         self.host = self.params.vars().iter().map(host_vec).collect::<Result<_>>()?;
         Ok(())
-    }
-
-    fn forward(&self, states: &[i32], keep: bool) -> Forward {
-        let mut acc = Forward::empty();
-        self.forward_append(states, &mut acc);
-        if !keep {
-            acc.tape = None;
-        }
-        acc
     }
 
     fn forward_append(&self, states: &[i32], acc: &mut Forward) -> std::ops::Range<usize> {
@@ -287,15 +297,6 @@ impl Network for Tabular {
     fn refresh(&mut self) -> Result<()> {
         self.host = host_vec(&self.params.vars()[0])?;
         Ok(())
-    }
-
-    fn forward(&self, states: &[i32], keep: bool) -> Forward {
-        let mut acc = Forward::empty();
-        self.forward_append(states, &mut acc);
-        if !keep {
-            acc.tape = None;
-        }
-        acc
     }
 
     fn forward_append(&self, states: &[i32], acc: &mut Forward) -> std::ops::Range<usize> {

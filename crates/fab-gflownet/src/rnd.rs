@@ -5,13 +5,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
-use fab_core::Grads;
 use fab_optim::{Adam, AdamConfig};
 use rand::RngCore;
 
 use crate::env::DiscreteEnv;
-use crate::net::{Mlp, Network};
+use crate::net::{grads_from_host, Mlp, Network};
 use crate::{Error, Result};
 
 /// RND target and predictor with the predictor's optimiser.
@@ -74,16 +72,9 @@ impl Rnd {
             }
         }
         let grads = self.predictor.backward(&fwd, &g);
-        let ts = self
-            .predictor
-            .params()
-            .vars()
-            .iter()
-            .zip(grads)
-            .map(|(v, g)| Ok(Some(Tensor::from_vec(g, v.shape().clone(), &Device::Cpu)?)))
-            .collect::<Result<Vec<_>>>()?;
         if loss.is_finite() {
-            self.adam.step(self.predictor.params(), &Grads(ts)).map_err(Error::family)?;
+            let g = grads_from_host(self.predictor.params(), grads)?;
+            self.adam.step(self.predictor.params(), &g).map_err(Error::family)?;
             self.predictor.refresh()?;
         }
         Ok(loss)

@@ -255,13 +255,7 @@ impl GflowSampler {
     }
 
     fn train_log_r(&self, batch: &Trajectories) -> Vec<f64> {
-        let eps = self.config.agent.reward_epsilon;
-        batch.log_reward.iter().map(|&l| if eps > 0.0 { (l.exp() + eps).ln() } else { l }).collect()
-    }
-
-    fn teacher_rewards(&self, residuals: &[f64], batch: &Trajectories) -> Vec<f64> {
-        let t = &self.config.teacher;
-        residuals.iter().zip(&batch.log_reward).map(|(&d, &l)| t.reward(d, l)).collect()
+        training_log_rewards(&batch.log_reward, self.config.agent.reward_epsilon)
     }
 
     /// Records freshly generated terminal objects: L1 window, goals, reward calls.
@@ -343,9 +337,8 @@ impl GflowSampler {
             Behaviour::Teacher => {
                 let student = &self.student;
                 let mut score = |b: &Trajectories| {
-                    let log_r: Vec<f64> = b.log_reward.iter().map(|&l| (l.exp() + eps_r).ln()).collect();
-                    let d = student.tb_residuals(b, &log_r);
-                    d.iter().zip(&b.log_reward).map(|(&d, &l)| treward.reward(d, l)).collect()
+                    let d = student.tb_residuals(b, &training_log_rewards(&b.log_reward, eps_r));
+                    treward.rewards(&d, &b.log_reward)
                 };
                 local_search(env.as_ref(), self.teacher.as_ref().expect("teacher"), &batch, &mut score, ls, &mut rng)
             }
@@ -486,7 +479,7 @@ impl Sampler for GflowSampler {
             if out.residuals.is_empty() {
                 Vec::new()
             } else {
-                self.teacher_rewards(&out.residuals, &batch)
+                self.config.teacher.rewards(&out.residuals, &batch.log_reward)
             }
         } else {
             let t = self.config.teacher;
@@ -682,6 +675,11 @@ impl Sampler for GflowSampler {
         }
         Ok(())
     }
+}
+
+/// The training log-reward log(R + ε_R) of each log R (log R itself when ε_R = 0).
+fn training_log_rewards(log_reward: &[f64], eps: f64) -> Vec<f64> {
+    log_reward.iter().map(|&l| if eps > 0.0 { (l.exp() + eps).ln() } else { l }).collect()
 }
 
 /// `n` exact target samples (terminal objects, flat) by inverse-CDF over the enumeration.

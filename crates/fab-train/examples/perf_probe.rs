@@ -16,19 +16,11 @@ use fab_sampler::Sampler;
 use fab_targets::many_well::ManyWell;
 use fab_train::{ExperimentConfig, FabSampler};
 
+mod common;
+use common::process_cpu_ns;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Nanoseconds all threads of this process have spent on a CPU.
-fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Median wall and CPU milliseconds of `reps` calls of `f` (after one warm-up call).
 fn time(name: &str, reps: usize, mut f: impl FnMut()) {
@@ -47,13 +39,7 @@ fn time(name: &str, reps: usize, mut f: impl FnMut()) {
 }
 
 fn perturbed(cfg: RealNvpConfig, dtype: DType) -> FlowModel {
-    let m = cfg.build(0, dtype, &Device::Cpu).expect("flow");
-    let mut rng = fab_core::seeded_rng(1, 99);
-    for v in m.vars() {
-        let noise = fab_core::rng::randn(&mut rng, v.shape(), v.dtype(), v.device()).expect("noise");
-        v.set(&(v.as_tensor() + (noise * 0.01).expect("scale")).expect("add")).expect("set");
-    }
-    m
+    common::perturb(cfg.build(0, dtype, &Device::Cpu).expect("flow"))
 }
 
 fn flow_ops(label: &str, model: &FlowModel, b: usize, reps: usize) {

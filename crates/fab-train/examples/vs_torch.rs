@@ -28,6 +28,9 @@ use fab_flows::FlowModel;
 use fab_sampler::Sampler;
 use fab_train::{ExperimentConfig, FabSampler};
 
+mod common;
+use common::process_cpu_ns;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -38,17 +41,6 @@ const MW_TOML: &str = include_str!("../../../experiments/many_well/paper.toml");
 /// before the first timed iteration; B·L = 2048·8 = 16 384 is the least that one iteration's
 /// draw (16 384 distinct entries) needs. The torch side uses the same value.
 const MW_ITER_MIN_LEN: usize = 16_384;
-
-/// Nanoseconds all threads of this process have spent on a CPU.
-fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -84,13 +76,7 @@ fn config(toml: &str, overrides: &[&str]) -> ExperimentConfig {
 
 /// The config's initial flow with every parameter perturbed by 0.01·N(0, 1).
 fn perturbed_flow(cfg: &ExperimentConfig) -> FlowModel {
-    let m = cfg.flow.build(cfg.seed, cfg.precision.dtype(), &Device::Cpu).expect("flow");
-    let mut rng = fab_core::seeded_rng(1, 99);
-    for v in m.vars() {
-        let noise = fab_core::rng::randn(&mut rng, v.shape(), v.dtype(), v.device()).expect("noise");
-        v.set(&(v.as_tensor() + (noise * 0.01).expect("scale")).expect("add")).expect("set");
-    }
-    m
+    common::perturb(cfg.flow.build(cfg.seed, cfg.precision.dtype(), &Device::Cpu).expect("flow"))
 }
 
 fn n_params(m: &FlowModel) -> usize {
