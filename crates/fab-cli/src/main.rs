@@ -119,6 +119,32 @@ const FAMILIES: &[Family] = &[
         sample: sample_family::<fab_gflownet::GflowConfig>,
         discrete: true,
     },
+    Family {
+        name: fab_diffusion::FAMILY,
+        configs: &[
+            ("diffusion-25gmm-tb", include_str!("../../../experiments/diffusion/25gmm-tb.toml")),
+            ("diffusion-25gmm-tb-expl", include_str!("../../../experiments/diffusion/25gmm-tb-expl.toml")),
+            ("diffusion-25gmm-tb-expl-ls", include_str!("../../../experiments/diffusion/25gmm-tb-expl-ls.toml")),
+            ("diffusion-25gmm-fl-subtb-lp", include_str!("../../../experiments/diffusion/25gmm-fl-subtb-lp.toml")),
+            ("diffusion-25gmm-vargrad-expl-lp-ls", include_str!("../../../experiments/diffusion/25gmm-vargrad-expl-lp-ls.toml")),
+            ("diffusion-25gmm-pis", include_str!("../../../experiments/diffusion/25gmm-pis.toml")),
+            ("diffusion-25gmm-teacher", include_str!("../../../experiments/diffusion/25gmm-teacher.toml")),
+            ("diffusion-25gmm-per", include_str!("../../../experiments/diffusion/25gmm-per.toml")),
+            ("diffusion-manywell-tb", include_str!("../../../experiments/diffusion/manywell-tb.toml")),
+            ("diffusion-manywell-tb-expl", include_str!("../../../experiments/diffusion/manywell-tb-expl.toml")),
+            ("diffusion-manywell-tb-expl-ls", include_str!("../../../experiments/diffusion/manywell-tb-expl-ls.toml")),
+            ("diffusion-manywell-fl-subtb-lp", include_str!("../../../experiments/diffusion/manywell-fl-subtb-lp.toml")),
+            ("diffusion-manywell-vargrad-expl-lp-ls", include_str!("../../../experiments/diffusion/manywell-vargrad-expl-lp-ls.toml")),
+            ("diffusion-manywell-pis", include_str!("../../../experiments/diffusion/manywell-pis.toml")),
+            ("diffusion-manywell-teacher", include_str!("../../../experiments/diffusion/manywell-teacher.toml")),
+            ("diffusion-manywell-per", include_str!("../../../experiments/diffusion/manywell-per.toml")),
+        ],
+        check: check_family::<fab_diffusion::DiffusionConfig>,
+        train: train_family::<fab_diffusion::DiffusionConfig>,
+        eval: eval_family::<fab_diffusion::DiffusionConfig>,
+        sample: sample_family::<fab_diffusion::DiffusionConfig>,
+        discrete: false,
+    },
 ];
 
 /// Every embedded configuration with its family.

@@ -150,6 +150,18 @@ fn random_gflownet_configurations_are_accepted_or_refused_in_one_line() {
     fuzz_family::<fab_gflownet::GflowConfig>("gflownet", &bases, 2);
 }
 
+#[test]
+fn random_diffusion_configurations_are_accepted_or_refused_in_one_line() {
+    let bases = [
+        include_str!("../../../experiments/diffusion/25gmm-tb-expl-ls.toml"),
+        include_str!("../../../experiments/diffusion/manywell-vargrad-expl-lp-ls.toml"),
+        include_str!("../../../experiments/diffusion/25gmm-teacher.toml"),
+        include_str!("../../../experiments/diffusion/manywell-fl-subtb-lp.toml"),
+        include_str!("../../../experiments/diffusion/paper/25gmm-pis.toml"),
+    ];
+    fuzz_family::<fab_diffusion::DiffusionConfig>("diffusion", &bases, 3);
+}
+
 fn random_number(rng: &mut impl Rng) -> String {
     match rng.random_range(0..8) {
         0 => "1e400".into(),

@@ -2,8 +2,9 @@
 //!
 //! The small shared vocabulary of fab-rs: batched log-densities ([`LogDensity`]), exact samplers
 //! ([`ExactSample`]), sampling proposals such as the flow ([`Proposal`]), invertible maps
-//! ([`Flow`]), seeded portable randomness ([`rng`]) and a few numerically careful statistics
-//! ([`stats`]).
+//! ([`Flow`]), seeded portable randomness ([`rng`]), a few numerically careful statistics
+//! ([`stats`]) and sample-comparison metrics between point clouds (exact optimal transport and
+//! MMD, [`transport`]).
 //!
 //! Every trait here is object safe, takes tensors of shape `[n, d]` and returns `Result`.
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@ pub mod rng;
 pub mod stats;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
+pub mod transport;
 
 pub use density::{autodiff_log_prob_and_grad, check_points, ExactSample, FnDensity, LogDensity, OnDevice, Proposal};
 pub use error::{Error, Result};

@@ -3,6 +3,8 @@
 //! Batched MCMC transition kernels for FAB's annealed importance sampling (one chain per row):
 //! - [`Hmc`]: Hamiltonian Monte Carlo with unit mass, L leapfrog steps and one Metropolis test
 //!   per trajectory, gradient clamp ±1e3 (docs/ALGORITHMS.md, "HMC and Metropolis");
+//! - [`mala`]: Metropolis-adjusted Langevin with a shared adapted step (the diffusion samplers'
+//!   local search, docs/DIFFUSION.md, "Local search");
 //! - [`Metropolis`]: random-walk Metropolis with Gaussian proposals
 //!   (docs/ALGORITHMS.md, "HMC and Metropolis");
 //! - [`StepSizes`]: FAB's per-level (+ shared) multiplicative step-size adaptation toward
@@ -37,6 +39,7 @@ mod adapt;
 mod error;
 mod hmc;
 mod kernel;
+mod mala;
 mod metropolis;
 mod point;
 mod replica;
@@ -45,6 +48,7 @@ pub use adapt::{StepSizeAdapter, StepSizes, MAX_STEP_SIZE, MIN_STEP_SIZE, TARGET
 pub use error::{McmcError, Result};
 pub use hmc::{Hmc, DEFAULT_MAX_GRAD};
 pub use kernel::{run_chain, TransitionInfo, TransitionKernel};
+pub use mala::{mala, MalaConfig, MalaOutput, MalaSchedule};
 pub use metropolis::Metropolis;
 pub use point::{Annealed, Coeffs, PartsDensity, Point, TargetOnly};
 pub use replica::{

@@ -1,0 +1,344 @@
+//! The drift networks of the diffusion sampler (`docs/DIFFUSION.md`, "Networks"), in candle so
+//! that every objective — including PIS, whose gradient flows through the sampled path — is
+//! differentiated by the same autodiff.
+//!
+//! Two architectures, both with a zero-initialised output layer (the untrained policy is
+//! Brownian motion):
+//! - [`Arch::Pis`] (the PIS architecture of Sendera et al.'s runs): sin/cos time features with
+//!   fixed frequencies linspace(0.1, 100, H) and a learnable phase → Linear GELU Linear; state
+//!   Linear; joint on the **sum**: GELU, 2×[Linear GELU], Linear.
+//! - [`Arch::At`] (the Adaptive-Teachers default): time features sin/cos(2πk t), k = 1..H →
+//!   2×[Linear GELU]; state 2×[Linear GELU]; joint on the **concatenation**: 2×[Linear GELU],
+//!   Linear.
+//!
+//! Outputs per row: `[drift (d) | raw log-variance (d) | log-flow (1, when asked for)]`. The
+//! Langevin scale NN₂ ([`LangevinScale`]) is a separate network of time only whose output layer
+//! starts at weight 0, bias 0.01.
+
+use candle_core::{DType, Device, Tensor, Var};
+use fab_core::ParamSet;
+use rand::{Rng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// GELU with the exact erf, 0.5·x·(1 + erf(x/√2)), as one fused op with the exact derivative
+/// Φ(x) + x·φ(x). candle's own `gelu_erf` back-propagates through an approximate erf
+/// (derivative errors up to ~2·10⁻⁷ absolute, enough to fail a finite-difference check), and
+/// composing it from `erf` and products costs five passes and allocations forward and more
+/// backward over the largest activations of an iteration.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op1(GeluExact { derivative: false })?)
+}
+
+/// The fused GELU (or, with `derivative`, its derivative) on the host.
+#[derive(Debug, Clone, Copy)]
+struct GeluExact {
+    derivative: bool,
+}
+
+const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+fn gelu_f64(x: f64, derivative: bool) -> f64 {
+    let cdf = 0.5 * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2));
+    if derivative {
+        cdf + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+    } else {
+        x * cdf
+    }
+}
+
+/// GELU (or its derivative Φ(x) + xφ(x)) for f32 work, with Φ(x) = 0.5·erfc(−x/√2) from the
+/// Chebyshev-fitted erfc of Numerical Recipes (§6.2, fractional error < 1.2·10⁻⁷ everywhere,
+/// i.e. at f32 resolution), in f32 arithmetic with one `expf` for the value (two for the
+/// derivative).
+fn gelu_f32(x: f32, derivative: bool) -> f32 {
+    let z = (x * std::f32::consts::FRAC_1_SQRT_2).abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -1.265_512_2
+        + t * (1.000_023_7
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07 + t * (-1.135_204 + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
+    let erfc_z = t * (poly - z * z).exp();
+    // erfc(−x/√2) = erfc(z) for x < 0, 2 − erfc(z) for x ≥ 0.
+    let cdf = if x < 0.0 { 0.5 * erfc_z } else { 1.0 - 0.5 * erfc_z };
+    if derivative {
+        cdf + x * INV_SQRT_2PI as f32 * (-z * z).exp()
+    } else {
+        x * cdf
+    }
+}
+
+impl candle_core::CustomOp1 for GeluExact {
+    fn name(&self) -> &'static str {
+        if self.derivative {
+            "gelu-exact-derivative"
+        } else {
+            "gelu-exact"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let (a, b) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("gelu: the input must be contiguous".into()))?;
+        let dv = self.derivative;
+        let out = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(v[a..b].iter().map(|&x| gelu_f32(x, dv)).collect()),
+            CpuStorage::F64(v) => CpuStorage::F64(v[a..b].iter().map(|&x| gelu_f64(x, dv)).collect()),
+            _ => return Err(candle_core::Error::Msg("gelu: f32 or f64 only".into())),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        if self.derivative {
+            return Err(candle_core::Error::BackwardNotSupported { op: "gelu-exact-derivative" });
+        }
+        let d = arg.contiguous()?.apply_op1_no_bwd(&GeluExact { derivative: true })?;
+        Ok(Some(grad_res.mul(&d)?))
+    }
+}
+
+/// Which network shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// PIS architecture (sum of encodings), the Sendera et al. runs.
+    Pis,
+    /// Adaptive-Teachers architecture (concatenated encodings).
+    At,
+}
+
+/// How a layer starts.
+#[derive(Debug, Clone, Copy)]
+enum Init {
+    /// PyTorch's `nn.Linear`: weights and biases U(±1/√fan_in).
+    Torch,
+    /// All zeros.
+    Zero,
+    /// Weight 0, bias `b`.
+    Bias(f64),
+}
+
+/// A dense layer y = x W + b with W stored `[in, out]`.
+#[derive(Debug, Clone)]
+struct Linear {
+    w: Var,
+    b: Var,
+}
+
+impl Linear {
+    fn new(
+        params: &mut ParamSet,
+        name: &str,
+        fan_in: usize,
+        fan_out: usize,
+        init: Init,
+        dtype: DType,
+        rng: &mut dyn RngCore,
+    ) -> Result<Self> {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let (w, b) = match init {
+            Init::Torch => (draw(fan_in * fan_out), draw(fan_out)),
+            Init::Zero => (vec![0.0; fan_in * fan_out], vec![0.0; fan_out]),
+            Init::Bias(v) => (vec![0.0; fan_in * fan_out], vec![v; fan_out]),
+        };
+        let w = params.create(format!("{name}.weight"), w, &[fan_in, fan_out], dtype, &Device::Cpu)?;
+        let b = params.create(format!("{name}.bias"), b, &[fan_out], dtype, &Device::Cpu)?;
+        Ok(Self { w, b })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(self.w.as_tensor())?.broadcast_add(self.b.as_tensor())?)
+    }
+}
+
+/// Sin/cos features of time: `[sin(f_k t + φ_k), cos(f_k t + φ_k)]`.
+#[derive(Debug, Clone)]
+struct TimeFeatures {
+    freqs: Tensor,
+    phase: Option<Var>,
+}
+
+impl TimeFeatures {
+    fn new(arch: Arch, harmonics: usize, params: &mut ParamSet, name: &str, dtype: DType) -> Result<Self> {
+        let freqs: Vec<f64> = match arch {
+            Arch::Pis => {
+                (0..harmonics).map(|k| if harmonics == 1 { 0.1 } else { 0.1 + (100.0 - 0.1) * k as f64 / (harmonics - 1) as f64 }).collect()
+            }
+            Arch::At => (1..=harmonics).map(|k| 2.0 * std::f64::consts::PI * k as f64).collect(),
+        };
+        let freqs = Tensor::from_vec(freqs, (1, harmonics), &Device::Cpu)?.to_dtype(dtype)?;
+        let phase = match arch {
+            Arch::Pis => Some(params.create(format!("{name}.phase"), vec![0.0; harmonics], &[1, harmonics], dtype, &Device::Cpu)?),
+            Arch::At => None,
+        };
+        Ok(Self { freqs, phase })
+    }
+
+    /// `t: [m, 1]` → `[m, 2H]`.
+    fn forward(&self, t: &Tensor) -> Result<Tensor> {
+        let mut arg = t.broadcast_mul(&self.freqs)?;
+        if let Some(p) = &self.phase {
+            arg = arg.broadcast_add(p.as_tensor())?;
+        }
+        Ok(Tensor::cat(&[arg.sin()?, arg.cos()?], 1)?)
+    }
+}
+
+/// Shape of a drift network.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NetShape {
+    /// Architecture.
+    pub arch: Arch,
+    /// Dimension d of the state.
+    pub dim: usize,
+    /// Hidden width (64 in the PIS runs, 256 in the Adaptive-Teachers default).
+    pub hidden: usize,
+    /// Number of time harmonics H (features 2H).
+    pub harmonics: usize,
+    /// Whether a log-flow output column is added (DB and SubTB).
+    pub flow_head: bool,
+}
+
+/// The drift network (μ, raw log-variance and optionally log F of (x, t)).
+#[derive(Debug, Clone)]
+pub struct DriftNet {
+    shape: NetShape,
+    time_features: TimeFeatures,
+    time_layers: Vec<Linear>,
+    state_layers: Vec<Linear>,
+    joint_layers: Vec<Linear>,
+    out: Linear,
+}
+
+impl DriftNet {
+    /// A freshly initialised network; its parameters are added to `params` under `prefix`.
+    pub fn new(shape: NetShape, params: &mut ParamSet, prefix: &str, dtype: DType, rng: &mut dyn RngCore) -> Result<Self> {
+        let (h, d, f) = (shape.hidden, shape.dim, 2 * shape.harmonics);
+        let time_features = TimeFeatures::new(shape.arch, shape.harmonics, params, &format!("{prefix}.time"), dtype)?;
+        let mut lin = |name: &str, i: usize, o: usize, init: Init| Linear::new(params, &format!("{prefix}.{name}"), i, o, init, dtype, rng);
+        let time_layers = vec![lin("time.0", f, h, Init::Torch)?, lin("time.1", h, h, Init::Torch)?];
+        let (state_layers, joint_layers) = match shape.arch {
+            Arch::Pis => {
+                (vec![lin("state.0", d, h, Init::Torch)?], vec![lin("joint.0", h, h, Init::Torch)?, lin("joint.1", h, h, Init::Torch)?])
+            }
+            Arch::At => (
+                vec![lin("state.0", d, h, Init::Torch)?, lin("state.1", h, h, Init::Torch)?],
+                vec![lin("joint.0", 2 * h, h, Init::Torch)?, lin("joint.1", h, h, Init::Torch)?],
+            ),
+        };
+        let out = lin("out", h, 2 * d + usize::from(shape.flow_head), Init::Zero)?;
+        Ok(Self { shape, time_features, time_layers, state_layers, joint_layers, out })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &NetShape {
+        &self.shape
+    }
+
+    /// Time embeddings of the times `ts` (`[len(ts), hidden]`), computed once per rollout.
+    pub fn embed_times(&self, ts: &[f64], dtype: DType) -> Result<Tensor> {
+        let t = Tensor::from_slice(ts, (ts.len(), 1), &Device::Cpu)?.to_dtype(dtype)?;
+        let z = self.time_features.forward(&t)?;
+        let z = gelu(&self.time_layers[0].forward(&z)?)?;
+        let z = self.time_layers[1].forward(&z)?;
+        Ok(match self.shape.arch {
+            Arch::Pis => z,
+            Arch::At => gelu(&z)?,
+        })
+    }
+
+    /// Outputs `[m, 2d (+1)]` at states `x: [m, d]` and one time embedding `temb: [1, hidden]`.
+    pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
+        let m = x.dim(0)?;
+        let z = match self.shape.arch {
+            Arch::Pis => {
+                let s = self.state_layers[0].forward(x)?;
+                let mut z = gelu(&s.broadcast_add(temb)?)?;
+                for l in &self.joint_layers {
+                    z = gelu(&l.forward(&z)?)?;
+                }
+                z
+            }
+            Arch::At => {
+                let mut s = x.clone();
+                for l in &self.state_layers {
+                    s = gelu(&l.forward(&s)?)?;
+                }
+                let t = temb.broadcast_as((m, self.shape.hidden))?;
+                let mut z = Tensor::cat(&[&s, &t], 1)?;
+                for l in &self.joint_layers {
+                    z = gelu(&l.forward(&z)?)?;
+                }
+                z
+            }
+        };
+        self.out.forward(&z)
+    }
+}
+
+/// NN₂ of the Langevin parametrisation: a scalar of time multiplying the score.
+#[derive(Debug, Clone)]
+pub struct LangevinScale {
+    time_features: TimeFeatures,
+    layers: Vec<Linear>,
+}
+
+impl LangevinScale {
+    /// A fresh network (output layer weight 0, bias 0.01) with parameters under `prefix`.
+    pub fn new(
+        arch: Arch,
+        hidden: usize,
+        harmonics: usize,
+        params: &mut ParamSet,
+        prefix: &str,
+        dtype: DType,
+        rng: &mut dyn RngCore,
+    ) -> Result<Self> {
+        let time_features = TimeFeatures::new(arch, harmonics, params, &format!("{prefix}.time"), dtype)?;
+        let mut lin = |name: &str, i: usize, o: usize, init: Init| Linear::new(params, &format!("{prefix}.{name}"), i, o, init, dtype, rng);
+        let layers = vec![
+            lin("0", 2 * harmonics, hidden, Init::Torch)?,
+            lin("1", hidden, hidden, Init::Torch)?,
+            lin("2", hidden, hidden, Init::Torch)?,
+            lin("out", hidden, 1, Init::Bias(0.01))?,
+        ];
+        Ok(Self { time_features, layers })
+    }
+
+    /// Scales at the times `ts`: `[len(ts), 1]`.
+    pub fn forward(&self, ts: &[f64], dtype: DType) -> Result<Tensor> {
+        let t = Tensor::from_slice(ts, (ts.len(), 1), &Device::Cpu)?.to_dtype(dtype)?;
+        let mut z = self.layers[0].forward(&self.time_features.forward(&t)?)?;
+        for l in &self.layers[1..] {
+            z = l.forward(&gelu(&z)?)?;
+        }
+        Ok(z)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The f32 GELU and its derivative agree with the exact erf to f32 resolution.
+    #[test]
+    fn fast_f32_gelu_is_accurate() {
+        let (mut worst, mut worst_d) = (0.0f64, 0.0f64);
+        for k in -4000..=4000 {
+            let x = k as f64 * 0.002;
+            let (v, dv) = (gelu_f64(x, false), gelu_f64(x, true));
+            worst = worst.max((f64::from(gelu_f32(x as f32, false)) - v).abs() / (1.0 + v.abs()));
+            worst_d = worst_d.max((f64::from(gelu_f32(x as f32, true)) - dv).abs());
+        }
+        assert!(worst < 5e-7 && worst_d < 5e-7, "worst errors {worst}, {worst_d}");
+    }
+}

@@ -1,0 +1,133 @@
+//! The training objectives of the diffusion sampler (`docs/DIFFUSION.md`, "Objectives"), as
+//! losses on the per-step terms of a batch of [`Paths`]:
+//!
+//! - TB: mean ½(log Z + Σlog P_F − Σlog P_B − log R)²;
+//! - VarGrad: TB with log Z replaced by the batch mean of log R + Σlog P_B − Σlog P_F;
+//! - DB: batch mean of Σ_i ½(log P_F,i + log F_i − log P_B,i − log F_{i+1})², F_0 = Z, F_T = R;
+//! - SubTB(λ): batch sum of Σ_{i<j} c_ij (log F_i − log F_j + Σ_{k=i}^{j−1}(log P_F − log P_B)_k)²,
+//!   c_ij = λ^{j−i} / Σ_{i′<j′} λ^{j′−i′};
+//! - PIS: mean (Σlog P_F − Σlog P_B − log R)/d on reparameterised paths.
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Paths;
+use crate::Result;
+
+/// Which loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Objective {
+    /// Trajectory balance with a learned log Z.
+    Tb,
+    /// Trajectory balance with the batch's log-partition estimate (log-variance loss).
+    VarGrad,
+    /// Detailed balance with learned log-flows.
+    Db,
+    /// Sub-trajectory balance with geometric weights λ^{length}.
+    SubTb {
+        /// λ (2 in the reference).
+        lambda: f64,
+    },
+    /// Path-integral sampler: the reverse KL through reparameterised paths.
+    Pis,
+}
+
+impl Objective {
+    /// Whether the objective needs log-flows of the intermediate states.
+    pub fn needs_flows(&self) -> bool {
+        matches!(self, Objective::Db | Objective::SubTb { .. })
+    }
+
+    /// Whether the objective differentiates through the sampled path.
+    pub fn reparameterised(&self) -> bool {
+        matches!(self, Objective::Pis)
+    }
+
+    /// Whether the objective uses the learned log Z (VarGrad and PIS do not).
+    pub fn uses_log_z(&self) -> bool {
+        !matches!(self, Objective::VarGrad | Objective::Pis)
+    }
+}
+
+/// The loss of `paths` under `objective`, with training log-rewards `log_r` (usually
+/// `paths.log_r`) and the learned `log_z` (`[1]`). `score_end` is ∇log R at the end points
+/// (needed by PIS only: the gradient of log R through x_T).
+pub fn loss(objective: Objective, paths: &Paths, log_r: &[f64], log_z: &Tensor, score_end: Option<&[f64]>) -> Result<Tensor> {
+    let dtype = log_z.dtype();
+    let n = paths.n;
+    let lr = Tensor::from_slice(log_r, n, &Device::Cpu)?.to_dtype(dtype)?;
+    let pf = paths.sum_log_pf()?;
+    let pb = paths.sum_log_pb()?;
+    Ok(match objective {
+        Objective::Tb => {
+            let delta = ((pf - pb)?.broadcast_add(log_z)? - lr)?;
+            (delta.sqr()?.mean_all()? * 0.5)?.reshape(1)?
+        }
+        Objective::VarGrad => {
+            let b = ((pf - pb)? - lr)?;
+            let delta = b.broadcast_sub(&b.mean_all()?)?;
+            (delta.sqr()?.mean_all()? * 0.5)?.reshape(1)?
+        }
+        Objective::Pis => {
+            let d = paths.x_last.dim(1)?;
+            let score = score_end.ok_or_else(|| crate::Error::Config("the PIS loss needs the score at the end points".into()))?;
+            let g = Tensor::from_slice(score, (n, d), &Device::Cpu)?.to_dtype(dtype)?;
+            // log R(x_T) carries the gradient g·∂x_T; its value is log R itself.
+            let moved = (&paths.x_last - paths.x_last.detach())?;
+            let lr_path = (lr + (moved * g)?.sum(1)?)?;
+            (((pf - pb)? - lr_path)?.mean_all()? / d as f64)?.reshape(1)?
+        }
+        Objective::Db => {
+            let a = flow_terms(paths, &lr, log_z)?;
+            let t = paths.log_pf.dim(1)?;
+            let steps = (&paths.log_pf - &paths.log_pb)?;
+            let f_from = a.narrow(1, 0, t)?;
+            let f_to = a.narrow(1, 1, t)?;
+            let r = ((steps + f_from)? - f_to)?;
+            (r.sqr()?.sum(1)?.mean_all()? * 0.5)?.reshape(1)?
+        }
+        Objective::SubTb { lambda } => {
+            let f = flow_terms(paths, &lr, log_z)?;
+            let t = paths.log_pf.dim(1)?;
+            // A_i = log F_i − Σ_{k<i}(log P_F − log P_B)_k; a sub-trajectory residual is A_i − A_j.
+            let steps = (&paths.log_pf - &paths.log_pb)?;
+            let cum = Tensor::cat(&[Tensor::zeros((n, 1), dtype, &Device::Cpu)?, steps.cumsum(1)?], 1)?;
+            let a = (f - cum)?;
+            let diff = a.unsqueeze(2)?.broadcast_sub(&a.unsqueeze(1)?)?;
+            let w = Tensor::from_vec(subtb_weights(t, lambda), (t + 1, t + 1), &Device::Cpu)?.to_dtype(dtype)?;
+            diff.sqr()?.broadcast_mul(&w)?.sum_all()?.reshape(1)?
+        }
+    })
+}
+
+/// log F_0..T as `[n, T+1]`: log Z, the network's log-flows, log R.
+fn flow_terms(paths: &Paths, log_r: &Tensor, log_z: &Tensor) -> Result<Tensor> {
+    let n = paths.n;
+    let mid = paths.log_f.as_ref().ok_or_else(|| crate::Error::Config("DB and SubTB need paths evaluated with log-flows".into()))?;
+    let z = log_z.broadcast_as((n, 1))?.contiguous()?;
+    Ok(Tensor::cat(&[&z, mid, &log_r.unsqueeze(1)?], 1)?)
+}
+
+/// The SubTB weights c_ij = λ^{j−i} / Σ_{i′<j′} λ^{j′−i′} for 0 ≤ i < j ≤ T (0 elsewhere),
+/// row-major `[T+1, T+1]`.
+pub fn subtb_weights(t: usize, lambda: f64) -> Vec<f64> {
+    let m = t + 1;
+    let mut w = vec![0.0; m * m];
+    let mut total = 0.0;
+    for i in 0..m {
+        for j in i + 1..m {
+            let v = lambda.powi((j - i) as i32);
+            w[i * m + j] = v;
+            total += v;
+        }
+    }
+    w.iter_mut().for_each(|v| *v /= total);
+    w
+}
+
+/// The TB residuals Δ = log Z + Σlog P_F − Σlog P_B − log R of each path (host, detached).
+pub fn tb_residuals(paths: &Paths, log_r: &[f64], log_z: f64) -> Result<Vec<f64>> {
+    let lq = paths.log_q_host()?;
+    Ok(lq.iter().zip(log_r).map(|(q, r)| log_z + q - r).collect())
+}

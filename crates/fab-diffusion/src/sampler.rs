@@ -1,0 +1,557 @@
+//! The diffusion-sampler family on the sampler core: one training iteration of the configured
+//! schedule (on-policy, Sendera's forward/backward with local search, prioritised replay, the
+//! Adaptive Teacher), evaluation with path-based bounds and sample metrics, and checkpoints
+//! (`docs/DIFFUSION.md`, "Training schedules" and "Metrics").
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use fab_buffer::{Prioritisation, RankedBuffer};
+use fab_core::rng::{seeded_rng, FabRng};
+use fab_core::stats::{log_mean_exp, mean};
+use fab_core::transport::{mmd_rbf, wasserstein2, MMD_SIGMAS};
+use fab_sampler::eval::{EvalSizes, Metrics};
+use fab_sampler::{Draws, Model, NamedSamples, Sampler, StepReport, StepStats, Target};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::config::DiffusionConfig;
+use crate::model::{Diffusion, Learner, OptimSpec, Paths, Source, Track};
+use crate::objectives::{loss, tb_residuals, Objective};
+use crate::{Error, Result};
+
+/// Random stream of training (paths, replay, local search).
+const TRAIN_STREAM: u64 = 21;
+/// Random stream of network initialisation.
+const INIT_STREAM: u64 = 22;
+/// Paths per chunk when drawing many (bounds memory).
+const DRAW_CHUNK: usize = 2000;
+
+/// Points in a replay buffer: the point and its log R.
+type PointBuffer = RankedBuffer<u64, (Vec<f64>, f64)>;
+
+/// Per-iteration statistics (fields of the `"train"` lines of `metrics.jsonl`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiffusionStats {
+    /// Where the batch came from: 0 forward (policy with exploration), 1 replay buffer.
+    pub source: u8,
+    /// The student's learned log Z.
+    pub log_z: f64,
+    /// Exploration standard deviation used.
+    pub exploration: f64,
+    /// Mean log R of the batch's end points.
+    pub mean_log_r: f64,
+    /// Points in the replay buffer.
+    pub buffer_len: u64,
+    /// Points in the local-search buffer.
+    pub ls_buffer_len: u64,
+    /// Acceptance rate of the last local search (NaN if none ran this iteration).
+    pub ls_acceptance: f64,
+    /// Teacher loss (NaN without a teacher step).
+    pub teacher_loss: f64,
+    /// Target evaluations so far (end points, local search, teacher samples).
+    pub n_target_calls: u64,
+}
+
+impl StepStats for DiffusionStats {
+    fn progress(&self) -> String {
+        format!("log Z {:.3} mean log R {:.2} buffer {}", self.log_z, self.mean_log_r, self.buffer_len)
+    }
+}
+
+/// What a checkpoint must carry besides parameters and buffers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainState {
+    iteration: usize,
+    next_key: u64,
+    threshold: Option<f64>,
+    n_target_calls: u64,
+    rng: FabRng,
+}
+
+/// A diffusion-sampler run: student, optional teacher, buffers and counters.
+#[derive(Debug)]
+pub struct DiffusionSampler {
+    config: DiffusionConfig,
+    target: Arc<dyn Target>,
+    objective: Objective,
+    student: Learner,
+    teacher: Option<Learner>,
+    buffer: Option<PointBuffer>,
+    ls_buffer: Option<PointBuffer>,
+    state: TrainState,
+    pending: Metrics,
+}
+
+/// The teacher's reward settings, applied to student residuals.
+#[derive(Debug, Clone, Copy)]
+struct Advantage {
+    c: f64,
+    w_pos: f64,
+    w_neg: f64,
+    threshold: f64,
+}
+
+impl Advantage {
+    /// adv = log(C + w·½Δ²), w = w₊ if the student under-estimates (δ = −Δ > 0) else w₋;
+    /// log(C + 10⁻¹²) below the threshold.
+    fn of(&self, residual: f64, log_r: f64) -> f64 {
+        if log_r < self.threshold || !residual.is_finite() {
+            return (self.c + 1e-12).ln();
+        }
+        let w = if -residual > 0.0 { self.w_pos } else { self.w_neg };
+        (self.c + w * 0.5 * residual * residual).ln()
+    }
+}
+
+impl DiffusionSampler {
+    /// Builds the target, the networks and the buffers of a validated configuration.
+    pub fn new(config: DiffusionConfig) -> Result<Self> {
+        let dtype = config.dtype();
+        let target = config.target.build(dtype, &Device::Cpu).map_err(Error::family)?;
+        let objective = config.objective.objective()?;
+        let mut init = seeded_rng(config.seed, INIT_STREAM);
+        let spec = config.model_spec()?;
+        let student = Learner::new(Diffusion::new(spec.clone(), &mut init)?, config.optim_spec())?;
+        let schedule_name = config.train.schedule.clone();
+        let schedule = schedule_name.as_str();
+        let teacher = if schedule == "teacher" {
+            // The teacher is a sampler of the same class without the Langevin parametrisation,
+            // trained by TB on its own reward.
+            let mut tspec = spec.clone();
+            tspec.langevin = None;
+            tspec.shape.flow_head = false;
+            let t = &config.teacher;
+            let optim = OptimSpec {
+                lr: t.lr,
+                lr_log_z: t.lr_log_z,
+                weight_decay: config.train.weight_decay,
+                clip: (t.clip_grad_norm > 0.0).then_some(t.clip_grad_norm),
+            };
+            Some(Learner::new(Diffusion::new(tspec, &mut init)?, optim)?)
+        } else {
+            None
+        };
+        let cap = config.buffer.capacity;
+        let buffer = if schedule != "on_policy" { Some(RankedBuffer::new(cap).map_err(Error::family)?) } else { None };
+        let ls_buffer =
+            if schedule == "sendera" && config.local_search.enabled { Some(RankedBuffer::new(cap).map_err(Error::family)?) } else { None };
+        let state =
+            TrainState { iteration: 0, next_key: 0, threshold: None, n_target_calls: 0, rng: seeded_rng(config.seed, TRAIN_STREAM) };
+        let mut s = Self { config, target, objective, student, teacher, buffer, ls_buffer, state, pending: Metrics::new() };
+        if matches!(schedule, "per" | "teacher") {
+            // The reward threshold: a quantile of the untrained student's samples' log R, fixed.
+            let b = s.config.train.batch_size;
+            let p =
+                s.student.model.paths(s.target.density(), b, Source::Forward { exploration: 0.0 }, Track::None, false, &mut s.state.rng)?;
+            s.state.n_target_calls += b as u64;
+            s.state.threshold = Some(quantile(&p.log_r, s.config.teacher.threshold_quantile));
+        }
+        Ok(s)
+    }
+
+    /// The student.
+    pub fn student(&self) -> &Diffusion {
+        &self.student.model
+    }
+
+    /// The teacher, with schedule `teacher`.
+    pub fn teacher(&self) -> Option<&Diffusion> {
+        self.teacher.as_ref().map(|t| &t.model)
+    }
+
+    /// The fixed reward threshold of the `per` and `teacher` schedules.
+    pub fn threshold(&self) -> Option<f64> {
+        self.state.threshold
+    }
+
+    fn advantage(&self) -> Advantage {
+        let t = &self.config.teacher;
+        Advantage {
+            c: t.c,
+            w_pos: t.weight_positive,
+            w_neg: t.weight_negative,
+            threshold: self.state.threshold.unwrap_or(f64::NEG_INFINITY),
+        }
+    }
+
+    /// One gradient step of `who` (student or teacher) on paths from `source`, with training
+    /// log-rewards `log_r` (None: log R of the end points). Returns the step, the paths and the
+    /// pre-step TB residuals of the student.
+    fn train_on(
+        &mut self,
+        teacher: bool,
+        source: Source<'_>,
+        log_r: Option<&[f64]>,
+    ) -> Result<(crate::model::StepResult, Paths, Vec<f64>)> {
+        let b = match source {
+            Source::Given(x) => x.len() / ((self.config.process.n_steps + 1) * self.target.dim()),
+            Source::Forward { .. } => self.config.train.batch_size,
+        };
+        let objective = if teacher { Objective::Tb } else { self.objective };
+        let track = if objective.reparameterised() { Track::Path } else { Track::Params };
+        let target = self.target.clone();
+        let learner = if teacher { self.teacher.as_mut().expect("a teacher") } else { &mut self.student };
+        let paths = learner.model.paths(target.density(), b, source, track, objective.needs_flows(), &mut self.state.rng)?;
+        let train_r: Vec<f64> = log_r.map_or_else(|| paths.log_r.clone(), <[f64]>::to_vec);
+        let score = if objective.reparameterised() {
+            let d = target.dim();
+            let t = Tensor::from_slice(paths.ends(d), (b, d), &Device::Cpu)?.to_dtype(learner.model.spec().dtype)?;
+            Some(
+                fab_core::to_f64_vec(&target.density().log_prob_and_grad(&t)?.1)?
+                    .into_iter()
+                    .map(|v| if v.is_finite() { v } else { 0.0 })
+                    .collect::<Vec<_>>(),
+            )
+        } else {
+            None
+        };
+        let residuals = tb_residuals(&paths, &train_r, learner.model.log_z())?;
+        let l = loss(objective, &paths, &train_r, learner.model.log_z_tensor(), score.as_deref())?;
+        let step = learner.apply(&l)?;
+        if !teacher {
+            self.state.n_target_calls += b as u64;
+        }
+        Ok((step, paths, residuals))
+    }
+
+    /// Backward paths (Brownian bridges) to `n` points drawn from `buffer` (rank-prioritised).
+    fn replay(&mut self, ls: bool, n: usize) -> Result<Option<(Vec<f64>, Vec<f64>)>> {
+        let k = self.config.buffer.rank_k;
+        let buf = if ls { self.ls_buffer.as_ref() } else { self.buffer.as_ref() };
+        let Some(buf) = buf.filter(|b| !b.is_empty()) else { return Ok(None) };
+        let idx = buf.sample(n, Prioritisation::Rank { k }, &mut self.state.rng).map_err(Error::family)?;
+        let d = self.target.dim();
+        let mut x = Vec::with_capacity(n * d);
+        let mut lr = Vec::with_capacity(n);
+        for i in idx {
+            let (_, (p, r), _) = buf.get(i).expect("a sampled position");
+            x.extend_from_slice(p);
+            lr.push(*r);
+        }
+        Ok(Some((x, lr)))
+    }
+
+    fn insert(&mut self, ls: bool, x: &[f64], log_r: &[f64], priority: &[f64], keep: impl Fn(usize) -> bool) -> Result<()> {
+        let d = self.target.dim();
+        let buf = if ls { self.ls_buffer.as_mut() } else { self.buffer.as_mut() };
+        let Some(buf) = buf else { return Ok(()) };
+        for k in 0..log_r.len() {
+            if keep(k) && priority[k].is_finite() && x[k * d..(k + 1) * d].iter().all(|v| v.is_finite()) {
+                buf.insert(self.state.next_key, (x[k * d..(k + 1) * d].to_vec(), log_r[k]), priority[k]).map_err(Error::family)?;
+                self.state.next_key += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// MALA from `batch_size` replayed points (None while the buffer is empty).
+    fn local_search(&mut self) -> Result<Option<fab_mcmc::MalaOutput>> {
+        let b = self.config.train.batch_size;
+        let Some((x0, _)) = self.replay(false, b)? else { return Ok(None) };
+        let cfg = self.config.local_search.mala();
+        let out = fab_mcmc::mala(self.target.density(), &x0, &cfg, self.config.dtype(), &mut self.state.rng).map_err(Error::family)?;
+        self.state.n_target_calls += (b * (cfg.n_iterations + 1)) as u64;
+        Ok(Some(out))
+    }
+
+    /// A teacher TB step on bridges to the student's batch end points above the threshold,
+    /// rewarded by log(adv) + α·log R.
+    fn teacher_step(&mut self, ends: &[f64], log_r: &[f64], residuals: &[f64]) -> Result<f64> {
+        let adv = self.advantage();
+        let thr = self.state.threshold.unwrap_or(f64::NEG_INFINITY);
+        let d = self.target.dim();
+        let mut x = Vec::new();
+        let mut r = Vec::new();
+        for k in 0..log_r.len() {
+            if log_r[k] > thr && log_r[k].is_finite() {
+                x.extend_from_slice(&ends[k * d..(k + 1) * d]);
+                r.push(adv.of(residuals[k], log_r[k]).ln() + self.config.teacher.alpha * log_r[k]);
+            }
+        }
+        if r.is_empty() {
+            return Ok(f64::NAN);
+        }
+        let bridges = self.student.model.process().bridge_paths(&x, &mut self.state.rng);
+        let (step, _, _) = self.train_on(true, Source::Given(&bridges), Some(&r))?;
+        Ok(step.loss)
+    }
+
+    fn draw_paths(&mut self, n: usize, rng: &mut dyn RngCore) -> Result<(Vec<f64>, Vec<f64>)> {
+        let d = self.target.dim();
+        let mut x = Vec::with_capacity(n * d);
+        let mut lq = Vec::with_capacity(n);
+        let mut left = n;
+        while left > 0 {
+            let m = left.min(DRAW_CHUNK);
+            let p = self.student.model.paths(self.target.density(), m, Source::Forward { exploration: 0.0 }, Track::None, false, rng)?;
+            x.extend_from_slice(p.ends(d));
+            lq.extend(p.log_q_host()?);
+            left -= m;
+        }
+        Ok((x, lq))
+    }
+
+    /// Σlog P_F − Σlog P_B of `k` backward paths to each of the points `x`, grouped by point.
+    fn backward_log_q(&self, x: &[f64], k: usize, rng: &mut dyn RngCore) -> Result<Vec<f64>> {
+        let d = self.target.dim();
+        let n = x.len() / d;
+        let mut rep = Vec::with_capacity(n * k * d);
+        for i in 0..n {
+            for _ in 0..k {
+                rep.extend_from_slice(&x[i * d..(i + 1) * d]);
+            }
+        }
+        let mut out = Vec::with_capacity(n * k);
+        for chunk in rep.chunks(DRAW_CHUNK * d) {
+            let m = chunk.len() / d;
+            let bridges = self.student.model.process().bridge_paths(chunk, rng);
+            let p = self.student.model.paths(self.target.density(), m, Source::Given(&bridges), Track::None, false, rng)?;
+            out.extend(p.log_q_host()?);
+        }
+        Ok(out)
+    }
+
+    /// The path-based bounds and sample metrics of one evaluation (into `pending`).
+    fn path_metrics(&mut self, samples: &fab_sampler::WeightedSamples, sizes: &EvalSizes, rng: &mut dyn RngCore) -> Result<()> {
+        let mut m = Metrics::new();
+        let log_z = self.target.log_z();
+        let elbo = mean(&samples.log_w);
+        m.insert("elbo".into(), elbo);
+        let rw = samples.log_z_hat();
+        m.insert("log_z_rw".into(), rw);
+        m.insert("ess".into(), samples.ess() / samples.len().max(1) as f64);
+        if let Some(z) = log_z {
+            m.insert("delta_log_z".into(), (z - elbo).abs());
+            m.insert("delta_log_z_rw".into(), (z - rw).abs());
+        }
+        m.insert("log_z_learned".into(), self.student.model.log_z());
+        if let Some(exact) = self.target.exact() {
+            let d = self.target.dim();
+            let n_exact = sizes.n_test;
+            let xe = fab_core::to_f64_vec(&exact.sample(n_exact, rng)?)?;
+            // EUBO: E_p[log R(x) + Σlog P_B − Σlog P_F] over one backward path per exact point.
+            let lq = self.backward_log_q(&xe, 1, rng)?;
+            let lp = fab_sampler::log_prob_host(self.target.density(), &xe, d, self.config.dtype())?;
+            m.insert("eubo".into(), mean(&lp.iter().zip(&lq).map(|(p, q)| p - q).collect::<Vec<_>>()));
+            if let Some(z) = log_z {
+                m.insert("delta_log_z_eubo".into(), (m["eubo"] - z).abs());
+            }
+            // Mean log-likelihood bound: log of the mean path ratio over k backward paths.
+            let k = self.config.eval.likelihood_paths;
+            let n_ll = self.config.eval.n_likelihood_points.min(n_exact);
+            if n_ll > 0 {
+                let lq = self.backward_log_q(&xe[..n_ll * d], k, rng)?;
+                let per_point: Vec<f64> = lq.chunks(k).map(log_mean_exp).collect();
+                m.insert("mean_log_likelihood".into(), mean(&per_point));
+            }
+            // W2 by exact assignment and RBF-MMD² between equally many model and exact samples.
+            let n = self.config.eval.n_w2.min(samples.len()).min(n_exact);
+            if n >= 2 {
+                let w2 = wasserstein2(&samples.x[..n * d], &xe[..n * d], d).map_err(Error::family)?;
+                m.insert("w2".into(), w2);
+                let mmd = mmd_rbf(&samples.x[..n * d], &xe[..n * d], d, &MMD_SIGMAS).map_err(Error::family)?;
+                m.insert("mmd".into(), mmd);
+            }
+        }
+        self.pending = m;
+        Ok(())
+    }
+}
+
+/// The q-quantile (linear interpolation, as numpy's default) of the finite values.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    s.sort_by(f64::total_cmp);
+    let pos = q * (s.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
+}
+
+impl Model for DiffusionSampler {
+    fn dim(&self) -> usize {
+        self.target.dim()
+    }
+
+    fn dtype(&self) -> DType {
+        self.config.dtype()
+    }
+
+    fn draw(&mut self, n: usize, rng: &mut dyn RngCore) -> fab_sampler::Result<Draws> {
+        let (x, log_q) = self.draw_paths(n, rng)?;
+        Ok(Draws { x, dim: self.target.dim(), log_q, exact_log_q: false })
+    }
+}
+
+impl Sampler for DiffusionSampler {
+    type Stats = DiffusionStats;
+
+    fn target(&self) -> Arc<dyn Target> {
+        self.target.clone()
+    }
+
+    fn step(&mut self) -> fab_sampler::Result<StepReport<DiffusionStats>> {
+        let it = self.state.iteration;
+        let factor = self.config.lr_factor(it);
+        self.student.set_lr_factor(factor)?;
+        if let Some(t) = self.teacher.as_mut() {
+            t.set_lr_factor(factor)?;
+        }
+        let b = self.config.train.batch_size;
+        let expl = self.config.exploration_at(it);
+        let schedule = self.config.train.schedule.clone();
+        let mut stats = DiffusionStats { exploration: expl, ls_acceptance: f64::NAN, teacher_loss: f64::NAN, ..Default::default() };
+        let d = self.target.dim();
+        let forward = match schedule.as_str() {
+            "on_policy" => true,
+            _ => it.is_multiple_of(2),
+        };
+        let (step, ends, log_r, residuals) = if forward {
+            let (step, paths, res) = self.train_on(false, Source::Forward { exploration: expl }, None)?;
+            let ends = paths.ends(d).to_vec();
+            match schedule.as_str() {
+                "sendera" => self.insert(false, &ends, &paths.log_r, &paths.log_r.clone(), |_| true)?,
+                "per" | "teacher" => {
+                    let adv = self.advantage();
+                    let pr: Vec<f64> = res.iter().zip(&paths.log_r).map(|(&r, &l)| adv.of(r, l)).collect();
+                    let thr = self.state.threshold.unwrap_or(f64::NEG_INFINITY);
+                    let lr = paths.log_r.clone();
+                    // PER inserts the points above the threshold (everything at iteration 0); the
+                    // teacher schedule seeds its buffer at iteration 0 only.
+                    if schedule == "per" || it == 0 {
+                        self.insert(false, &ends, &lr, &pr, |k| it == 0 || lr[k] > thr)?;
+                    }
+                }
+                _ => {}
+            }
+            (step, ends, paths.log_r, res)
+        } else {
+            stats.source = 1;
+            let ls_due = self.config.local_search.enabled && it % self.config.local_search.every == 1 % self.config.local_search.every;
+            if ls_due {
+                if let Some(out) = self.local_search()? {
+                    stats.ls_acceptance = out.acceptance;
+                    let to_ls = self.ls_buffer.is_some();
+                    self.insert(to_ls, &out.collected, &out.collected_log_p, &out.collected_log_p, |_| true)?;
+                }
+            }
+            if schedule == "teacher" && it % (2 * self.config.teacher.adv_freq) == 1 {
+                // Teacher samples above the threshold enter the buffer with their advantage
+                // under the student.
+                let teacher = self.teacher.as_ref().expect("a teacher");
+                let tp = teacher.model.paths(
+                    self.target.density(),
+                    b,
+                    Source::Forward { exploration: 0.0 },
+                    Track::None,
+                    false,
+                    &mut self.state.rng,
+                )?;
+                self.state.n_target_calls += b as u64;
+                let tx = tp.ends(d).to_vec();
+                let bridges = self.student.model.process().bridge_paths(&tx, &mut self.state.rng);
+                let sp =
+                    self.student.model.paths(self.target.density(), b, Source::Given(&bridges), Track::None, false, &mut self.state.rng)?;
+                let res = tb_residuals(&sp, &tp.log_r, self.student.model.log_z())?;
+                let adv = self.advantage();
+                let pr: Vec<f64> = res.iter().zip(&tp.log_r).map(|(&r, &l)| adv.of(r, l)).collect();
+                let thr = self.state.threshold.unwrap_or(f64::NEG_INFINITY);
+                let lr = tp.log_r.clone();
+                self.insert(false, &tx, &lr, &pr, |k| lr[k] > thr)?;
+            }
+            let from_ls = self.ls_buffer.as_ref().is_some_and(|bf| !bf.is_empty());
+            match self.replay(from_ls, b)? {
+                Some((x, _)) => {
+                    let bridges = self.student.model.process().bridge_paths(&x, &mut self.state.rng);
+                    let (step, paths, res) = self.train_on(false, Source::Given(&bridges), None)?;
+                    (step, x, paths.log_r, res)
+                }
+                None => {
+                    // Nothing to replay yet: a forward step instead.
+                    stats.source = 0;
+                    let (step, paths, res) = self.train_on(false, Source::Forward { exploration: expl }, None)?;
+                    (step, paths.ends(d).to_vec(), paths.log_r, res)
+                }
+            }
+        };
+        if self.teacher.is_some() {
+            stats.teacher_loss = self.teacher_step(&ends, &log_r, &residuals)?;
+        }
+        self.state.iteration += 1;
+        stats.log_z = self.student.model.log_z();
+        stats.mean_log_r = mean(&log_r);
+        stats.buffer_len = self.buffer.as_ref().map_or(0, |b| b.len() as u64);
+        stats.ls_buffer_len = self.ls_buffer.as_ref().map_or(0, |b| b.len() as u64);
+        stats.n_target_calls = self.state.n_target_calls;
+        Ok(StepReport {
+            iteration: 0,
+            loss: if step.skipped { f64::NAN } else { step.loss },
+            grad_norm: step.grad_norm,
+            skipped_steps: usize::from(step.skipped),
+            lr: self.student.lr(),
+            stats,
+            seconds: 0.0,
+        })
+    }
+
+    fn eval_sets(&mut self, sizes: &EvalSizes, rng: &mut dyn RngCore) -> fab_sampler::Result<Vec<NamedSamples>> {
+        let samples = self.sample_weighted(sizes.n_samples, rng)?;
+        self.path_metrics(&samples, sizes, rng)?;
+        Ok(vec![NamedSamples { name: "model".into(), samples, primary: true }])
+    }
+
+    fn own_metrics(&self, metrics: &mut Metrics) {
+        metrics.extend(self.pending.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+
+    fn extra_points(&self, max: usize) -> Vec<(String, Vec<f64>)> {
+        let mut out = Vec::new();
+        for (name, buf) in [("buffer", &self.buffer), ("local-search buffer", &self.ls_buffer)] {
+            if let Some(b) = buf.as_ref().filter(|b| !b.is_empty()) {
+                // The newest points (the buffer is FIFO).
+                let skip = b.len().saturating_sub(max);
+                out.push((name.to_string(), b.iter().skip(skip).flat_map(|(_, (x, _), _)| x.clone()).collect()));
+            }
+        }
+        out
+    }
+
+    fn save_state(&self, dir: &Path) -> fab_sampler::Result<()> {
+        self.student.save(dir, "student")?;
+        if let Some(t) = &self.teacher {
+            t.save(dir, "teacher")?;
+        }
+        let mut v = serde_json::json!({ "state": &self.state });
+        if let Some(b) = &self.buffer {
+            v["buffer"] = serde_json::to_value(b)?;
+        }
+        if let Some(b) = &self.ls_buffer {
+            v["ls_buffer"] = serde_json::to_value(b)?;
+        }
+        let path = dir.join("diffusion_state.json");
+        std::fs::write(&path, serde_json::to_vec(&v)?).map_err(|e| Error::io(&path, e))?;
+        Ok(())
+    }
+
+    fn load_state(&mut self, dir: &Path) -> fab_sampler::Result<()> {
+        self.student.load(dir, "student")?;
+        if let Some(t) = self.teacher.as_mut() {
+            t.load(dir, "teacher")?;
+        }
+        let path = dir.join("diffusion_state.json");
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let mut v: serde_json::Value = serde_json::from_slice(&text)?;
+        self.state = serde_json::from_value(v["state"].take())?;
+        if self.buffer.is_some() {
+            self.buffer = Some(serde_json::from_value(v["buffer"].take())?);
+        }
+        if self.ls_buffer.is_some() {
+            self.ls_buffer = Some(serde_json::from_value(v["ls_buffer"].take())?);
+        }
+        Ok(())
+    }
+}
