@@ -108,8 +108,45 @@ impl Advantage {
 impl DiffusionSampler {
     /// Builds the target, the networks and the buffers of a validated configuration.
     pub fn new(config: DiffusionConfig) -> Result<Self> {
-        let dtype = config.dtype();
-        let target = config.target.build(dtype, &Device::Cpu).map_err(Error::family)?;
+        let target = config.target.build(config.dtype(), &Device::Cpu).map_err(Error::family)?;
+        Self::with_target(config, target)
+    }
+
+    /// A sampler of any target — a user's density wrapped in [`fab_sampler::DensityTarget`]
+    /// included — with the settings of `config` (whose `[target]` section is then ignored except
+    /// for its dimension, which must match).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use fab_core::FnDensity;
+    /// use fab_diffusion::{DiffusionConfig, DiffusionSampler};
+    /// use fab_sampler::{DensityTarget, FamilyConfig, Sampler};
+    ///
+    /// // A 2-D banana, known up to its constant.
+    /// let banana = FnDensity::new(2, |x: &candle_core::Tensor| {
+    ///     let a = x.narrow(1, 0, 1)?.squeeze(1)?;
+    ///     let b = x.narrow(1, 1, 1)?.squeeze(1)?;
+    ///     let bend = (b - (a.sqr()? * 0.5)?)?;
+    ///     (a.sqr()? * -0.125)? - (bend.sqr()? * 2.0)?
+    /// });
+    /// let overrides = ["process.n_steps=10", "train.batch_size=32", "process.t_scale=2.0"].map(String::from);
+    /// let cfg = DiffusionConfig::parse("family = \"diffusion\"", &overrides)?;
+    /// let target = Arc::new(DensityTarget::new(Box::new(banana)));
+    /// let mut sampler = DiffusionSampler::with_target(cfg, target)?;
+    /// for _ in 0..5 {
+    ///     let report = sampler.step()?;
+    ///     assert!(report.loss.is_finite());
+    /// }
+    /// # Ok::<(), fab_sampler::Error>(())
+    /// ```
+    pub fn with_target(config: DiffusionConfig, target: Arc<dyn Target>) -> Result<Self> {
+        if target.dim() != config.target.dim() {
+            return Err(Error::Config(format!(
+                "the target has dimension {} but the configuration's [target] section has {}",
+                target.dim(),
+                config.target.dim()
+            )));
+        }
         let objective = config.objective.objective()?;
         let mut init = seeded_rng(config.seed, INIT_STREAM);
         let spec = config.model_spec()?;
