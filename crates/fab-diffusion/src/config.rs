@@ -491,12 +491,7 @@ impl DiffusionConfig {
         }
         positive("train.lr_gamma", t.lr_gamma)?;
         non_negative("train.exploration", t.exploration)?;
-        if let Some(m) = t.checkpoint_minutes {
-            positive("train.checkpoint_minutes", m)?;
-        }
-        if let Some(h) = t.time_limit_hours {
-            positive("train.time_limit_hours", h)?;
-        }
+        fab_sampler::config::check_run_limits(t.checkpoint_minutes, t.time_limit_hours)?;
         if t.n_iterations == 0 {
             return Err(err("train.n_iterations = 0: must be ≥ 1"));
         }

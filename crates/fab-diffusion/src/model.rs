@@ -206,11 +206,9 @@ impl Diffusion {
             return Err(Error::Config("log-flows asked of a network without a flow head".into()));
         }
         match (source, track) {
-            (Source::Forward { .. }, Track::Path) | (Source::Forward { .. }, Track::None) => {
-                self.walk(target, n, source, track, flows, rng)
-            }
-            (Source::Forward { .. }, Track::Params) => {
-                let drawn = self.walk(target, n, source, Track::None, false, rng)?;
+            (Source::Forward { exploration }, Track::Path | Track::None) => self.walk(target, n, exploration, track, flows, rng),
+            (Source::Forward { exploration }, Track::Params) => {
+                let drawn = self.walk(target, n, exploration, Track::None, false, rng)?;
                 self.batched(target, n, &drawn.x, track, flows)
             }
             (Source::Given(xs), _) => self.batched(target, n, xs, track, flows),
@@ -268,24 +266,13 @@ impl Diffusion {
             .collect()
     }
 
-    /// Step-by-step forward sampling (with the graph through the points under [`Track::Path`]).
-    fn walk(
-        &self,
-        target: &dyn LogDensity,
-        n: usize,
-        source: Source<'_>,
-        track: Track,
-        flows: bool,
-        rng: &mut dyn RngCore,
-    ) -> Result<Paths> {
+    /// Step-by-step forward sampling with extra increment standard deviation `exploration` (with
+    /// the graph through the points under [`Track::Path`]).
+    fn walk(&self, target: &dyn LogDensity, n: usize, exploration: f64, track: Track, flows: bool, rng: &mut dyn RngCore) -> Result<Paths> {
         let spec = &self.spec;
         let p = spec.process;
         let (t_steps, d, dtype) = (p.n_steps, p.dim, spec.dtype);
         let block = n * d;
-        let exploration = match source {
-            Source::Forward { exploration } => exploration,
-            Source::Given(_) => return Err(Error::Config("walk samples forward only".into())),
-        };
         let dt = p.dt();
         let times = p.times();
         let detach = |t: Tensor| if track == Track::None { t.detach() } else { t };

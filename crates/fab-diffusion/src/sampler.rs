@@ -28,8 +28,9 @@ const INIT_STREAM: u64 = 22;
 /// Paths per chunk when drawing many (bounds memory).
 const DRAW_CHUNK: usize = 2000;
 
-/// Points in a replay buffer: the point and its log R.
-type PointBuffer = RankedBuffer<u64, (Vec<f64>, f64)>;
+/// Points in a replay buffer (keyed by insertion serial; the priority is log R or the teacher's
+/// advantage).
+type PointBuffer = RankedBuffer<u64, Vec<f64>>;
 
 /// Per-iteration statistics (fields of the `"train"` lines of `metrics.jsonl`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -102,6 +103,11 @@ impl Advantage {
         }
         let w = if -residual > 0.0 { self.w_pos } else { self.w_neg };
         (self.c + w * 0.5 * residual * residual).ln()
+    }
+
+    /// adv of every (residual, log R) pair: the PER and teacher buffer priorities.
+    fn priorities(&self, residuals: &[f64], log_r: &[f64]) -> Vec<f64> {
+        residuals.iter().zip(log_r).map(|(&r, &l)| self.of(r, l)).collect()
     }
 }
 
@@ -253,30 +259,29 @@ impl DiffusionSampler {
         Ok((step, paths, residuals))
     }
 
-    /// Backward paths (Brownian bridges) to `n` points drawn from `buffer` (rank-prioritised).
-    fn replay(&mut self, ls: bool, n: usize) -> Result<Option<(Vec<f64>, Vec<f64>)>> {
+    /// `n` points drawn from the buffer (or the local-search buffer), rank-prioritised; None
+    /// while it is empty.
+    fn replay(&mut self, ls: bool, n: usize) -> Result<Option<Vec<f64>>> {
         let k = self.config.buffer.rank_k;
         let buf = if ls { self.ls_buffer.as_ref() } else { self.buffer.as_ref() };
         let Some(buf) = buf.filter(|b| !b.is_empty()) else { return Ok(None) };
         let idx = buf.sample(n, Prioritisation::Rank { k }, &mut self.state.rng).map_err(Error::family)?;
         let d = self.target.dim();
         let mut x = Vec::with_capacity(n * d);
-        let mut lr = Vec::with_capacity(n);
         for i in idx {
-            let (_, (p, r), _) = buf.get(i).expect("a sampled position");
-            x.extend_from_slice(p);
-            lr.push(*r);
+            x.extend_from_slice(buf.get(i).expect("a sampled position").1);
         }
-        Ok(Some((x, lr)))
+        Ok(Some(x))
     }
 
-    fn insert(&mut self, ls: bool, x: &[f64], log_r: &[f64], priority: &[f64], keep: impl Fn(usize) -> bool) -> Result<()> {
+    /// Inserts the rows `k` of `x` with `keep(k)`, a finite priority and finite coordinates.
+    fn insert(&mut self, ls: bool, x: &[f64], priority: &[f64], keep: impl Fn(usize) -> bool) -> Result<()> {
         let d = self.target.dim();
         let buf = if ls { self.ls_buffer.as_mut() } else { self.buffer.as_mut() };
         let Some(buf) = buf else { return Ok(()) };
-        for k in 0..log_r.len() {
+        for k in 0..priority.len() {
             if keep(k) && priority[k].is_finite() && x[k * d..(k + 1) * d].iter().all(|v| v.is_finite()) {
-                buf.insert(self.state.next_key, (x[k * d..(k + 1) * d].to_vec(), log_r[k]), priority[k]).map_err(Error::family)?;
+                buf.insert(self.state.next_key, x[k * d..(k + 1) * d].to_vec(), priority[k]).map_err(Error::family)?;
                 self.state.next_key += 1;
             }
         }
@@ -286,7 +291,7 @@ impl DiffusionSampler {
     /// MALA from `batch_size` replayed points (None while the buffer is empty).
     fn local_search(&mut self) -> Result<Option<fab_mcmc::MalaOutput>> {
         let b = self.config.train.batch_size;
-        let Some((x0, _)) = self.replay(false, b)? else { return Ok(None) };
+        let Some(x0) = self.replay(false, b)? else { return Ok(None) };
         let cfg = self.config.local_search.mala();
         let out = fab_mcmc::mala(self.target.density(), &x0, &cfg, self.config.dtype(), &mut self.state.rng).map_err(Error::family)?;
         self.state.n_target_calls += (b * (cfg.n_iterations + 1)) as u64;
@@ -451,17 +456,14 @@ impl Sampler for DiffusionSampler {
             let (step, paths, res) = self.train_on(false, Source::Forward { exploration: expl }, None)?;
             let ends = paths.ends(d).to_vec();
             match schedule.as_str() {
-                "sendera" => self.insert(false, &ends, &paths.log_r, &paths.log_r.clone(), |_| true)?,
-                "per" | "teacher" => {
-                    let adv = self.advantage();
-                    let pr: Vec<f64> = res.iter().zip(&paths.log_r).map(|(&r, &l)| adv.of(r, l)).collect();
+                "sendera" => self.insert(false, &ends, &paths.log_r, |_| true)?,
+                // PER inserts the points above the threshold (everything at iteration 0); the
+                // teacher schedule seeds its buffer at iteration 0 only.
+                "per" | "teacher" if schedule == "per" || it == 0 => {
+                    let pr = self.advantage().priorities(&res, &paths.log_r);
                     let thr = self.state.threshold.unwrap_or(f64::NEG_INFINITY);
-                    let lr = paths.log_r.clone();
-                    // PER inserts the points above the threshold (everything at iteration 0); the
-                    // teacher schedule seeds its buffer at iteration 0 only.
-                    if schedule == "per" || it == 0 {
-                        self.insert(false, &ends, &lr, &pr, |k| it == 0 || lr[k] > thr)?;
-                    }
+                    let lr = &paths.log_r;
+                    self.insert(false, &ends, &pr, |k| it == 0 || lr[k] > thr)?;
                 }
                 _ => {}
             }
@@ -473,7 +475,7 @@ impl Sampler for DiffusionSampler {
                 if let Some(out) = self.local_search()? {
                     stats.ls_acceptance = out.acceptance;
                     let to_ls = self.ls_buffer.is_some();
-                    self.insert(to_ls, &out.collected, &out.collected_log_p, &out.collected_log_p, |_| true)?;
+                    self.insert(to_ls, &out.collected, &out.collected_log_p, |_| true)?;
                 }
             }
             if schedule == "teacher" && it % (2 * self.config.teacher.adv_freq) == 1 {
@@ -494,15 +496,14 @@ impl Sampler for DiffusionSampler {
                 let sp =
                     self.student.model.paths(self.target.density(), b, Source::Given(&bridges), Track::None, false, &mut self.state.rng)?;
                 let res = tb_residuals(&sp, &tp.log_r, self.student.model.log_z())?;
-                let adv = self.advantage();
-                let pr: Vec<f64> = res.iter().zip(&tp.log_r).map(|(&r, &l)| adv.of(r, l)).collect();
+                let pr = self.advantage().priorities(&res, &tp.log_r);
                 let thr = self.state.threshold.unwrap_or(f64::NEG_INFINITY);
-                let lr = tp.log_r.clone();
-                self.insert(false, &tx, &lr, &pr, |k| lr[k] > thr)?;
+                let lr = &tp.log_r;
+                self.insert(false, &tx, &pr, |k| lr[k] > thr)?;
             }
             let from_ls = self.ls_buffer.as_ref().is_some_and(|bf| !bf.is_empty());
             match self.replay(from_ls, b)? {
-                Some((x, _)) => {
+                Some(x) => {
                     let bridges = self.student.model.process().bridge_paths(&x, &mut self.state.rng);
                     let (step, paths, res) = self.train_on(false, Source::Given(&bridges), None)?;
                     (step, x, paths.log_r, res)
@@ -551,7 +552,7 @@ impl Sampler for DiffusionSampler {
             if let Some(b) = buf.as_ref().filter(|b| !b.is_empty()) {
                 // The newest points (the buffer is FIFO).
                 let skip = b.len().saturating_sub(max);
-                out.push((name.to_string(), b.iter().skip(skip).flat_map(|(_, (x, _), _)| x.clone()).collect()));
+                out.push((name.to_string(), b.iter().skip(skip).flat_map(|(_, x, _)| x.clone()).collect()));
             }
         }
         out

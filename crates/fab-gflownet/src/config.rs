@@ -364,16 +364,7 @@ impl GflowConfig {
         if t.clip_grad_norm.is_nan() {
             return Err(err("train.clip_grad_norm = nan: must be a number (≤ 0 disables clipping)"));
         }
-        if let Some(m) = t.checkpoint_minutes {
-            if !(m > 0.0 && m.is_finite()) {
-                return Err(err(format!("train.checkpoint_minutes = {m}: must be a positive number")));
-            }
-        }
-        if let Some(h) = t.time_limit_hours {
-            if !(h > 0.0 && h.is_finite()) {
-                return Err(err(format!("train.time_limit_hours = {h}: must be a positive number")));
-            }
-        }
+        fab_sampler::config::check_run_limits(t.checkpoint_minutes, t.time_limit_hours)?;
         let b = &self.buffer;
         if !PRIORITIES.contains(&b.priority.as_str()) {
             return Err(err(format!("buffer.priority = \"{}\": expected one of {}", b.priority, PRIORITIES.join(", "))));

@@ -37,6 +37,22 @@ pub fn parse_with_overrides<T: DeserializeOwned>(text: &str, overrides: &[String
     })
 }
 
+/// Checks the run limits a family's `[train]` section carries: `train.checkpoint_minutes` and
+/// `train.time_limit_hours`, when set, must be positive finite numbers.
+///
+/// # Errors
+/// [`Error::Config`] naming the key.
+pub fn check_run_limits(checkpoint_minutes: Option<f64>, time_limit_hours: Option<f64>) -> Result<()> {
+    for (key, v) in [("train.checkpoint_minutes", checkpoint_minutes), ("train.time_limit_hours", time_limit_hours)] {
+        if let Some(v) = v {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(Error::Config(format!("{key} = {v}: must be a positive number")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sets `table[a][b]…[z] = value` for the dotted key `a.b.….z`, creating tables on the way.
 fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
     let parts: Vec<&str> = key.split('.').collect();
