@@ -22,7 +22,7 @@ struct Family {
     name: &'static str,
     /// Configurations compiled into the binary (name, TOML text).
     configs: &'static [(&'static str, &'static str)],
-    /// Parses and validates a configuration text with overrides.
+    /// Parses and validates a configuration text with overrides, and checks that it fits in memory.
     check: fn(&str, &[String]) -> fab_sampler::Result<()>,
     /// `fab train`.
     train: fn(Option<&str>, &[String], &RunOptions) -> fab_sampler::Result<RunOutcome>,
@@ -35,7 +35,7 @@ struct Family {
 }
 
 fn check_family<C: FamilyConfig>(text: &str, overrides: &[String]) -> fab_sampler::Result<()> {
-    C::parse(text, overrides).map(|_| ())
+    C::parse(text, overrides)?.memory_estimate().check_here()
 }
 
 fn train_family<C: FamilyConfig>(text: Option<&str>, overrides: &[String], opts: &RunOptions) -> fab_sampler::Result<RunOutcome> {

@@ -1,7 +1,10 @@
 //! Fuzzing the user-facing inputs: 10⁴ random configurations per sampler family (random keys of
 //! the schema and unknown ones, values including NaN, ±∞, huge, negative, empty and wrongly typed)
 //! and 10⁴ random coordinate files (JSON and .npy, well-formed or not). Every input must either be
-//! accepted or refused with a one-line error — never a panic. Seeded: the same inputs every run.
+//! accepted or refused with a one-line error — never a panic. Of the accepted configurations, 40
+//! per family are trained through the run driver (2 iterations each, evaluation sizes bounded,
+//! watched for hangs): each works or fails in one line, and a refusal writes nothing. Seeded: the
+//! same inputs every run.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -90,7 +93,63 @@ fn random_overrides(rng: &mut impl Rng, schema: &[(String, toml::Value)]) -> Vec
         .collect()
 }
 
-fn fuzz_family<C: FamilyConfig>(name: &str, bases: &[&str], seed: u64) {
+/// Accepted configurations driven through whole runs per family (each stops after 2 iterations,
+/// or finishes with its final evaluation when it has fewer).
+const N_RUNS: usize = 40;
+
+/// Trains `base` with `overrides` (then `fixed`, which bound the evaluation sizes, and FAB's
+/// batch and buffer fill, so that a run takes seconds) through the driver the CLI uses, in a thread watched for hangs. Every outcome
+/// must be a stop with a checkpoint, a finished run, or a one-line error; a refusal before the
+/// run started must leave nothing on disk.
+fn drive<C: FamilyConfig + 'static>(
+    name: &str,
+    base: &'static str,
+    overrides: Vec<String>,
+    fixed: &[&str],
+    out: std::path::PathBuf,
+) -> bool {
+    let ov: Vec<String> = overrides.iter().cloned().chain(fixed.iter().map(|s| s.to_string())).collect();
+    let started = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = out.clone();
+    let worker = std::thread::spawn(move || {
+        let result = C::parse(base, &ov).and_then(|cfg| {
+            cfg.memory_estimate().check_here()?;
+            let opts = fab_sampler::RunOptions { max_iterations_this_run: Some(2), ..fab_sampler::RunOptions::new(&dir) };
+            fab_sampler::run::train::<C>(Some(cfg), &opts)
+        });
+        let _ = tx.send(result.map(|_| ()).map_err(|e| (matches!(e, fab_sampler::Error::Config(_)), e.to_string())));
+    });
+    let worked = match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(Ok(())) => {
+            assert!(out.join("checkpoints/latest").is_file(), "{name}: {overrides:?}: a run that worked left no checkpoint");
+            true
+        }
+        Ok(Err((refused, msg))) => {
+            assert!(!msg.trim().is_empty() && !msg.contains('\n'), "{name}: {overrides:?}: error is not one line: {msg:?}");
+            // A configuration refused before the run started writes nothing; an error during a run
+            // leaves a directory that `--resume` accepts (it holds the config).
+            if refused && !out.join("checkpoints").exists() {
+                assert!(
+                    !out.exists() || out.join("config.toml").is_file(),
+                    "{name}: {overrides:?}: refused ({msg}) but wrote {}",
+                    out.display()
+                );
+            }
+            false
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{name}: {overrides:?}: no outcome within 120 s (hang?)"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let _ = worker.join();
+            panic!("{name}: {overrides:?}: the run panicked");
+        }
+    };
+    eprintln!("fuzz run {name} {overrides:?}: {:.1} s", started.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&out);
+    worked
+}
+
+fn fuzz_family<C: FamilyConfig + 'static>(name: &str, bases: &[&'static str], seed: u64, fixed: &[&str]) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut schema = Vec::new();
     for base in bases {
@@ -103,6 +162,7 @@ fn fuzz_family<C: FamilyConfig>(name: &str, bases: &[&str], seed: u64) {
     schema.sort_by(|a, b| a.0.cmp(&b.0));
     schema.dedup_by(|a, b| a.0 == b.0);
     let (mut accepted, mut refused) = (0, 0);
+    let mut to_run = Vec::new();
     for i in 0..N {
         let base = bases[i % bases.len()];
         let ov = random_overrides(&mut rng, &schema);
@@ -111,6 +171,17 @@ fn fuzz_family<C: FamilyConfig>(name: &str, bases: &[&str], seed: u64) {
             Err(_) => panic!("{name}: parsing panicked with overrides {ov:?}"),
             Ok(Ok(cfg)) => {
                 accepted += 1;
+                let bytes = catch_unwind(AssertUnwindSafe(|| cfg.memory_estimate().total()))
+                    .unwrap_or_else(|_| panic!("{name}: memory estimate panicked with {ov:?}"));
+                assert!(bytes > 0.0 && !bytes.is_nan(), "{name}: {ov:?}: memory estimate {bytes}");
+                // Runs of at most 256 MiB by the estimate with the bounded sizes (it also bounds
+                // the network sizes, and so the compute of a run).
+                if to_run.len() < N_RUNS && i % 7 == 0 {
+                    let bounded: Vec<String> = ov.iter().cloned().chain(fixed.iter().map(|f| f.to_string())).collect();
+                    if C::parse(base, &bounded).is_ok_and(|c| c.memory_estimate().total() < 256.0 * 1024f64.powi(2)) {
+                        to_run.push((base, ov.clone()));
+                    }
+                }
                 // What is accepted serialises and parses back to the same configuration.
                 let text = cfg.to_toml().unwrap_or_else(|e| panic!("{name}: {ov:?} accepted but not serialisable: {e}"));
                 let again = C::parse(&text, &[]).unwrap_or_else(|e| panic!("{name}: {ov:?} accepted, its TOML refused: {e}"));
@@ -125,6 +196,17 @@ fn fuzz_family<C: FamilyConfig>(name: &str, bases: &[&str], seed: u64) {
     }
     // Both outcomes occur, so the fuzzer reaches past the first check.
     assert!(accepted > N / 20 && refused > N / 20, "{name}: accepted {accepted}, refused {refused}");
+    assert_eq!(to_run.len(), N_RUNS, "{name}");
+    let root = std::env::temp_dir().join(format!("fab_fuzz_runs_{name}_{}", std::process::id()));
+    let worked = to_run
+        .into_iter()
+        .enumerate()
+        .filter(|(k, (base, ov))| drive::<C>(name, base, ov.clone(), fixed, root.join(k.to_string())))
+        .count();
+    let _ = std::fs::remove_dir_all(&root);
+    eprintln!("{name}: {worked} of {N_RUNS} fuzzed runs trained; the others failed in one line");
+    // Most accepted configurations train; the rest fail in one line (e.g. NaN from absurd steps).
+    assert!(worked >= N_RUNS / 2, "{name}: only {worked} of {N_RUNS} runs worked");
 }
 
 #[test]
@@ -135,7 +217,19 @@ fn random_fab_configurations_are_accepted_or_refused_in_one_line() {
         include_str!("../../../experiments/many_well/cpu.toml"),
         include_str!("../../../experiments/aldp/cpu.toml"),
     ];
-    fuzz_family::<fab_train::ExperimentConfig>("fab", &bases, 1);
+    let small_eval = [
+        "train.batch_size=32",
+        "train.n_updates_per_ais=1",
+        "buffer.min_len=64",
+        "eval.batch_size=64",
+        "eval.inner_batch_size=64",
+        "eval.final_batch_size=128",
+        "eval.final_ais_batch_size=64",
+        "eval.n_test=64",
+        "eval.n_mode_samples=64",
+        "eval.mae_repeats=2",
+    ];
+    fuzz_family::<fab_train::ExperimentConfig>("fab", &bases, 1, &small_eval);
 }
 
 #[test]
@@ -147,7 +241,7 @@ fn random_gflownet_configurations_are_accepted_or_refused_in_one_line() {
         include_str!("../../../experiments/gflownet/bits-tb.toml"),
         include_str!("../../../experiments/gflownet/hypergrid-tb.toml"),
     ];
-    fuzz_family::<fab_gflownet::GflowConfig>("gflownet", &bases, 2);
+    fuzz_family::<fab_gflownet::GflowConfig>("gflownet", &bases, 2, &["eval.n_samples=1000"]);
 }
 
 #[test]
@@ -159,7 +253,15 @@ fn random_diffusion_configurations_are_accepted_or_refused_in_one_line() {
         include_str!("../../../experiments/diffusion/manywell-fl-subtb-lp.toml"),
         include_str!("../../../experiments/diffusion/paper/25gmm-pis.toml"),
     ];
-    fuzz_family::<fab_diffusion::DiffusionConfig>("diffusion", &bases, 3);
+    let small_eval = [
+        "eval.n_samples=64",
+        "eval.final_n_samples=64",
+        "eval.n_exact=64",
+        "eval.n_likelihood_points=8",
+        "eval.likelihood_paths=2",
+        "eval.n_w2=32",
+    ];
+    fuzz_family::<fab_diffusion::DiffusionConfig>("diffusion", &bases, 3, &small_eval);
 }
 
 fn random_number(rng: &mut impl Rng) -> String {
@@ -282,4 +384,37 @@ fn random_coordinate_files_are_read_or_refused_in_one_line() {
     }
     std::fs::remove_dir_all(&dir).ok();
     assert!(accepted > N / 20 && refused > N / 20, "accepted {accepted}, refused {refused}");
+}
+
+/// The memory estimate of every shipped configuration, and the parts that dominate it.
+fn shipped_estimates() -> Vec<(String, f64, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let mut out = Vec::new();
+    for dir in ["gmm", "many_well", "aldp", "gflownet", "diffusion", "diffusion/paper"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "toml")) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let est = match dir {
+                "gflownet" => fab_gflownet::GflowConfig::parse(&text, &[]).unwrap().memory_estimate(),
+                d if d.starts_with("diffusion") => fab_diffusion::DiffusionConfig::parse(&text, &[]).unwrap().memory_estimate(),
+                _ => fab_train::ExperimentConfig::parse(&text, &[]).unwrap().memory_estimate(),
+            };
+            let largest = est.largest().map(|p| p.0.clone()).unwrap_or_default();
+            out.push((format!("{dir}/{}", f.file_name().unwrap().to_string_lossy()), est.total(), largest));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_shipped_configuration_fits_a_laptop_by_its_memory_estimate() {
+    let all = shipped_estimates();
+    assert!(all.len() > 40, "{} configs found", all.len());
+    for (name, bytes, largest) in &all {
+        eprintln!("{name}: {} ({largest})", fab_sampler::memory::human_bytes(*bytes));
+        // The GPU-scale paper configurations included: the estimate is a lower bound, and none
+        // of these needs more than a few GiB.
+        assert!(*bytes > 1e5 && *bytes < 8.0 * 1024f64.powi(3), "{name}: {bytes} bytes");
+    }
 }

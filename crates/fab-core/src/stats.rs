@@ -1,4 +1,5 @@
-//! Small numerically careful statistics on host vectors (log-sum-exp, effective sample size).
+//! Small numerically careful statistics on host vectors (log-sum-exp, effective sample size,
+//! quantiles).
 
 /// log Σ exp(vᵢ), ignoring `-inf` entries; `-inf` for an empty or all-`-inf` slice.
 ///
@@ -51,9 +52,32 @@ pub fn log_mean_exp(log_w: &[f64]) -> f64 {
     log_sum_exp(&finite) - (finite.len() as f64).ln()
 }
 
+/// The q-quantile of the finite values, interpolated linearly between order statistics (numpy's
+/// default rule); −∞ when no value is finite. `q` is clamped to [0, 1].
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    s.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_follow_numpy_linear_interpolation() {
+        // numpy.quantile([3, 1, 4, 1, 5], q) for q = 0, 0.25, 0.5, 0.9, 1: 1, 1, 3, 4.6, 5.
+        let v = [3.0, 1.0, 4.0, 1.0, 5.0, f64::NAN, f64::NEG_INFINITY];
+        for (q, want) in [(0.0, 1.0), (0.25, 1.0), (0.5, 3.0), (0.9, 4.6), (1.0, 5.0)] {
+            assert!((quantile(&v, q) - want).abs() < 1e-12, "q {q}: {}", quantile(&v, q));
+        }
+        assert_eq!(quantile(&[f64::NAN], 0.5), f64::NEG_INFINITY);
+    }
 
     #[test]
     fn lse_is_stable_and_handles_infinities() {

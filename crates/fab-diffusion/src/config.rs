@@ -4,7 +4,7 @@
 
 use candle_core::DType;
 use fab_mcmc::{MalaConfig, MalaSchedule};
-use fab_sampler::{EvalSizes, FamilyConfig, RunSettings};
+use fab_sampler::{EvalSizes, FamilyConfig, MemoryEstimate, RunSettings};
 use fab_targets::TargetConfig;
 use serde::{Deserialize, Serialize};
 
@@ -599,6 +599,49 @@ impl FamilyConfig for DiffusionConfig {
 
     fn build(&self) -> Result<DiffusionSampler> {
         DiffusionSampler::new(self.clone())
+    }
+
+    /// The drift networks (student, and teacher for the teacher schedule) with gradients and
+    /// Adam moments; one batched pass over a batch of T-step paths; the replay buffers; and the
+    /// evaluation's paths, exact samples and W2 cost matrix.
+    fn memory_estimate(&self) -> MemoryEstimate {
+        let value = if self.dtype() == DType::F32 { 4.0 } else { 8.0 };
+        let d = self.target.dim() as f64;
+        let t = self.process.n_steps as f64;
+        let (h, lh, harm) = (self.net.hidden as f64, self.net.langevin_hidden as f64, self.net.harmonics as f64);
+        let nets = if self.train.schedule == "teacher" { 2.0 } else { 1.0 };
+        let params = 6.0 * (h + 1.0) * h
+            + (2.0 * harm + d + 1.0) * h
+            + (h + 1.0) * 2.0 * d
+            + if self.process.langevin { 3.0 * lh * lh } else { 0.0 };
+        // Values per (path, step) row that the backward pass keeps.
+        let per_row = 8.0 * h + 2.0 * harm + 4.0 * d + if self.process.langevin { 3.0 * lh + 2.0 * d } else { 0.0 };
+        let mut est = MemoryEstimate::new();
+        est.add("net.hidden (parameters, gradients and Adam moments)", nets * 4.0 * params * value);
+        let b = self.train.batch_size as f64;
+        est.add(
+            format!(
+                "train.batch_size = {} (paths × process.n_steps = {} rows of activations)",
+                self.train.batch_size, self.process.n_steps
+            ),
+            nets * b * t * per_row * value,
+        );
+        let buffers = if self.local_search.enabled { 2.0 } else { 1.0 };
+        est.add(format!("buffer.capacity = {}", self.buffer.capacity), buffers * self.buffer.capacity as f64 * (d + 2.0) * 8.0);
+        let ev = &self.eval;
+        let n = ev.n_samples.max(ev.final_n_samples) as f64;
+        est.add(
+            format!("eval.final_n_samples = {} (paths' log-probabilities and end points)", ev.final_n_samples),
+            n * (2.0 * t + d + 2.0) * 8.0,
+        );
+        est.add(format!("eval.n_exact = {}", ev.n_exact), ev.n_exact as f64 * (d + 2.0 * t) * 8.0);
+        let w2 = ev.n_w2.min(ev.n_exact).min(ev.final_n_samples.max(ev.n_samples)) as f64;
+        est.add(format!("eval.n_w2 = {} (assignment cost matrix)", ev.n_w2), w2 * w2 * 8.0);
+        est.add(
+            format!("eval.n_likelihood_points = {} × eval.likelihood_paths = {}", ev.n_likelihood_points, ev.likelihood_paths),
+            ev.n_likelihood_points as f64 * ev.likelihood_paths as f64 * 2.0 * 8.0,
+        );
+        est
     }
 
     fn resume_safe_keys() -> &'static [&'static str] {

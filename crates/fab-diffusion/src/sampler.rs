@@ -12,6 +12,7 @@ use fab_core::rng::{seeded_rng, FabRng};
 use fab_core::stats::{log_mean_exp, mean};
 use fab_core::transport::{mmd_rbf, wasserstein2, MMD_SIGMAS};
 use fab_sampler::eval::{EvalSizes, Metrics};
+use fab_sampler::observe::ProgressLine;
 use fab_sampler::{Draws, Model, NamedSamples, Sampler, StepReport, StepStats, Target};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -189,7 +190,7 @@ impl DiffusionSampler {
             let p =
                 s.student.model.paths(s.target.density(), b, Source::Forward { exploration: 0.0 }, Track::None, false, &mut s.state.rng)?;
             s.state.n_target_calls += b as u64;
-            s.state.threshold = Some(quantile(&p.log_r, s.config.teacher.threshold_quantile));
+            s.state.threshold = Some(fab_core::stats::quantile(&p.log_r, s.config.teacher.threshold_quantile));
         }
         Ok(s)
     }
@@ -325,12 +326,14 @@ impl DiffusionSampler {
         let mut x = Vec::with_capacity(n * d);
         let mut lq = Vec::with_capacity(n);
         let mut left = n;
+        let mut progress = ProgressLine::new("model paths", n);
         while left > 0 {
             let m = left.min(DRAW_CHUNK);
             let p = self.student.model.paths(self.target.density(), m, Source::Forward { exploration: 0.0 }, Track::None, false, rng)?;
             x.extend_from_slice(p.ends(d));
             lq.extend(p.log_q_host()?);
             left -= m;
+            progress.update(n - left);
         }
         Ok((x, lq))
     }
@@ -346,11 +349,13 @@ impl DiffusionSampler {
             }
         }
         let mut out = Vec::with_capacity(n * k);
+        let mut progress = ProgressLine::new("backward paths", n * k);
         for chunk in rep.chunks(DRAW_CHUNK * d) {
             let m = chunk.len() / d;
             let bridges = self.student.model.process().bridge_paths(chunk, rng);
             let p = self.student.model.paths(self.target.density(), m, Source::Given(&bridges), Track::None, false, rng)?;
             out.extend(p.log_q_host()?);
+            progress.update(out.len());
         }
         Ok(out)
     }
@@ -400,18 +405,6 @@ impl DiffusionSampler {
         self.pending = m;
         Ok(())
     }
-}
-
-/// The q-quantile (linear interpolation, as numpy's default) of the finite values.
-pub fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if s.is_empty() {
-        return f64::NEG_INFINITY;
-    }
-    s.sort_by(f64::total_cmp);
-    let pos = q * (s.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
 }
 
 impl Model for DiffusionSampler {

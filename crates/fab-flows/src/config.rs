@@ -49,6 +49,53 @@ impl FlowConfig {
         }
     }
 
+    /// About how many parameters the flow has (from the sizes alone, as `f64` so that absurd
+    /// sizes cannot overflow): for memory estimates before anything is built.
+    pub fn approx_parameters(&self) -> f64 {
+        match self {
+            FlowConfig::RealNvp(c) => {
+                let (d, h, k) = (c.dim as f64, c.hidden() as f64, c.n_hidden_layers as f64);
+                // Conditioner: d/2 → h, (k−1)·(h → h), h → d (scale and shift of d/2), plus the LU.
+                let mlp = (d / 2.0 + 1.0) * h + (k - 1.0).max(0.0) * (h + 1.0) * h + (h + 1.0) * d;
+                c.n_layers as f64 * (mlp + if c.lu_mixing { d * d + d } else { 0.0 })
+            }
+            FlowConfig::CircularNsf(c) => {
+                let (d, h) = (c.dim as f64, c.hidden as f64);
+                // Conditioner on half the coordinates (circular ones as sin/cos), spline
+                // parameters (widths, heights, derivatives) for the other half.
+                let out = d / 2.0 * (3.0 * c.bins as f64 + 1.0);
+                c.n_blocks as f64 * ((d / 2.0 + 1.0) * h + 2.0 * c.num_res_blocks as f64 * (h + 1.0) * h + (h + 1.0) * out)
+            }
+        }
+    }
+
+    /// Values per sample alive at once in a forward pass without gradients (one layer's
+    /// activations): a chunk's working memory during sampling is at least this × chunk size.
+    pub fn layer_values_per_sample(&self) -> f64 {
+        match self {
+            FlowConfig::RealNvp(c) => c.n_hidden_layers as f64 * c.hidden() as f64 + 3.0 * c.dim as f64,
+            FlowConfig::CircularNsf(c) => {
+                (2.0 * c.num_res_blocks as f64 + 1.0) * c.hidden as f64 + c.dim as f64 * (3.0 * c.bins as f64 + 2.0)
+            }
+        }
+    }
+
+    /// Values per sample that a forward pass keeps for its backward pass (every conditioner's
+    /// hidden activations and each layer's outputs): a batch's activation memory is at least
+    /// this × batch size × the size of one value.
+    pub fn activations_per_sample(&self) -> f64 {
+        match self {
+            FlowConfig::RealNvp(c) => {
+                let (d, h) = (c.dim as f64, c.hidden() as f64);
+                c.n_layers as f64 * (c.n_hidden_layers as f64 * h + 3.0 * d + if c.lu_mixing { d } else { 0.0 })
+            }
+            FlowConfig::CircularNsf(c) => {
+                let (d, h) = (c.dim as f64, c.hidden as f64);
+                c.n_blocks as f64 * ((2.0 * c.num_res_blocks as f64 + 1.0) * h + d * (3.0 * c.bins as f64 + 2.0))
+            }
+        }
+    }
+
     /// Builds the model with parameters initialised from `seed` (same seed ⇒ same model).
     pub fn build(&self, seed: u64, dtype: DType, device: &Device) -> Result<FlowModel> {
         self.validate()?;

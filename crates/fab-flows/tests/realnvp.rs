@@ -224,6 +224,11 @@ fn paper_architectures_have_the_reference_parameter_counts() {
     assert_eq!(gmm.params().num_scalars(), 102_184);
     let mw = RealNvpConfig::many_well().build(0, DType::F64, &Device::Cpu).unwrap();
     assert_eq!(mw.params().num_scalars(), 1_205_184);
+    // The size-only count that memory estimates use is within 2 % of the built model's.
+    for (cfg, n) in [(RealNvpConfig::gmm(), 102_184.0), (RealNvpConfig::many_well(), 1_205_184.0)] {
+        let approx = FlowConfig::RealNvp(cfg).approx_parameters();
+        assert!((approx / n - 1.0).abs() < 0.02, "{approx} vs {n}");
+    }
 }
 
 #[test]

@@ -156,6 +156,9 @@ fn aldp_flow_matches_the_reference_architecture_and_starts_at_its_base() {
     // docs/ALGORITHMS.md, "Normalizing flows": 3 996 384 parameters (12 blocks, hidden 256, 8
     // bins, periodic features).
     assert_eq!(m.params().num_scalars(), 3_996_384);
+    // The size-only count of memory estimates is within 10 % of it.
+    let approx = fab_flows::FlowConfig::CircularNsf(cfg.clone()).approx_parameters();
+    assert!((approx / 3_996_384.0 - 1.0).abs() < 0.1, "{approx}");
     // 12 couplings, 5 shifts, 1 wrap.
     assert_eq!(m.layers().len(), 18);
     for mask in cfg.masks(0) {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use fab_sampler::{EvalSizes, FamilyConfig, RunSettings};
+use fab_sampler::{EvalSizes, FamilyConfig, MemoryEstimate, RunSettings};
 use serde::{Deserialize, Serialize};
 
 use crate::bits::BitSequence;
@@ -489,6 +489,46 @@ impl FamilyConfig for GflowConfig {
 
     fn build(&self) -> Result<GflowSampler> {
         GflowSampler::new(self.clone())
+    }
+
+    /// The networks (student, and teacher for teacher agents) with gradients and Adam moments;
+    /// one batch of trajectories' activations; the replay buffers; the evaluation samples and
+    /// the exact distribution over the enumerated states.
+    fn memory_estimate(&self) -> MemoryEstimate {
+        let e = &self.env;
+        // (network input, forward actions, states per trajectory, enumerated states)
+        let (obs, actions, traj, states) = if e.is_grid() {
+            let (d, h) = (e.ndim as f64, e.horizon as f64);
+            (d * h, d + 1.0, d * (h - 1.0) + 2.0, h.powf(d))
+        } else {
+            let l = e.length as f64;
+            (2.0 * l, 2.0, l + 1.0, 2f64.powf(l + 1.0))
+        };
+        let outputs = 2.0 * actions + 1.0;
+        let nets = if self.agent.kind.starts_with("teacher") { 2.0 } else { 1.0 };
+        let widths: Vec<f64> =
+            std::iter::once(obs).chain(self.net.hidden.iter().map(|&w| w as f64)).chain(std::iter::once(outputs)).collect();
+        let params = if self.net.tabular { states * outputs } else { widths.windows(2).map(|w| (w[0] + 1.0) * w[1]).sum() };
+        let per_state: f64 = widths.iter().skip(1).sum::<f64>() + obs;
+        let mut est = MemoryEstimate::new();
+        est.add("net.hidden (parameters, gradients and Adam moments)", nets * 4.0 * params * 4.0);
+        let b = self.train.batch_size as f64;
+        est.add(
+            format!("train.batch_size = {} (trajectories' states and activations)", self.train.batch_size),
+            nets * 2.0 * b * traj * per_state * 4.0,
+        );
+        if self.buffer.enabled {
+            est.add(
+                format!("buffer.capacity = {}", self.buffer.capacity),
+                self.buffer.capacity as f64 * (e.ndim.max(e.length) as f64 * 4.0 + 16.0),
+            );
+        }
+        let exact = states.min(self.eval.exact_max_states as f64);
+        est.add(
+            format!("eval.n_samples = {} and eval.exact_max_states = {}", self.eval.n_samples, self.eval.exact_max_states),
+            self.eval.n_samples as f64 * (e.ndim.max(e.length) as f64 + 2.0) * 8.0 + exact * (outputs + 2.0) * 8.0,
+        );
+        est
     }
 
     fn resume_safe_keys() -> &'static [&'static str] {

@@ -10,6 +10,7 @@ use candle_core::DType;
 use fab_buffer::{Prioritisation, RankedBuffer};
 use fab_core::rng::{seeded_rng, FabRng};
 use fab_sampler::eval::{EvalSizes, Metrics};
+use fab_sampler::observe::ProgressLine;
 use fab_sampler::{Draws, Model, NamedSamples, PlotContext, Sampler, StepReport, StepStats, Target};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -420,12 +421,14 @@ impl Model for GflowSampler {
         let mut x = Vec::with_capacity(n * self.dim());
         let mut log_q = Vec::with_capacity(n);
         let mut left = n;
+        let mut progress = ProgressLine::new("student trajectories", n);
         while left > 0 {
             let m = left.min(1024);
             let batch = self.student.sample(m, 0.0, rng);
             log_q.extend(self.student.path_log_ratio(&batch));
             x.extend(batch.terminals().iter().map(|&v| f64::from(v)));
             left -= m;
+            progress.update(n - left);
         }
         Ok(Draws { x, dim: self.dim(), log_q, exact_log_q: false })
     }

@@ -1135,18 +1135,35 @@ pub struct CurvePanel {
     pub log_y: bool,
     /// The lines; a legend is drawn when there are several.
     pub series: Vec<Series>,
+    /// Vertical range of a linear axis (default: all the data). Values outside it are drawn on
+    /// the edge as open triangles, and the caption says so: a robust range keeps one early or
+    /// spiking value from flattening the rest of the curve.
+    pub y_range: Option<(f64, f64)>,
 }
 
 impl CurvePanel {
     /// A panel with one series whose name is also the caption.
     pub fn single(name: impl Into<String>, x: Vec<f64>, y: Vec<f64>, log_y: bool) -> Self {
         let name = name.into();
-        Self { title: name.clone(), x_label: "iteration".to_string(), y_label: String::new(), log_y, series: vec![Series::new(name, x, y)] }
+        Self {
+            title: name.clone(),
+            x_label: "iteration".to_string(),
+            y_label: String::new(),
+            log_y,
+            series: vec![Series::new(name, x, y)],
+            y_range: None,
+        }
     }
 
     /// A panel with several series.
     pub fn multi(title: impl Into<String>, series: Vec<Series>, log_y: bool) -> Self {
-        Self { title: title.into(), x_label: "iteration".to_string(), y_label: String::new(), log_y, series }
+        Self { title: title.into(), x_label: "iteration".to_string(), y_label: String::new(), log_y, series, y_range: None }
+    }
+
+    /// Set the vertical range of a linear axis (ignored on a log axis or when `lo < hi` fails).
+    pub fn with_y_range(mut self, lo: f64, hi: f64) -> Self {
+        self.y_range = Some((lo, hi));
+        self
     }
 
     /// Set the vertical axis description.
@@ -1242,10 +1259,28 @@ pub fn training_curves(path: impl AsRef<Path>, title: &str, panels: &[CurvePanel
     })
 }
 
+/// Series with at most this many points (evaluations, not per-iteration logs) are drawn with a
+/// marker on every point.
+const MARKED_SERIES_MAX_POINTS: usize = 120;
+
 fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
     let positive = |v: f64| v.is_finite() && v > 0.0;
     let log_y = panel.log_y && panel.series.iter().any(|s| s.x.iter().zip(&s.y).any(|(a, b)| a.is_finite() && positive(*b)));
-    let runs: Vec<Vec<Vec<(f64, f64)>>> = panel.series.iter().map(|s| finite_runs(&s.x, &s.y, log_y)).collect();
+    let y_range = panel.y_range.filter(|&(lo, hi)| !log_y && lo.is_finite() && hi.is_finite() && lo < hi);
+    let mut runs: Vec<Vec<Vec<(f64, f64)>>> = panel.series.iter().map(|s| finite_runs(&s.x, &s.y, log_y)).collect();
+    // Off-scale points move to the edge of a set range, and are remembered for their markers.
+    let mut off_scale: Vec<Vec<(f64, f64)>> = vec![Vec::new(); runs.len()];
+    if let Some((lo, hi)) = y_range {
+        for (runs, off) in runs.iter_mut().zip(off_scale.iter_mut()) {
+            for p in runs.iter_mut().flatten() {
+                if p.1 < lo || p.1 > hi {
+                    p.1 = p.1.clamp(lo, hi);
+                    off.push(*p);
+                }
+            }
+        }
+    }
+    let clipped = off_scale.iter().any(|o| !o.is_empty());
     let all = || runs.iter().flatten().flatten();
     let has_data = all().next().is_some();
     let (x, y) = if has_data {
@@ -1256,6 +1291,8 @@ fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
         let y = if log_y {
             let (yl, yh) = if yh > yl { padded_range(yl, yh, 0.05) } else { (yl - 0.5, yh + 0.5) };
             AxisSpec::log10(yl, yh, &panel.y_label)
+        } else if let Some((lo, hi)) = y_range {
+            AxisSpec::linear(lo, hi, 5, &panel.y_label)
         } else {
             let (yl, yh) = padded_range(yl, yh, 0.05);
             AxisSpec::linear(yl, yh, 5, &panel.y_label)
@@ -1266,7 +1303,8 @@ fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
     };
     let legend = panel.series.len() > 1;
     let corner = legend_corner(all(), &x, &y, panel.series.len());
-    let frame = PanelFrame { caption: &panel.title, x, y, shape: PlotShape::Fill, grid: true };
+    let caption = if clipped { format!("{} (triangles: off scale)", panel.title) } else { panel.title.clone() };
+    let frame = PanelFrame { caption: &caption, x, y, shape: PlotShape::Fill, grid: true };
     let sub = panel_area(area, &frame)?;
     draw_chart(&sub, &frame, |chart| {
         if !has_data {
@@ -1290,6 +1328,11 @@ fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
                     chart.draw_series(LineSeries::new(run.iter().copied(), line))?;
                 }
             }
+            // Sparse series (evaluations) get a marker on every point.
+            if (2..=MARKED_SERIES_MAX_POINTS).contains(&points) {
+                chart.draw_series(runs.iter().flatten().map(|&p| Circle::new(p, 2, colour.filled())))?;
+            }
+            chart.draw_series(off_scale[i].iter().map(|&p| TriangleMarker::new(p, 5, colour.stroke_width(1))))?;
         }
         if legend {
             chart

@@ -12,6 +12,7 @@
 //!   [`SampleFilter`], target-specific metrics and plots).
 //! - [`eval`]: metrics on weighted samples [`WeightedSamples`] — one path for exact-density
 //!   models, AIS and path-weighted samplers; one log Ẑ ([`log_z_hat`]).
+//! - [`memory`]: a lower bound on a run's memory, checked before anything is written.
 //! - [`run`]: the driver — run directory, checkpoints and bit-identical resume, evaluation
 //!   schedule, [`observe`]rs (metrics JSONL, progress), final evaluation and plots.
 //!
@@ -21,6 +22,7 @@
 pub mod config;
 mod error;
 pub mod eval;
+pub mod memory;
 pub mod observe;
 mod report;
 pub mod run;
@@ -30,6 +32,7 @@ mod target;
 
 pub use error::{Error, Result};
 pub use eval::{EvalContext, EvalSizes, Evaluation, Metrics, TestSet};
+pub use memory::MemoryEstimate;
 pub use report::{compare_runs, training_curves};
 pub use run::{Run, RunLock, RunOptions, RunOutcome, StopReason, StopSignal};
 pub use sampler::{FamilyConfig, Model, RunSettings, Sampler, StepReport, StepStats};

@@ -2,8 +2,9 @@
 //! print. None of them can change the run.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
@@ -110,13 +111,19 @@ pub struct Progress {
     bar: ProgressBar,
     draw_bar: bool,
     last_eval: String,
+    /// Print a line every [`PROGRESS_LINE_SECONDS`] (no bar is visible: not a terminal, or
+    /// `--no-progress`).
+    lines: bool,
+    last_line: Instant,
+    started: Option<(Instant, usize)>,
 }
 
 impl Progress {
     /// A progress display; with `draw_bar` a bar is drawn on standard error (indicatif hides it
     /// when that is not a terminal); the event lines are printed either way.
     pub fn new(draw_bar: bool) -> Self {
-        Self { bar: ProgressBar::hidden(), draw_bar, last_eval: String::new() }
+        let lines = !(draw_bar && std::io::stderr().is_terminal());
+        Self { bar: ProgressBar::hidden(), draw_bar, last_eval: String::new(), lines, last_line: Instant::now(), started: None }
     }
 
     fn print(&self, line: String) {
@@ -128,6 +135,8 @@ impl Observer for Progress {
     fn observe(&mut self, event: &Event<'_>) -> Result<()> {
         match event {
             Event::Start { iteration, n_iterations, resumed, out } => {
+                self.started = Some((Instant::now(), *iteration));
+                self.last_line = Instant::now();
                 if *resumed {
                     eprintln!("resuming {} at iteration {iteration}/{n_iterations}", out.display());
                 }
@@ -141,10 +150,22 @@ impl Observer for Progress {
                     self.bar.set_position(*iteration as u64);
                 }
             }
-            Event::Step { iteration, progress, .. } => {
+            Event::Step { iteration, n_iterations, progress, .. } => {
                 self.bar.set_position(*iteration as u64);
                 let sep = if self.last_eval.is_empty() { "" } else { " | " };
                 self.bar.set_message(format!("{progress}{sep}{}", self.last_eval));
+                let (t0, i0) = *self.started.get_or_insert((Instant::now(), iteration - 1));
+                if self.lines && self.last_line.elapsed().as_secs_f64() >= PROGRESS_LINE_SECONDS {
+                    self.last_line = Instant::now();
+                    let rate = (iteration - i0) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                    let eta = (n_iterations - iteration) as f64 / rate.max(1e-12);
+                    eprintln!(
+                        "[iteration {iteration}/{n_iterations}, {:.1} %, {rate:.2} it/s, eta {}] {progress}{sep}{}",
+                        100.0 * *iteration as f64 / *n_iterations as f64,
+                        duration_text(eta),
+                        self.last_eval
+                    );
+                }
             }
             Event::Eval { iteration, n_iterations, metrics } => {
                 let ess = metrics.get("eval_ess_flow").or_else(|| metrics.get("eval_ess_model")).copied().unwrap_or(f64::NAN);
@@ -161,5 +182,61 @@ impl Observer for Progress {
             }
         }
         Ok(())
+    }
+}
+
+/// Seconds between progress lines where no bar is drawn (training without a terminal, the final
+/// evaluation, `fab sample`).
+pub const PROGRESS_LINE_SECONDS: f64 = 10.0;
+
+/// `42 s`, `12.5 min`, `3.2 h`.
+pub fn duration_text(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        "?".into()
+    } else if seconds < 90.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 5400.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
+}
+
+/// A progress line on standard error for long work outside the training loop (evaluation
+/// sample sets, metrics over many samples): printed at most every [`PROGRESS_LINE_SECONDS`] and
+/// never for work that ends sooner, so that the log of a non-interactive run shows the work goes
+/// on without being flooded.
+#[derive(Debug)]
+pub struct ProgressLine {
+    what: String,
+    total: usize,
+    started: Instant,
+    last: Instant,
+}
+
+impl ProgressLine {
+    /// Progress of `total` units of `what` (e.g. "flow samples").
+    pub fn new(what: impl Into<String>, total: usize) -> Self {
+        let now = Instant::now();
+        Self { what: what.into(), total, started: now, last: now }
+    }
+
+    /// `done` units are finished: prints a line if the last one is old enough.
+    pub fn update(&mut self, done: usize) {
+        if self.last.elapsed().as_secs_f64() < PROGRESS_LINE_SECONDS {
+            return;
+        }
+        self.last = Instant::now();
+        let t = self.started.elapsed().as_secs_f64();
+        let frac = done as f64 / self.total.max(1) as f64;
+        let eta = if frac > 0.0 { t * (1.0 - frac) / frac } else { f64::INFINITY };
+        eprintln!(
+            "  {}: {done}/{} ({:.1} %, {} so far, eta {})",
+            self.what,
+            self.total,
+            100.0 * frac,
+            duration_text(t),
+            duration_text(eta)
+        );
     }
 }

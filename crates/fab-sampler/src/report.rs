@@ -24,8 +24,48 @@ fn running_median(y: &[f64], half: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Panels of the loss, every `eval_ess_*` series, the headline test metrics that exist and the
-/// ESS of the training AIS batch (FAB), written to `path`.
+/// A vertical range that keeps the bulk of a curve readable: the 5–95 % quantiles of the
+/// values after the first 10 % of the abscissa (where early evaluations and warm-up sit), padded
+/// by 20 % of their distance; `None` (all the data) unless the full range is more than 3× that
+/// distance, so that a merely noisy curve is drawn whole.
+pub fn robust_y_range(series: &[(&[f64], &[f64])]) -> Option<(f64, f64)> {
+    let finite = |s: &&(&[f64], &[f64])| -> Vec<(f64, f64)> {
+        s.0.iter().zip(s.1.iter()).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(&a, &b)| (a, b)).collect()
+    };
+    let points: Vec<(f64, f64)> = series.iter().flat_map(|s| finite(&s)).collect();
+    if points.len() < 5 {
+        return None;
+    }
+    let (x0, x1) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| (l.min(p.0), h.max(p.0)));
+    let settled: Vec<f64> = points.iter().filter(|p| p.0 >= x0 + 0.1 * (x1 - x0)).map(|p| p.1).collect();
+    if settled.len() < 3 {
+        return None;
+    }
+    let (lo, hi) = (fab_core::stats::quantile(&settled, 0.05), fab_core::stats::quantile(&settled, 0.95));
+    let all: Vec<f64> = points.iter().map(|p| p.1).collect();
+    let (min, max) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+    let r = hi - lo;
+    if !(r > 0.0) || max - min <= 3.0 * r {
+        return None;
+    }
+    Some(((lo - 0.2 * r).max(min), (hi + 0.2 * r).min(max)))
+}
+
+/// Applies [`robust_y_range`] to a linear panel.
+fn robust(panel: CurvePanel) -> CurvePanel {
+    if panel.log_y {
+        return panel;
+    }
+    let series: Vec<(&[f64], &[f64])> = panel.series.iter().map(|s| (s.x.as_slice(), s.y.as_slice())).collect();
+    match robust_y_range(&series) {
+        Some((lo, hi)) => panel.with_y_range(lo, hi),
+        None => panel,
+    }
+}
+
+/// Panels of the loss, every `eval_ess_*` series, the headline test metrics that exist (FAB's
+/// test log-likelihoods and KLs, the diffusion samplers' Δlog Z^RW and W2, the GFlowNets' exact L1
+/// and goals found) and the ESS of the training AIS batch (FAB), written to `path`.
 pub fn training_curves(out: &Path, path: &Path, name: &str) -> Result<()> {
     let file = out.join("metrics.jsonl");
     let Ok(text) = std::fs::read_to_string(&file) else { return Ok(()) };
@@ -75,6 +115,13 @@ pub fn training_curves(out: &Path, path: &Path, name: &str) -> Result<()> {
             panels.push(CurvePanel::single(key, x, y, false));
         }
     }
+    // Errors that shrink by orders of magnitude (diffusion samplers, GFlowNets) on log axes.
+    for key in ["delta_log_z_rw", "w2", "exact_l1", "n_goals_found"] {
+        let (x, y) = series("eval", key);
+        if x.iter().zip(&y).any(|(_, v)| v.is_finite()) {
+            panels.push(CurvePanel::single(key, x, y, matches!(key, "delta_log_z_rw" | "exact_l1")));
+        }
+    }
     let (x, y) = series("train", "ess_ais");
     if x.iter().zip(&y).any(|(_, v)| v.is_finite()) {
         panels.push(CurvePanel::single("ESS of the training AIS batch", x, y, true));
@@ -82,6 +129,7 @@ pub fn training_curves(out: &Path, path: &Path, name: &str) -> Result<()> {
     if panels.is_empty() {
         return Ok(());
     }
+    let panels: Vec<CurvePanel> = panels.into_iter().map(robust).collect();
     fab_plot::training_curves(path, &format!("{name}: training"), &panels, &CurveOptions::default())?;
     Ok(())
 }
@@ -176,6 +224,25 @@ fn strip_common_suffix(labels: &[String]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn robust_range_drops_an_early_outlier_and_spikes_but_keeps_a_ramp() {
+        let x: Vec<f64> = (0..50).map(f64::from).collect();
+        // A KL that starts at 30 and settles near 0.5 ± 0.1: the first point would flatten the rest.
+        let kl: Vec<f64> = x.iter().map(|&i| if i == 0.0 { 30.0 } else { 0.5 + 0.1 * (i * 0.7).sin() }).collect();
+        let (lo, hi) = super::robust_y_range(&[(&x, &kl)]).expect("clipped");
+        assert!(lo > 0.3 && hi < 0.75, "{lo} {hi}");
+        // One late spike is off scale too.
+        let mut spiky = kl.clone();
+        spiky[0] = 0.5;
+        spiky[30] = 1e6;
+        let (_, hi) = super::robust_y_range(&[(&x, &spiky)]).expect("clipped");
+        assert!(hi < 1.0, "{hi}");
+        // A steady ramp (goals found) is drawn whole.
+        assert_eq!(super::robust_y_range(&[(&x, &x)]), None);
+        // Too few points: whole.
+        assert_eq!(super::robust_y_range(&[(&x[..3], &kl[..3])]), None);
+    }
+
     #[test]
     fn running_median_ignores_spikes_and_nans() {
         let y = [1.0, 1.0, 1e9, 1.0, f64::NAN, 1.0, 1.0];

@@ -497,6 +497,7 @@ pub fn load_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Resul
         return Err(Error::Config(format!("only eval.* keys can be overridden when evaluating a run, not `{bad}`")));
     }
     let config = C::parse(&read_run_config(out)?, eval_overrides)?;
+    config.memory_estimate().check_here()?;
     let run = restore(out, &config)?;
     Ok((config, run))
 }
@@ -621,6 +622,7 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
             )));
         }
         let config = C::parse(&text, &opts.resume_overrides)?;
+        config.memory_estimate().check_here()?;
         let mut run = if checkpoints_newest_first(out).is_empty() {
             // Killed before its first checkpoint: start over from the run's own config.
             eprintln!("note: {} has no checkpoint; restarting it from iteration 0 with its config.toml", out.display());
@@ -656,6 +658,7 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
         return drive(&mut run, opts);
     }
     let config = config.ok_or_else(|| Error::Config("no configuration given".into()))?;
+    config.memory_estimate().check_here()?;
     if out.join("config.toml").exists() {
         return Err(Error::Checkpoint(format!(
             "{} already contains a run; use --resume to continue it or choose another --out",
@@ -776,7 +779,16 @@ pub fn final_evaluation_into<S: Sampler>(run: &mut Run<S>, run_dir: &Path, out: 
     let probe = out.join(".fab-write-test");
     std::fs::write(&probe, b"").map_err(|e| Error::io(&probe, e))?;
     let _ = std::fs::remove_file(&probe);
+    let sizes = run.settings().final_eval_sizes;
+    let started = Instant::now();
+    eprintln!(
+        "final evaluation: {} model samples{}, {} test points (Ctrl-C twice aborts)",
+        sizes.n_samples,
+        if sizes.n_refined_samples > 0 { format!(" and {} refined (e.g. AIS) samples", sizes.n_refined_samples) } else { String::new() },
+        sizes.n_test
+    );
     let e = run.evaluate(true)?;
+    eprintln!("final evaluation done in {}", crate::observe::duration_text(started.elapsed().as_secs_f64()));
     eprintln!("final: {}", summary(&e.metrics));
     for (k, why) in &e.notes {
         eprintln!("note: {k} not computed: {why}");
@@ -791,6 +803,7 @@ pub fn final_evaluation_into<S: Sampler>(run: &mut Run<S>, run_dir: &Path, out: 
     write_file(&tmp, &serde_json::to_string_pretty(&json)?)?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     if run.settings().plots {
+        eprintln!("writing plots into {}", out.join("plots").display());
         write_plots(run, &e, run_dir, out)?;
     }
     Ok(e.metrics)

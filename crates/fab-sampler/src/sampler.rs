@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::eval::{EvalSizes, Metrics};
+use crate::memory::MemoryEstimate;
 use crate::samples::{Draws, NamedSamples, WeightedSamples};
 use crate::target::{PlotContext, Target};
 use crate::Result;
@@ -166,6 +167,11 @@ pub trait FamilyConfig: Clone + Debug + Serialize + DeserializeOwned {
 
     /// Builds the target and the sampler, ready for step 1.
     fn build(&self) -> Result<Self::Sampler>;
+
+    /// A lower bound on the memory the run needs (samples, activations kept for the backward
+    /// pass, buffers, evaluation sets), each part named by the key that sets its size. The driver
+    /// refuses a run that cannot fit before it builds anything or writes a file.
+    fn memory_estimate(&self) -> MemoryEstimate;
 
     /// Keys that `fab train --resume DIR --set key=value` may change: those that do not alter
     /// what the checkpoint was trained with (e.g. a time limit). Others are refused by name.

@@ -11,7 +11,9 @@ use candle_core::DType;
 use fab_core::test_utils::DiagGaussian;
 use fab_core::{FabRng, Proposal};
 use fab_sampler::run::{self, RunOptions, RunOutcome};
-use fab_sampler::{DensityTarget, Draws, EvalSizes, FamilyConfig, Model, RunSettings, Sampler, StepReport, StepStats, Target};
+use fab_sampler::{
+    DensityTarget, Draws, EvalSizes, FamilyConfig, MemoryEstimate, Model, RunSettings, Sampler, StepReport, StepStats, Target,
+};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -172,6 +174,13 @@ impl FamilyConfig for IsConfig {
             rng: fab_core::seeded_rng(self.seed, 1),
         })
     }
+
+    fn memory_estimate(&self) -> MemoryEstimate {
+        let mut est = MemoryEstimate::new();
+        // Each draw keeps x (2 values), log q and log p.
+        est.add(format!("batch_size = {}", self.batch_size), self.batch_size as f64 * 4.0 * 8.0);
+        est
+    }
 }
 
 const CONFIG: &str = r#"
@@ -249,6 +258,16 @@ fn a_new_family_resumes_bit_identically() {
         RunOutcome::Stopped { iteration: 1, .. }
     ));
     assert_eq!(run::checkpoints_newest_first(&c).len(), 1);
+}
+
+#[test]
+fn a_run_that_cannot_fit_in_memory_is_refused_before_anything_is_written() {
+    // 2.5·10¹³ draws × 32 bytes = 800 TB: more than any machine this runs on.
+    let cfg = IsConfig::parse(CONFIG, &["batch_size=25000000000000".into()]).unwrap();
+    let out = tmp("memory");
+    let e = run::train::<IsConfig>(Some(cfg), &RunOptions::new(&out)).unwrap_err().to_string();
+    assert!(e.contains("batch_size = 25000000000000") && e.contains("memory") && !e.contains('\n'), "{e}");
+    assert!(!out.exists(), "the refused run created {}", out.display());
 }
 
 #[test]

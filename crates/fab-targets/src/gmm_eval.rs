@@ -136,18 +136,33 @@ impl Target for Gmm {
                 panels.push(SamplePanel::new(format!("{name} samples"), points_2d(xs)));
             }
         }
-        // The FAB GMM lives in [−40, 40]²; the paper's figure shows [−50, 50]².
-        let r = self.means().iter().fold(0.0f64, |a, v| a.max(v.abs())) + 4.0 * self.stds().iter().fold(0.0f64, |a, v| a.max(*v));
         fab_plot::contour_samples_2d(
             ctx.dir.join("samples.png"),
             &format!("{}: samples over contours of log p", ctx.title),
             &lp,
-            Bounds2d::square(-r.max(10.0), r.max(10.0)),
+            plot_bounds(self.means(), self.stds()),
             &panels,
             &ContourOptions::default(),
         )?;
         Ok(())
     }
+}
+
+/// The square that holds every component of a 2-D mixture to 4 standard deviations, centred
+/// on them (so a user's mixture far from the origin, or much smaller than the FAB GMM's
+/// [−40, 40]², fills the panel).
+fn plot_bounds(means: &[f64], stds: &[f64]) -> Bounds2d {
+    let mut lo = [f64::INFINITY; 2];
+    let mut hi = [f64::NEG_INFINITY; 2];
+    for (m, s) in means.chunks_exact(2).zip(stds.chunks_exact(2)) {
+        for a in 0..2 {
+            lo[a] = lo[a].min(m[a] - 4.0 * s[a]);
+            hi[a] = hi[a].max(m[a] + 4.0 * s[a]);
+        }
+    }
+    let half = (0..2).map(|a| 0.5 * (hi[a] - lo[a])).fold(0.0f64, f64::max).max(1e-9);
+    let centre = |a: usize| 0.5 * (lo[a] + hi[a]);
+    Bounds2d { x: [centre(0) - half, centre(0) + half], y: [centre(1) - half, centre(1) + half] }
 }
 
 /// The panel title of a sample set.
@@ -165,6 +180,17 @@ fn points_2d(xs: &[f64]) -> Vec<[f64; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contour_bounds_follow_the_mixture() {
+        // A small mixture far from the origin fills the panel.
+        let b = plot_bounds(&[100.0, 100.0, 101.0, 100.0], &[0.1, 0.1, 0.1, 0.2]);
+        assert!((b.x[0] - 99.6).abs() < 1e-9 && (b.x[1] - 101.4).abs() < 1e-9, "{b:?}");
+        assert!((b.y[0] - 99.1).abs() < 1e-9 && (b.y[1] - 100.9).abs() < 1e-9, "{b:?}");
+        // A symmetric mixture in [−40, 40]² with unit scales: [−44, 44]².
+        let b = plot_bounds(&[-40.0, -40.0, 40.0, 40.0], &[1.0; 4]);
+        assert_eq!(b, Bounds2d::square(-44.0, 44.0));
+    }
 
     #[test]
     fn chi2_quantiles() {

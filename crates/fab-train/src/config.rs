@@ -7,7 +7,7 @@ use fab_buffer::BufferConfig;
 use fab_flows::FlowConfig;
 use serde::{Deserialize, Serialize};
 
-use fab_sampler::{EvalSizes, FamilyConfig, RunSettings};
+use fab_sampler::{EvalSizes, FamilyConfig, MemoryEstimate, RunSettings, HOST_CHUNK};
 use fab_targets::TargetConfig;
 
 use crate::fab::FabSampler;
@@ -441,6 +441,41 @@ impl FamilyConfig for ExperimentConfig {
 
     fn build(&self) -> fab_sampler::Result<FabSampler> {
         Ok(FabSampler::new(self.clone())?)
+    }
+
+    /// The flow's parameters with their gradients and Adam moments; the buffer; and the larger
+    /// of a training iteration (the AIS batch's states and the flow activations of one gradient
+    /// batch) and an evaluation (its sample sets on the host plus one chunk's activations).
+    fn memory_estimate(&self) -> MemoryEstimate {
+        let value = match self.precision {
+            Precision::F64 => 8.0,
+            Precision::F32 => 4.0,
+        };
+        let d = self.flow.dim() as f64;
+        let acts = self.flow.activations_per_sample() * value;
+        let mut est = MemoryEstimate::new();
+        est.add("flow.* (parameters, gradients and Adam moments)", 4.0 * self.flow.approx_parameters() * value);
+        if self.train.loss == LossKind::FabBuffer {
+            let n = self.buffer.max_len as f64;
+            est.add(format!("buffer.max_len = {} ({} values per point)", self.buffer.max_len, d + 3.0), n * (d + 3.0) * 8.0);
+        }
+        let b = self.train.batch_size as f64;
+        // AIS keeps position, momentum, gradient and the log-weight terms of every chain.
+        let ais = b * (4.0 * d + 4.0) * value;
+        let train_step = b * acts + ais;
+        let eval_bytes = |n: usize, refined: usize| {
+            let host = (n + refined) as f64 * (d + 4.0) * 8.0;
+            host + (n.min(HOST_CHUNK) as f64) * self.flow.layer_values_per_sample() * value
+        };
+        let e = &self.eval;
+        let final_refined = e.final_ais_batch_size.unwrap_or(e.final_batch_size);
+        let during = (format!("eval.batch_size = {} (evaluation samples)", e.batch_size), eval_bytes(e.batch_size, e.batch_size));
+        let last =
+            (format!("eval.final_batch_size = {} (evaluation samples)", e.final_batch_size), eval_bytes(e.final_batch_size, final_refined));
+        let eval = if during.1 > last.1 { during } else { last };
+        est.add_larger((format!("train.batch_size = {} (AIS chains and flow activations)", self.train.batch_size), train_step), eval);
+        est.add(format!("eval.n_test = {} (test set)", e.n_test), e.n_test as f64 * (d + 1.0) * 8.0);
+        est
     }
 
     /// The time limit, the checkpoint intervals and whether to plot: none changes the training

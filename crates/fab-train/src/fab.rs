@@ -10,6 +10,7 @@ use fab_ais::{Ais, AisOutput, AisState};
 use fab_buffer::PrioritisedBuffer;
 use fab_core::{FabRng, OnDevice, Proposal};
 use fab_flows::FlowModel;
+use fab_sampler::observe::ProgressLine;
 use fab_sampler::{Draws, EvalSizes, Model, NamedSamples, Sampler, StepReport, StepStats, Target, WeightedSamples, HOST_CHUNK};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -371,12 +372,14 @@ impl FabSampler {
         let mut x = Vec::with_capacity(n * dim);
         let mut log_q = Vec::with_capacity(n);
         let mut left = n;
+        let mut progress = ProgressLine::new("flow samples", n);
         while left > 0 {
             let m = left.min(HOST_CHUNK);
             let (xs, l) = flow.sample_and_log_prob(m, rng)?;
             x.extend(fab_core::to_f64_vec(&xs)?);
             log_q.extend(fab_core::to_f64_vec(&l)?);
             left -= m;
+            progress.update(n - left);
         }
         Ok(Draws { x, dim, log_q, exact_log_q: true })
     }
@@ -392,7 +395,9 @@ impl FabSampler {
         let mut out = WeightedSamples { dim, ..WeightedSamples::default() };
         let mut left = n;
         let mut failure = None;
+        let mut progress = ProgressLine::new("AIS samples", n);
         while left > 0 {
+            progress.update(n - left);
             let b = left.min(batch);
             match p.ais.run(&p.flow, &OnDevice::new(p.target.density(), Device::Cpu), b, rng) {
                 Ok(o) => match fab_core::to_f64_vec(&o.x) {
