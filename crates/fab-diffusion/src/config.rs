@@ -644,7 +644,9 @@ impl FamilyConfig for DiffusionConfig {
         est
     }
 
+    /// The length (learning-rate milestones and the exploration decay are absolute iterations),
+    /// the time limit, the checkpoint intervals and whether to plot.
     fn resume_safe_keys() -> &'static [&'static str] {
-        &["train.time_limit_hours", "train.checkpoint_every", "train.checkpoint_minutes", "eval.plots"]
+        &["train.n_iterations", "train.time_limit_hours", "train.checkpoint_every", "train.checkpoint_minutes", "eval.plots"]
     }
 }

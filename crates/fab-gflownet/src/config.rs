@@ -531,7 +531,9 @@ impl FamilyConfig for GflowConfig {
         est
     }
 
+    /// The length (no schedule depends on it), the time limit, the checkpoint intervals and
+    /// whether to plot.
     fn resume_safe_keys() -> &'static [&'static str] {
-        &["train.time_limit_hours", "train.checkpoint_every", "train.checkpoint_minutes", "eval.plots"]
+        &["train.n_iterations", "train.time_limit_hours", "train.checkpoint_every", "train.checkpoint_minutes", "eval.plots"]
     }
 }

@@ -640,7 +640,22 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
             }
             run
         };
+        let n_new = config.run_settings().n_iterations;
+        if n_new < run.iteration() {
+            return Err(Error::Config(format!(
+                "train.n_iterations = {n_new}: the run is already at iteration {}; it can only be extended",
+                run.iteration()
+            )));
+        }
         if !opts.resume_overrides.is_empty() {
+            let n_old = C::parse(&text, &[])?.run_settings().n_iterations;
+            if n_new != n_old {
+                // Learning-rate, exploration and other schedules are in absolute iterations in
+                // config.toml and do not move; only the evaluation spacing follows the new length.
+                eprintln!(
+                    "note: train.n_iterations {n_old} → {n_new}: schedules in config.toml keep their absolute iterations; the remaining evaluations are spaced over the new length"
+                );
+            }
             let new_text = config.to_toml()?;
             let path = out.join("config.toml");
             let tmp = out.join("config.toml.tmp");

@@ -251,6 +251,20 @@ impl ExperimentConfig {
     /// # Errors
     /// [`TrainError::Config`] naming the key for unknown keys, wrong types or invalid values.
     pub fn from_toml_with_overrides(text: &str, overrides: &[String]) -> Result<Self> {
+        // `--set train.n_iterations=N` on a config with a flow-evaluation budget replaces the budget.
+        let key = |o: &String| o.split('=').next().unwrap_or("").trim().to_string();
+        let replaced;
+        let text =
+            if overrides.iter().any(|o| key(o) == "train.n_iterations") && !overrides.iter().any(|o| key(o) == "train.flow_eval_budget") {
+                let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| config_err(e.message().to_string()))?;
+                if let Some(train) = table.get_mut("train").and_then(toml::Value::as_table_mut) {
+                    train.remove("flow_eval_budget");
+                }
+                replaced = toml::to_string(&table).map_err(|e| config_err(e.to_string()))?;
+                replaced.as_str()
+            } else {
+                text
+            };
         let cfg: ExperimentConfig = fab_sampler::config::parse_with_overrides(text, overrides).map_err(|e| match e {
             fab_sampler::Error::Config(m) => config_err(m),
             other => TrainError::Sampler(other),
@@ -478,10 +492,11 @@ impl FamilyConfig for ExperimentConfig {
         est
     }
 
-    /// The time limit, the checkpoint intervals and whether to plot: none changes the training
-    /// path.
+    /// The length (learning-rate schedules count absolute iterations and do not depend on it;
+    /// setting it replaces a `train.flow_eval_budget`), the time limit, the checkpoint intervals
+    /// and whether to plot: none changes the iterations already trained.
     fn resume_safe_keys() -> &'static [&'static str] {
-        &["train.time_limit_hours", "train.checkpoint_every", "train.checkpoint_minutes", "eval.plots"]
+        &["train.n_iterations", "train.time_limit_hours", "train.checkpoint_every", "train.checkpoint_minutes", "eval.plots"]
     }
 }
 

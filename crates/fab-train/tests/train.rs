@@ -345,3 +345,38 @@ fn resume_after_a_time_limit_takes_safe_overrides_and_refuses_the_rest() {
         }
     }
 }
+
+#[test]
+fn a_finished_run_is_extended_by_resuming_with_more_iterations() {
+    let reference = tmp("extend_ref");
+    assert!(matches!(
+        run_experiment(Some(small_config("fab_buffer", 12)), &opts(&reference, false, None)).unwrap(),
+        RunOutcome::Finished(_)
+    ));
+    let d = tmp("extend");
+    assert!(matches!(run_experiment(Some(small_config("fab_buffer", 6)), &opts(&d, false, None)).unwrap(), RunOutcome::Finished(_)));
+    let with = |ov: &[&str]| RunOptions { resume_overrides: ov.iter().map(|s| s.to_string()).collect(), ..opts(&d, true, None) };
+    // Shortening below the iterations already trained is refused by name.
+    let err = run_experiment(None, &with(&["train.n_iterations=3"])).unwrap_err().to_string();
+    assert!(err.contains("train.n_iterations") && err.contains("iteration 6"), "{err}");
+    // Extending continues from iteration 6 to 12 and trains exactly what a 12-iteration run
+    // trains (the learning-rate schedule counts absolute iterations): same training lines, same
+    // final flow parameters.
+    let RunOutcome::Finished(m) = run_experiment(None, &with(&["train.n_iterations=12"])).unwrap() else { panic!("stopped") };
+    assert_eq!(m["iteration"], 12.0);
+    let train_lines = |dir: &Path| -> Vec<String> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"train\""))
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("seconds");
+                v.to_string()
+            })
+            .collect()
+    };
+    assert_eq!(train_lines(&d), train_lines(&reference));
+    let flow = |dir: &Path| std::fs::read(dir.join("checkpoints/iter_00000012/flow.safetensors")).unwrap();
+    assert_eq!(flow(&d), flow(&reference));
+}
