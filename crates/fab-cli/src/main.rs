@@ -50,6 +50,10 @@ fn eval_family<C: FamilyConfig>(dir: &Path, out: Option<&Path>, overrides: &[Str
 /// Where `fab sample` hands each chunk of draws (the output writer).
 type SampleSink<'a> = dyn FnMut(&Draws) -> Result<()> + 'a;
 
+/// The git commit this binary was built from (`-dirty` with uncommitted changes), recorded in
+/// every run directory's `invocations.jsonl`.
+const BUILD: &str = env!("FAB_GIT_COMMIT");
+
 /// Samples drawn per chunk by `fab sample` (bounded memory for any N; a progress line each).
 const SAMPLE_CHUNK: usize = 65_536;
 
@@ -179,7 +183,7 @@ enum System {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "fab", version, about = "Flow Annealed Importance Sampling Bootstrap (FAB) in Rust")]
+#[command(name = "fab", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FAB_GIT_COMMIT"), ")"), about = "Flow Annealed Importance Sampling Bootstrap (FAB) in Rust")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -416,7 +420,15 @@ fn train(
         Some(dir) => (
             family_of_run(&dir)?,
             None,
-            RunOptions { out: dir, resume: true, progress, max_iterations_this_run: None, stop, resume_overrides: overrides.clone() },
+            RunOptions {
+                out: dir,
+                resume: true,
+                progress,
+                max_iterations_this_run: None,
+                stop,
+                resume_overrides: overrides.clone(),
+                build: Some(BUILD.to_string()),
+            },
         ),
         None => {
             let text = config_text(config)?;
@@ -436,7 +448,15 @@ fn train(
             (
                 family,
                 Some(text),
-                RunOptions { out, resume: false, progress, max_iterations_this_run: None, stop, resume_overrides: Vec::new() },
+                RunOptions {
+                    out,
+                    resume: false,
+                    progress,
+                    max_iterations_this_run: None,
+                    stop,
+                    resume_overrides: Vec::new(),
+                    build: Some(BUILD.to_string()),
+                },
             )
         }
     };

@@ -181,6 +181,9 @@ pub struct RunOptions {
     pub max_iterations_this_run: Option<usize>,
     /// Set to stop after the current iteration.
     pub stop: StopSignal,
+    /// What built the program (e.g. the git commit of the `fab` binary), recorded in
+    /// `invocations.jsonl`.
+    pub build: Option<String>,
     /// With `resume`: `key=value` changes of keys the family lists as safe
     /// ([`FamilyConfig::resume_safe_keys`]); the run's `config.toml` is rewritten with them.
     pub resume_overrides: Vec<String>,
@@ -196,6 +199,7 @@ impl RunOptions {
             max_iterations_this_run: None,
             stop: StopSignal::new(),
             resume_overrides: Vec::new(),
+            build: None,
         }
     }
 }
@@ -389,12 +393,13 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 
 /// Appends one line to `OUT/invocations.jsonl`: the fab-rs version, the command line, the time
 /// and whether it resumed the run.
-fn record_invocation(out: &Path, resumed: bool) -> Result<()> {
+fn record_invocation(out: &Path, resumed: bool, build: Option<&str>) -> Result<()> {
     use std::io::Write;
     let path = out.join("invocations.jsonl");
     let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let line = json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "git_commit": build,
         "command": std::env::args().collect::<Vec<_>>(),
         "unix_time": unix,
         "resumed": resumed,
@@ -669,7 +674,7 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
         } else if run.config_hash.is_none() {
             run.config_hash = Some(text_hash(&text));
         }
-        record_invocation(out, true)?;
+        record_invocation(out, true, opts.build.as_deref())?;
         return drive(&mut run, opts);
     }
     let config = config.ok_or_else(|| Error::Config("no configuration given".into()))?;
@@ -697,7 +702,7 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
     let _lock = RunLock::acquire(out)?;
     let text = config.to_toml()?;
     write_file(&out.join("config.toml"), &text)?;
-    record_invocation(out, false)?;
+    record_invocation(out, false, opts.build.as_deref())?;
     run.config_hash = Some(text_hash(&text));
     drive(&mut run, opts)
 }
