@@ -16,7 +16,7 @@
 #                                           machine without cargo or network; then run there
 #                                           with --prebuilt DIR or --prebuilt DIR.tar.zst)
 # Settings (environment): FAB_GPU_CHECK_CASES (timing cases, default all: gmm_iteration mw_ais
-# aldp_iteration), FAB_CUDA_CAP (compute capability to build for; default: the GPU's, or
+# aldp_transfer aldp_iteration), FAB_CUDA_CAP (compute capability to build for; default: the GPU's, or
 # 90 for --package), FAB_CUDA_USE_SYSTEM=1 (use the nvcc/CUDA on PATH instead of PyPI wheels;
 # automatic when nvcc is on PATH), FAB_CUDA_TARGET_DIR, and those of scripts/cuda-env.sh.
 set -euo pipefail
@@ -183,7 +183,7 @@ for dev in cpu cuda; do
 done
 {
     printf '\n%-16s %14s %14s %9s\n' case "CPU ms" "GPU ms" speedup
-    for c in gmm_iteration mw_ais aldp_ais_pass aldp_grad_step aldp_iteration; do
+    for c in gmm_iteration mw_ais aldp_target_eval aldp_transfer aldp_ais_pass aldp_grad_step aldp_iteration; do
         c_ms=$(awk -v c="$c" '$1=="TIMING" && $2==c && $3=="cpu" {print $4}' "$out/timings.txt")
         g_ms=$(awk -v c="$c" '$1=="TIMING" && $2==c && $3=="cuda" {print $4}' "$out/timings.txt")
         sp=$(awk -v a="${c_ms:-0}" -v b="${g_ms:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", a / b; else print "-" }')

@@ -33,6 +33,14 @@ pub trait LogDensity: Send + Sync {
     fn log_normalizer(&self) -> Option<f64> {
         None
     }
+
+    /// Whether the value and gradient run with candle ops on whatever device the points are on
+    /// (the Gaussian mixtures, Many Well). Callers then evaluate it beside a GPU flow with no
+    /// host round trip; otherwise ([`OnDevice::for_points_on`]) on the host. `false` unless a
+    /// density says so.
+    fn device_agnostic(&self) -> bool {
+        false
+    }
 }
 
 /// Evaluates a density on a fixed device, wherever its inputs live: inputs are copied to
@@ -49,6 +57,19 @@ impl<'a> OnDevice<'a> {
     /// Wraps `inner`, whose inputs must be on `device`.
     pub fn new(inner: &'a dyn LogDensity, device: Device) -> Self {
         Self { inner, device }
+    }
+
+    /// `inner` for points living on `points`: evaluated there when the density is
+    /// [`device_agnostic`](LogDensity::device_agnostic), on the host otherwise (a molecule's
+    /// force field), with the copies across the bus that this implies.
+    pub fn for_points_on(inner: &'a dyn LogDensity, points: &Device) -> Self {
+        let device = if inner.device_agnostic() { points.clone() } else { Device::Cpu };
+        Self { inner, device }
+    }
+
+    /// The device the density is evaluated on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 }
 
@@ -120,6 +141,7 @@ macro_rules! forward_log_density {
                 (**self).log_prob_and_grad(x)
             }
             fn log_normalizer(&self) -> Option<f64> { (**self).log_normalizer() }
+            fn device_agnostic(&self) -> bool { (**self).device_agnostic() }
         }
         impl<T: ExactSample + ?Sized> ExactSample for $ty {
             fn sample(&self, n: usize, rng: &mut dyn RngCore) -> Result<Tensor> {

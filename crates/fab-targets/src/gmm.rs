@@ -512,6 +512,11 @@ impl LogDensity for Gmm {
     fn log_normalizer(&self) -> Option<f64> {
         Some(0.0)
     }
+
+    /// Both paths exist: f64 on the host for CPU points, candle ops on any other device.
+    fn device_agnostic(&self) -> bool {
+        true
+    }
 }
 
 impl ExactSample for Gmm {

@@ -281,6 +281,11 @@ impl LogDensity for ManyWell {
     fn log_normalizer(&self) -> Option<f64> {
         Some(self.n_wells() as f64 * log_z_2d())
     }
+
+    /// Both paths exist: f64 on the host for CPU points, candle ops on any other device.
+    fn device_agnostic(&self) -> bool {
+        true
+    }
 }
 
 impl ExactSample for ManyWell {

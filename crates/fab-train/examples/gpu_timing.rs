@@ -5,7 +5,9 @@
 //! DEVICE: `cpu`, `cuda` or `cuda:N`. Cases (default all): `gmm_iteration` (one FAB + buffer
 //! iteration of experiments/gmm/paper.toml), `mw_ais` (one Many Well AIS pass, B = 2048, with the
 //! paper's Many Well flow), `aldp_iteration` (experiments/aldp/paper.toml at B = 1024: one AIS
-//! pass plus 8 flow gradient steps, timed separately and added).
+//! pass plus 8 flow gradient steps, timed separately and added), `aldp_transfer` (the host force
+//! field on B = 1024 configurations, value and gradient, and the copies to and from the device
+//! that each such evaluation costs).
 //! Output: one line per case, `TIMING <case> <device> <median ms> <runs>`, plus notes on stderr.
 
 use std::time::Instant;
@@ -49,7 +51,7 @@ fn config(toml: &str, device: &str, extra: &[&str]) -> ExperimentConfig {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(device_name) = args.first().cloned() else {
-        eprintln!("usage: gpu_timing DEVICE [gmm_iteration|mw_ais|aldp_iteration…]");
+        eprintln!("usage: gpu_timing DEVICE [gmm_iteration|mw_ais|aldp_transfer|aldp_iteration…]");
         std::process::exit(2);
     };
     let cases = &args[1..];
@@ -81,12 +83,40 @@ fn main() {
             let noise = fab_core::rng::randn(&mut rng, v.shape(), v.dtype(), v.device()).expect("noise");
             v.set(&(v.as_tensor() + (noise * 0.01).expect("scale")).expect("add")).expect("set");
         }
-        let target = ManyWell::new(32, DType::F64, &Device::Cpu).expect("target");
-        // As in training: the target is evaluated on the host, the flow and AIS on the device.
-        let p = OnDevice::new(&target, Device::Cpu);
+        let target = ManyWell::new(32, DType::F64, &device).expect("target");
+        // As in training: Many Well is device-agnostic, so it is evaluated beside the flow.
+        let p = OnDevice::for_points_on(&target, &device);
         let mut ais = Ais::new(AisConfig::many_well()).expect("ais");
         let mut rng = fab_core::seeded_rng(0, 1);
         time("mw_ais", &device_name, 5, 30.0, || drop(ais.run(&flow, &p, 2048, &mut rng).expect("ais")));
+    }
+
+    if want("aldp_transfer") {
+        // The force field stays on the host: per target evaluation of a batch (B = 1024, value
+        // and gradient), points [B, 60] go to the host and values [B] and gradients [B, 60] come
+        // back. Timed: the evaluation itself, and the copies (on a GPU the two PCIe transfers; on
+        // the CPU build the host-side copies into and out of tensors that any device path adds).
+        let cfg = config(include_str!("../../../experiments/aldp/paper.toml"), &device_name, &[]);
+        let b = cfg.train.batch_size;
+        let trainer = FabSampler::new(cfg).expect("sampler");
+        let target = trainer.target();
+        let mut rng = fab_core::seeded_rng(0, 3);
+        let (x_dev, _) = fab_core::Proposal::sample_and_log_prob(trainer.flow(), b, &mut rng).expect("flow samples");
+        let x_host = x_dev.to_device(&Device::Cpu).expect("host");
+        time("aldp_target_eval", &device_name, 20, 20.0, || drop(target.density().log_prob_and_grad(&x_host).expect("force field")));
+        let (v, g) = target.density().log_prob_and_grad(&x_host).expect("force field");
+        time("aldp_transfer", &device_name, 200, 10.0, || {
+            if device.is_cpu() {
+                let copy = |t: &candle_core::Tensor| {
+                    let h = fab_core::to_f64_vec(t).expect("to host");
+                    candle_core::Tensor::from_vec(h, t.shape(), &Device::Cpu).expect("from host")
+                };
+                drop((copy(&x_dev), copy(&v), copy(&g)));
+            } else {
+                let there = x_dev.to_device(&Device::Cpu).expect("to host");
+                drop((there, v.to_device(&device).expect("values back"), g.to_device(&device).expect("gradients back")));
+            }
+        });
     }
 
     if want("aldp_iteration") {

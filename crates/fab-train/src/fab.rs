@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::Device;
 use fab_ais::{Ais, AisOutput, AisState};
 use fab_buffer::PrioritisedBuffer;
 use fab_core::{FabRng, OnDevice, Proposal};
@@ -80,10 +79,11 @@ struct FabState {
 }
 
 impl FabParts {
-    /// Runs AIS with the training target (p^α q^{1−α}); targets are evaluated on the host.
+    /// Runs AIS with the training target (p^α q^{1−α}); the target is evaluated beside the flow
+    /// when it is device-agnostic (mixtures, Many Well), on the host otherwise.
     fn ais_pass(&mut self) -> Result<AisOutput> {
         let b = self.config.train.batch_size;
-        let target = OnDevice::new(self.target.density(), Device::Cpu);
+        let target = OnDevice::for_points_on(self.target.density(), self.flow.device());
         Ok(self.ais.run(&self.flow, &target, b, &mut self.rng)?)
     }
 
@@ -286,7 +286,9 @@ impl FabSampler {
     /// Builds flow, target, AIS, buffer and optimiser from a validated configuration.
     pub fn new(config: ExperimentConfig) -> Result<Self> {
         config.validate()?;
-        let target = config.target.build(config.precision.dtype(), &Device::Cpu)?;
+        // On the flow's device: the mixtures and Many Well then evaluate there (candle ops);
+        // the alanine-dipeptide force field stays on the host whatever the device.
+        let target = config.target.build(config.precision.dtype(), &config.open_device()?)?;
         Self::build(config, target)
     }
 
@@ -399,7 +401,7 @@ impl FabSampler {
         while left > 0 {
             progress.update(n - left);
             let b = left.min(batch);
-            match p.ais.run(&p.flow, &OnDevice::new(p.target.density(), Device::Cpu), b, rng) {
+            match p.ais.run(&p.flow, &OnDevice::for_points_on(p.target.density(), p.flow.device()), b, rng) {
                 Ok(o) => match fab_core::to_f64_vec(&o.x) {
                     Ok(x) => out.extend(WeightedSamples { x, dim, log_w: o.log_w_f64, n_drawn: b }),
                     Err(e) => {

@@ -4,7 +4,7 @@
 //! samples, exact samples) and the optimiser; each is tested against a finite-difference
 //! gradient of its objective.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use fab_core::stats::normalized_weights;
 use fab_core::{Grads, LogDensity, OnDevice, Proposal};
 use fab_flows::FlowModel;
@@ -66,7 +66,7 @@ pub fn forward_kl(flow: &FlowModel, x: &Tensor) -> Result<LossGrad> {
 /// reparameterisation path of x). The reported value is that surrogate, Σᵢ cᵢ log q(xᵢ).
 pub fn alpha2_nis(flow: &FlowModel, target: &dyn LogDensity, b: usize, rng: &mut dyn RngCore) -> Result<LossGrad> {
     let (x, lq0) = flow.sample_and_log_prob(b, rng)?;
-    let lp = fab_core::to_f64_vec(&OnDevice::new(target, Device::Cpu).log_prob(&x)?)?;
+    let lp = fab_core::to_f64_vec(&OnDevice::for_points_on(target, x.device()).log_prob(&x)?)?;
     let lq0 = fab_core::to_f64_vec(&lq0)?;
     let coef: Vec<f64> = lp.iter().zip(&lq0).map(|(p, q)| -(2.0 * (p - q)).exp() / b as f64).collect();
     let (lq, grads) = flow.log_prob_backward(&x, &coef)?;
@@ -78,7 +78,7 @@ pub fn alpha2_nis(flow: &FlowModel, target: &dyn LogDensity, b: usize, rng: &mut
 /// L(θ) = (1/n) Σᵢ [log q_θ(xᵢ) − log p̃(xᵢ)]; the target enters through ∇ₓ log p̃.
 pub fn reverse_kl(flow: &FlowModel, target: &dyn LogDensity, b: usize, rng: &mut dyn RngCore) -> Result<LossGrad> {
     let (x, lq) = flow.sample_t(b, rng, true)?;
-    let (lp, g) = OnDevice::new(target, Device::Cpu).log_prob_and_grad(&x.detach())?;
+    let (lp, g) = OnDevice::for_points_on(target, x.device()).log_prob_and_grad(&x.detach())?;
     let value = fab_core::to_f64_vec(&(&lq - &lp)?)?.iter().sum::<f64>() / b as f64;
     // Surrogate with the gradient of mean(log q − log p): log p enters linearised as x·∇ₓ log p
     // at the (detached) samples.
