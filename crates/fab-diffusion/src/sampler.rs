@@ -33,6 +33,36 @@ const DRAW_CHUNK: usize = 2000;
 /// advantage).
 type PointBuffer = RankedBuffer<u64, Vec<f64>>;
 
+/// Writes a point buffer as one `.npy` array `[N, 2 + d]` with rows (key, priority, x), oldest
+/// first: a binary checkpoint, bit-exact (±∞ priorities included) and about a third of the JSON
+/// text's size. Keys are insertion serials, exact in f64 below 2⁵³.
+fn save_points(b: &PointBuffer, d: usize, path: &Path) -> Result<()> {
+    let mut rows = Vec::with_capacity(b.len() * (d + 2));
+    for (&key, x, priority) in b.iter() {
+        if key >= 1 << 53 {
+            return Err(Error::Checkpoint(format!("{}: buffer key {key} is not exact in f64", path.display())));
+        }
+        rows.push(key as f64);
+        rows.push(priority);
+        rows.extend_from_slice(x);
+    }
+    fab_core::npy::write_f64(path, &rows, &[b.len(), d + 2]).map_err(Error::from)
+}
+
+/// Reads what [`save_points`] wrote into a buffer of `capacity` (same order, keys and priorities,
+/// so every later draw is the same).
+fn load_points(path: &Path, capacity: usize, d: usize) -> Result<PointBuffer> {
+    let (rows, shape) = fab_core::npy::read_f64(path).map_err(Error::from)?;
+    if shape.len() != 2 || shape[1] != d + 2 {
+        return Err(Error::Checkpoint(format!("{}: shape {shape:?}, expected [N, {}]", path.display(), d + 2)));
+    }
+    let mut b = PointBuffer::new(capacity).map_err(Error::family)?;
+    for r in rows.chunks_exact(d + 2) {
+        b.insert(r[0] as u64, r[2..].to_vec(), r[1]).map_err(Error::family)?;
+    }
+    Ok(b)
+}
+
 /// Per-iteration statistics (fields of the `"train"` lines of `metrics.jsonl`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DiffusionStats {
@@ -557,11 +587,11 @@ impl Sampler for DiffusionSampler {
             t.save(dir, "teacher")?;
         }
         let mut v = serde_json::json!({ "state": &self.state });
-        if let Some(b) = &self.buffer {
-            v["buffer"] = serde_json::to_value(b)?;
-        }
-        if let Some(b) = &self.ls_buffer {
-            v["ls_buffer"] = serde_json::to_value(b)?;
+        for (name, b) in [("buffer", &self.buffer), ("ls_buffer", &self.ls_buffer)] {
+            if let Some(b) = b {
+                save_points(b, self.target.dim(), &dir.join(format!("{name}.npy")))?;
+                v[format!("{name}_capacity")] = b.capacity().into();
+            }
         }
         let path = dir.join("diffusion_state.json");
         std::fs::write(&path, serde_json::to_vec(&v)?).map_err(|e| Error::io(&path, e))?;
@@ -577,11 +607,20 @@ impl Sampler for DiffusionSampler {
         let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let mut v: serde_json::Value = serde_json::from_slice(&text)?;
         self.state = serde_json::from_value(v["state"].take())?;
-        if self.buffer.is_some() {
-            self.buffer = Some(serde_json::from_value(v["buffer"].take())?);
-        }
-        if self.ls_buffer.is_some() {
-            self.ls_buffer = Some(serde_json::from_value(v["ls_buffer"].take())?);
+        let d = self.target.dim();
+        for (name, b) in [("buffer", &mut self.buffer), ("ls_buffer", &mut self.ls_buffer)] {
+            if b.is_none() {
+                continue;
+            }
+            *b = Some(if v.get(name).is_some() {
+                // Checkpoints written before the buffers moved to .npy.
+                serde_json::from_value(v[name].take())?
+            } else {
+                let cap = v[format!("{name}_capacity")]
+                    .as_u64()
+                    .ok_or_else(|| Error::Checkpoint(format!("{}: no {name}_capacity", path.display())))?;
+                load_points(&dir.join(format!("{name}.npy")), cap as usize, d)?
+            });
         }
         Ok(())
     }
