@@ -15,6 +15,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
+    let parsed = (a.len() == 6).then(|| (a[4].parse::<usize>().ok(), a[5].parse::<usize>().ok()));
+    if !matches!(parsed, Some((Some(_), Some(_)))) {
+        eprintln!("usage: flow_probe <gmm|mw|aldp|aldp128> <backward|grad_x|sample> <f64|f32> <batch> <reps>");
+        std::process::exit(2);
+    }
     let dtype = if a[3] == "f32" { DType::F32 } else { DType::F64 };
     let b: usize = a[4].parse().unwrap();
     let reps: usize = a[5].parse().unwrap();
