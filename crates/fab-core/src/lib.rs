@@ -17,6 +17,7 @@ pub mod gemm;
 pub mod linalg;
 pub mod npy;
 pub mod params;
+mod precision;
 pub mod rng;
 pub mod stats;
 #[cfg(any(test, feature = "test-utils"))]
@@ -27,6 +28,7 @@ pub use density::{autodiff_log_prob_and_grad, check_points, ExactSample, FnDensi
 pub use error::{Error, Result};
 pub use flow::{Chain, Flow, Inverted};
 pub use params::{Grads, ParamSet};
+pub use precision::Precision;
 pub use rng::{seeded_rng, FabRng};
 
 /// Copies a tensor of any float dtype into a flat host `Vec<f64>` (row-major).

@@ -314,15 +314,8 @@ impl Default for EvalSection {
     }
 }
 
-/// Precision name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    /// 32-bit floats.
-    F32,
-    /// 64-bit floats.
-    F64,
-}
+/// Precision of the networks and paths (`dtype = "f32"`, the default of this family, or `"f64"`).
+pub use fab_core::Precision;
 
 /// A diffusion-sampler run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -385,10 +378,7 @@ const SCHEDULES: [&str; 4] = ["on_policy", "sendera", "per", "teacher"];
 impl DiffusionConfig {
     /// The candle dtype.
     pub fn dtype(&self) -> DType {
-        match self.dtype {
-            Precision::F32 => DType::F32,
-            Precision::F64 => DType::F64,
-        }
+        self.dtype.dtype()
     }
 
     /// The student's model specification.

@@ -14,26 +14,9 @@ use crate::fab::FabSampler;
 use crate::optim::{AdamConfig, LrSchedule};
 use crate::{Result, TrainError};
 
-/// Floating-point precision of the flow, AIS and losses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    /// float64 (every paper config).
-    #[default]
-    F64,
-    /// float32.
-    F32,
-}
-
-impl Precision {
-    /// The candle dtype.
-    pub fn dtype(self) -> candle_core::DType {
-        match self {
-            Precision::F64 => candle_core::DType::F64,
-            Precision::F32 => candle_core::DType::F32,
-        }
-    }
-}
+/// Floating-point precision of the flow, AIS and losses (`precision = "f64"`, the default, or
+/// `"f32"`).
+pub use fab_core::Precision;
 
 /// The training objective (`docs/ALGORITHMS.md`, "Losses").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
