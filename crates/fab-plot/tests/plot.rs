@@ -751,6 +751,29 @@ fn training_curves_png() {
 }
 
 #[test]
+fn a_set_vertical_range_keeps_the_bulk_of_a_curve_readable() {
+    let dir = test_dir("curves-range");
+    // One huge first value, then an oscillation between 0 and 1.
+    let x: Vec<f64> = (0..60).map(f64::from).collect();
+    let y: Vec<f64> = x.iter().map(|&i| if i == 0.0 { 1000.0 } else { 0.5 + 0.5 * (i * 1.3).sin() }).collect();
+    let ink = |panel: CurvePanel, name: &str| {
+        let path = dir.join(name);
+        training_curves(&path, "range", &[panel], &CurveOptions::default()).unwrap();
+        let img = check_png(&path, (400, 390));
+        count_near(&img, QUALITATIVE[0], 10)
+    };
+    let whole = ink(CurvePanel::single("kl", x.clone(), y.clone(), false), "whole.png");
+    let ranged = ink(CurvePanel::single("kl", x.clone(), y.clone(), false).with_y_range(-0.1, 1.1), "ranged.png");
+    // Flattened, the oscillation is a near-horizontal line; with the range it swings over the
+    // whole panel height (and the first point is a marker on the edge).
+    assert!(ranged > 3 * whole, "ink with range {ranged}, without {whole}");
+    // A range on a log axis, or an empty one, is ignored (no error).
+    ink(CurvePanel::single("kl", x.clone(), y.clone(), true).with_y_range(-0.1, 1.1), "log.png");
+    ink(CurvePanel::single("kl", x, y, false).with_y_range(1.0, 1.0), "empty.png");
+    cleanup(&dir);
+}
+
+#[test]
 fn training_curves_degenerate_inputs() {
     let dir = test_dir("curves-degenerate");
     let panels = vec![
