@@ -621,8 +621,8 @@ impl FamilyConfig for DiffusionConfig {
         let ev = &self.eval;
         let n = ev.n_samples.max(ev.final_n_samples) as f64;
         est.add(
-            format!("eval.final_n_samples = {} (paths' log-probabilities and end points)", ev.final_n_samples),
-            n * (2.0 * t + d + 2.0) * 8.0,
+            format!("eval.final_n_samples = {} (end points, and one chunk's path log-probabilities)", ev.final_n_samples),
+            n * (d + 2.0) * 8.0 + n.min(crate::sampler::DRAW_CHUNK as f64) * 2.0 * t * 8.0,
         );
         est.add(format!("eval.n_exact = {}", ev.n_exact), ev.n_exact as f64 * (d + 2.0 * t) * 8.0);
         let w2 = ev.n_w2.min(ev.n_exact).min(ev.final_n_samples.max(ev.n_samples)) as f64;

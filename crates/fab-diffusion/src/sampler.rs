@@ -27,7 +27,7 @@ const TRAIN_STREAM: u64 = 21;
 /// Random stream of network initialisation.
 const INIT_STREAM: u64 = 22;
 /// Paths per chunk when drawing many (bounds memory).
-const DRAW_CHUNK: usize = 2000;
+pub(crate) const DRAW_CHUNK: usize = 2000;
 
 /// Points in a replay buffer (keyed by insertion serial; the priority is log R or the teacher's
 /// advantage).

@@ -497,12 +497,12 @@ impl FamilyConfig for GflowConfig {
     fn memory_estimate(&self) -> MemoryEstimate {
         let e = &self.env;
         // (network input, forward actions, states per trajectory, enumerated states)
-        let (obs, actions, traj, states) = if e.is_grid() {
+        let (obs, actions, traj, states, state_len) = if e.is_grid() {
             let (d, h) = (e.ndim as f64, e.horizon as f64);
-            (d * h, d + 1.0, d * (h - 1.0) + 2.0, h.powf(d))
+            (d * h, d + 1.0, d * (h - 1.0) + 2.0, h.powf(d), d)
         } else {
             let l = e.length as f64;
-            (2.0 * l, 2.0, l + 1.0, 2f64.powf(l + 1.0))
+            (2.0 * l, 2.0, l + 1.0, 2f64.powf(l + 1.0), l)
         };
         let outputs = 2.0 * actions + 1.0;
         let nets = if self.agent.kind.starts_with("teacher") { 2.0 } else { 1.0 };
@@ -511,22 +511,20 @@ impl FamilyConfig for GflowConfig {
         let params = if self.net.tabular { states * outputs } else { widths.windows(2).map(|w| (w[0] + 1.0) * w[1]).sum() };
         let per_state: f64 = widths.iter().skip(1).sum::<f64>() + obs;
         let mut est = MemoryEstimate::new();
-        est.add("net.hidden (parameters, gradients and Adam moments)", nets * 4.0 * params * 4.0);
+        let what = if self.net.tabular { "net.tabular = true (a table over every state" } else { "net.hidden (parameters" };
+        est.add(format!("{what}, gradients and Adam moments)"), nets * 4.0 * params * 4.0);
         let b = self.train.batch_size as f64;
         est.add(
             format!("train.batch_size = {} (trajectories' states and activations)", self.train.batch_size),
             nets * 2.0 * b * traj * per_state * 4.0,
         );
         if self.buffer.enabled {
-            est.add(
-                format!("buffer.capacity = {}", self.buffer.capacity),
-                self.buffer.capacity as f64 * (e.ndim.max(e.length) as f64 * 4.0 + 16.0),
-            );
+            est.add(format!("buffer.capacity = {}", self.buffer.capacity), self.buffer.capacity as f64 * (state_len * 4.0 + 16.0));
         }
         let exact = states.min(self.eval.exact_max_states as f64);
         est.add(
             format!("eval.n_samples = {} and eval.exact_max_states = {}", self.eval.n_samples, self.eval.exact_max_states),
-            self.eval.n_samples as f64 * (e.ndim.max(e.length) as f64 + 2.0) * 8.0 + exact * (outputs + 2.0) * 8.0,
+            self.eval.n_samples as f64 * (state_len + 2.0) * 8.0 + exact * (outputs + 2.0) * 8.0,
         );
         est
     }
