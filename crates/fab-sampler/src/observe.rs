@@ -185,8 +185,8 @@ impl Observer for Progress {
     }
 }
 
-/// Seconds between progress lines where no bar is drawn (training without a terminal, the final
-/// evaluation, `fab sample`).
+/// Seconds between progress lines where no bar is drawn (training without a terminal, the long
+/// loops of an evaluation).
 pub const PROGRESS_LINE_SECONDS: f64 = 10.0;
 
 /// `42 s`, `12.5 min`, `3.2 h`.
