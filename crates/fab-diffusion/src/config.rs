@@ -595,7 +595,7 @@ impl FamilyConfig for DiffusionConfig {
     /// Adam moments; one batched pass over a batch of T-step paths; the replay buffers; and the
     /// evaluation's paths, exact samples and W2 cost matrix.
     fn memory_estimate(&self) -> MemoryEstimate {
-        let value = if self.dtype() == DType::F32 { 4.0 } else { 8.0 };
+        let value = self.dtype().size_in_bytes() as f64;
         let d = self.target.dim() as f64;
         let t = self.process.n_steps as f64;
         let (h, lh, harm) = (self.net.hidden as f64, self.net.langevin_hidden as f64, self.net.harmonics as f64);

@@ -37,6 +37,11 @@ pub fn parse_with_overrides<T: DeserializeOwned>(text: &str, overrides: &[String
     })
 }
 
+/// The key of a `key=value` override (trimmed; the whole text when there is no `=`).
+pub fn override_key(ov: &str) -> &str {
+    ov.split_once('=').map_or(ov, |(k, _)| k).trim()
+}
+
 /// Checks the run limits a family's `[train]` section carries: `train.checkpoint_minutes` and
 /// `train.time_limit_hours`, when set, must be positive finite numbers.
 ///

@@ -32,11 +32,14 @@ impl MemoryEstimate {
         self
     }
 
-    /// Adds the larger of two alternatives that never coexist (e.g. a training step and the
-    /// evaluation that runs between steps).
-    pub fn add_larger(&mut self, a: (String, f64), b: (String, f64)) -> &mut Self {
-        let (what, bytes) = if a.1 >= b.1 { a } else { b };
-        self.add(what, bytes)
+    /// Adds the largest of alternatives that never coexist (e.g. a training step and the
+    /// evaluations that run between steps); the first wins ties. Nothing for no alternatives.
+    pub fn add_largest(&mut self, alternatives: impl IntoIterator<Item = (String, f64)>) -> &mut Self {
+        let best = alternatives.into_iter().reduce(|a, b| if b.1 > a.1 { b } else { a });
+        match best {
+            Some((what, bytes)) => self.add(what, bytes),
+            None => self,
+        }
     }
 
     /// The parts, in the order added.
@@ -142,8 +145,10 @@ mod tests {
     #[test]
     fn larger_alternative_and_huge_sizes() {
         let mut e = MemoryEstimate::new();
-        e.add_larger(("a".into(), 1.0), ("b".into(), 3.0));
+        e.add_largest([("a".into(), 1.0), ("b".into(), 3.0), ("c".into(), 2.0)]);
         assert_eq!(e.parts(), &[("b".to_string(), 3.0)]);
+        e.add_largest(std::iter::empty());
+        assert_eq!(e.parts().len(), 1);
         e.add("huge", 1e18 * 1e18);
         assert!(e.total().is_finite() && e.check(Some(1e12)).is_err());
         assert_eq!(human_bytes(12.0), "12 B");

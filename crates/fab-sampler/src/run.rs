@@ -619,8 +619,7 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
         let _lock = RunLock::acquire(out)?;
         let text = read_run_config(out)?;
         let safe = C::resume_safe_keys();
-        if let Some(bad) = opts.resume_overrides.iter().find(|o| !safe.contains(&o.split('=').next().unwrap_or("").trim())) {
-            let key = bad.split('=').next().unwrap_or("").trim();
+        if let Some(key) = opts.resume_overrides.iter().map(|o| crate::config::override_key(o)).find(|k| !safe.contains(k)) {
             return Err(Error::Config(format!(
                 "{key} cannot be changed when resuming (the checkpoint was trained with it); keys that can: {}",
                 if safe.is_empty() { "none".to_string() } else { safe.join(", ") }

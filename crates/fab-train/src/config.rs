@@ -234,24 +234,15 @@ impl ExperimentConfig {
     /// # Errors
     /// [`TrainError::Config`] naming the key for unknown keys, wrong types or invalid values.
     pub fn from_toml_with_overrides(text: &str, overrides: &[String]) -> Result<Self> {
-        // `--set train.n_iterations=N` on a config with a flow-evaluation budget replaces the budget.
-        let key = |o: &String| o.split('=').next().unwrap_or("").trim().to_string();
-        let replaced;
-        let text =
-            if overrides.iter().any(|o| key(o) == "train.n_iterations") && !overrides.iter().any(|o| key(o) == "train.flow_eval_budget") {
-                let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| config_err(e.message().to_string()))?;
-                if let Some(train) = table.get_mut("train").and_then(toml::Value::as_table_mut) {
-                    train.remove("flow_eval_budget");
-                }
-                replaced = toml::to_string(&table).map_err(|e| config_err(e.to_string()))?;
-                replaced.as_str()
-            } else {
-                text
-            };
-        let cfg: ExperimentConfig = fab_sampler::config::parse_with_overrides(text, overrides).map_err(|e| match e {
+        let mut cfg: ExperimentConfig = fab_sampler::config::parse_with_overrides(text, overrides).map_err(|e| match e {
             fab_sampler::Error::Config(m) => config_err(m),
             other => TrainError::Sampler(other),
         })?;
+        // `--set train.n_iterations=N` on a config with a flow-evaluation budget replaces the budget.
+        let set = |key: &str| overrides.iter().any(|o| fab_sampler::config::override_key(o) == key);
+        if set("train.n_iterations") && !set("train.flow_eval_budget") {
+            cfg.train.flow_eval_budget = None;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -444,10 +435,7 @@ impl FamilyConfig for ExperimentConfig {
     /// of a training iteration (the AIS batch's states and the flow activations of one gradient
     /// batch) and an evaluation (its sample sets on the host plus one chunk's activations).
     fn memory_estimate(&self) -> MemoryEstimate {
-        let value = match self.precision {
-            Precision::F64 => 8.0,
-            Precision::F32 => 4.0,
-        };
+        let value = self.precision.dtype().size_in_bytes() as f64;
         let d = self.flow.dim() as f64;
         let acts = self.flow.activations_per_sample() * value;
         let mut est = MemoryEstimate::new();
@@ -469,8 +457,8 @@ impl FamilyConfig for ExperimentConfig {
         let during = (format!("eval.batch_size = {} (evaluation samples)", e.batch_size), eval_bytes(e.batch_size, e.batch_size));
         let last =
             (format!("eval.final_batch_size = {} (evaluation samples)", e.final_batch_size), eval_bytes(e.final_batch_size, final_refined));
-        let eval = if during.1 > last.1 { during } else { last };
-        est.add_larger((format!("train.batch_size = {} (AIS chains and flow activations)", self.train.batch_size), train_step), eval);
+        let train = (format!("train.batch_size = {} (AIS chains and flow activations)", self.train.batch_size), train_step);
+        est.add_largest([train, last, during]);
         est.add(format!("eval.n_test = {} (test set)", e.n_test), e.n_test as f64 * (d + 1.0) * 8.0);
         est
     }
