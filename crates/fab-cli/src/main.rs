@@ -30,6 +30,8 @@ struct Family {
     eval: fn(&Path, Option<&Path>, &[String]) -> fab_sampler::Result<Metrics>,
     /// `fab sample` (optionally with its own seed): draws in chunks, each handed to the sink.
     sample: fn(&Path, usize, Option<u64>, &mut SampleSink<'_>) -> Result<()>,
+    /// `fab export`.
+    export: fn(&Path, &Path, Option<&str>) -> fab_sampler::Result<PathBuf>,
     /// Samples are points of a discrete space (written as integers, without log q).
     discrete: bool,
 }
@@ -91,6 +93,7 @@ const FAMILIES: &[Family] = &[
         train: train_family::<fab_train::ExperimentConfig>,
         eval: eval_family::<fab_train::ExperimentConfig>,
         sample: sample_family::<fab_train::ExperimentConfig>,
+        export: run::export_model::<fab_train::ExperimentConfig>,
         discrete: false,
     },
     Family {
@@ -121,6 +124,7 @@ const FAMILIES: &[Family] = &[
         train: train_family::<fab_gflownet::GflowConfig>,
         eval: eval_family::<fab_gflownet::GflowConfig>,
         sample: sample_family::<fab_gflownet::GflowConfig>,
+        export: run::export_model::<fab_gflownet::GflowConfig>,
         discrete: true,
     },
     Family {
@@ -147,6 +151,7 @@ const FAMILIES: &[Family] = &[
         train: train_family::<fab_diffusion::DiffusionConfig>,
         eval: eval_family::<fab_diffusion::DiffusionConfig>,
         sample: sample_family::<fab_diffusion::DiffusionConfig>,
+        export: run::export_model::<fab_diffusion::DiffusionConfig>,
         discrete: false,
     },
 ];
@@ -246,20 +251,37 @@ enum Command {
         #[arg(long, default_value = "comparison")]
         title: String,
     },
-    /// Draw samples from a trained flow (.npy, or .csv by extension).
+    /// Draw samples from a trained sampler (.npy, .csv, or for alanine dipeptide .pdb, by extension).
     Sample {
-        /// The run directory.
+        /// The run directory (or an exported model such as `models/gmm-paper`).
         dir: PathBuf,
         /// Number of samples.
         #[arg(short, default_value_t = 10_000)]
         n: usize,
-        /// Output file (.npy or .csv); log q is written beside .npy samples as <stem>_log_q.npy.
+        /// Output file: .npy (float64 [N, d], or [N, 22, 3] with --cartesian; log q is written
+        /// beside it as <stem>_log_q.npy), .csv (one row per sample, log q last), or .pdb (alanine
+        /// dipeptide: a multi-model PDB file in Å, one model per sample).
         #[arg(long)]
         out: PathBuf,
+        /// Alanine dipeptide: write Cartesian coordinates (nm, the force field's atom order)
+        /// instead of the 60 flow coordinates; log q is then the density of the Cartesian
+        /// configuration, log q(z) − log|det ∂x/∂z| (the quantity the Cartesian test
+        /// log-likelihood averages). Implied by a .pdb output.
+        #[arg(long)]
+        cartesian: bool,
         /// Seed of the sampling stream (default: continue the run's evaluation stream, so
         /// repeated calls on one checkpoint give the same samples).
         #[arg(long)]
         seed: Option<u64>,
+    },
+    /// Export a run's latest checkpoint as a model directory (no optimiser or buffer state):
+    /// `fab sample` and `fab eval` read it like the run, with the same numbers.
+    Export {
+        /// The run directory.
+        dir: PathBuf,
+        /// The model directory to create (must not exist), e.g. `models/my-flow`.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Energies and forces of molecular configurations, printed as JSON.
     Energy {
@@ -319,7 +341,13 @@ fn run_cli() -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&m)?);
             Ok(())
         }
-        Command::Sample { dir, n, out, seed } => sample(&dir, n, &out, seed),
+        Command::Sample { dir, n, out, seed, cartesian } => sample(&dir, n, &out, seed, cartesian),
+        Command::Export { dir, out } => {
+            let ckpt = (family_of_run(&dir)?.export)(&dir, &out, Some(BUILD))?;
+            let bytes: u64 = walk_size(&out);
+            eprintln!("wrote {} ({}, {:.1} MB)", out.display(), ckpt.display(), bytes as f64 / 1e6);
+            Ok(())
+        }
         Command::Compare { dirs, x, y, log_y, out, title } => {
             if out.extension().and_then(|e| e.to_str()) != Some("png") {
                 bail!("{}: the output must end in .png", out.display());
@@ -356,6 +384,24 @@ fn run_cli() -> Result<ExitCode> {
         }
     };
     done.map(|()| ExitCode::SUCCESS)
+}
+
+/// Total size in bytes of the files under `dir`.
+fn walk_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk_size(&p)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// The text of a configuration given as a path or an embedded name (default: the first
@@ -475,70 +521,127 @@ fn train(
     Ok(ExitCode::SUCCESS)
 }
 
-fn sample(dir: &Path, n: usize, out: &Path, seed: Option<u64>) -> Result<()> {
+/// The file formats `fab sample` writes, by extension.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SampleFormat {
+    Npy,
+    Csv,
+    Pdb,
+}
+
+/// The map from flow coordinates to Cartesian ones of a run whose target is a molecule
+/// (`target.type = "aldp"`), or `None` for every other target.
+fn molecule_of_run(dir: &Path) -> Result<Option<fab_targets::aldp::InternalCoordinates>> {
+    let table: toml::Table =
+        run::read_run_config(dir)?.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("invalid config: {}", e.message()))?;
+    let is_aldp = table.get("target").and_then(|t| t.get("type")).and_then(|t| t.as_str()) == Some("aldp");
+    Ok(is_aldp.then(fab_targets::aldp::InternalCoordinates::alanine_dipeptide))
+}
+
+fn sample(dir: &Path, n: usize, out: &Path, seed: Option<u64>, cartesian: bool) -> Result<()> {
+    use fab_targets::aldp::{AldpForceField, PdbWriter, CART_DIM};
     if n == 0 {
         bail!("-n 0: ask for at least one sample");
     }
     // Check the output before sampling (which can take minutes), not after.
-    if !matches!(out.extension().and_then(|e| e.to_str()), Some("npy" | "csv")) {
-        bail!("{}: the output must end in .npy or .csv", out.display());
-    }
+    let format = match out.extension().and_then(|e| e.to_str()) {
+        Some("npy") => SampleFormat::Npy,
+        Some("csv") => SampleFormat::Csv,
+        Some("pdb") => SampleFormat::Pdb,
+        _ => bail!("{}: the output must end in .npy, .csv or .pdb", out.display()),
+    };
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !parent.is_dir() {
         bail!("{}: the directory {} does not exist", out.display(), parent.display());
     }
     let family = family_of_run(dir)?;
+    let cartesian = cartesian || format == SampleFormat::Pdb;
+    let molecule = if cartesian {
+        let why = if format == SampleFormat::Pdb { "a .pdb output" } else { "--cartesian" };
+        Some(molecule_of_run(dir)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{why} needs a molecular target (target.type = \"aldp\" in {}); this run samples points without atoms",
+                dir.join("config.toml").display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let ff = AldpForceField::amber_implicit();
     // Written under a temporary name and renamed at the end: an interrupted call leaves no file
     // that looks complete.
     let part =
         |p: &Path| p.with_file_name(format!("{}.partial", p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()));
-    let npy = out.extension().and_then(|e| e.to_str()) == Some("npy");
     let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("samples").to_string();
     let lq_path = out.with_file_name(format!("{stem}_log_q.npy"));
     let mut x_npy: Option<fab_core::npy::NpyWriter> = None;
     let mut lq_npy: Option<fab_core::npy::NpyWriter> = None;
     let mut csv: Option<std::io::BufWriter<std::fs::File>> = None;
+    let mut pdb: Option<PdbWriter<'_, std::io::BufWriter<std::fs::File>>> = None;
     let discrete = family.discrete;
+    let mut non_finite = 0usize;
     let mut sink = |draws: &Draws| -> Result<()> {
         use std::io::Write;
-        let (x, lq, d) = (&draws.x, &draws.log_q, draws.dim);
-        if npy {
-            if x_npy.is_none() {
-                x_npy = Some(fab_core::npy::NpyWriter::create(&part(out), if discrete { "<i8" } else { "<f8" }, &[n, d])?);
-                if !discrete {
-                    lq_npy = Some(fab_core::npy::NpyWriter::create(&part(&lq_path), "<f8", &[n])?);
+        // Flow coordinates → Cartesian ones (and log q to the Cartesian density) for molecules.
+        let converted;
+        let (x, lq, d) = match &molecule {
+            Some(ic) => {
+                let (xc, log_det) = ic.to_cartesian_batch(&draws.x)?;
+                let lqc: Vec<f64> = draws.log_q.iter().zip(&log_det).map(|(l, ld)| l - ld).collect();
+                converted = (xc, lqc);
+                (&converted.0, &converted.1, CART_DIM)
+            }
+            None => (&draws.x, &draws.log_q, draws.dim),
+        };
+        non_finite += x.chunks(d).zip(lq).filter(|(r, l)| !l.is_finite() || r.iter().any(|v| !v.is_finite())).count();
+        match format {
+            SampleFormat::Npy => {
+                if x_npy.is_none() {
+                    let shape: Vec<usize> = if molecule.is_some() { vec![n, CART_DIM / 3, 3] } else { vec![n, d] };
+                    x_npy = Some(fab_core::npy::NpyWriter::create(&part(out), if discrete { "<i8" } else { "<f8" }, &shape)?);
+                    if !discrete {
+                        lq_npy = Some(fab_core::npy::NpyWriter::create(&part(&lq_path), "<f8", &[n])?);
+                    }
                 }
-            }
-            let w = x_npy.as_mut().expect("created above");
-            if discrete {
-                w.write_i64(&x.iter().map(|v| v.round() as i64).collect::<Vec<_>>())?;
-            } else {
-                w.write_f64(x)?;
-                lq_npy.as_mut().expect("created above").write_f64(lq)?;
-            }
-        } else {
-            if csv.is_none() {
-                let f = std::fs::File::create(part(out)).with_context(|| format!("writing {}", out.display()))?;
-                let mut w = std::io::BufWriter::new(f);
-                let mut header: Vec<String> = (0..d).map(|j| format!("x{j}")).collect();
-                if !discrete {
-                    header.push("log_q".into());
-                }
-                writeln!(w, "{}", header.join(","))?;
-                csv = Some(w);
-            }
-            let w = csv.as_mut().expect("created above");
-            for i in 0..lq.len() {
-                let row = &x[i * d..(i + 1) * d];
-                let mut fields: Vec<String> = if discrete {
-                    row.iter().map(|v| (v.round() as i64).to_string()).collect()
+                let w = x_npy.as_mut().expect("created above");
+                if discrete {
+                    w.write_i64(&x.iter().map(|v| v.round() as i64).collect::<Vec<_>>())?;
                 } else {
-                    row.iter().map(|v| format!("{v}")).collect()
-                };
-                if !discrete {
-                    fields.push(format!("{}", lq[i]));
+                    w.write_f64(x)?;
+                    lq_npy.as_mut().expect("created above").write_f64(lq)?;
                 }
-                writeln!(w, "{}", fields.join(","))?;
+            }
+            SampleFormat::Pdb => {
+                if pdb.is_none() {
+                    let f = std::fs::File::create(part(out)).with_context(|| format!("writing {}", out.display()))?;
+                    pdb = Some(PdbWriter::new(std::io::BufWriter::new(f), &ff)?);
+                }
+                pdb.as_mut().expect("created above").write_models(x)?;
+            }
+            SampleFormat::Csv => {
+                if csv.is_none() {
+                    let f = std::fs::File::create(part(out)).with_context(|| format!("writing {}", out.display()))?;
+                    let mut w = std::io::BufWriter::new(f);
+                    let mut header: Vec<String> = (0..d).map(|j| format!("x{j}")).collect();
+                    if !discrete {
+                        header.push("log_q".into());
+                    }
+                    writeln!(w, "{}", header.join(","))?;
+                    csv = Some(w);
+                }
+                let w = csv.as_mut().expect("created above");
+                for i in 0..lq.len() {
+                    let row = &x[i * d..(i + 1) * d];
+                    let mut fields: Vec<String> = if discrete {
+                        row.iter().map(|v| (v.round() as i64).to_string()).collect()
+                    } else {
+                        row.iter().map(|v| format!("{v}")).collect()
+                    };
+                    if !discrete {
+                        fields.push(format!("{}", lq[i]));
+                    }
+                    writeln!(w, "{}", fields.join(","))?;
+                }
             }
         }
         Ok(())
@@ -555,8 +658,14 @@ fn sample(dir: &Path, n: usize, out: &Path, seed: Option<u64>) -> Result<()> {
         use std::io::Write;
         w.flush()?;
     }
+    if let Some(w) = pdb {
+        w.finish()?;
+    }
     std::fs::rename(part(out), out).with_context(|| format!("writing {}", out.display()))?;
-    if npy && !discrete {
+    if non_finite > 0 && !discrete {
+        eprintln!("note: {non_finite} of {n} samples have a non-finite coordinate or log q (written as they are)");
+    }
+    if format == SampleFormat::Npy && !discrete {
         eprintln!("wrote {} and {}", out.display(), lq_path.display());
     } else {
         eprintln!("wrote {}", out.display());

@@ -11,6 +11,9 @@
 //! OUT/checkpoints/latest     name of the newest complete checkpoint
 //! OUT/plots/*.png            training curves and the target's plots
 //! ```
+//!
+//! An exported model ([`export_model`]) has the same layout with a [`MODEL_FILE`], one
+//! checkpoint without training-only state, and no plots until it is evaluated.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -331,12 +334,26 @@ impl<S: Sampler> Run<S> {
 
     /// Writes a checkpoint into `dir` (written under a temporary name, then renamed).
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        self.write_checkpoint(dir, false)
+    }
+
+    /// Writes a checkpoint of what sampling and evaluation need
+    /// ([`Sampler::save_model_state`]) into `dir`, for an exported model.
+    pub fn save_model(&self, dir: &Path) -> Result<()> {
+        self.write_checkpoint(dir, true)
+    }
+
+    fn write_checkpoint(&self, dir: &Path, model_only: bool) -> Result<()> {
         let tmp = dir.with_extension("partial");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        self.sampler.save_state(&tmp)?;
+        if model_only {
+            self.sampler.save_model_state(&tmp)?;
+        } else {
+            self.sampler.save_state(&tmp)?;
+        }
         let state = DriverState {
             version: STATE_VERSION,
             iteration: self.iteration,
@@ -616,6 +633,12 @@ pub fn train<C: FamilyConfig>(config: Option<C>, opts: &RunOptions) -> Result<Ru
         if !out.join("config.toml").is_file() {
             return Err(Error::Checkpoint(format!("{} holds no run to resume (no config.toml)", out.display())));
         }
+        if out.join(MODEL_FILE).exists() {
+            return Err(Error::Checkpoint(format!(
+                "{} is an exported model ({MODEL_FILE}: no optimiser or buffer state), not a run: sample or evaluate it, or resume the run it came from",
+                out.display()
+            )));
+        }
         let _lock = RunLock::acquire(out)?;
         let text = read_run_config(out)?;
         let safe = C::resume_safe_keys();
@@ -860,6 +883,61 @@ pub fn evaluate_run_into<C: FamilyConfig>(run_dir: &Path, other: Option<&Path>, 
     };
     let (_, mut run) = load_run::<C>(run_dir, eval_overrides)?;
     final_evaluation_into(&mut run, run_dir, other.unwrap_or(run_dir))
+}
+
+/// The file that marks a directory as an exported model (see [`export_model`]).
+pub const MODEL_FILE: &str = "model.json";
+
+/// `fab export RUN --out DIR`: writes the run's latest checkpoint as a model directory that
+/// `fab sample` and `fab eval` read like a run: `config.toml`, `final_metrics.json` and
+/// `metrics.jsonl` (copied when present), one checkpoint holding only what sampling and
+/// evaluation need ([`Sampler::save_model_state`]), and [`MODEL_FILE`] with its provenance
+/// (source run, iteration, fab-rs version and commit). A model cannot be resumed. `out` must
+/// not exist; it is written under a temporary name and renamed at the end. Evaluating the
+/// model gives the same numbers as evaluating the run (same weights, adaptation state and
+/// evaluation stream).
+///
+/// # Errors
+/// [`Error::Checkpoint`] if `out` exists or the run has no usable checkpoint; I/O errors.
+pub fn export_model<C: FamilyConfig>(run_dir: &Path, out: &Path, build: Option<&str>) -> Result<PathBuf> {
+    if out.exists() {
+        return Err(Error::Checkpoint(format!("{} already exists; choose a new directory for the model", out.display())));
+    }
+    let (_, run) = load_run::<C>(run_dir, &[])?;
+    let tmp = out.with_extension("partial");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(tmp.join("checkpoints")).map_err(|e| Error::io(&tmp, e))?;
+    for name in ["config.toml", "final_metrics.json", "metrics.jsonl"] {
+        let from = run_dir.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, tmp.join(name)).map_err(|e| Error::io(&from, e))?;
+        }
+    }
+    let dir = checkpoint_dir(&tmp, run.iteration());
+    run.save_model(&dir)?;
+    let name = dir.file_name().expect("checkpoint dir name").to_string_lossy().to_string();
+    write_file(&tmp.join("checkpoints").join("latest"), &name)?;
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let source_commit = std::fs::read_to_string(run_dir.join("invocations.jsonl"))
+        .ok()
+        .and_then(|t| t.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).last())
+        .and_then(|v| v.get("git_commit").cloned())
+        .unwrap_or(Value::Null);
+    let info = json!({
+        "exported_from": run_dir.display().to_string(),
+        "iteration": run.iteration(),
+        "train_seconds": run.elapsed_seconds,
+        "trained_with_git_commit": source_commit,
+        "exported_with_version": env!("CARGO_PKG_VERSION"),
+        "exported_with_git_commit": build,
+        "unix_time": unix,
+        "note": "an exported model: `fab sample` and `fab eval` read it like a run directory; it holds no optimiser or buffer state and cannot be resumed",
+    });
+    write_file(&tmp.join(MODEL_FILE), &serde_json::to_string_pretty(&info)?)?;
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    Ok(out.join("checkpoints").join(name))
 }
 
 #[cfg(test)]

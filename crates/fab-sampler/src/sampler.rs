@@ -120,8 +120,16 @@ pub trait Sampler: Model {
     /// streams) into the existing directory `dir`.
     fn save_state(&self, dir: &Path) -> Result<()>;
 
-    /// Restores what [`save_state`](Sampler::save_state) wrote.
+    /// Restores what [`save_state`](Sampler::save_state) or
+    /// [`save_model_state`](Sampler::save_model_state) wrote.
     fn load_state(&mut self, dir: &Path) -> Result<()>;
+
+    /// Writes what drawing samples and evaluating need, for an exported model
+    /// (`fab export`): families leave out what only training uses (FAB: the optimiser moments
+    /// and the replay buffer). The default writes the whole state.
+    fn save_model_state(&self, dir: &Path) -> Result<()> {
+        self.save_state(dir)
+    }
 }
 
 /// Run-level settings every family's configuration provides to the driver.

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use fab_targets::aldp::{read_coordinates, write_pdb, write_xyz, AldpForceField, EnergyReport, MinimizeOptions};
+use fab_targets::aldp::{read_coordinates, write_pdb, write_xyz, AldpForceField, EnergyReport, MinimizeOptions, PdbWriter};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fab_aldp_io_{}", std::process::id()));
@@ -103,6 +103,13 @@ fn pdb_and_xyz_writers_round_trip_the_coordinates() {
         assert!((f[c] / 10.0 - xs[c]).abs() < 1e-9); // 8 decimals in Å
     }
     assert!(write_pdb(Vec::new(), &ff, &xs[..65]).is_err());
+    // Streamed in pieces, the file is the same; model serials keep counting across pieces.
+    let mut w = PdbWriter::new(Vec::new(), &ff).unwrap();
+    w.write_models(&xs[..66]).unwrap();
+    w.write_models(&xs[66..]).unwrap();
+    assert_eq!(w.models(), 2);
+    assert_eq!(String::from_utf8(w.finish().unwrap()).unwrap(), pdb);
+    assert!(pdb.contains("MODEL        1\n") && pdb.contains("MODEL        2\n"));
 }
 
 #[test]

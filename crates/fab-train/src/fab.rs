@@ -76,6 +76,9 @@ struct FabState {
     grad_steps: u64,
     ais: AisState,
     rng: FabRng,
+    /// Written by `save_model_state`: the directory holds no optimiser and no buffer.
+    #[serde(default)]
+    model_only: bool,
 }
 
 impl FabParts {
@@ -283,6 +286,14 @@ pub struct FabSampler {
 }
 
 impl FabSampler {
+    /// Writes `fab.json` (gradient-step count, AIS adaptation, RNG) into `dir`.
+    fn write_fab_state(&self, dir: &Path, model_only: bool) -> fab_sampler::Result<()> {
+        let p = &self.parts;
+        let state = FabState { version: 1, grad_steps: p.grad_steps, ais: p.ais.state(), rng: p.rng.clone(), model_only };
+        let path = dir.join("fab.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&state)?).map_err(|e| fab_sampler::Error::io(&path, e))
+    }
+
     /// Builds flow, target, AIS, buffer and optimiser from a validated configuration.
     pub fn new(config: ExperimentConfig) -> Result<Self> {
         config.validate()?;
@@ -492,9 +503,12 @@ impl Sampler for FabSampler {
         if let Some(b) = &p.buffer {
             b.save(&dir.join("buffer.safetensors")).map_err(TrainError::from)?;
         }
-        let state = FabState { version: 1, grad_steps: p.grad_steps, ais: p.ais.state(), rng: p.rng.clone() };
-        let path = dir.join("fab.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&state)?).map_err(|e| fab_sampler::Error::io(&path, e))
+        self.write_fab_state(dir, false)
+    }
+
+    fn save_model_state(&self, dir: &Path) -> fab_sampler::Result<()> {
+        self.parts.flow.save(&dir.join("flow.safetensors")).map_err(TrainError::from)?;
+        self.write_fab_state(dir, true)
     }
 
     fn load_state(&mut self, dir: &Path) -> fab_sampler::Result<()> {
@@ -506,9 +520,13 @@ impl Sampler for FabSampler {
         }
         let p = &mut self.parts;
         p.flow.load(&dir.join("flow.safetensors")).map_err(TrainError::from)?;
-        p.optim.load(&dir.join("optimizer.safetensors")).map_err(TrainError::from)?;
-        if p.buffer.is_some() {
-            p.buffer = Some(PrioritisedBuffer::load(&dir.join("buffer.safetensors")).map_err(TrainError::from)?);
+        // An exported model has no optimiser or buffer: they stay as built (fresh), which
+        // sampling and evaluation never read; the run driver refuses to resume such a model.
+        if !state.model_only {
+            p.optim.load(&dir.join("optimizer.safetensors")).map_err(TrainError::from)?;
+            if p.buffer.is_some() {
+                p.buffer = Some(PrioritisedBuffer::load(&dir.join("buffer.safetensors")).map_err(TrainError::from)?);
+            }
         }
         p.ais.load_state(state.ais).map_err(TrainError::from)?;
         p.rng = state.rng;

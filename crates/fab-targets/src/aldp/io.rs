@@ -82,54 +82,115 @@ fn parse_json_coordinates(text: &str) -> std::result::Result<Vec<f64>, String> {
 }
 
 /// Writes configurations (`xs`: `[n, 66]`, nm) as a multi-model PDB file (coordinates in Å,
-/// one `MODEL` per configuration, `CONECT` records for the covalent bonds).
+/// one `MODEL` per configuration, `CONECT` records for the covalent bonds). For many
+/// configurations, stream them with [`PdbWriter`].
 ///
 /// # Errors
 /// A shape error for a bad batch, [`TargetError::Data`] if writing fails.
-pub fn write_pdb<W: Write>(mut w: W, ff: &AldpForceField, xs: &[f64]) -> Result<()> {
+pub fn write_pdb<W: Write>(w: W, ff: &AldpForceField, xs: &[f64]) -> Result<()> {
     batch_len(xs, CART_DIM, "ALDP coordinate batch")?;
-    let io = |e: std::io::Error| TargetError::Data { path: "<pdb writer>".into(), msg: e.to_string() };
-    let mut s = String::new();
-    s.push_str("REMARK   1 ALANINE DIPEPTIDE (ACE-ALA-NME), WRITTEN BY FAB-RS\n");
-    for (m, x) in xs.chunks(CART_DIM).enumerate() {
-        s.push_str(&format!("MODEL     {:>4}\n", m + 1));
-        for (a, atom) in ff.atoms().iter().enumerate() {
-            let name =
-                if atom.name.len() < 4 && atom.element.len() == 1 { format!(" {:<3}", atom.name) } else { format!("{:<4}", atom.name) };
-            let resid: i64 = atom.residue_id.trim().parse().unwrap_or(0);
-            s.push_str(&format!(
-                "ATOM  {:>5} {} {:>3} A{:>4}    {:>8.3}{:>8.3}{:>8.3}{:>6.2}{:>6.2}          {:>2}\n",
-                a + 1,
-                name,
-                atom.residue,
-                resid,
-                10.0 * x[3 * a],
-                10.0 * x[3 * a + 1],
-                10.0 * x[3 * a + 2],
-                1.0,
-                0.0,
-                atom.element
-            ));
-        }
-        s.push_str("TER\nENDMDL\n");
+    let mut pdb = PdbWriter::new(w, ff)?;
+    pdb.write_models(xs)?;
+    pdb.finish().map(|_| ())
+}
+
+/// A multi-model PDB file written in pieces, so that any number of configurations fits in
+/// bounded memory: [`new`](Self::new) writes the header, [`write_models`](Self::write_models)
+/// appends one `MODEL … ENDMDL` block per configuration, [`finish`](Self::finish) writes the
+/// `CONECT` records and `END`. Standard viewers and MDTraj / MDAnalysis read the result as a
+/// trajectory (serials of models past 9 999 extend to the left of column 11).
+pub struct PdbWriter<'a, W: Write> {
+    w: W,
+    ff: &'a AldpForceField,
+    models: usize,
+}
+
+impl<W: Write> std::fmt::Debug for PdbWriter<'_, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PdbWriter").field("models", &self.models).finish_non_exhaustive()
     }
-    let mut partners = vec![Vec::new(); ff.n_atoms()];
-    for &(i, j) in ff.topology_bonds() {
-        partners[i].push(j);
-        partners[j].push(i);
+}
+
+fn pdb_io(e: std::io::Error) -> TargetError {
+    TargetError::Data { path: "<pdb writer>".into(), msg: e.to_string() }
+}
+
+impl<'a, W: Write> PdbWriter<'a, W> {
+    /// Starts a PDB file for the atoms of `ff`.
+    ///
+    /// # Errors
+    /// [`TargetError::Data`] if writing fails.
+    pub fn new(mut w: W, ff: &'a AldpForceField) -> Result<Self> {
+        w.write_all(b"REMARK   1 ALANINE DIPEPTIDE (ACE-ALA-NME), WRITTEN BY FAB-RS\n").map_err(pdb_io)?;
+        Ok(Self { w, ff, models: 0 })
     }
-    for (i, p) in partners.iter_mut().enumerate() {
-        p.sort_unstable();
-        if !p.is_empty() {
-            s.push_str(&format!("CONECT{:>5}", i + 1));
-            for j in p.iter() {
-                s.push_str(&format!("{:>5}", j + 1));
+
+    /// Appends configurations (`xs`: `[n, 66]`, nm), one model each.
+    ///
+    /// # Errors
+    /// A shape error for a bad batch, [`TargetError::Data`] if writing fails.
+    pub fn write_models(&mut self, xs: &[f64]) -> Result<()> {
+        batch_len(xs, CART_DIM, "ALDP coordinate batch")?;
+        let mut s = String::new();
+        for x in xs.chunks(CART_DIM) {
+            self.models += 1;
+            // Columns 1-6 "MODEL ", serial right-justified to column 14.
+            s.push_str(&format!("MODEL {:>8}\n", self.models));
+            for (a, atom) in self.ff.atoms().iter().enumerate() {
+                let name =
+                    if atom.name.len() < 4 && atom.element.len() == 1 { format!(" {:<3}", atom.name) } else { format!("{:<4}", atom.name) };
+                let resid: i64 = atom.residue_id.trim().parse().unwrap_or(0);
+                s.push_str(&format!(
+                    "ATOM  {:>5} {} {:>3} A{:>4}    {:>8.3}{:>8.3}{:>8.3}{:>6.2}{:>6.2}          {:>2}\n",
+                    a + 1,
+                    name,
+                    atom.residue,
+                    resid,
+                    10.0 * x[3 * a],
+                    10.0 * x[3 * a + 1],
+                    10.0 * x[3 * a + 2],
+                    1.0,
+                    0.0,
+                    atom.element
+                ));
             }
-            s.push('\n');
+            s.push_str("TER\nENDMDL\n");
         }
+        self.w.write_all(s.as_bytes()).map_err(pdb_io)
     }
-    s.push_str("END\n");
-    w.write_all(s.as_bytes()).map_err(io)
+
+    /// Number of models written so far.
+    pub fn models(&self) -> usize {
+        self.models
+    }
+
+    /// Writes the bond records and `END`, flushes, and returns the writer.
+    ///
+    /// # Errors
+    /// [`TargetError::Data`] if writing fails.
+    pub fn finish(mut self) -> Result<W> {
+        let ff = self.ff;
+        let mut partners = vec![Vec::new(); ff.n_atoms()];
+        for &(i, j) in ff.topology_bonds() {
+            partners[i].push(j);
+            partners[j].push(i);
+        }
+        let mut s = String::new();
+        for (i, p) in partners.iter_mut().enumerate() {
+            p.sort_unstable();
+            if !p.is_empty() {
+                s.push_str(&format!("CONECT{:>5}", i + 1));
+                for j in p.iter() {
+                    s.push_str(&format!("{:>5}", j + 1));
+                }
+                s.push('\n');
+            }
+        }
+        s.push_str("END\n");
+        self.w.write_all(s.as_bytes()).map_err(pdb_io)?;
+        self.w.flush().map_err(pdb_io)?;
+        Ok(self.w)
+    }
 }
 
 /// Writes configurations (`xs`: `[n, 66]`, nm) as a multi-frame XYZ file (element symbols,

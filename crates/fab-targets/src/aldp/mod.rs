@@ -38,7 +38,7 @@ pub use internal::{
     is_l_form, l_form_mask, phi_psi, wrap_angle, InternalCoordinates, CART_DIM, CHIRALITY_INDICES, CHIRALITY_MEAN_DIFF,
     CHIRALITY_THRESHOLD, CIRCULAR_INDICES, FLOW_DIM, N_ATOMS, SEED_ATOMS, STD_ANGLE, STD_BOND, STD_CIRCULAR, STD_DIHEDRAL, Z_MATRIX,
 };
-pub use io::{read_coordinates, write_pdb, write_xyz, ConfigurationReport, EnergyReport};
+pub use io::{read_coordinates, write_pdb, write_xyz, ConfigurationReport, EnergyReport, PdbWriter};
 pub use minimize::{MinimizeOptions, MinimizeResult};
 pub use target::{
     regularize_energy, regularize_energy_with_derivative, AldpCartesian, AldpTarget, ENERGY_CUT, ENERGY_MAX, GAS_CONSTANT, KBT, TEMPERATURE,

@@ -1,0 +1,187 @@
+//! Exported models (`fab export`) and the sample formats of `fab sample`: a model evaluates and
+//! samples exactly like the run it came from and cannot be resumed; alanine-dipeptide samples
+//! come out as Cartesian `.npy` and as a multi-model PDB that match the flow coordinates.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fab_targets::aldp::{wrap_angle, InternalCoordinates};
+
+fn fab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fab")).args(args).output().expect("run fab")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let o = fab(args);
+    assert!(o.status.success(), "fab {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn err(args: &[&str]) -> String {
+    let o = fab(args);
+    assert!(!o.status.success(), "fab {} should fail", args.join(" "));
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fab_models_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn metrics(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(path).unwrap()).unwrap().as_object().unwrap().clone()
+}
+
+/// A two-iteration alanine-dipeptide run with a tiny flow (about a second).
+fn tiny_aldp_run(dir: &Path) {
+    ok(&[
+        "train",
+        "aldp-cpu",
+        "--set",
+        "train.n_iterations=2",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "train.n_updates_per_ais=2",
+        "--set",
+        "buffer.min_len=32",
+        "--set",
+        "buffer.max_len=128",
+        "--set",
+        "flow.n_blocks=2",
+        "--set",
+        "flow.hidden=8",
+        "--set",
+        "eval.batch_size=16",
+        "--set",
+        "eval.inner_batch_size=16",
+        "--set",
+        "eval.n_test=16",
+        "--set",
+        "eval.final_batch_size=64",
+        "--set",
+        "eval.final_ais_batch_size=16",
+        "--set",
+        "eval.plots=false",
+        "--set",
+        "eval.n_evals=1",
+        "--no-progress",
+        "--out",
+        s(dir),
+    ]);
+}
+
+#[test]
+fn an_exported_model_evaluates_and_samples_like_its_run_and_cannot_be_resumed() {
+    let root = scratch("export");
+    let (run, model, eval_out) = (root.join("run"), root.join("model"), root.join("eval"));
+    tiny_aldp_run(&run);
+    ok(&["export", s(&run), "--out", s(&model)]);
+    // Only what sampling and evaluation need, plus the provenance file.
+    let ckpt = model.join("checkpoints").join(std::fs::read_to_string(model.join("checkpoints/latest")).unwrap().trim());
+    for f in ["flow.safetensors", "fab.json", "state.json", "checksums.json"] {
+        assert!(ckpt.join(f).is_file(), "{f}");
+    }
+    for f in ["optimizer.safetensors", "buffer.safetensors"] {
+        assert!(!ckpt.join(f).exists(), "{f} should not be exported");
+    }
+    let info = metrics(&model.join("model.json"));
+    assert_eq!(info["iteration"], 2);
+    assert_eq!(metrics(&model.join("final_metrics.json")), metrics(&run.join("final_metrics.json")));
+
+    // Evaluating the model gives the run's numbers, every digit.
+    ok(&["eval", s(&run), "--out", s(&eval_out)]);
+    ok(&["eval", s(&model)]);
+    let (a, b) = (metrics(&eval_out.join("final_metrics.json")), metrics(&model.join("final_metrics.json")));
+    assert!(a.len() > 10 && a.contains_key("eval_ess_flow") && a.contains_key("ramachandran_kl_flow"), "{a:?}");
+    assert_eq!(a, b);
+
+    // Sampling too.
+    let (xr, xm) = (root.join("run.npy"), root.join("model.npy"));
+    ok(&["sample", s(&run), "-n", "7", "--out", s(&xr)]);
+    ok(&["sample", s(&model), "-n", "7", "--out", s(&xm)]);
+    assert_eq!(std::fs::read(&xr).unwrap(), std::fs::read(&xm).unwrap());
+
+    // A model is not a run: resuming it is refused by name, and nothing is overwritten.
+    let before = std::fs::read(ckpt.join("flow.safetensors")).unwrap();
+    assert!(err(&["train", "--resume", s(&model)]).contains("exported model"));
+    assert!(err(&["export", s(&run), "--out", s(&model)]).contains("already exists"));
+    assert_eq!(std::fs::read(ckpt.join("flow.safetensors")).unwrap(), before);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn alanine_dipeptide_samples_are_written_as_cartesian_coordinates_and_pdb_models() {
+    let root = scratch("cartesian");
+    let run = root.join("run");
+    tiny_aldp_run(&run);
+    let (zf, xf, pdbf) = (root.join("z.npy"), root.join("x.npy"), root.join("x.pdb"));
+    let n = 9;
+    // The same call on one checkpoint gives the same draws, so the three files hold the same samples.
+    ok(&["sample", s(&run), "-n", &n.to_string(), "--out", s(&zf)]);
+    ok(&["sample", s(&run), "-n", &n.to_string(), "--out", s(&xf), "--cartesian"]);
+    ok(&["sample", s(&run), "-n", &n.to_string(), "--out", s(&pdbf)]);
+    let (z, zshape) = fab_core::npy::read_f64(&zf).unwrap();
+    let (lq_z, _) = fab_core::npy::read_f64(&root.join("z_log_q.npy")).unwrap();
+    let (x, xshape) = fab_core::npy::read_f64(&xf).unwrap();
+    let (lq_x, _) = fab_core::npy::read_f64(&root.join("x_log_q.npy")).unwrap();
+    assert_eq!(zshape, vec![n, 60]);
+    assert_eq!(xshape, vec![n, 22, 3]);
+    let ic = InternalCoordinates::alanine_dipeptide();
+    let (want_x, log_det) = ic.to_cartesian_batch(&z).unwrap();
+    assert_eq!(x, want_x);
+    for i in 0..n {
+        assert!(lq_x[i].is_finite());
+        assert!((lq_x[i] - (lq_z[i] - log_det[i])).abs() <= 1e-9 * lq_z[i].abs().max(1.0), "log q of sample {i}");
+    }
+    // The Cartesian samples map back to the flow coordinates (dihedrals modulo 2π).
+    let (z_back, _) = ic.to_internal_batch(&x).unwrap();
+    for (k, (a, b)) in z.iter().zip(&z_back).enumerate() {
+        let i = k % 60;
+        let d = if ic.is_circular(i) { wrap_angle((a - b) * ic.stds()[i]) } else { a - b };
+        assert!(d.abs() < 1e-6, "coordinate {k}: {a} vs {b}");
+    }
+
+    // PDB: one model per sample, 22 atoms each, coordinates in Å at 3 decimals.
+    let pdb = std::fs::read_to_string(&pdbf).unwrap();
+    assert_eq!(pdb.lines().filter(|l| l.starts_with("MODEL ")).count(), n);
+    assert_eq!(pdb.lines().filter(|l| l.starts_with("ENDMDL")).count(), n);
+    let atoms: Vec<&str> = pdb.lines().filter(|l| l.starts_with("ATOM")).collect();
+    assert_eq!(atoms.len(), 22 * n);
+    for (k, line) in atoms.iter().enumerate() {
+        for c in 0..3 {
+            let v: f64 = line[30 + 8 * c..38 + 8 * c].trim().parse().unwrap();
+            assert!((v / 10.0 - x[3 * k + c]).abs() <= 5.0001e-5, "atom line {k}");
+        }
+    }
+    assert!(pdb.ends_with("END\n") && pdb.contains("CONECT"));
+    assert!(!root.join("x_log_q.pdb").exists());
+
+    // Points without atoms have no Cartesian form; nothing is written.
+    let gmm = root.join("gmm");
+    ok(&[
+        "train",
+        "gmm-quick",
+        "--set",
+        "train.n_iterations=2",
+        "--set",
+        "eval.final_batch_size=64",
+        "--set",
+        "eval.plots=false",
+        "--no-progress",
+        "--out",
+        s(&gmm),
+    ]);
+    let bad = root.join("g.npy");
+    assert!(err(&["sample", s(&gmm), "-n", "3", "--out", s(&bad), "--cartesian"]).contains("molecular target"));
+    assert!(err(&["sample", s(&gmm), "-n", "3", "--out", s(&root.join("g.pdb"))]).contains("molecular target"));
+    assert!(err(&["sample", s(&gmm), "-n", "3", "--out", s(&root.join("g.xyz"))]).contains(".npy, .csv or .pdb"));
+    assert!(!bad.exists() && !root.join("g.pdb").exists());
+    let _ = std::fs::remove_dir_all(&root);
+}
