@@ -185,3 +185,37 @@ fn alanine_dipeptide_samples_are_written_as_cartesian_coordinates_and_pdb_models
     assert!(!bad.exists() && !root.join("g.pdb").exists());
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The repository's `models/` directory.
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").join(name)
+}
+
+#[test]
+fn the_shipped_gmm_model_reproduces_its_final_metrics_on_a_fresh_clone() {
+    let model = shipped("gmm-paper");
+    let root = scratch("shipped_gmm");
+    let out = root.join("eval");
+    // Into another directory: the checkout stays as it is.
+    ok(&["eval", s(&model), "--out", s(&out)]);
+    let (want, got) = (metrics(&model.join("final_metrics.json")), metrics(&out.join("final_metrics.json")));
+    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+    for (k, w) in &want {
+        match (w.as_f64(), got[k].as_f64()) {
+            // Same digits on the machine that trained it; the tolerance only allows for a CPU whose
+            // vector kernels round differently (the metrics are smooth in the flow's outputs).
+            (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{k}: shipped {a}, evaluated {b}"),
+            _ => assert_eq!(*w, got[k], "{k}"),
+        }
+    }
+    assert_eq!(want["modes_covered"], 40.0);
+    let x = root.join("x.npy");
+    ok(&["sample", s(&model), "-n", "1000", "--out", s(&x)]);
+    let (x, shape) = fab_core::npy::read_f64(&x).unwrap();
+    assert_eq!(shape, vec![1000, 2]);
+    // The mixture's means lie in [−40, 40]²; the flow's tails reach past them, and about 0.5 %
+    // of its draws are not finite (`flow_fraction_finite` 0.9955, docs/RESULTS.md).
+    let inside = x.chunks(2).filter(|p| p[0].abs() < 45.0 && p[1].abs() < 45.0).count();
+    assert!(inside >= 950, "{inside} of 1000 samples near the modes");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -104,6 +104,60 @@ impl LogDensity for OnDevice<'_> {
     }
 }
 
+/// A density that counts the points it is evaluated at (value, or value and gradient: one
+/// target evaluation each), to report training budgets in target evaluations.
+pub struct Counted<'a> {
+    inner: &'a dyn LogDensity,
+    points: std::sync::atomic::AtomicU64,
+}
+
+impl<'a> Counted<'a> {
+    /// Wraps `inner` with a count of zero.
+    pub fn new(inner: &'a dyn LogDensity) -> Self {
+        Self { inner, points: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Points evaluated so far.
+    pub fn points(&self) -> u64 {
+        self.points.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, x: &Tensor) {
+        let n = x.dims().first().copied().unwrap_or(0) as u64;
+        self.points.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Counted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counted").field("dim", &self.inner.dim()).field("points", &self.points()).finish()
+    }
+}
+
+impl LogDensity for Counted<'_> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    fn log_prob(&self, x: &Tensor) -> Result<Tensor> {
+        self.count(x);
+        self.inner.log_prob(x)
+    }
+
+    fn log_prob_and_grad(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.count(x);
+        self.inner.log_prob_and_grad(x)
+    }
+
+    fn log_normalizer(&self) -> Option<f64> {
+        self.inner.log_normalizer()
+    }
+
+    fn device_agnostic(&self) -> bool {
+        self.inner.device_agnostic()
+    }
+}
+
 /// Value and gradient of `density.log_prob` by candle's reverse-mode autodiff.
 ///
 /// The points are wrapped in a fresh [`Var`], so no gradient reaches any caller's graph. Rows are

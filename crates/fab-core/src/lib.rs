@@ -24,7 +24,7 @@ pub mod stats;
 pub mod test_utils;
 pub mod transport;
 
-pub use density::{autodiff_log_prob_and_grad, check_points, ExactSample, FnDensity, LogDensity, OnDevice, Proposal};
+pub use density::{autodiff_log_prob_and_grad, check_points, Counted, ExactSample, FnDensity, LogDensity, OnDevice, Proposal};
 pub use error::{Error, Result};
 pub use flow::{Chain, Flow, Inverted};
 pub use params::{Grads, ParamSet};

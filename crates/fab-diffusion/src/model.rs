@@ -58,6 +58,24 @@ pub enum Track {
     Path,
 }
 
+/// Target terms a forward walk computed at every step (step-major rows).
+#[derive(Debug, Clone)]
+struct StepTerms {
+    /// log R at the state of each (step, path) row, `[T·n]`.
+    log_r: Vec<f64>,
+    /// The clipped score there, `[T·n, d]` (with the Langevin parametrisation).
+    score: Option<Vec<f64>>,
+}
+
+/// Target terms already known at the points of paths handed to the batched pass.
+#[derive(Debug)]
+struct KnownTerms<'a> {
+    /// Per-step terms, when the walk computed them.
+    steps: Option<StepTerms>,
+    /// log R at the end points, `[n]`.
+    ends: &'a [f64],
+}
+
 /// A batch of paths with the per-step terms of every objective.
 #[derive(Debug)]
 pub struct Paths {
@@ -206,12 +224,14 @@ impl Diffusion {
             return Err(Error::Config("log-flows asked of a network without a flow head".into()));
         }
         match (source, track) {
-            (Source::Forward { exploration }, Track::Path | Track::None) => self.walk(target, n, exploration, track, flows, rng),
+            (Source::Forward { exploration }, Track::Path | Track::None) => Ok(self.walk(target, n, exploration, track, flows, rng)?.0),
             (Source::Forward { exploration }, Track::Params) => {
-                let drawn = self.walk(target, n, exploration, Track::None, false, rng)?;
-                self.batched(target, n, &drawn.x, track, flows)
+                // The batched pass reuses the target terms the walk computed at the same points
+                // (log R at the ends; with LP, log R and the score at every step).
+                let (drawn, steps) = self.walk(target, n, exploration, Track::None, false, rng)?;
+                self.batched(target, n, &drawn.x, track, flows, Some(KnownTerms { steps, ends: &drawn.log_r }))
             }
-            (Source::Given(xs), _) => self.batched(target, n, xs, track, flows),
+            (Source::Given(xs), _) => self.batched(target, n, xs, track, flows, None),
         }
     }
 
@@ -267,8 +287,17 @@ impl Diffusion {
     }
 
     /// Step-by-step forward sampling with extra increment standard deviation `exploration` (with
-    /// the graph through the points under [`Track::Path`]).
-    fn walk(&self, target: &dyn LogDensity, n: usize, exploration: f64, track: Track, flows: bool, rng: &mut dyn RngCore) -> Result<Paths> {
+    /// the graph through the points under [`Track::Path`]). Also returns the per-step target
+    /// terms when it computed them at every step (step-major: log R `[T·n]`, score `[T·n, d]`).
+    fn walk(
+        &self,
+        target: &dyn LogDensity,
+        n: usize,
+        exploration: f64,
+        track: Track,
+        flows: bool,
+        rng: &mut dyn RngCore,
+    ) -> Result<(Paths, Option<StepTerms>)> {
         let spec = &self.spec;
         let p = spec.process;
         let (t_steps, d, dtype) = (p.n_steps, p.dim, spec.dtype);
@@ -285,6 +314,8 @@ impl Diffusion {
         let mut x_cur = Tensor::zeros((n, d), dtype, &Device::Cpu)?;
         let (mut log_pf, mut log_pb, mut log_f) = (Vec::with_capacity(t_steps), Vec::with_capacity(t_steps), Vec::new());
         let zero = Tensor::zeros(n, dtype, &Device::Cpu)?;
+        let every_step = spec.langevin.is_some();
+        let mut steps = StepTerms { log_r: Vec::new(), score: every_step.then(Vec::new) };
         for i in 0..t_steps {
             let xi_host = x_host[i * block..(i + 1) * block].to_vec();
             let x_in = if track == Track::Path { x_cur.clone() } else { x_cur.detach() };
@@ -300,6 +331,12 @@ impl Diffusion {
                 None => None,
             };
             let (mu, log_var) = self.drift(&out, score.as_deref(), scale.as_ref())?;
+            if every_step {
+                steps.log_r.extend_from_slice(&log_r_i);
+                if let (Some(all), Some(g)) = (steps.score.as_mut(), score.as_ref()) {
+                    all.extend_from_slice(g);
+                }
+            }
             let noise: Vec<f64> = (0..block).map(|_| StandardNormal.sample(rng)).collect();
             let noise = to_tensor(&noise, n, d, dtype)?;
             let e2 = exploration * exploration;
@@ -334,7 +371,7 @@ impl Diffusion {
             x_cur = x_next;
         }
         let log_r = self.target_terms(target, &x_host[t_steps * block..], n, false)?.0;
-        Ok(Paths {
+        let paths = Paths {
             n,
             x: x_host,
             x_last: x_cur,
@@ -342,11 +379,21 @@ impl Diffusion {
             log_pb: Tensor::stack(&log_pb, 1)?,
             log_f: if flows { Some(Tensor::stack(&log_f, 1)?) } else { None },
             log_r,
-        })
+        };
+        Ok((paths, every_step.then_some(steps)))
     }
 
-    /// All T·n (state, time) rows of given paths in one pass.
-    fn batched(&self, target: &dyn LogDensity, n: usize, xs: &[f64], track: Track, flows: bool) -> Result<Paths> {
+    /// All T·n (state, time) rows of given paths in one pass; target terms already computed at
+    /// these points (`known`) are used instead of evaluating the target again.
+    fn batched(
+        &self,
+        target: &dyn LogDensity,
+        n: usize,
+        xs: &[f64],
+        track: Track,
+        flows: bool,
+        known: Option<KnownTerms<'_>>,
+    ) -> Result<Paths> {
         let spec = &self.spec;
         let p = spec.process;
         let (t_steps, d, dtype) = (p.n_steps, p.dim, spec.dtype);
@@ -364,8 +411,12 @@ impl Diffusion {
             None => None,
         };
         let need_terms = spec.langevin.is_some() || (flows && spec.forward_looking);
-        let (log_r_rows, score) =
-            if need_terms { self.target_terms(target, &xs[..t_steps * block], rows, spec.langevin.is_some())? } else { (Vec::new(), None) };
+        let known_steps = known.as_ref().and_then(|k| k.steps.as_ref()).filter(|s| s.log_r.len() == rows);
+        let (log_r_rows, score) = match known_steps {
+            Some(s) if need_terms && (s.score.is_some() || spec.langevin.is_none()) => (s.log_r.clone(), s.score.clone()),
+            _ if need_terms => self.target_terms(target, &xs[..t_steps * block], rows, spec.langevin.is_some())?,
+            _ => (Vec::new(), None),
+        };
         let out = detach(self.net.forward(&x_in, &temb)?);
         let (mu, log_var) = self.drift(&out, score.as_deref(), scale.map(detach).as_ref())?;
         let log_pf = self.log_pf_rows(&x_in, &x_next, &mu, log_var.as_ref())?.reshape((t_steps, n))?.t()?.contiguous()?;
@@ -399,7 +450,10 @@ impl Diffusion {
             None
         };
         let ends = &xs[t_steps * block..];
-        let log_r = self.target_terms(target, ends, n, false)?.0;
+        let log_r = match known {
+            Some(k) if k.ends.len() == n => k.ends.to_vec(),
+            _ => self.target_terms(target, ends, n, false)?.0,
+        };
         Ok(Paths { n, x: xs.to_vec(), x_last: to_tensor(ends, n, d, dtype)?, log_pf, log_pb, log_f, log_r })
     }
 

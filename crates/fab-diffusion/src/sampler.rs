@@ -11,6 +11,7 @@ use fab_buffer::{Prioritisation, RankedBuffer};
 use fab_core::rng::{seeded_rng, FabRng};
 use fab_core::stats::{log_mean_exp, mean};
 use fab_core::transport::{mmd_rbf, wasserstein2, MMD_SIGMAS};
+use fab_core::Counted;
 use fab_sampler::eval::{EvalSizes, Metrics};
 use fab_sampler::observe::ProgressLine;
 use fab_sampler::{Draws, Model, NamedSamples, Sampler, StepReport, StepStats, Target};
@@ -82,7 +83,9 @@ pub struct DiffusionStats {
     pub ls_acceptance: f64,
     /// Teacher loss (NaN without a teacher step).
     pub teacher_loss: f64,
-    /// Target evaluations so far (end points, local search, teacher samples).
+    /// Target evaluations so far: every point at which training evaluated log R or its
+    /// gradient (end points, Langevin-parametrised drifts at every step, local search, teacher
+    /// and student paths), counted by `fab_core::Counted`.
     pub n_target_calls: u64,
 }
 
@@ -217,9 +220,10 @@ impl DiffusionSampler {
         if matches!(schedule, "per" | "teacher") {
             // The reward threshold: a quantile of the untrained student's samples' log R, fixed.
             let b = s.config.train.batch_size;
-            let p =
-                s.student.model.paths(s.target.density(), b, Source::Forward { exploration: 0.0 }, Track::None, false, &mut s.state.rng)?;
-            s.state.n_target_calls += b as u64;
+            let target = s.target.clone();
+            let counted = Counted::new(target.density());
+            let p = s.student.model.paths(&counted, b, Source::Forward { exploration: 0.0 }, Track::None, false, &mut s.state.rng)?;
+            s.state.n_target_calls += counted.points();
             s.state.threshold = Some(fab_core::stats::quantile(&p.log_r, s.config.teacher.threshold_quantile));
         }
         Ok(s)
@@ -267,13 +271,14 @@ impl DiffusionSampler {
         let track = if objective.reparameterised() { Track::Path } else { Track::Params };
         let target = self.target.clone();
         let learner = if teacher { self.teacher.as_mut().expect("a teacher") } else { &mut self.student };
-        let paths = learner.model.paths(target.density(), b, source, track, objective.needs_flows(), &mut self.state.rng)?;
+        let counted = Counted::new(target.density());
+        let paths = learner.model.paths(&counted, b, source, track, objective.needs_flows(), &mut self.state.rng)?;
         let train_r: Vec<f64> = log_r.map_or_else(|| paths.log_r.clone(), <[f64]>::to_vec);
         let score = if objective.reparameterised() {
             let d = target.dim();
             let t = Tensor::from_slice(paths.ends(d), (b, d), &Device::Cpu)?.to_dtype(learner.model.spec().dtype)?;
             Some(
-                fab_core::to_f64_vec(&target.density().log_prob_and_grad(&t)?.1)?
+                fab_core::to_f64_vec(&fab_core::LogDensity::log_prob_and_grad(&counted, &t)?.1)?
                     .into_iter()
                     .map(|v| if v.is_finite() { v } else { 0.0 })
                     .collect::<Vec<_>>(),
@@ -284,9 +289,7 @@ impl DiffusionSampler {
         let residuals = tb_residuals(&paths, &train_r, learner.model.log_z())?;
         let l = loss(objective, &paths, &train_r, learner.model.log_z_tensor(), score.as_deref())?;
         let step = learner.apply(&l)?;
-        if !teacher {
-            self.state.n_target_calls += b as u64;
-        }
+        self.state.n_target_calls += counted.points();
         Ok((step, paths, residuals))
     }
 
@@ -324,8 +327,10 @@ impl DiffusionSampler {
         let b = self.config.train.batch_size;
         let Some(x0) = self.replay(false, b)? else { return Ok(None) };
         let cfg = self.config.local_search.mala();
-        let out = fab_mcmc::mala(self.target.density(), &x0, &cfg, self.config.dtype(), &mut self.state.rng).map_err(Error::family)?;
-        self.state.n_target_calls += (b * (cfg.n_iterations + 1)) as u64;
+        let target = self.target.clone();
+        let counted = Counted::new(target.density());
+        let out = fab_mcmc::mala(&counted, &x0, &cfg, self.config.dtype(), &mut self.state.rng).map_err(Error::family)?;
+        self.state.n_target_calls += counted.points();
         Ok(Some(out))
     }
 
@@ -505,19 +510,13 @@ impl Sampler for DiffusionSampler {
                 // Teacher samples above the threshold enter the buffer with their advantage
                 // under the student.
                 let teacher = self.teacher.as_ref().expect("a teacher");
-                let tp = teacher.model.paths(
-                    self.target.density(),
-                    b,
-                    Source::Forward { exploration: 0.0 },
-                    Track::None,
-                    false,
-                    &mut self.state.rng,
-                )?;
-                self.state.n_target_calls += b as u64;
+                let target = self.target.clone();
+                let counted = Counted::new(target.density());
+                let tp = teacher.model.paths(&counted, b, Source::Forward { exploration: 0.0 }, Track::None, false, &mut self.state.rng)?;
                 let tx = tp.ends(d).to_vec();
                 let bridges = self.student.model.process().bridge_paths(&tx, &mut self.state.rng);
-                let sp =
-                    self.student.model.paths(self.target.density(), b, Source::Given(&bridges), Track::None, false, &mut self.state.rng)?;
+                let sp = self.student.model.paths(&counted, b, Source::Given(&bridges), Track::None, false, &mut self.state.rng)?;
+                self.state.n_target_calls += counted.points();
                 let res = tb_residuals(&sp, &tp.log_r, self.student.model.log_z())?;
                 let pr = self.advantage().priorities(&res, &tp.log_r);
                 let thr = self.state.threshold.unwrap_or(f64::NEG_INFINITY);
@@ -567,6 +566,8 @@ impl Sampler for DiffusionSampler {
 
     fn own_metrics(&self, metrics: &mut Metrics) {
         metrics.extend(self.pending.iter().map(|(k, v)| (k.clone(), *v)));
+        // The training budget in target evaluations, as FAB reports it (`fab compare --x n_target_calls`).
+        metrics.insert("n_target_calls".into(), self.state.n_target_calls as f64);
     }
 
     fn extra_points(&self, max: usize) -> Vec<(String, Vec<f64>)> {

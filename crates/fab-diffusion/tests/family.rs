@@ -18,7 +18,8 @@ fn build(overrides: &[&str]) -> fab_diffusion::DiffusionSampler {
 }
 
 fn evaluate(s: &mut fab_diffusion::DiffusionSampler, n: usize) -> Metrics {
-    let sizes = EvalSizes { n_samples: n, n_refined_samples: 0, refined_batch: 1, n_test: n, n_mode_samples: n, estimator_repeats: 0 };
+    let sizes =
+        EvalSizes { n_samples: n, n_refined_samples: 0, refined_batch: 1, n_test: n, n_mode_samples: n, estimator_repeats: 0, n_w2: 0 };
     let mut rng = fab_core::seeded_rng(0, 99);
     s.eval_sets(&sizes, &mut rng).unwrap();
     let mut m = Metrics::new();
@@ -96,5 +97,22 @@ fn bad_settings_are_refused_with_the_key() {
         let o: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let e = DiffusionConfig::parse("family = \"diffusion\"", &o).unwrap_err().to_string();
         assert!(e.contains(key) && !e.contains('\n'), "{ov}: {e}");
+    }
+}
+
+/// Training budgets count every point at which log R or its gradient was evaluated: the end
+/// point of each path, and with the Langevin parametrisation the score at every step too.
+#[test]
+fn target_evaluations_count_end_points_and_langevin_scores() {
+    // 8 steps, batch 16, on-policy.
+    for (overrides, per_iteration) in
+        [(vec!["objective.kind=\"tb\""], 16), (vec!["objective.kind=\"tb\"", "process.langevin=true"], 16 * (8 + 1))]
+    {
+        let mut s = build(&overrides);
+        for i in 1..=3u64 {
+            let r = s.step().unwrap();
+            assert_eq!(r.stats.n_target_calls, i * per_iteration, "{overrides:?}, iteration {i}");
+        }
+        assert_eq!(evaluate(&mut s, 50)["n_target_calls"], (3 * per_iteration) as f64, "{overrides:?}");
     }
 }

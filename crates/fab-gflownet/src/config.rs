@@ -472,6 +472,7 @@ impl FamilyConfig for GflowConfig {
             n_test: 1,
             n_mode_samples: 0,
             estimator_repeats: 0,
+            n_w2: 0,
         };
         RunSettings {
             name: self.name.clone(),

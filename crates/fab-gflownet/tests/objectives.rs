@@ -124,7 +124,8 @@ fn train_tabular(agent: &str, extra: &[&str], iterations: usize) -> (f64, f64, f
     for _ in 0..iterations {
         s.step().unwrap();
     }
-    let sizes = EvalSizes { n_samples: 1000, n_refined_samples: 0, refined_batch: 1, n_test: 1, n_mode_samples: 0, estimator_repeats: 0 };
+    let sizes =
+        EvalSizes { n_samples: 1000, n_refined_samples: 0, refined_batch: 1, n_test: 1, n_mode_samples: 0, estimator_repeats: 0, n_w2: 0 };
     let mut rng = fab_core::seeded_rng(0, 99);
     s.eval_sets(&sizes, &mut rng).unwrap();
     let mut m = Default::default();

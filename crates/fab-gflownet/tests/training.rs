@@ -7,7 +7,7 @@ use fab_sampler::eval::{EvalSizes, Metrics};
 use fab_sampler::{FamilyConfig, Sampler};
 
 fn sizes() -> EvalSizes {
-    EvalSizes { n_samples: 2000, n_refined_samples: 0, refined_batch: 1, n_test: 1, n_mode_samples: 0, estimator_repeats: 0 }
+    EvalSizes { n_samples: 2000, n_refined_samples: 0, refined_batch: 1, n_test: 1, n_mode_samples: 0, estimator_repeats: 0, n_w2: 0 }
 }
 
 fn evaluate(s: &mut fab_gflownet::GflowSampler) -> Metrics {

@@ -36,6 +36,10 @@ pub struct EvalSizes {
     /// Repeats of a target's small-sample estimator test (GMM quadratic MAE; 0: one estimate on
     /// the evaluation's own samples).
     pub estimator_repeats: usize,
+    /// Points in the exact W2 assignment and the MMD between the model's own draws (the first
+    /// set) and exact test points: `w2`, `mmd`, with `w2_points` (0: not computed; at most
+    /// `n_test` and the finite draws).
+    pub n_w2: usize,
 }
 
 /// Exact target samples with the model's and the target's log-densities there.
@@ -149,6 +153,30 @@ pub fn test_set_metrics(m: &mut Metrics, test: &TestSet, log_z: Option<f64>) {
     m.insert("test_set_mean_log_prob".into(), mean(&test.log_q));
 }
 
+/// W2 by exact assignment and RBF-MMD² ([`fab_core::transport`]) between the first `n` finite
+/// model draws and the first `n` exact points, n = min(`n_w2`, finite draws, exact points), as
+/// `w2`, `mmd` and `w2_points` (a note instead when n < 2).
+pub fn distance_metrics(
+    m: &mut Metrics,
+    notes: &mut BTreeMap<String, String>,
+    model: &[f64],
+    exact: &[f64],
+    dim: usize,
+    n_w2: usize,
+) -> Result<()> {
+    let finite: Vec<f64> = model.chunks(dim).filter(|r| r.iter().all(|v| v.is_finite())).take(n_w2).flatten().copied().collect();
+    let n = (finite.len() / dim).min(exact.len() / dim);
+    if n < 2 {
+        notes.insert("w2".into(), format!("{n} finite model draws or exact points (need 2)"));
+        return Ok(());
+    }
+    let (x, y) = (&finite[..n * dim], &exact[..n * dim]);
+    m.insert("w2".into(), fab_core::transport::wasserstein2(x, y, dim).map_err(Error::Core)?);
+    m.insert("mmd".into(), fab_core::transport::mmd_rbf(x, y, dim, &fab_core::transport::MMD_SIGMAS).map_err(Error::Core)?);
+    m.insert("w2_points".into(), n as f64);
+    Ok(())
+}
+
 /// Evaluates a sampler: its sample sets, the generic metrics, the test set and the target's own
 /// metrics.
 pub fn evaluate<S: Sampler>(sampler: &mut S, sizes: &EvalSizes, rng: &mut dyn RngCore) -> Result<Evaluation> {
@@ -183,6 +211,11 @@ pub fn evaluate<S: Sampler>(sampler: &mut S, sizes: &EvalSizes, rng: &mut dyn Rn
     };
     if let Some(t) = &test {
         test_set_metrics(&mut metrics, t, log_z);
+        if sizes.n_w2 > 0 {
+            if let Some(set) = sets.first() {
+                distance_metrics(&mut metrics, &mut notes, &set.samples.x, &t.x, target.dim(), sizes.n_w2)?;
+            }
+        }
     }
     sampler.own_metrics(&mut metrics);
     let mut ctx = EvalContext { model: sampler, sets: &sets, test: test.as_ref(), sizes, rng, metrics: &mut metrics, notes: &mut notes };

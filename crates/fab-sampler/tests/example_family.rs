@@ -150,8 +150,15 @@ impl FamilyConfig for IsConfig {
     }
 
     fn run_settings(&self) -> RunSettings {
-        let sizes =
-            EvalSizes { n_samples: 4000, n_refined_samples: 0, refined_batch: 1, n_test: 2000, n_mode_samples: 1, estimator_repeats: 0 };
+        let sizes = EvalSizes {
+            n_samples: 4000,
+            n_refined_samples: 0,
+            refined_batch: 1,
+            n_test: 2000,
+            n_mode_samples: 1,
+            estimator_repeats: 0,
+            n_w2: 0,
+        };
         RunSettings {
             name: self.name.clone(),
             seed: self.seed,

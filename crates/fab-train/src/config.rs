@@ -123,6 +123,9 @@ pub struct EvalConfig {
     pub mae_repeats: usize,
     /// Write PNG plots at the end of training.
     pub plots: bool,
+    /// Flow samples and exact test points in the final evaluation's exact W2 assignment and
+    /// MMD (`w2`, `mmd`; capped by `n_test`; 0: none). O(n³): at most 20 000.
+    pub final_n_w2: usize,
 }
 
 impl Default for EvalConfig {
@@ -137,6 +140,7 @@ impl Default for EvalConfig {
             n_mode_samples: 1000,
             mae_repeats: 100,
             plots: true,
+            final_n_w2: 2000,
         }
     }
 }
@@ -338,6 +342,9 @@ impl ExperimentConfig {
         if e.n_mode_samples == 0 {
             return Err(config_err("eval.n_mode_samples must be > 0"));
         }
+        if e.final_n_w2 > 20_000 {
+            return Err(config_err(format!("eval.final_n_w2 = {}: the exact assignment is O(n³); use ≤ 20000", e.final_n_w2)));
+        }
         Ok(())
     }
 
@@ -366,6 +373,7 @@ impl ExperimentConfig {
             n_test: e.n_test,
             n_mode_samples: e.n_mode_samples,
             estimator_repeats: if final_eval { e.mae_repeats } else { 0 },
+            n_w2: if final_eval { e.final_n_w2 } else { 0 },
         }
     }
 

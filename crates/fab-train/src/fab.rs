@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use fab_ais::{Ais, AisOutput, AisState};
 use fab_buffer::PrioritisedBuffer;
-use fab_core::{FabRng, OnDevice, Proposal};
+use fab_core::{Counted, FabRng, OnDevice, Proposal};
 use fab_flows::FlowModel;
 use fab_sampler::observe::ProgressLine;
 use fab_sampler::{Draws, EvalSizes, Model, NamedSamples, Sampler, StepReport, StepStats, Target, WeightedSamples, HOST_CHUNK};
@@ -41,6 +41,9 @@ pub struct FabStats {
     pub buffer_ess: Option<f64>,
     /// Share of buffer entries with weight 0.
     pub buffer_dead_fraction: Option<f64>,
+    /// Target evaluations (points, value or value and gradient) since the start of training,
+    /// the buffer's initial filling included: the budget the families are compared at.
+    pub n_target_calls: Option<u64>,
 }
 
 impl StepStats for FabStats {
@@ -60,6 +63,9 @@ pub struct FabParts {
     optim: Adam,
     rng: FabRng,
     grad_steps: u64,
+    /// Target evaluations so far ([`FabStats::n_target_calls`]); unknown (None) for a run
+    /// resumed from a checkpoint written before they were counted.
+    target_calls: Option<u64>,
 }
 
 /// One way of turning data into gradient steps (FAB with/without buffer, a baseline).
@@ -79,6 +85,9 @@ struct FabState {
     /// Written by `save_model_state`: the directory holds no optimiser and no buffer.
     #[serde(default)]
     model_only: bool,
+    /// Target evaluations so far (absent in checkpoints written before they were counted).
+    #[serde(default)]
+    target_calls: Option<u64>,
 }
 
 impl FabParts {
@@ -86,8 +95,18 @@ impl FabParts {
     /// when it is device-agnostic (mixtures, Many Well), on the host otherwise.
     fn ais_pass(&mut self) -> Result<AisOutput> {
         let b = self.config.train.batch_size;
-        let target = OnDevice::for_points_on(self.target.density(), self.flow.device());
-        Ok(self.ais.run(&self.flow, &target, b, &mut self.rng)?)
+        let on_device = OnDevice::for_points_on(self.target.density(), self.flow.device());
+        let target = Counted::new(&on_device);
+        let out = self.ais.run(&self.flow, &target, b, &mut self.rng)?;
+        self.count_target_calls(target.points());
+        Ok(out)
+    }
+
+    /// Adds `points` target evaluations to the count (when it is known).
+    fn count_target_calls(&mut self, points: u64) {
+        if let Some(c) = &mut self.target_calls {
+            *c += points;
+        }
     }
 
     /// Host copies (x, log w, log q) of AIS samples for the buffer, filtered by the target's
@@ -239,7 +258,9 @@ struct Alpha2Nis;
 
 impl Objective for Alpha2Nis {
     fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>, acc: &mut Accumulator) -> Result<()> {
-        let loss = losses::alpha2_nis(&p.flow, p.target.density(), p.config.train.batch_size, &mut p.rng)?;
+        let target = Counted::new(p.target.density());
+        let loss = losses::alpha2_nis(&p.flow, &target, p.config.train.batch_size, &mut p.rng)?;
+        p.count_target_calls(target.points());
         p.apply(loss, report, acc)?;
         Ok(())
     }
@@ -251,7 +272,9 @@ struct ReverseKl;
 
 impl Objective for ReverseKl {
     fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>, acc: &mut Accumulator) -> Result<()> {
-        let loss = losses::reverse_kl(&p.flow, p.target.density(), p.config.train.batch_size, &mut p.rng)?;
+        let target = Counted::new(p.target.density());
+        let loss = losses::reverse_kl(&p.flow, &target, p.config.train.batch_size, &mut p.rng)?;
+        p.count_target_calls(target.points());
         p.apply(loss, report, acc)?;
         Ok(())
     }
@@ -289,7 +312,14 @@ impl FabSampler {
     /// Writes `fab.json` (gradient-step count, AIS adaptation, RNG) into `dir`.
     fn write_fab_state(&self, dir: &Path, model_only: bool) -> fab_sampler::Result<()> {
         let p = &self.parts;
-        let state = FabState { version: 1, grad_steps: p.grad_steps, ais: p.ais.state(), rng: p.rng.clone(), model_only };
+        let state = FabState {
+            version: 1,
+            grad_steps: p.grad_steps,
+            ais: p.ais.state(),
+            rng: p.rng.clone(),
+            model_only,
+            target_calls: p.target_calls,
+        };
         let path = dir.join("fab.json");
         std::fs::write(&path, serde_json::to_string_pretty(&state)?).map_err(|e| fab_sampler::Error::io(&path, e))
     }
@@ -343,7 +373,7 @@ impl FabSampler {
         let optim = Adam::new(flow.params(), config.train.optimizer)?;
         let objective = config.train.loss.objective();
         let rng = fab_core::seeded_rng(config.seed, TRAIN_STREAM);
-        Ok(Self { parts: FabParts { config, flow, target, ais, buffer, optim, rng, grad_steps: 0 }, objective })
+        Ok(Self { parts: FabParts { config, flow, target, ais, buffer, optim, rng, grad_steps: 0, target_calls: Some(0) }, objective })
     }
 
     /// The configuration.
@@ -471,7 +501,14 @@ impl Sampler for FabSampler {
         self.objective.iterate(&mut self.parts, &mut report, &mut acc)?;
         acc.finish(&mut report);
         report.lr = self.parts.optim.learning_rate();
+        report.stats.n_target_calls = self.parts.target_calls;
         Ok(report)
+    }
+
+    fn own_metrics(&self, metrics: &mut fab_sampler::Metrics) {
+        if let Some(c) = self.parts.target_calls {
+            metrics.insert("n_target_calls".into(), c as f64);
+        }
     }
 
     /// `"flow"`: flow samples weighted against p; `"ais"` (primary): AIS toward p.
@@ -531,6 +568,7 @@ impl Sampler for FabSampler {
         p.ais.load_state(state.ais).map_err(TrainError::from)?;
         p.rng = state.rng;
         p.grad_steps = state.grad_steps;
+        p.target_calls = state.target_calls;
         Ok(())
     }
 }

@@ -380,3 +380,26 @@ fn a_finished_run_is_extended_by_resuming_with_more_iterations() {
     let flow = |dir: &Path| std::fs::read(dir.join("checkpoints/iter_00000012/flow.safetensors")).unwrap();
     assert_eq!(flow(&d), flow(&reference));
 }
+
+#[test]
+fn target_evaluations_are_counted_as_each_loss_makes_them() {
+    // small_config: batch 64, AIS with one intermediate distribution and one Metropolis proposal
+    // (log p at the flow sample and at the proposal: 2 per chain), buffer filled to 256 first.
+    let k = 3u64;
+    for (loss, per_iteration, before) in [
+        ("fab_buffer", 64 * 2, (256 / 64) * 64 * 2),
+        ("fab_no_buffer", 64 * 2, 0),
+        ("reverse_kl", 64, 0),
+        ("alpha2_nis", 64, 0),
+        ("forward_kl", 0, 0),
+    ] {
+        let mut t = new_run(small_config(loss, k as usize));
+        for i in 1..=k {
+            let info = t.step().unwrap();
+            assert_eq!(info.stats.n_target_calls, Some(before + i * per_iteration), "{loss}, iteration {i}");
+        }
+        // Evaluations report the training budget, not their own evaluations.
+        let m = t.evaluate(false).unwrap().metrics;
+        assert_eq!(m["n_target_calls"], (before + k * per_iteration) as f64, "{loss}");
+    }
+}
