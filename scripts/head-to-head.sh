@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# FAB against the best diffusion-sampler configuration (VarGrad + Expl. + LP + LS) on the
+# 25-mode mixture, the 40-mode mixture and Many Well 32-D, each run on one core at about equal
+# wall time (docs/RESULTS.md, "Head to head"). Two runs at a time (one per core); finished runs
+# are kept, so the script can be re-run after an interruption.
+#
+#   scripts/head-to-head.sh OUT            # all runs, then the table and the figures
+#   TABLE_ONLY=1 scripts/head-to-head.sh OUT
+#
+# Writes OUT/<run>/ (run directories), OUT/table.md and OUT/<target>.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: scripts/head-to-head.sh OUT}
+mkdir -p "$OUT"
+cargo build --release -p fab-cli >&2
+FAB=target/release/fab
+export RAYON_NUM_THREADS=1
+
+run() { # name, then the arguments of `fab train`
+  local name=$1
+  shift
+  if [ -f "$OUT/$name/final_metrics.json" ]; then return; fi
+  if [ -d "$OUT/$name" ]; then
+    "$FAB" train --resume "$OUT/$name" --no-progress >> "$OUT/$name.log" 2>&1
+  else
+    "$FAB" train "$@" --out "$OUT/$name" --no-progress > "$OUT/$name.log" 2>&1
+  fi
+}
+
+if [ -z "${TABLE_ONLY:-}" ]; then
+  (
+    run fab-25gmm experiments/head-to-head/fab-25gmm.toml
+    run fab-40gmm gmm-paper --set seed=0
+    # Many Well's CPU config cut to about the diffusion run's wall time: 400 iterations with the
+    # cosine decay finishing at the end (32 gradient steps per iteration).
+    run fab-manywell many-well-cpu --set train.n_iterations=400 --set train.lr_schedule.t_max=12800 \
+      --set eval.n_test=2000 --set eval.final_batch_size=10000
+  ) &
+  (
+    run diffusion-25gmm diffusion-25gmm-vargrad-expl-lp-ls --set train.n_iterations=1500
+    run diffusion-40gmm experiments/head-to-head/diffusion-40gmm-vargrad-expl-lp-ls.toml
+    run diffusion-manywell diffusion-manywell-vargrad-expl-lp-ls --set train.n_iterations=2000
+  ) &
+  wait
+fi
+
+# Sampling cost: wall time of `fab sample -n 10000` (process start and model load included).
+for d in "$OUT"/*/; do
+  name=$(basename "$d")
+  [ -f "$d/final_metrics.json" ] || continue
+  [ -f "$OUT/$name.sample_seconds" ] && continue
+  start=$(date +%s.%N)
+  "$FAB" sample "$d" -n 10000 --out "$OUT/$name.samples.npy" --seed 1 2> /dev/null
+  end=$(date +%s.%N)
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f\n", b - a }' > "$OUT/$name.sample_seconds"
+  rm -f "$OUT/$name.samples.npy" "$OUT/$name.samples_log_q.npy"
+done
+
+python3 scripts/head-to-head-table.py "$OUT" > "$OUT/table.md"
+cat "$OUT/table.md"
+for t in 25gmm 40gmm manywell; do
+  if [ -d "$OUT/fab-$t" ] && [ -d "$OUT/diffusion-$t" ]; then
+    "$FAB" compare "$OUT/fab-$t" "$OUT/diffusion-$t" --x n_target_calls --y log_z_abs_error --log-y log_z_abs_error \
+      --y eubo --title "FAB vs diffusion sampler, $t: error of the importance-weighted log Z and EUBO against target evaluations" \
+      --out "$OUT/$t.png"
+  fi
+done
