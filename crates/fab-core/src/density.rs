@@ -268,3 +268,23 @@ pub fn check_points(x: &Tensor, dim: usize) -> Result<usize> {
         other => Err(Error::Shape { what: "points", expected: format!("[n, {dim}]"), got: other.to_vec() }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_counts_points_of_values_and_gradients_and_passes_results_through() {
+        let d = FnDensity::new(2, |x: &Tensor| Ok((x.sqr()?.sum(1)? * -0.5)?));
+        let c = Counted::new(&d);
+        let x = Tensor::new(&[[1.0f64, 2.0], [0.0, -1.0], [3.0, 0.5]], &Device::Cpu).unwrap();
+        let v = c.log_prob(&x).unwrap();
+        assert_eq!(c.points(), 3);
+        let (v2, g) = c.log_prob_and_grad(&x.narrow(0, 0, 2).unwrap()).unwrap();
+        assert_eq!(c.points(), 5);
+        assert_eq!(v.to_vec1::<f64>().unwrap(), vec![-2.5, -0.5, -4.625]);
+        assert_eq!(v2.to_vec1::<f64>().unwrap(), vec![-2.5, -0.5]);
+        assert_eq!(g.to_vec2::<f64>().unwrap(), vec![vec![-1.0, -2.0], vec![0.0, 1.0]]);
+        assert_eq!(c.dim(), 2);
+    }
+}
