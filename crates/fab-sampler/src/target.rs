@@ -46,6 +46,13 @@ pub trait Target: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Statistics of one batch of training samples (`x` row-major, with their log-weights),
+    /// logged with every training line: e.g. the share of a rare basin among the AIS samples
+    /// FAB adds to its buffer. None by default.
+    fn batch_stats(&self, _x: &[f64], _log_w: &[f64]) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+
     /// Adds this target's own metrics (mode coverage, wells, Ramachandran KL, …) to
     /// `ctx.metrics`. The generic metrics are already there.
     fn metrics(&self, _ctx: &mut EvalContext<'_>) -> Result<()> {

@@ -44,6 +44,10 @@ pub struct FabStats {
     /// Target evaluations (points, value or value and gradient) since the start of training,
     /// the buffer's initial filling included: the budget the families are compared at.
     pub n_target_calls: Option<u64>,
+    /// The target's statistics of the iteration's AIS batch ([`Target::batch_stats`]), keys
+    /// prefixed `ais_` (alanine dipeptide: `ais_alpha_l_fraction`, `ais_alpha_l_weight`).
+    #[serde(flatten)]
+    pub target_stats: std::collections::BTreeMap<String, f64>,
 }
 
 impl StepStats for FabStats {
@@ -190,6 +194,10 @@ fn record_ais(stats: &mut FabStats, out: &AisOutput, ais: &Ais) {
     }
 }
 
+fn record_batch_stats(stats: &mut FabStats, target: &dyn Target, x: &[f64], log_w: &[f64]) {
+    stats.target_stats = target.batch_stats(x, log_w).into_iter().map(|(k, v)| (format!("ais_{k}"), v)).collect();
+}
+
 /// FAB with the prioritised buffer: one AIS pass into the buffer, then
 /// `train.n_updates_per_ais` gradient steps on buffer batches ([`losses::fab_buffer`]).
 #[derive(Debug)]
@@ -200,6 +208,7 @@ impl Objective for FabWithBuffer {
         let out = p.ais_pass()?;
         record_ais(&mut report.stats, &out, &p.ais);
         let (x, lw, lq) = p.buffer_entries(&out)?;
+        record_batch_stats(&mut report.stats, p.target.as_ref(), &x, &lw);
         let (alpha, clip) = (p.config.ais.alpha, p.config.train.w_adjust_max_clip);
         let (b, l) = (p.config.train.batch_size, p.config.train.n_updates_per_ais);
         let (dtype, device) = (p.flow.dtype(), p.flow.device().clone());
@@ -228,6 +237,7 @@ impl Objective for FabWithoutBuffer {
     fn iterate(&mut self, p: &mut FabParts, report: &mut StepReport<FabStats>, acc: &mut Accumulator) -> Result<()> {
         let out = p.ais_pass()?;
         record_ais(&mut report.stats, &out, &p.ais);
+        record_batch_stats(&mut report.stats, p.target.as_ref(), &fab_core::to_f64_vec(&out.x)?, &out.log_w_f64);
         let loss = losses::fab_no_buffer(&p.flow, &out.x, &out.log_w_f64, p.config.ais.alpha)?;
         p.apply(loss, report, acc)?;
         Ok(())

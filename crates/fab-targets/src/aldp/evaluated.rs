@@ -68,6 +68,22 @@ impl Target for AldpEvalTarget {
         &self.target
     }
 
+    /// `alpha_l_fraction`: the share of the batch in the rare αL/C7ax basin (φ > 0);
+    /// `alpha_l_weight`: its share of the batch's self-normalised weights.
+    fn batch_stats(&self, x: &[f64], log_w: &[f64]) -> Vec<(String, f64)> {
+        let Ok((phi, psi)) = eval::phi_psi_of_flow(x) else { return Vec::new() };
+        let mut out = Vec::new();
+        if let Ok(b) = eval::basin_populations(&phi, &psi, None) {
+            out.push(("alpha_l_fraction".to_string(), b.alpha_l));
+        }
+        if log_w.len() == phi.len() {
+            if let Ok(b) = eval::basin_populations(&phi, &psi, Some(&eval::importance_weights(log_w))) {
+                out.push(("alpha_l_weight".to_string(), b.alpha_l));
+            }
+        }
+        out
+    }
+
     fn filter(&self) -> Option<&dyn SampleFilter> {
         Some(&ChiralityFilter)
     }
