@@ -244,6 +244,9 @@ enum Command {
         /// Metrics drawn on a log axis.
         #[arg(long = "log-y")]
         log_y: Vec<String>,
+        /// Draw the horizontal metric on a log axis.
+        #[arg(long = "log-x")]
+        log_x: bool,
         /// Output PNG.
         #[arg(long)]
         out: PathBuf,
@@ -348,7 +351,7 @@ fn run_cli() -> Result<ExitCode> {
             eprintln!("wrote {} ({}, {:.1} MB)", out.display(), ckpt.display(), bytes as f64 / 1e6);
             Ok(())
         }
-        Command::Compare { dirs, x, y, log_y, out, title } => {
+        Command::Compare { dirs, x, log_x, y, log_y, out, title } => {
             if out.extension().and_then(|e| e.to_str()) != Some("png") {
                 bail!("{}: the output must end in .png", out.display());
             }
@@ -356,7 +359,7 @@ fn run_cli() -> Result<ExitCode> {
                 .iter()
                 .map(|d| (d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string()), d.clone()))
                 .collect();
-            fab_sampler::compare_runs(&runs, &x, &y, &log_y, &out, &title)?;
+            fab_sampler::compare_runs(&runs, &x, log_x, &y, &log_y, &out, &title)?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }

@@ -1139,6 +1139,8 @@ pub struct CurvePanel {
     /// the edge as open triangles, and the caption says so: a robust range keeps one early or
     /// spiking value from flattening the rest of the curve.
     pub y_range: Option<(f64, f64)>,
+    /// Logarithmic x-axis; non-positive abscissae are skipped (linear when none is left).
+    pub log_x: bool,
 }
 
 impl CurvePanel {
@@ -1152,17 +1154,24 @@ impl CurvePanel {
             log_y,
             series: vec![Series::new(name, x, y)],
             y_range: None,
+            log_x: false,
         }
     }
 
     /// A panel with several series.
     pub fn multi(title: impl Into<String>, series: Vec<Series>, log_y: bool) -> Self {
-        Self { title: title.into(), x_label: "iteration".to_string(), y_label: String::new(), log_y, series, y_range: None }
+        Self { title: title.into(), x_label: "iteration".to_string(), y_label: String::new(), log_y, series, y_range: None, log_x: false }
     }
 
     /// Set the vertical range of a linear axis (ignored on a log axis or when `lo < hi` fails).
     pub fn with_y_range(mut self, lo: f64, hi: f64) -> Self {
         self.y_range = Some((lo, hi));
+        self
+    }
+
+    /// Draw the horizontal axis on a log scale (e.g. a budget spanning decades).
+    pub fn with_log_x(mut self) -> Self {
+        self.log_x = true;
         self
     }
 
@@ -1207,15 +1216,15 @@ fn legend_corner<'p>(points: impl Iterator<Item = &'p (f64, f64)>, x: &AxisSpec,
         .clone()
 }
 
-/// Contiguous runs of plottable points (finite, and positive when `log_y`), with y mapped to
-/// log10 on a log axis.
-fn finite_runs(x: &[f64], y: &[f64], log_y: bool) -> Vec<Vec<(f64, f64)>> {
+/// Contiguous runs of plottable points (finite, and positive on a log axis), with each
+/// coordinate mapped to log10 on a log axis.
+fn finite_runs(x: &[f64], y: &[f64], log_x: bool, log_y: bool) -> Vec<Vec<(f64, f64)>> {
     let mut runs = Vec::new();
     let mut run = Vec::new();
     for (&a, &b) in x.iter().zip(y) {
-        let ok = a.is_finite() && b.is_finite() && (!log_y || b > 0.0);
+        let ok = a.is_finite() && b.is_finite() && (!log_y || b > 0.0) && (!log_x || a > 0.0);
         if ok {
-            run.push((a, if log_y { b.log10() } else { b }));
+            run.push((if log_x { a.log10() } else { a }, if log_y { b.log10() } else { b }));
         } else if !run.is_empty() {
             runs.push(std::mem::take(&mut run));
         }
@@ -1266,8 +1275,9 @@ const MARKED_SERIES_MAX_POINTS: usize = 120;
 fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
     let positive = |v: f64| v.is_finite() && v > 0.0;
     let log_y = panel.log_y && panel.series.iter().any(|s| s.x.iter().zip(&s.y).any(|(a, b)| a.is_finite() && positive(*b)));
+    let log_x = panel.log_x && panel.series.iter().any(|s| s.x.iter().zip(&s.y).any(|(a, b)| positive(*a) && b.is_finite()));
     let y_range = panel.y_range.filter(|&(lo, hi)| !log_y && lo.is_finite() && hi.is_finite() && lo < hi);
-    let mut runs: Vec<Vec<Vec<(f64, f64)>>> = panel.series.iter().map(|s| finite_runs(&s.x, &s.y, log_y)).collect();
+    let mut runs: Vec<Vec<Vec<(f64, f64)>>> = panel.series.iter().map(|s| finite_runs(&s.x, &s.y, log_x, log_y)).collect();
     // Off-scale points move to the edge of a set range, and are remembered for their markers.
     let mut off_scale: Vec<Vec<(f64, f64)>> = vec![Vec::new(); runs.len()];
     if let Some((lo, hi)) = y_range {
@@ -1286,8 +1296,13 @@ fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
     let (x, y) = if has_data {
         let (xl, xh) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| (l.min(p.0), h.max(p.0)));
         let (yl, yh) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| (l.min(p.1), h.max(p.1)));
-        let (xl, xh) = if xh > xl { (xl, xh) } else { padded_range(xl, xh, 0.0) };
-        let x = AxisSpec::linear(xl, xh, 5, &panel.x_label);
+        let x = if log_x {
+            let (xl, xh) = if xh > xl { padded_range(xl, xh, 0.03) } else { (xl - 0.5, xh + 0.5) };
+            AxisSpec::log10(xl, xh, &panel.x_label)
+        } else {
+            let (xl, xh) = if xh > xl { (xl, xh) } else { padded_range(xl, xh, 0.0) };
+            AxisSpec::linear(xl, xh, 5, &panel.x_label)
+        };
         let y = if log_y {
             let (yl, yh) = if yh > yl { padded_range(yl, yh, 0.05) } else { (yl - 0.5, yh + 0.5) };
             AxisSpec::log10(yl, yh, &panel.y_label)
@@ -2113,9 +2128,12 @@ mod tests {
         let x = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
         let y = [1.0, f64::NAN, 2.0, 3.0, -1.0, 4.0];
         // −1 is plottable on a linear axis, not on a log axis.
-        assert_eq!(finite_runs(&x, &y, false).len(), 2);
-        let log = finite_runs(&x, &y, true);
+        assert_eq!(finite_runs(&x, &y, false, false).len(), 2);
+        let log = finite_runs(&x, &y, false, true);
         assert_eq!(log.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 2, 1]);
+        // On a log x-axis the abscissa 0 is dropped and the others map to log10.
+        let log_x = finite_runs(&x, &[1.0; 6], true, false);
+        assert_eq!(log_x, vec![vec![(0.0, 1.0), (2f64.log10(), 1.0), (3f64.log10(), 1.0), (4f64.log10(), 1.0), (5f64.log10(), 1.0)]]);
     }
 
     #[test]

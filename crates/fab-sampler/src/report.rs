@@ -139,13 +139,15 @@ const MAX_COMPARE_POINTS: usize = 2000;
 
 /// One figure comparing several runs: for every key of `y_keys` a panel of that metric against
 /// `x_key` (e.g. `n_goals_found` and `exact_l1` against `n_reward_calls`), one line per run,
-/// from every line of each run's `metrics.jsonl` that has both keys. `log_y` keys get a log axis.
+/// from every line of each run's `metrics.jsonl` that has both keys. `log_y` keys get a log axis;
+/// `log_x` puts `x_key` on one (a budget spanning decades).
 ///
 /// # Errors
 /// No runs, a run without `metrics.jsonl`, a key no run reports, or plotting errors.
 pub fn compare_runs(
     runs: &[(String, std::path::PathBuf)],
     x_key: &str,
+    log_x: bool,
     y_keys: &[String],
     log_y: &[String],
     path: &Path,
@@ -189,7 +191,8 @@ pub fn compare_runs(
         if series.is_empty() {
             return Err(Error::Config(format!("compare: no run reports both `{x_key}` and `{key}`")));
         }
-        panels.push(CurvePanel::multi(key.clone(), series, log_y.contains(key)).with_x_label(x_key).with_y_label(key.clone()));
+        let panel = CurvePanel::multi(key.clone(), series, log_y.contains(key)).with_x_label(x_key).with_y_label(key.clone());
+        panels.push(if log_x { panel.with_log_x() } else { panel });
     }
     // Room for a legend of many runs.
     let per_panel = if n_runs > 6 { (620, 560) } else { (420, 360) };
