@@ -28,14 +28,16 @@ def main():
         path = os.path.join(out, name, "final_metrics.json")
         if not os.path.isfile(path):
             continue
-        method, target = name.split("-", 1)
+        # <method>-<target>[-<variant>], e.g. fab-manywell or fab-manywell-400.
+        method, rest = name.split("-", 1)
+        target, _, variant = rest.partition("-")
         m = json.load(open(path))
         lz = LOG_Z[target]
         sample_s = None
         sp = os.path.join(out, name + ".sample_seconds")
         if os.path.isfile(sp):
             sample_s = float(open(sp).read())
-        rows.append((target, method, m, lz, sample_s))
+        rows.append((target, method + (f" ({variant})" if variant else ""), m, lz, sample_s))
     order = {"25gmm": 0, "40gmm": 1, "manywell": 2}
     rows.sort(key=lambda r: (order.get(r[0], 9), r[1]))
     print("| target | method | iterations | train min | target evaluations | \\|Δlog Z\\| (IS) | \\|Δlog Z\\| (flow / model IS) | EUBO − log Z | W2 (points) | MMD | modes | s per 10⁴ samples |")
@@ -45,12 +47,12 @@ def main():
         model_err = m.get("flow_log_z_abs_error", m.get("model_log_z_abs_error"))
         eubo = m.get("eubo")
         w2 = m.get("w2")
-        pts = m.get("w2_points", 2000 if method == "diffusion" else None)
+        pts = m.get("w2_points", 2000 if method.startswith("diffusion") else None)
         modes = m.get("modes_covered")
         n_modes = m.get("n_modes")
         cells = [
             TARGET_NAME.get(target, target),
-            "FAB (flow + AIS + buffer)" if method == "fab" else "diffusion, VarGrad + Expl. + LP + LS",
+            method.replace("fab", "FAB (flow + AIS + buffer)", 1) if method.startswith("fab") else method.replace("diffusion", "diffusion, VarGrad + Expl. + LP + LS", 1),
             f"{int(m['iteration'])}",
             fmt(m.get("train_seconds", float("nan")) / 60, 1),
             fmt(m.get("n_target_calls")) if m.get("n_target_calls") is not None else "–",
