@@ -922,7 +922,7 @@ pub fn export_model<C: FamilyConfig>(run_dir: &Path, out: &Path, build: Option<&
     let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let source_commit = std::fs::read_to_string(run_dir.join("invocations.jsonl"))
         .ok()
-        .and_then(|t| t.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).last())
+        .and_then(|t| t.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).next_back())
         .and_then(|v| v.get("git_commit").cloned())
         .unwrap_or(Value::Null);
     let info = json!({
