@@ -570,7 +570,8 @@ fn sample(dir: &Path, n: usize, out: &Path, seed: Option<u64>, cartesian: bool) 
     } else {
         None
     };
-    let ff = AldpForceField::amber_implicit();
+    // The force field names the atoms of a PDB file; other formats do not need it.
+    let ff = (format == SampleFormat::Pdb).then(AldpForceField::amber_implicit);
     // Written under a temporary name and renamed at the end: an interrupted call leaves no file
     // that looks complete.
     let part =
@@ -617,7 +618,7 @@ fn sample(dir: &Path, n: usize, out: &Path, seed: Option<u64>, cartesian: bool) 
             SampleFormat::Pdb => {
                 if pdb.is_none() {
                     let f = std::fs::File::create(part(out)).with_context(|| format!("writing {}", out.display()))?;
-                    pdb = Some(PdbWriter::new(std::io::BufWriter::new(f), &ff)?);
+                    pdb = Some(PdbWriter::new(std::io::BufWriter::new(f), ff.as_ref().expect("built for .pdb"))?);
                 }
                 pdb.as_mut().expect("created above").write_models(x)?;
             }

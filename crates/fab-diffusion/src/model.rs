@@ -392,7 +392,7 @@ impl Diffusion {
         xs: &[f64],
         track: Track,
         flows: bool,
-        known: Option<KnownTerms<'_>>,
+        mut known: Option<KnownTerms<'_>>,
     ) -> Result<Paths> {
         let spec = &self.spec;
         let p = spec.process;
@@ -411,9 +411,9 @@ impl Diffusion {
             None => None,
         };
         let need_terms = spec.langevin.is_some() || (flows && spec.forward_looking);
-        let known_steps = known.as_ref().and_then(|k| k.steps.as_ref()).filter(|s| s.log_r.len() == rows);
+        let known_steps = known.as_mut().and_then(|k| k.steps.take()).filter(|s| s.log_r.len() == rows);
         let (log_r_rows, score) = match known_steps {
-            Some(s) if need_terms && (s.score.is_some() || spec.langevin.is_none()) => (s.log_r.clone(), s.score.clone()),
+            Some(s) if need_terms && (s.score.is_some() || spec.langevin.is_none()) => (s.log_r, s.score),
             _ if need_terms => self.target_terms(target, &xs[..t_steps * block], rows, spec.langevin.is_some())?,
             _ => (Vec::new(), None),
         };
