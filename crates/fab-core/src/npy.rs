@@ -1,5 +1,5 @@
-//! Minimal reader and writer for NumPy `.npy` files (version 1.0/2.0, little-endian `<f4`/`<f8`,
-//! C order; `<i8` for writing integer samples), so samples can be exchanged with Python tools without extra dependencies.
+//! Minimal reader and writer for NumPy `.npy` files (version 1.0/2.0, little-endian
+//! `<f2`/`<f4`/`<f8`, C order; `<i8` for writing integer samples), so samples can be exchanged with Python tools without extra dependencies.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -20,6 +20,20 @@ pub fn write_f64(path: &Path, data: &[f64], shape: &[usize]) -> Result<()> {
 pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
     write_raw(path, "<f4", &bytes, shape, data.len())
+}
+
+/// Writes a C-order array of `shape` as IEEE half precision `<f2` (each value rounded to the
+/// nearest f16; 11 significant bits, so relative error ≤ 2⁻¹¹, and |x| ≤ 65504), for compact
+/// data files.
+///
+/// # Errors
+/// A value outside the finite f16 range, or a shape that does not match.
+pub fn write_f16(path: &Path, data: &[f64], shape: &[usize]) -> Result<()> {
+    if let Some(bad) = data.iter().find(|v| v.is_finite() && v.abs() > f64::from(half::f16::MAX)) {
+        return Err(Error::invalid(format!("npy: {bad} does not fit in float16")));
+    }
+    let bytes: Vec<u8> = data.iter().flat_map(|v| half::f16::from_f64(*v).to_le_bytes()).collect();
+    write_raw(path, "<f2", &bytes, shape, data.len())
 }
 
 /// Writes a C-order i64 array of `shape` as `<i8` (e.g. discrete samples).
@@ -114,7 +128,7 @@ impl NpyWriter {
     }
 }
 
-/// Reads a C-order `<f8` or `<f4` array as f64, returning `(data, shape)`.
+/// Reads a C-order `<f8`, `<f4` or `<f2` array as f64, returning `(data, shape)`.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for anything else (big-endian, Fortran order, other dtypes).
@@ -144,8 +158,10 @@ pub fn read_f64(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
         8
     } else if header.contains("'<f4'") {
         4
+    } else if header.contains("'<f2'") {
+        2
     } else {
-        return Err(bad("dtype must be <f8 or <f4"));
+        return Err(bad("dtype must be <f8, <f4 or <f2"));
     };
     let shape_part = header
         .split("'shape':")
@@ -164,10 +180,10 @@ pub fn read_f64(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
     if body.len() < n * descr {
         return Err(bad("truncated data"));
     }
-    let data = if descr == 8 {
-        body.chunks_exact(8).take(n).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
-    } else {
-        body.chunks_exact(4).take(n).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64).collect()
+    let data = match descr {
+        8 => body.chunks_exact(8).take(n).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+        4 => body.chunks_exact(4).take(n).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64).collect(),
+        _ => body.chunks_exact(2).take(n).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
     };
     Ok((data, shape))
 }
@@ -192,6 +208,15 @@ mod tests {
         write_f32(&p32, &d32, &[6]).unwrap();
         assert_eq!(read_f64(&p32).unwrap(), (data, vec![6]));
         assert!(write_f64(&p, &[1.0], &[2]).is_err());
+        // Half precision: exact for small dyadic values, nearest-even rounding otherwise
+        // (0.1 → 0.0999755859375, π → 3.140625), refused beyond 65504.
+        let p16 = dir.join("c.npy");
+        write_f16(&p16, &[0.5, -1.25, 0.1, std::f64::consts::PI, f64::NAN], &[5]).unwrap();
+        let (v, shape) = read_f64(&p16).unwrap();
+        assert_eq!((&v[..4], shape), (&[0.5, -1.25, 0.0999755859375, 3.140625][..], vec![5]));
+        assert!(v[4].is_nan());
+        assert!(std::str::from_utf8(&std::fs::read(&p16).unwrap()[10..60]).unwrap().contains("'<f2'"));
+        assert!(write_f16(&p16, &[7e4], &[1]).is_err());
         std::fs::write(&p, b"not npy").unwrap();
         assert!(read_f64(&p).is_err());
     }

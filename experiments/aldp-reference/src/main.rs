@@ -22,7 +22,10 @@ use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 use fab_core::{npy, seeded_rng, LogDensity};
 use fab_mcmc::{betas_from_temperatures, geometric_temperatures, linear_temperatures, ReplicaExchange, ReplicaExchangeConfig};
-use fab_targets::aldp::eval::{basin_of, basin_populations, phi_psi_of_flow, Basin, Estimate, ReferenceSummary};
+use fab_targets::aldp::eval::{
+    basin_of, basin_populations, counts_1d, kl_noise_floor, phi_psi_of_flow, ramachandran_counts, ramachandran_file, Basin, Estimate,
+    ReferenceSummary, ANGLE_BINS, PHI_PSI_HISTOGRAM_FILE, RAMACHANDRAN_BINS, RAMACHANDRAN_BINS_FINE,
+};
 use fab_targets::aldp::{
     is_l_form, phi_psi, wrap_angle, AldpForceField, AldpTarget, InternalCoordinates, MinimizeOptions, FLOW_DIM, KBT, TEMPERATURE,
 };
@@ -139,8 +142,9 @@ struct CombineArgs {
     /// Output directory of the shipped reference.
     #[arg(long)]
     out: PathBuf,
-    /// Flow-space samples to ship in total (taken evenly from the runs, thinned evenly in time).
-    #[arg(long, default_value_t = 20_000)]
+    /// Flow-space samples to ship in total (taken evenly from the runs, thinned evenly in time;
+    /// stored as float16).
+    #[arg(long, default_value_t = 100_000)]
     n_z: usize,
     /// (φ, ψ) pairs to ship in total (taken evenly from the runs, thinned evenly in time).
     #[arg(long, default_value_t = 100_000)]
@@ -590,10 +594,12 @@ fn combine(a: CombineArgs) -> Result<()> {
         println!("warning: only {n_pp} pairs and {n_z} z samples available");
     }
     npy::write_f32(&a.out.join("phi_psi.npy"), &f32s(&pp), &[n_pp, 2])?;
-    npy::write_f32(&a.out.join("z.npy"), &f32s(&zs), &[n_z, FLOW_DIM])?;
-    // Basin populations of the shipped z samples (φ, ψ recomputed from the float32 values).
-    let z32: Vec<f64> = zs.iter().map(|v| *v as f32 as f64).collect();
-    let (zphi, zpsi) = phi_psi_of_flow(&z32)?;
+    // z in half precision: every flow coordinate lies in [−π, π], so the rounding error is
+    // ≤ 2⁻¹⁰ (docs/ALDP_REFERENCE.md measures its effect on the metrics).
+    npy::write_f16(&a.out.join("z.npy"), &zs, &[n_z, FLOW_DIM])?;
+    // Basin populations of the shipped z samples (φ, ψ recomputed from the stored values).
+    let (z16, _) = npy::read_f64(&a.out.join("z.npy"))?;
+    let (zphi, zpsi) = phi_psi_of_flow(&z16)?;
     let z_pops = basin_populations(&zphi, &zpsi, None)?;
     let pp32: Vec<f64> = pp.iter().map(|v| *v as f32 as f64).collect();
     let shipped_pops = basin_populations(
@@ -601,6 +607,41 @@ fn combine(a: CombineArgs) -> Result<()> {
         &pp32.iter().skip(1).step_by(2).copied().collect::<Vec<_>>(),
         None,
     )?;
+    // Histograms of every recorded L-form pair (the reference of the (φ, ψ) KLs) and the KL
+    // noise floor of each, from n_batches blocks per run.
+    let n_records: usize = runs.iter().map(|x| x.phi.len()).sum();
+    let mut floors = serde_json::Map::new();
+    let mut floor_of = [None, None];
+    for (slot, bins) in [RAMACHANDRAN_BINS, RAMACHANDRAN_BINS_FINE].into_iter().enumerate() {
+        let mut total = vec![0.0; bins * bins];
+        let mut blocks = Vec::new();
+        for run in &runs {
+            let len = run.phi.len();
+            for b in 0..a.n_batches {
+                let (lo, hi) = (b * len / a.n_batches, (b + 1) * len / a.n_batches);
+                let c = ramachandran_counts(&run.phi[lo..hi], &run.psi[lo..hi], None, bins)?;
+                total.iter_mut().zip(&c).for_each(|(t, v)| *t += v);
+                blocks.push(c);
+            }
+        }
+        let floor = kl_noise_floor(&blocks)?;
+        let occupied = total.iter().filter(|c| **c > 0.0).count();
+        floors.insert(
+            bins.to_string(),
+            json!({"kl_floor": floor, "occupied_bins": occupied, "n_effective_from_floor": (occupied as f64 - 1.0) / (2.0 * floor)}),
+        );
+        floor_of[slot] = Some(floor);
+        println!(
+            "Ramachandran {bins}×{bins}: KL noise floor {floor:.2e}, {occupied} occupied bins, N_eff ≈ {:.3e}",
+            (occupied as f64 - 1.0) / (2.0 * floor)
+        );
+        npy::write_f64(&a.out.join(ramachandran_file(bins)), &total, &[bins, bins])?;
+    }
+    let all_phi: Vec<f64> = runs.iter().flat_map(|x| x.phi.iter().copied()).collect();
+    let all_psi: Vec<f64> = runs.iter().flat_map(|x| x.psi.iter().copied()).collect();
+    let mut angle_counts = counts_1d(&all_phi, ANGLE_BINS, -std::f64::consts::PI, std::f64::consts::PI)?;
+    angle_counts.extend(counts_1d(&all_psi, ANGLE_BINS, -std::f64::consts::PI, std::f64::consts::PI)?);
+    npy::write_f64(&a.out.join(PHI_PSI_HISTOGRAM_FILE), &angle_counts, &[2, ANGLE_BINS])?;
     let cis = cis_fractions(&zs, &InternalCoordinates::alanine_dipeptide());
     let n_d: usize = runs.iter().map(|x| x.n_d).sum();
     let n_all: usize = runs.iter().map(|x| x.n_total).sum();
@@ -614,12 +655,17 @@ fn combine(a: CombineArgs) -> Result<()> {
         d_form_fraction: n_d as f64 / n_all as f64,
         temperature: TEMPERATURE,
         protocol: a.protocol.clone(),
+        histogram_records: n_records as u64,
+        ramachandran_kl_floor: floor_of[0],
+        ramachandran_kl_floor_100: floor_of[1],
     };
     std::fs::write(a.out.join("reference.json"), serde_json::to_string_pretty(&summary)?)?;
     let runs_json = json!({
         "runs": per_run_json,
         "pooled_basins": pooled,
         "consistency_chi2": consistency,
+        "histogram_records": n_records,
+        "ramachandran_kl_noise_floor": floors,
         "shipped_phi_psi_basins": shipped_pops,
         "shipped_z_basins": z_pops,
         "shipped_z_cis_fraction_omega1_omega2": cis,

@@ -122,12 +122,22 @@ pub fn kl_from_densities(h_ref: &[f64], h_gen: &[f64], cell: f64) -> Result<f64>
 /// # Errors
 /// No reference sample in range, bad weights or range.
 pub fn kl_1d(reference: &[f64], generated: &[f64], gen_weights: Option<&[f64]>, bins: usize, lo: f64, hi: f64) -> Result<f64> {
-    let (hr, tr) = histogram_1d(reference, None, bins, lo, hi)?;
-    if tr == 0.0 {
+    let counts = counts_1d(reference, bins, lo, hi)?;
+    if counts.iter().sum::<f64>() == 0.0 {
         return Err(invalid("KL: no reference sample inside the histogram range"));
     }
-    let (hg, _) = histogram_1d(generated, gen_weights, bins, lo, hi)?;
-    kl_from_densities(&hr, &hg, (hi - lo) / bins as f64)
+    kl_1d_from_counts(&counts, generated, gen_weights, lo, hi)
+}
+
+/// Bin counts of `values` with `bins` equal bins on [lo, hi] (binning as [`histogram_1d`]).
+///
+/// # Errors
+/// `bins == 0`, an empty or reversed range.
+pub fn counts_1d(values: &[f64], bins: usize, lo: f64, hi: f64) -> Result<Vec<f64>> {
+    if bins == 0 || !lo.is_finite() || !hi.is_finite() || lo >= hi {
+        return Err(invalid(format!("histogram needs bins >= 1 and lo < hi, got {bins} on [{lo}, {hi}]")));
+    }
+    Ok(fab_plot::histogram_1d(values, None, [lo, hi], bins).map_err(|e| invalid(e.to_string()))?.counts)
 }
 
 /// Ramachandran KL(ref ‖ gen) exactly as in docs/ALGORITHMS.md, "Evaluation metrics": 2-D density histograms of (φ, ψ) with
@@ -145,13 +155,105 @@ pub fn ramachandran_kl(
     gen_weights: Option<&[f64]>,
     bins: usize,
 ) -> Result<f64> {
-    let (hr, tr) = histogram_2d(ref_phi, ref_psi, None, bins, -PI, PI)?;
-    if tr == 0.0 {
-        return Err(invalid("Ramachandran KL: no reference pair"));
+    let counts = ramachandran_counts(ref_phi, ref_psi, None, bins)?;
+    ramachandran_kl_from_counts(&counts, gen_phi, gen_psi, gen_weights, bins)
+}
+
+/// Bin counts (or weights) of the (φ, ψ) pairs on the `bins × bins` Ramachandran grid of
+/// [`ramachandran_kl`], row-major over φ then ψ: what a reference ships to stand for its pairs.
+///
+/// # Errors
+/// Length mismatches, bad weights, `bins == 0`.
+pub fn ramachandran_counts(phi: &[f64], psi: &[f64], weights: Option<&[f64]>, bins: usize) -> Result<Vec<f64>> {
+    if phi.len() != psi.len() {
+        return Err(invalid(format!("ramachandran_counts: {} φ but {} ψ values", phi.len(), psi.len())));
     }
-    let (hg, _) = histogram_2d(gen_phi, gen_psi, gen_weights, bins, -PI, PI)?;
+    if bins == 0 {
+        return Err(invalid("ramachandran_counts: bins must be >= 1"));
+    }
+    check_weights(weights, phi.len(), "ramachandran_counts")?;
+    let h = fab_plot::histogram_2d(phi, psi, weights, [-PI, PI], [-PI, PI], [bins, bins]).map_err(|e| invalid(e.to_string()))?;
+    Ok(h.counts)
+}
+
+/// Densities of bin `counts` on bins of area `cell` (counts / (total · cell)).
+fn densities_of_counts(counts: &[f64], cell: f64, what: &str) -> Result<Vec<f64>> {
+    let total: f64 = counts.iter().sum();
+    if !(total > 0.0) || counts.iter().any(|c| !(c.is_finite() && *c >= 0.0)) {
+        return Err(invalid(format!("{what}: reference counts must be finite, >= 0 and not all zero")));
+    }
+    Ok(counts.iter().map(|c| c / (total * cell)).collect())
+}
+
+/// [`ramachandran_kl`] against a reference given by its bin counts ([`ramachandran_counts`]
+/// with the same `bins`), e.g. the shipped histogram of every recorded reference pair.
+///
+/// # Errors
+/// `ref_counts` not of length `bins²`, all zero or negative; as [`ramachandran_kl`] otherwise.
+pub fn ramachandran_kl_from_counts(
+    ref_counts: &[f64],
+    gen_phi: &[f64],
+    gen_psi: &[f64],
+    gen_weights: Option<&[f64]>,
+    bins: usize,
+) -> Result<f64> {
+    if bins == 0 || ref_counts.len() != bins * bins {
+        return Err(invalid(format!("Ramachandran KL: {} reference counts for {bins}×{bins} bins", ref_counts.len())));
+    }
     let w = 2.0 * PI / bins as f64;
+    let hr = densities_of_counts(ref_counts, w * w, "Ramachandran KL")?;
+    let (hg, _) = histogram_2d(gen_phi, gen_psi, gen_weights, bins, -PI, PI)?;
     kl_from_densities(&hr, &hg, w * w)
+}
+
+/// 1-D KL(ref ‖ gen) of [`kl_1d`] against a reference given by its `bins` bin counts on [lo, hi].
+///
+/// # Errors
+/// Counts of the wrong length, all zero or negative; as [`kl_1d`] otherwise.
+pub fn kl_1d_from_counts(ref_counts: &[f64], generated: &[f64], gen_weights: Option<&[f64]>, lo: f64, hi: f64) -> Result<f64> {
+    let bins = ref_counts.len();
+    let hr = densities_of_counts(ref_counts, (hi - lo) / bins.max(1) as f64, "KL")?;
+    let (hg, _) = histogram_1d(generated, gen_weights, bins, lo, hi)?;
+    kl_from_densities(&hr, &hg, (hi - lo) / bins as f64)
+}
+
+/// Expected KL(p̂ ‖ p) between a histogram estimate p̂ and the distribution p it estimates: the
+/// noise floor of a KL(ref ‖ model) against that reference, reached by a perfect model with
+/// infinitely many samples. `batches` are the bin counts of consecutive blocks of the reference
+/// chains (each block much longer than the autocorrelation time, so the blocks are nearly
+/// independent); p̂ is their pooled histogram. To second order,
+/// E[KL(p̂ ‖ p)] = Σ_k Var(p̂_k) / (2 p_k), with Var(p̂_k) estimated from the blocks as
+/// B/(B − 1) · Σ_b (c_bk − p̂_k n_b)² / N² (n_b the block totals, N their sum). For B blocks of
+/// independent draws this is (K − 1)/(2N) for K occupied bins.
+///
+/// # Errors
+/// Fewer than two blocks, blocks of different lengths or an empty total.
+pub fn kl_noise_floor(batches: &[Vec<f64>]) -> Result<f64> {
+    let nb = batches.len();
+    if nb < 2 {
+        return Err(invalid("kl_noise_floor: need at least two blocks"));
+    }
+    let k = batches[0].len();
+    if batches.iter().any(|b| b.len() != k) {
+        return Err(invalid("kl_noise_floor: blocks have different numbers of bins"));
+    }
+    let n_b: Vec<f64> = batches.iter().map(|b| b.iter().sum()).collect();
+    let n: f64 = n_b.iter().sum();
+    if !(n > 0.0) {
+        return Err(invalid("kl_noise_floor: no counts"));
+    }
+    let mut floor = 0.0;
+    for j in 0..k {
+        let c: f64 = batches.iter().map(|b| b[j]).sum();
+        if c == 0.0 {
+            continue;
+        }
+        let p = c / n;
+        let ss: f64 = batches.iter().zip(&n_b).map(|(b, nb)| (b[j] - p * nb).powi(2)).sum();
+        let var = nb as f64 / (nb as f64 - 1.0) * ss / (n * n);
+        floor += var / (2.0 * p);
+    }
+    Ok(floor)
 }
 
 /// The 1-D φ and ψ KLs of docs/ALGORITHMS.md, "Evaluation metrics" (200 bins on [−π, π], ·2π/200): returns (KL_φ, KL_ψ).
@@ -460,7 +562,39 @@ pub struct ReferenceSummary {
     pub temperature: f64,
     /// Free-form protocol description (ladder, moves, thinning, seeds, command).
     pub protocol: String,
+    /// Number of recorded L-form pairs behind the shipped histograms (`ramachandran_*.npy`,
+    /// `phi_psi_200.npy`); 0 when the reference ships pairs only.
+    #[serde(default)]
+    pub histogram_records: u64,
+    /// Noise floor of the 64-bin Ramachandran KL against the shipped reference
+    /// ([`kl_noise_floor`]): what a perfect model with infinitely many samples would score.
+    #[serde(default)]
+    pub ramachandran_kl_floor: Option<f64>,
+    /// The same for 100 bins.
+    #[serde(default)]
+    pub ramachandran_kl_floor_100: Option<f64>,
 }
+
+/// Bin counts of every recorded reference pair: the reference of the (φ, ψ) KLs when it is
+/// larger than the pairs it ships (`ramachandran_{64,100}.npy` `[bins, bins]` row-major over φ
+/// then ψ, `phi_psi_200.npy` `[2, 200]`: the φ then the ψ counts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceHistograms {
+    /// `(bins, counts)` of the Ramachandran histograms ([`ramachandran_counts`]).
+    pub ramachandran: Vec<(usize, Vec<f64>)>,
+    /// φ counts with [`ANGLE_BINS`] bins on [−π, π].
+    pub phi: Vec<f64>,
+    /// ψ counts with [`ANGLE_BINS`] bins on [−π, π].
+    pub psi: Vec<f64>,
+}
+
+/// File of the Ramachandran histogram with `bins` bins per axis inside a reference directory.
+pub fn ramachandran_file(bins: usize) -> String {
+    format!("ramachandran_{bins}.npy")
+}
+
+/// File of the 1-D φ and ψ histograms inside a reference directory.
+pub const PHI_PSI_HISTOGRAM_FILE: &str = "phi_psi_200.npy";
 
 /// The replica-exchange reference shipped with fab-targets (`data/aldp/reference`).
 #[derive(Debug, Clone)]
@@ -475,16 +609,80 @@ pub struct AldpReference {
     pub n_z: usize,
     /// The stored summary (populations, provenance).
     pub summary: ReferenceSummary,
+    /// Histograms of every recorded pair, if the reference ships them.
+    pub histograms: Option<ReferenceHistograms>,
 }
 
 impl AldpReference {
-    /// Basin populations of the reference (φ, ψ) pairs.
+    /// Basin populations of the reference: with shipped histograms, the pooled populations of
+    /// every recorded pair (`summary.basins`, `n` = the records); otherwise those of the
+    /// shipped (φ, ψ) pairs.
     ///
     /// # Errors
     /// Only if the reference is empty.
     pub fn basin_populations(&self) -> Result<BasinPops> {
+        if self.histograms.is_some() && self.summary.histogram_records > 0 {
+            let [b, r, l] = self.summary.basins.map(|e| e.mean);
+            let n = self.summary.histogram_records as usize;
+            return Ok(BasinPops { beta_c5: b, alpha_r: r, alpha_l: l, n, n_effective: n as f64 });
+        }
         basin_populations(&self.phi, &self.psi, None)
     }
+
+    /// [`ramachandran_kl`] of the generated angles against this reference: against the shipped
+    /// histogram of every recorded pair when there is one for `bins`, else against the pairs.
+    ///
+    /// # Errors
+    /// As [`ramachandran_kl`].
+    pub fn ramachandran_kl(&self, gen_phi: &[f64], gen_psi: &[f64], gen_weights: Option<&[f64]>, bins: usize) -> Result<f64> {
+        match self.histograms.as_ref().and_then(|h| h.ramachandran.iter().find(|(b, _)| *b == bins)) {
+            Some((_, counts)) => ramachandran_kl_from_counts(counts, gen_phi, gen_psi, gen_weights, bins),
+            None => ramachandran_kl(&self.phi, &self.psi, gen_phi, gen_psi, gen_weights, bins),
+        }
+    }
+
+    /// [`phi_psi_kl`] of the generated angles against this reference (its histograms if shipped).
+    ///
+    /// # Errors
+    /// As [`phi_psi_kl`].
+    pub fn phi_psi_kl(&self, gen_phi: &[f64], gen_psi: &[f64], gen_weights: Option<&[f64]>) -> Result<(f64, f64)> {
+        match &self.histograms {
+            Some(h) => {
+                if gen_phi.len() != gen_psi.len() {
+                    return Err(invalid("phi_psi_kl: φ and ψ must have the same length"));
+                }
+                Ok((kl_1d_from_counts(&h.phi, gen_phi, gen_weights, -PI, PI)?, kl_1d_from_counts(&h.psi, gen_psi, gen_weights, -PI, PI)?))
+            }
+            None => phi_psi_kl(&self.phi, &self.psi, gen_phi, gen_psi, gen_weights),
+        }
+    }
+}
+
+/// Reads the optional histograms of a reference directory ([`ReferenceHistograms`]); `None`
+/// when it has no `ramachandran_64.npy`.
+fn load_histograms(dir: &Path) -> Result<Option<ReferenceHistograms>> {
+    if !dir.join(ramachandran_file(RAMACHANDRAN_BINS)).exists() {
+        return Ok(None);
+    }
+    let mut ramachandran = Vec::new();
+    for bins in [RAMACHANDRAN_BINS, RAMACHANDRAN_BINS_FINE] {
+        let path = dir.join(ramachandran_file(bins));
+        if !path.exists() {
+            continue;
+        }
+        let (c, shape) = npy::read_f64(&path)?;
+        if shape != [bins, bins] {
+            return Err(invalid(format!("{} has shape {shape:?}, expected [{bins}, {bins}]", path.display())));
+        }
+        ramachandran.push((bins, c));
+    }
+    let path = dir.join(PHI_PSI_HISTOGRAM_FILE);
+    let (c, shape) = npy::read_f64(&path)?;
+    if shape != [2, ANGLE_BINS] {
+        return Err(invalid(format!("{} has shape {shape:?}, expected [2, {ANGLE_BINS}]", path.display())));
+    }
+    let (phi, psi) = c.split_at(ANGLE_BINS);
+    Ok(Some(ReferenceHistograms { ramachandran, phi: phi.to_vec(), psi: psi.to_vec() }))
 }
 
 /// Directory of the reference samples: `$FAB_ALDP_REFERENCE_DIR` if set (for binaries moved
@@ -505,7 +703,8 @@ pub fn load_reference() -> Result<AldpReference> {
     load_reference_from(&reference_dir())
 }
 
-/// Loads `phi_psi.npy` (`[n, 2]`), `z.npy` (`[m, 60]`) and `reference.json` from `dir`.
+/// Loads `phi_psi.npy` (`[n, 2]`), `z.npy` (`[m, 60]`), `reference.json` and, if present, the
+/// histograms of every recorded pair ([`ReferenceHistograms`]) from `dir`.
 ///
 /// # Errors
 /// Missing or malformed files, shapes that disagree with the summary.
@@ -530,7 +729,8 @@ pub fn load_reference_from(dir: &Path) -> Result<AldpReference> {
     }
     let phi = pp.iter().step_by(2).copied().collect();
     let psi = pp.iter().skip(1).step_by(2).copied().collect();
-    Ok(AldpReference { phi, psi, z, n_z: zshape[0], summary })
+    let histograms = load_histograms(dir)?;
+    Ok(AldpReference { phi, psi, z, n_z: zshape[0], summary, histograms })
 }
 
 #[cfg(test)]
@@ -807,5 +1007,126 @@ mod tests {
         let ld = log_det_dx_dz(&z).unwrap();
         assert!((ld[0] + 245.48211).abs() < 1e-4);
         assert!(phi_psi_of_flow(&z[..59]).is_err());
+    }
+
+    /// Draws `n` bins from `p` as a sticky Markov chain: with probability `stay` the previous
+    /// bin again, else a fresh draw from p (stationary law p, τ_int = (1 + stay)/(1 − stay)).
+    fn sticky_chain(p: &[f64], n: usize, stay: f64, rng: &mut impl rand::Rng) -> Vec<usize> {
+        let cdf: Vec<f64> = p
+            .iter()
+            .scan(0.0, |c, v| {
+                *c += v;
+                Some(*c)
+            })
+            .collect();
+        let fresh = |rng: &mut dyn rand::RngCore| {
+            let u: f64 = rand::Rng::random(rng);
+            cdf.iter().position(|c| u < *c).unwrap_or(p.len() - 1)
+        };
+        let mut k = fresh(rng);
+        (0..n)
+            .map(|_| {
+                if rng.random::<f64>() >= stay {
+                    k = fresh(rng);
+                }
+                k
+            })
+            .collect()
+    }
+
+    /// The noise floor predicted from blocks of one chain against the KL(p̂ ‖ p) actually seen
+    /// over many chains: for independent draws it is (K − 1)/(2N); for a correlated chain it is
+    /// 2τ_int times larger, and the block estimate sees that. 100 chains per case give the
+    /// Monte-Carlo mean to ±5 % (the KL of a chain has sd ≈ √(2/(K−1))·mean ≈ 0.2·mean); the
+    /// block estimate from 20 blocks over 50 bins averaged over them to ~±3 % (measured: both
+    /// within 2 %): bounds ±10 %, so a missing factor of 2 or B/(B − 1) fails.
+    #[test]
+    fn kl_noise_floor_predicts_the_kl_of_a_histogram_estimate() {
+        let k = 50;
+        let raw: Vec<f64> = (0..k).map(|i| 1.0 + (i as f64 * 0.7).sin().powi(2) * 5.0).collect();
+        let z: f64 = raw.iter().sum();
+        let p: Vec<f64> = raw.iter().map(|v| v / z).collect();
+        let n = 40_000;
+        let mut rng = fab_core::seeded_rng(3, 0);
+        for (stay, n_eff) in [(0.0, n as f64), (0.8, n as f64 / 9.0)] {
+            let (mut kl_mean, mut floor_mean) = (0.0, 0.0);
+            let reps = 100;
+            for _ in 0..reps {
+                let chain = sticky_chain(&p, n, stay, &mut rng);
+                let blocks: Vec<Vec<f64>> = chain
+                    .chunks(n / 20)
+                    .map(|c| {
+                        let mut h = vec![0.0; k];
+                        c.iter().for_each(|&b| h[b] += 1.0);
+                        h
+                    })
+                    .collect();
+                let mut h = vec![0.0; k];
+                chain.iter().for_each(|&b| h[b] += 1.0);
+                kl_mean += h.iter().zip(&p).filter(|(c, _)| **c > 0.0).map(|(c, q)| c / n as f64 * (c / n as f64 / q).ln()).sum::<f64>()
+                    / reps as f64;
+                floor_mean += kl_noise_floor(&blocks).unwrap() / reps as f64;
+            }
+            let theory = (k as f64 - 1.0) / (2.0 * n_eff);
+            assert!((kl_mean / theory - 1.0).abs() < 0.1, "stay {stay}: Monte-Carlo KL {kl_mean} vs (K-1)/(2 N_eff) {theory}");
+            assert!((floor_mean / kl_mean - 1.0).abs() < 0.1, "stay {stay}: block estimate {floor_mean} vs Monte-Carlo KL {kl_mean}");
+        }
+        assert!(kl_noise_floor(&[vec![1.0, 2.0]]).is_err());
+        assert!(kl_noise_floor(&[vec![1.0, 2.0], vec![1.0]]).is_err());
+        assert!(kl_noise_floor(&[vec![0.0, 0.0], vec![0.0, 0.0]]).is_err());
+    }
+
+    /// A reference given by its bin counts scores exactly like the pairs it was binned from,
+    /// and `AldpReference` uses its histograms when it has them.
+    #[test]
+    fn kls_against_reference_counts_equal_kls_against_its_pairs() {
+        use rand::Rng;
+        let mut rng = fab_core::seeded_rng(5, 0);
+        let mut angles = |n: usize, c: f64| -> (Vec<f64>, Vec<f64>) {
+            (0..n).map(|_| ((c + rng.random::<f64>() * 2.0).rem_euclid(2.0 * PI) - PI, rng.random::<f64>() * 6.0 - 3.0)).unzip()
+        };
+        let (rphi, rpsi) = angles(5000, 0.0);
+        let (gphi, gpsi) = angles(3000, 0.3);
+        let w: Vec<f64> = (0..3000).map(|i| 1.0 + (i % 7) as f64).collect();
+        for bins in [64, 100] {
+            let counts = ramachandran_counts(&rphi, &rpsi, None, bins).unwrap();
+            for wt in [None, Some(&w[..])] {
+                let a = ramachandran_kl(&rphi, &rpsi, &gphi, &gpsi, wt, bins).unwrap();
+                let b = ramachandran_kl_from_counts(&counts, &gphi, &gpsi, wt, bins).unwrap();
+                assert!(a > 0.01 && (a - b).abs() < 1e-12 * a, "{a} {b}");
+            }
+        }
+        let mut r = AldpReference {
+            phi: rphi.clone(),
+            psi: rpsi.clone(),
+            z: vec![],
+            n_z: 0,
+            summary: serde_json::from_str::<ReferenceSummary>(
+                r#"{"n_phi_psi":0,"n_z":0,"phi_psi_per_run":[],"z_per_run":[],"basins":[{"mean":0.5,"se":0},{"mean":0.3,"se":0},{"mean":0.2,"se":0}],"basins_per_run":[],"d_form_fraction":0,"temperature":300,"protocol":""}"#,
+            )
+            .unwrap(),
+            histograms: None,
+        };
+        let from_pairs = (r.ramachandran_kl(&gphi, &gpsi, None, 64).unwrap(), r.phi_psi_kl(&gphi, &gpsi, None).unwrap());
+        assert_eq!(r.basin_populations().unwrap(), basin_populations(&rphi, &rpsi, None).unwrap());
+        // Histograms of other pairs (the first half only) take over once present.
+        let half = 2500;
+        r.histograms = Some(ReferenceHistograms {
+            ramachandran: vec![(64, ramachandran_counts(&rphi[..half], &rpsi[..half], None, 64).unwrap())],
+            phi: counts_1d(&rphi[..half], ANGLE_BINS, -PI, PI).unwrap(),
+            psi: counts_1d(&rpsi[..half], ANGLE_BINS, -PI, PI).unwrap(),
+        });
+        r.summary.histogram_records = half as u64;
+        let kl64 = r.ramachandran_kl(&gphi, &gpsi, None, 64).unwrap();
+        assert_eq!(kl64, ramachandran_kl(&rphi[..half], &rpsi[..half], &gphi, &gpsi, None, 64).unwrap());
+        assert_ne!(kl64, from_pairs.0);
+        // 100 bins are not shipped here: the pairs serve.
+        assert_eq!(r.ramachandran_kl(&gphi, &gpsi, None, 100).unwrap(), ramachandran_kl(&rphi, &rpsi, &gphi, &gpsi, None, 100).unwrap());
+        let (kphi, kpsi) = r.phi_psi_kl(&gphi, &gpsi, None).unwrap();
+        let (ephi, epsi) = phi_psi_kl(&rphi[..half], &rpsi[..half], &gphi, &gpsi, None).unwrap();
+        assert!((kphi - ephi).abs() < 1e-12 && (kpsi - epsi).abs() < 1e-12 && kphi != from_pairs.1 .0);
+        assert_eq!(r.basin_populations().unwrap().as_array(), [0.5, 0.3, 0.2]);
+        assert!(ramachandran_kl_from_counts(&[1.0; 10], &gphi, &gpsi, None, 64).is_err());
+        assert!(ramachandran_kl_from_counts(&vec![0.0; 64 * 64], &gphi, &gpsi, None, 64).is_err());
     }
 }

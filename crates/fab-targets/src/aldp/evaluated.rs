@@ -122,18 +122,12 @@ impl Target for AldpEvalTarget {
         for bins in [eval::RAMACHANDRAN_BINS, eval::RAMACHANDRAN_BINS_FINE] {
             let sfx = if bins == eval::RAMACHANDRAN_BINS { String::new() } else { format!("_{bins}") };
             for (name, phi, psi, w) in &angles {
-                ctx.insert(
-                    format!("ramachandran_kl_{name}{sfx}"),
-                    eval::ramachandran_kl(&r.phi, &r.psi, phi, psi, None, bins).map_err(fam)?,
-                );
-                ctx.insert(
-                    format!("ramachandran_kl_{name}_reweighted{sfx}"),
-                    eval::ramachandran_kl(&r.phi, &r.psi, phi, psi, Some(w), bins).map_err(fam)?,
-                );
+                ctx.insert(format!("ramachandran_kl_{name}{sfx}"), r.ramachandran_kl(phi, psi, None, bins).map_err(fam)?);
+                ctx.insert(format!("ramachandran_kl_{name}_reweighted{sfx}"), r.ramachandran_kl(phi, psi, Some(w), bins).map_err(fam)?);
             }
         }
         let (_, phi_f, psi_f, w_f) = &angles[0];
-        let (kphi, kpsi) = eval::phi_psi_kl(&r.phi, &r.psi, phi_f, psi_f, None).map_err(fam)?;
+        let (kphi, kpsi) = r.phi_psi_kl(phi_f, psi_f, None).map_err(fam)?;
         ctx.insert(format!("phi_kl_{first}"), kphi);
         ctx.insert(format!("psi_kl_{first}"), kpsi);
         let kls = eval::marginal_kls(&r.z, &xf, None).map_err(fam)?;
