@@ -370,3 +370,26 @@ fn batch_stats_count_the_rare_basin_share_of_a_batch() {
     let stats: std::collections::BTreeMap<String, f64> = t.batch_stats(&r.z, &lw).into_iter().collect();
     assert!((stats["alpha_l_weight"] - 1.0).abs() < 1e-12, "{stats:?}");
 }
+
+/// The L-form αL share: on the shipped reference (all L-form) it is the αL population; moving
+/// the HA dihedral (flow dimension 26) by 2 rad makes every configuration D-form without moving
+/// φ or ψ, and the share drops to 0 while the plain αL population stays.
+#[test]
+fn l_form_alpha_l_share_ignores_d_form_samples_in_the_window() {
+    use fab_targets::aldp::eval::{basin_populations, l_form_alpha_l_share, phi_psi_of_flow};
+    use fab_targets::aldp::{l_form_mask, FLOW_DIM};
+    let r = fab_targets::aldp::eval::load_reference().unwrap();
+    let (phi, psi) = phi_psi_of_flow(&r.z).unwrap();
+    let l = l_form_mask(&r.z).unwrap();
+    let plain = basin_populations(&phi, &psi, None).unwrap().alpha_l;
+    assert!(plain > 0.0);
+    assert_eq!(l_form_alpha_l_share(&phi, &psi, &l).unwrap(), plain);
+    let mut d = r.z.clone();
+    d.chunks_mut(FLOW_DIM).for_each(|z| z[26] += 2.0);
+    let (dphi, dpsi) = phi_psi_of_flow(&d).unwrap();
+    assert_eq!((&dphi, &dpsi), (&phi, &psi));
+    let dl = l_form_mask(&d).unwrap();
+    assert!(dl.iter().all(|x| !x));
+    assert_eq!(l_form_alpha_l_share(&dphi, &dpsi, &dl).unwrap(), 0.0);
+    assert!(l_form_alpha_l_share(&phi, &psi, &l[1..]).is_err());
+}

@@ -531,6 +531,20 @@ pub fn basin_populations(phi: &[f64], psi: &[f64], weights: Option<&[f64]>) -> R
     Ok(BasinPops { beta_c5: s[0] / total, alpha_r: s[1] / total, alpha_l: s[2] / total, n, n_effective: total * total / w2 })
 }
 
+/// Share of samples that are L-form (`l_form[i]`, [`super::is_l_form`]) and in αL/C7ax: the rare
+/// basin as the reference counts it. The D-form mirror image of αR falls in the same (φ, ψ)
+/// window, so the plain αL population of a sample set with D-form members overstates it.
+///
+/// # Errors
+/// Length mismatches or no samples.
+pub fn l_form_alpha_l_share(phi: &[f64], psi: &[f64], l_form: &[bool]) -> Result<f64> {
+    if phi.len() != psi.len() || phi.len() != l_form.len() || phi.is_empty() {
+        return Err(invalid(format!("l_form_alpha_l_share: {} φ, {} ψ and {} chirality flags", phi.len(), psi.len(), l_form.len())));
+    }
+    let n = phi.iter().zip(psi).zip(l_form).filter(|((p, q), l)| **l && basin_of(**p, **q) == Some(Basin::AlphaL)).count();
+    Ok(n as f64 / phi.len() as f64)
+}
+
 /// A population estimate with its standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
@@ -954,8 +968,24 @@ mod tests {
         use crate::aldp::{is_l_form, AldpTarget};
         let r = load_reference().unwrap();
         let s = &r.summary;
-        assert!(r.phi.len() >= 100_000 && r.n_z >= 20_000, "{} pairs, {} z", r.phi.len(), r.n_z);
-        assert!(s.phi_psi_per_run.len() >= 4 && s.phi_psi_per_run.len() == s.basins_per_run.len());
+        assert!(r.phi.len() >= 100_000 && r.n_z >= 100_000, "{} pairs, {} z", r.phi.len(), r.n_z);
+        assert!(s.phi_psi_per_run.len() >= 5 && s.phi_psi_per_run.len() == s.basins_per_run.len());
+        // Histograms of every record: all records binned in each, at the noise floor.
+        let h = r.histograms.as_ref().expect("the shipped reference has histograms of every record");
+        assert_eq!(h.ramachandran.iter().map(|(b, _)| *b).collect::<Vec<_>>(), [RAMACHANDRAN_BINS, RAMACHANDRAN_BINS_FINE]);
+        assert!(s.histogram_records >= 5_000_000, "{} records", s.histogram_records);
+        for c in h.ramachandran.iter().map(|(_, c)| c).chain([&h.phi, &h.psi]) {
+            assert_eq!(c.iter().sum::<f64>(), s.histogram_records as f64);
+        }
+        let floor = s.ramachandran_kl_floor.unwrap();
+        assert!(floor > 0.0 && floor <= 1e-3 && s.ramachandran_kl_floor_100.unwrap() > floor, "{s:?}");
+        // The shipped pairs are a thinned subset of the same records: against the full histogram
+        // they score like 10⁵ exact draws (≈ 0.05, the sample-size floor of
+        // `ramachandran_kl_needs_many_samples`); φ and ψ swapped would score > 1.
+        let counts = &h.ramachandran[0].1;
+        let kl = ramachandran_kl_from_counts(counts, &r.phi, &r.psi, None, RAMACHANDRAN_BINS).unwrap();
+        let swapped = ramachandran_kl_from_counts(counts, &r.psi, &r.phi, None, RAMACHANDRAN_BINS).unwrap();
+        assert!(kl < 0.1 && swapped > 1.0, "{kl} {swapped}");
         assert_eq!(s.phi_psi_per_run.iter().sum::<usize>(), r.phi.len());
         assert_eq!(s.z_per_run.iter().sum::<usize>(), r.n_z);
         assert!(r.phi.iter().chain(&r.psi).all(|v| v.is_finite() && v.abs() <= PI + 1e-6));

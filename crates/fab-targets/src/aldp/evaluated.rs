@@ -92,7 +92,8 @@ impl Target for AldpEvalTarget {
     /// `eval_ess_S_clipped` (largest 10⁻⁴ of the weights clipped, as the paper's table),
     /// re-weighted basin populations `basin_*_S_reweighted` and, with the reference, the
     /// Ramachandran KLs `ramachandran_kl_S[_reweighted][_100]`. For the model's own samples
-    /// also: `l_form_fraction`, unweighted basins, φ/ψ KLs, marginal KLs of the 60
+    /// also: `l_form_fraction`, unweighted basins, the share of samples that are L-form and in
+    /// αL/C7ax (`basin_alpha_l_S_l_form`), φ/ψ KLs, marginal KLs of the 60
     /// coordinates, and — for a model with an exact density — the Cartesian test
     /// log-likelihood of the reference samples.
     fn metrics(&self, ctx: &mut EvalContext<'_>) -> fab_sampler::Result<()> {
@@ -110,6 +111,9 @@ impl Target for AldpEvalTarget {
             let w = eval::importance_weights(&s.log_w);
             if *name == first {
                 insert_basins(ctx, name, &phi, &psi, None);
+                // The rare basin among L-form samples only: the D-form mirror image of αR lies
+                // in the same (φ, ψ) window, so `basin_alpha_l_S` alone can hide a lost basin.
+                ctx.insert_or_note(&format!("basin_alpha_l_{name}_l_form"), eval::l_form_alpha_l_share(&phi, &psi, &l_form));
             }
             insert_basins(ctx, &format!("{name}_reweighted"), &phi, &psi, Some(&w));
             angles.push((name.clone(), phi, psi, w));
