@@ -227,7 +227,7 @@ pub fn kl_1d_from_counts(ref_counts: &[f64], generated: &[f64], gen_weights: Opt
 /// independent draws this is (K − 1)/(2N) for K occupied bins.
 ///
 /// # Errors
-/// Fewer than two blocks, blocks of different lengths or an empty total.
+/// Fewer than two blocks, blocks with different numbers of bins, or no counts at all.
 pub fn kl_noise_floor(batches: &[Vec<f64>]) -> Result<f64> {
     let nb = batches.len();
     if nb < 2 {
