@@ -626,15 +626,10 @@ fn combine(a: CombineArgs) -> Result<()> {
         }
         let floor = kl_noise_floor(&blocks)?;
         let occupied = total.iter().filter(|c| **c > 0.0).count();
-        floors.insert(
-            bins.to_string(),
-            json!({"kl_floor": floor, "occupied_bins": occupied, "n_effective_from_floor": (occupied as f64 - 1.0) / (2.0 * floor)}),
-        );
+        let n_eff = (occupied as f64 - 1.0) / (2.0 * floor);
+        floors.insert(bins.to_string(), json!({"kl_floor": floor, "occupied_bins": occupied, "n_effective_from_floor": n_eff}));
         floor_of[slot] = Some(floor);
-        println!(
-            "Ramachandran {bins}×{bins}: KL noise floor {floor:.2e}, {occupied} occupied bins, N_eff ≈ {:.3e}",
-            (occupied as f64 - 1.0) / (2.0 * floor)
-        );
+        println!("Ramachandran {bins}×{bins}: KL noise floor {floor:.2e}, {occupied} occupied bins, N_eff ≈ {n_eff:.3e}");
         npy::write_f64(&a.out.join(ramachandran_file(bins)), &total, &[bins, bins])?;
     }
     let all_phi: Vec<f64> = runs.iter().flat_map(|x| x.phi.iter().copied()).collect();

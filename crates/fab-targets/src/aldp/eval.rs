@@ -71,6 +71,14 @@ fn check_weights(w: Option<&[f64]>, n: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a histogram's bin count and range: `bins ≥ 1`, finite `lo < hi`.
+fn check_bins(bins: usize, lo: f64, hi: f64) -> Result<()> {
+    if bins == 0 || !lo.is_finite() || !hi.is_finite() || lo >= hi {
+        return Err(invalid(format!("histogram needs bins >= 1 and lo < hi, got {bins} on [{lo}, {hi}]")));
+    }
+    Ok(())
+}
+
 /// Density histogram of `values` (optionally weighted) with `bins` equal bins on [lo, hi], as
 /// `numpy.histogram(values, bins, range=(lo, hi), weights, density=True)`. Returns the
 /// densities and the in-range total weight; all zeros if that total is 0.
@@ -78,9 +86,7 @@ fn check_weights(w: Option<&[f64]>, n: usize, what: &str) -> Result<()> {
 /// # Errors
 /// `bins == 0`, an empty or reversed range, bad weights.
 pub fn histogram_1d(values: &[f64], weights: Option<&[f64]>, bins: usize, lo: f64, hi: f64) -> Result<(Vec<f64>, f64)> {
-    if bins == 0 || !lo.is_finite() || !hi.is_finite() || lo >= hi {
-        return Err(invalid(format!("histogram needs bins >= 1 and lo < hi, got {bins} on [{lo}, {hi}]")));
-    }
+    check_bins(bins, lo, hi)?;
     check_weights(weights, values.len(), "histogram")?;
     let h = fab_plot::histogram_1d(values, weights, [lo, hi], bins).map_err(|e| invalid(e.to_string()))?;
     Ok((h.densities(), h.total))
@@ -93,15 +99,27 @@ pub fn histogram_1d(values: &[f64], weights: Option<&[f64]>, bins: usize, lo: f6
 /// # Errors
 /// Length mismatch, `bins == 0`, an empty range, bad weights.
 pub fn histogram_2d(x: &[f64], y: &[f64], weights: Option<&[f64]>, bins: usize, lo: f64, hi: f64) -> Result<(Vec<f64>, f64)> {
-    if x.len() != y.len() {
-        return Err(invalid(format!("histogram_2d: {} x values but {} y values", x.len(), y.len())));
-    }
-    if bins == 0 || !lo.is_finite() || !hi.is_finite() || lo >= hi {
-        return Err(invalid(format!("histogram needs bins >= 1 and lo < hi, got {bins} on [{lo}, {hi}]")));
-    }
-    check_weights(weights, x.len(), "histogram_2d")?;
-    let h = fab_plot::histogram_2d(x, y, weights, [lo, hi], [lo, hi], [bins, bins]).map_err(|e| invalid(e.to_string()))?;
+    let h = checked_histogram_2d(x, y, weights, bins, lo, hi, "histogram_2d")?;
     Ok((h.densities(), h.total))
+}
+
+/// The `bins × bins` histogram of the pairs (x, y) on [lo, hi]² after checking lengths, bins,
+/// range and weights (`what` names the caller in errors).
+fn checked_histogram_2d(
+    x: &[f64],
+    y: &[f64],
+    weights: Option<&[f64]>,
+    bins: usize,
+    lo: f64,
+    hi: f64,
+    what: &str,
+) -> Result<fab_plot::Histogram2d> {
+    if x.len() != y.len() {
+        return Err(invalid(format!("{what}: {} x values but {} y values", x.len(), y.len())));
+    }
+    check_bins(bins, lo, hi)?;
+    check_weights(weights, x.len(), what)?;
+    fab_plot::histogram_2d(x, y, weights, [lo, hi], [lo, hi], [bins, bins]).map_err(|e| invalid(e.to_string()))
 }
 
 /// Σ h_ref·ln((h_ref + ε)/(h_gen + ε))·`cell` over matching bins (ε = [`KL_EPS`]).
@@ -134,9 +152,7 @@ pub fn kl_1d(reference: &[f64], generated: &[f64], gen_weights: Option<&[f64]>, 
 /// # Errors
 /// `bins == 0`, an empty or reversed range.
 pub fn counts_1d(values: &[f64], bins: usize, lo: f64, hi: f64) -> Result<Vec<f64>> {
-    if bins == 0 || !lo.is_finite() || !hi.is_finite() || lo >= hi {
-        return Err(invalid(format!("histogram needs bins >= 1 and lo < hi, got {bins} on [{lo}, {hi}]")));
-    }
+    check_bins(bins, lo, hi)?;
     Ok(fab_plot::histogram_1d(values, None, [lo, hi], bins).map_err(|e| invalid(e.to_string()))?.counts)
 }
 
@@ -165,15 +181,7 @@ pub fn ramachandran_kl(
 /// # Errors
 /// Length mismatches, bad weights, `bins == 0`.
 pub fn ramachandran_counts(phi: &[f64], psi: &[f64], weights: Option<&[f64]>, bins: usize) -> Result<Vec<f64>> {
-    if phi.len() != psi.len() {
-        return Err(invalid(format!("ramachandran_counts: {} φ but {} ψ values", phi.len(), psi.len())));
-    }
-    if bins == 0 {
-        return Err(invalid("ramachandran_counts: bins must be >= 1"));
-    }
-    check_weights(weights, phi.len(), "ramachandran_counts")?;
-    let h = fab_plot::histogram_2d(phi, psi, weights, [-PI, PI], [-PI, PI], [bins, bins]).map_err(|e| invalid(e.to_string()))?;
-    Ok(h.counts)
+    Ok(checked_histogram_2d(phi, psi, weights, bins, -PI, PI, "ramachandran_counts")?.counts)
 }
 
 /// Densities of bin `counts` on bins of area `cell` (counts / (total · cell)).
