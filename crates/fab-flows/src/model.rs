@@ -31,6 +31,30 @@ pub type CoefFn<'a> = dyn FnMut(&[f64]) -> fab_core::Result<Option<Vec<f64>>> + 
 /// and one backward tape per layer.
 type DensityPass<T> = (Vec<T>, Vec<T>, Vec<Option<Tape>>);
 
+/// Batches of at least this many rows are processed by the CPU path as two row blocks, run
+/// concurrently when rayon has more than one thread. The split does not depend on the number of
+/// threads, so neither do the results.
+const MIN_SPLIT_ROWS: usize = 128;
+
+/// Rows of the first block of an `n`-row CPU pass (`n` when the batch is not split).
+fn split_row(n: usize) -> usize {
+    if n >= MIN_SPLIT_ROWS {
+        n.div_ceil(2)
+    } else {
+        n
+    }
+}
+
+/// Runs `first`, and `second` if `split`, concurrently through `rayon::join`.
+fn join_blocks<A: Send, B: Send>(split: bool, first: impl FnOnce() -> A + Send, second: impl FnOnce() -> B + Send) -> (A, Option<B>) {
+    if split {
+        let (a, b) = rayon::join(first, second);
+        (a, Some(b))
+    } else {
+        (first(), None)
+    }
+}
+
 /// A normalizing flow q(x): base distribution → layers → data space.
 ///
 /// Sampling runs the layers' forward (sampling) direction in order; the density runs their
@@ -220,11 +244,23 @@ impl FlowModel {
 
     fn cpu_backward<T: Real>(&self, x: &Tensor, coef_fn: &mut CoefFn<'_>) -> Result<(Tensor, Option<Grads>)> {
         let n = x.dim(0)?;
-        let (z, ld, tapes) = self.cpu_density::<T>(self.host::<T>(x)?, n, true)?;
+        let d = self.base.dim();
+        let x = self.host::<T>(x)?;
+        let h = split_row(n);
+        // Density passes of the two row blocks (concurrently when threads allow).
+        let (a, b) = join_blocks(
+            h < n,
+            || self.cpu_density::<T>(x[..h * d].to_vec(), h, true),
+            || self.cpu_density::<T>(x[h * d..].to_vec(), n - h, true),
+        );
+        let (a, b) = (a?, b.transpose()?);
         let mut lp = vec![T::zero(); n];
-        self.base.cpu_log_prob(&z, n, &mut lp, None, None)?;
-        for (l, d) in lp.iter_mut().zip(&ld) {
-            *l += *d;
+        for ((z, ld, _), lp) in std::iter::once(&a).chain(&b).zip(lp.chunks_mut(h.max(1))) {
+            let m = ld.len();
+            self.base.cpu_log_prob(z, m, lp, None, None)?;
+            for (l, d) in lp.iter_mut().zip(ld) {
+                *l += *d;
+            }
         }
         let lp_f64: Vec<f64> = lp.iter().map(|v| v.as_f64()).collect();
         let lp_t = Tensor::from_vec(lp, n, &Device::Cpu)?;
@@ -232,12 +268,28 @@ impl FlowModel {
         if coef.len() != n {
             return Err(fab_core::Error::invalid(format!("{} weights for {n} points", coef.len())).into());
         }
-        let mut pgrads: Vec<Vec<T>> = self.params.vars().iter().map(|v| vec![T::zero(); v.elem_count()]).collect();
         let c: Vec<T> = coef.iter().map(|&v| T::from_f64(v)).collect();
-        let nb = self.base.params().len();
-        let mut scratch = vec![T::zero(); n];
-        let gz = self.base.cpu_log_prob(&z, n, &mut scratch, Some(&c), Some(&mut pgrads[..nb]))?.expect("coef given");
-        self.cpu_layers_backward(tapes, gz, &c, n, Some(&mut pgrads))?;
+        // Backward passes of the blocks, each into its own gradient buffers; the block sums are
+        // added in block order, so the result does not depend on the number of threads.
+        let block_grads = |(z, _, tapes): DensityPass<T>, c: &[T]| -> Result<Vec<Vec<T>>> {
+            let m = c.len();
+            let mut pgrads: Vec<Vec<T>> = self.params.vars().iter().map(|v| vec![T::zero(); v.elem_count()]).collect();
+            let nb = self.base.params().len();
+            let mut scratch = vec![T::zero(); m];
+            let gz = self.base.cpu_log_prob(&z, m, &mut scratch, Some(c), Some(&mut pgrads[..nb]))?.expect("coef given");
+            self.cpu_layers_backward(tapes, gz, c, m, Some(&mut pgrads))?;
+            Ok(pgrads)
+        };
+        let (ga, gb) = join_blocks(b.is_some(), || block_grads(a, &c[..h]), || block_grads(b.expect("second block"), &c[h..]));
+        let (ga, gb) = (ga?, gb.transpose()?);
+        let mut pgrads = ga;
+        if let Some(gb) = gb {
+            for (a, b) in pgrads.iter_mut().zip(&gb) {
+                for (u, v) in a.iter_mut().zip(b) {
+                    *u += *v;
+                }
+            }
+        }
         let grads = pgrads
             .into_iter()
             .zip(self.params.vars())
@@ -249,20 +301,42 @@ impl FlowModel {
     fn cpu_log_prob<T: Real>(&self, x: &Tensor, with_grad: bool) -> Result<(Tensor, Option<Tensor>)> {
         let n = x.dim(0)?;
         let d = self.base.dim();
-        let (z, ld, tapes) = self.cpu_density::<T>(self.host::<T>(x)?, n, with_grad)?;
+        let host = self.host::<T>(x)?;
+        let h = split_row(n);
+        // Rows are independent here: the blocks give bit-for-bit the rows of one pass.
+        let (a, b) = join_blocks(
+            h < n,
+            || self.cpu_log_prob_rows::<T>(host[..h * d].to_vec(), h, with_grad),
+            || self.cpu_log_prob_rows::<T>(host[h * d..].to_vec(), n - h, with_grad),
+        );
+        let (mut lp, mut g) = a?;
+        if let Some(b) = b {
+            let (lp_b, g_b) = b?;
+            lp.extend_from_slice(&lp_b);
+            if let (Some(g), Some(g_b)) = (g.as_mut(), g_b) {
+                g.extend_from_slice(&g_b);
+            }
+        }
+        let dev = x.device();
+        let lp = Tensor::from_vec(lp, n, &Device::Cpu)?.to_dtype(x.dtype())?.to_device(dev)?;
+        let g = match g {
+            Some(g) => Some(Tensor::from_vec(g, (n, d), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(dev)?),
+            None => None,
+        };
+        Ok((lp, g))
+    }
+
+    /// log q of `n` host rows, and ∂/∂x of Σ log q if `with_grad`.
+    fn cpu_log_prob_rows<T: Real>(&self, x: Vec<T>, n: usize, with_grad: bool) -> Result<(Vec<T>, Option<Vec<T>>)> {
+        let (z, ld, tapes) = self.cpu_density::<T>(x, n, with_grad)?;
         let mut lp = vec![T::zero(); n];
         let ones = vec![T::one(); n];
         let gz = self.base.cpu_log_prob(&z, n, &mut lp, with_grad.then_some(&ones[..]), None)?;
         for (l, dd) in lp.iter_mut().zip(&ld) {
             *l += *dd;
         }
-        let dev = x.device();
-        let lp = Tensor::from_vec(lp, n, &Device::Cpu)?.to_dtype(x.dtype())?.to_device(dev)?;
         let g = match gz {
-            Some(gz) => {
-                let gx = self.cpu_layers_backward(tapes, gz, &ones, n, None)?;
-                Some(Tensor::from_vec(gx, (n, d), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(dev)?)
-            }
+            Some(gz) => Some(self.cpu_layers_backward(tapes, gz, &ones, n, None)?),
             None => None,
         };
         Ok((lp, g))
@@ -271,17 +345,28 @@ impl FlowModel {
     fn cpu_sample<T: Real>(&self, n: usize, rng: &mut dyn RngCore) -> Result<(Tensor, Tensor)> {
         let d = self.base.dim();
         let (z, lq) = self.base.sample_t(n, rng, self.dtype, &self.device, false)?;
-        let mut z = self.host::<T>(&z)?;
+        let z = self.host::<T>(&z)?;
         let mut lq = self.host::<T>(&lq)?;
-        let mut ld = vec![T::zero(); n];
-        for l in &self.layers {
-            let cpu: &dyn CpuLayer<T> = T::cpu_layer(l.as_ref()).expect("checked by use_cpu");
-            z = cpu.forward(z, n, &mut ld)?;
+        let forward_rows = |mut z: Vec<T>, m: usize| -> Result<(Vec<T>, Vec<T>)> {
+            let mut ld = vec![T::zero(); m];
+            for l in &self.layers {
+                let cpu: &dyn CpuLayer<T> = T::cpu_layer(l.as_ref()).expect("checked by use_cpu");
+                z = cpu.forward(z, m, &mut ld)?;
+            }
+            Ok((z, ld))
+        };
+        let h = split_row(n);
+        let (a, b) = join_blocks(h < n, || forward_rows(z[..h * d].to_vec(), h), || forward_rows(z[h * d..].to_vec(), n - h));
+        let (mut x, mut ld) = a?;
+        if let Some(b) = b {
+            let (x_b, ld_b) = b?;
+            x.extend_from_slice(&x_b);
+            ld.extend_from_slice(&ld_b);
         }
         for (q, l) in lq.iter_mut().zip(&ld) {
             *q -= *l;
         }
-        Ok((Tensor::from_vec(z, (n, d), &Device::Cpu)?, Tensor::from_vec(lq, n, &Device::Cpu)?))
+        Ok((Tensor::from_vec(x, (n, d), &Device::Cpu)?, Tensor::from_vec(lq, n, &Device::Cpu)?))
     }
 
     /// Every layer's fixed buffers, named `layers.{i}.{name}`.

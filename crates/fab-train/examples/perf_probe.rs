@@ -4,7 +4,8 @@
 //! jobs sharing the machine, which wall time is not.
 //!
 //! `RAYON_NUM_THREADS=1 cargo run --release -p fab-train --example perf_probe [case…]`
-//! Cases: gmm_flow mw_flow mw_flow_f32 mw_flow_candle gmm_flow_candle mw_ais mw_ais_f32 gmm_iteration aldp_flow all.
+//! Cases: gmm_flow mw_flow mw_flow_f32 mw_flow_candle gmm_flow_candle mw_ais mw_ais_f32 gmm_iteration aldp_flow
+//! aldp_iteration all. Thread scaling: run a case with `RAYON_NUM_THREADS=1` and `=2` and compare the wall medians.
 
 use std::time::Instant;
 
@@ -22,8 +23,10 @@ use common::process_cpu_ns;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Median wall and CPU milliseconds of `reps` calls of `f` (after one warm-up call).
+/// Median wall and CPU milliseconds of `reps` calls of `f` (after one warm-up call); the
+/// environment variable `PROBE_REPS` overrides `reps`.
 fn time(name: &str, reps: usize, mut f: impl FnMut()) {
+    let reps = std::env::var("PROBE_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(reps);
     f();
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..reps {
@@ -53,6 +56,7 @@ fn flow_ops(label: &str, model: &FlowModel, b: usize, reps: usize) {
 }
 
 fn main() {
+    common::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let all = args.is_empty() || args.iter().any(|a| a == "all");
     let want = |c: &str| all || args.iter().any(|a| a == c);
@@ -97,10 +101,41 @@ fn main() {
             trainer.step().expect("step");
         });
     }
+    if want("aldp_iteration") {
+        aldp_iteration();
+    }
     if want("aldp_flow") {
         let m = CircularNsfConfig::aldp().build(0, DType::F64, &Device::Cpu).expect("flow");
         flow_ops("ALDP flow f64 (hidden 256)", &m, 256, 3);
         let m = CircularNsfConfig { hidden: 128, ..CircularNsfConfig::aldp() }.build(0, DType::F32, &Device::Cpu).expect("flow");
         flow_ops("ALDP flow f32 (hidden 128)", &m, 256, 3);
     }
+}
+
+/// One iteration of the `aldp-cpu` configuration and its parts at the same settings: the AIS
+/// pass (B = 256, 8 intermediate distributions × 4 leapfrog steps), the flow-space target's
+/// log p + ∇ and the flow's log q + ∇ₓ that each leapfrog step evaluates, and one of the 16
+/// gradient steps' log q + backward.
+fn aldp_iteration() {
+    let cfg = ExperimentConfig::from_toml_with_overrides(include_str!("../../../experiments/aldp/cpu.toml"), &[]).expect("config");
+    let (batch, updates) = (cfg.train.batch_size, cfg.train.n_updates_per_ais);
+    let mut sampler = FabSampler::new(cfg).expect("sampler");
+    sampler.fill_buffer().expect("fill");
+    for _ in 0..3 {
+        sampler.step().expect("step");
+    }
+    time(&format!("ALDP FAB iteration (aldp-cpu, B={batch}, {updates} gradient steps)"), 7, || {
+        sampler.step().expect("step");
+    });
+    let flow = sampler.flow();
+    let target = sampler.target();
+    let p = target.density();
+    let mut ais = Ais::new(sampler.ais().config().clone()).expect("ais");
+    let mut rng = fab_core::seeded_rng(0, 1);
+    time(&format!("  AIS pass (B={batch})"), 7, || drop(ais.run(flow, p, batch, &mut rng).expect("ais")));
+    let x = flow.sample_and_log_prob(batch, &mut rng).expect("x").0;
+    time(&format!("    target log p + grad (B={batch})"), 15, || drop(p.log_prob_and_grad(&x).expect("p")));
+    time(&format!("    flow log q + grad x (B={batch})"), 15, || drop(flow.log_prob_and_grad(&x).expect("q")));
+    let coef = vec![-1.0 / batch as f64; batch];
+    time(&format!("  one gradient step's log q + backward (B={batch})"), 15, || drop(flow.log_prob_backward(&x, &coef).expect("bwd")));
 }

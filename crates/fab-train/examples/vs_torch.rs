@@ -89,6 +89,7 @@ fn standard_normal(b: usize, d: usize, dtype: DType) -> Tensor {
 }
 
 fn main() {
+    common::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
         "usage: vs_torch ROW [--warmup W] [--reps R]; ROW: gmm_backward gmm_iteration mw_backward mw_sample mw_grad_x mw_ais mw_iteration";
