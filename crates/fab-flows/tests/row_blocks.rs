@@ -55,6 +55,12 @@ fn results_do_not_depend_on_the_number_of_threads() {
     perturb(&m, 0.01, 6);
     let run = |t: usize| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| evaluate(&m, 512));
     assert!(run(1) == run(2), "Many Well flow: 1 vs 2 threads");
+    // … and a row's log q and ∇ₓ log q do not depend on the batch it is evaluated in.
+    let (x, _) = m.sample_and_log_prob(512, &mut seeded_rng(11, 0)).unwrap();
+    let (lp, gx) = m.log_prob_and_grad(&x).unwrap();
+    let (lp_head, gx_head) = m.log_prob_and_grad(&x.narrow(0, 0, 100).unwrap()).unwrap();
+    assert!(bits(&lp)[..100] == bits(&lp_head)[..], "Many Well flow: log q depends on the batch");
+    assert!(bits(&gx)[..100 * 32] == bits(&gx_head)[..], "Many Well flow: ∇ₓ log q depends on the batch");
 }
 
 #[test]
