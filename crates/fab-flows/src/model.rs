@@ -55,6 +55,14 @@ fn join_blocks<A: Send, B: Send>(split: bool, first: impl FnOnce() -> A + Send, 
     }
 }
 
+/// Runs `f` on the row blocks of the row-major `[n, d]` buffer `x` (see [`split_row`]): on all
+/// rows, or on the first `h` and the remaining rows concurrently. Returns the results and `h`.
+fn on_row_blocks<T: Clone + Sync, R: Send>(x: &[T], n: usize, d: usize, f: impl Fn(Vec<T>, usize) -> R + Sync) -> (R, Option<R>, usize) {
+    let h = split_row(n);
+    let (a, b) = join_blocks(h < n, || f(x[..h * d].to_vec(), h), || f(x[h * d..].to_vec(), n - h));
+    (a, b, h)
+}
+
 /// A normalizing flow q(x): base distribution → layers → data space.
 ///
 /// Sampling runs the layers' forward (sampling) direction in order; the density runs their
@@ -246,13 +254,8 @@ impl FlowModel {
         let n = x.dim(0)?;
         let d = self.base.dim();
         let x = self.host::<T>(x)?;
-        let h = split_row(n);
         // Density passes of the two row blocks (concurrently when threads allow).
-        let (a, b) = join_blocks(
-            h < n,
-            || self.cpu_density::<T>(x[..h * d].to_vec(), h, true),
-            || self.cpu_density::<T>(x[h * d..].to_vec(), n - h, true),
-        );
+        let (a, b, h) = on_row_blocks(&x, n, d, |rows, m| self.cpu_density::<T>(rows, m, true));
         let (a, b) = (a?, b.transpose()?);
         let mut lp = vec![T::zero(); n];
         for ((z, ld, _), lp) in std::iter::once(&a).chain(&b).zip(lp.chunks_mut(h.max(1))) {
@@ -302,13 +305,8 @@ impl FlowModel {
         let n = x.dim(0)?;
         let d = self.base.dim();
         let host = self.host::<T>(x)?;
-        let h = split_row(n);
         // Rows are independent here: the blocks give bit-for-bit the rows of one pass.
-        let (a, b) = join_blocks(
-            h < n,
-            || self.cpu_log_prob_rows::<T>(host[..h * d].to_vec(), h, with_grad),
-            || self.cpu_log_prob_rows::<T>(host[h * d..].to_vec(), n - h, with_grad),
-        );
+        let (a, b, _) = on_row_blocks(&host, n, d, |rows, m| self.cpu_log_prob_rows::<T>(rows, m, with_grad));
         let (mut lp, mut g) = a?;
         if let Some(b) = b {
             let (lp_b, g_b) = b?;
@@ -355,8 +353,7 @@ impl FlowModel {
             }
             Ok((z, ld))
         };
-        let h = split_row(n);
-        let (a, b) = join_blocks(h < n, || forward_rows(z[..h * d].to_vec(), h), || forward_rows(z[h * d..].to_vec(), n - h));
+        let (a, b, _) = on_row_blocks(&z, n, d, forward_rows);
         let (mut x, mut ld) = a?;
         if let Some(b) = b {
             let (x_b, ld_b) = b?;
