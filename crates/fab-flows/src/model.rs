@@ -56,11 +56,16 @@ fn join_blocks<A: Send, B: Send>(split: bool, first: impl FnOnce() -> A + Send, 
 }
 
 /// Runs `f` on the row blocks of the row-major `[n, d]` buffer `x` (see [`split_row`]): on all
-/// rows, or on the first `h` and the remaining rows concurrently. Returns the results and `h`.
-fn on_row_blocks<T: Clone + Sync, R: Send>(x: &[T], n: usize, d: usize, f: impl Fn(Vec<T>, usize) -> R + Sync) -> (R, Option<R>, usize) {
+/// rows (`x` moved in, no copy), or on the first `h` and the remaining rows concurrently (only
+/// the second block is copied out). Returns the results and `h`.
+fn on_row_blocks<T: Send, R: Send>(mut x: Vec<T>, n: usize, d: usize, f: impl Fn(Vec<T>, usize) -> R + Sync) -> (R, Option<R>, usize) {
     let h = split_row(n);
-    let (a, b) = join_blocks(h < n, || f(x[..h * d].to_vec(), h), || f(x[h * d..].to_vec(), n - h));
-    (a, b, h)
+    if h == n {
+        return (f(x, n), None, h);
+    }
+    let tail = x.split_off(h * d);
+    let (a, b) = rayon::join(|| f(x, h), || f(tail, n - h));
+    (a, Some(b), h)
 }
 
 /// A normalizing flow q(x): base distribution → layers → data space.
@@ -253,9 +258,8 @@ impl FlowModel {
     fn cpu_backward<T: Real>(&self, x: &Tensor, coef_fn: &mut CoefFn<'_>) -> Result<(Tensor, Option<Grads>)> {
         let n = x.dim(0)?;
         let d = self.base.dim();
-        let x = self.host::<T>(x)?;
         // Density passes of the two row blocks (concurrently when threads allow).
-        let (a, b, h) = on_row_blocks(&x, n, d, |rows, m| self.cpu_density::<T>(rows, m, true));
+        let (a, b, h) = on_row_blocks(self.host::<T>(x)?, n, d, |rows, m| self.cpu_density::<T>(rows, m, true));
         let (a, b) = (a?, b.transpose()?);
         let mut lp = vec![T::zero(); n];
         for ((z, ld, _), lp) in std::iter::once(&a).chain(&b).zip(lp.chunks_mut(h.max(1))) {
@@ -304,9 +308,8 @@ impl FlowModel {
     fn cpu_log_prob<T: Real>(&self, x: &Tensor, with_grad: bool) -> Result<(Tensor, Option<Tensor>)> {
         let n = x.dim(0)?;
         let d = self.base.dim();
-        let host = self.host::<T>(x)?;
         // Rows are independent here: the blocks give bit-for-bit the rows of one pass.
-        let (a, b, _) = on_row_blocks(&host, n, d, |rows, m| self.cpu_log_prob_rows::<T>(rows, m, with_grad));
+        let (a, b, _) = on_row_blocks(self.host::<T>(x)?, n, d, |rows, m| self.cpu_log_prob_rows::<T>(rows, m, with_grad));
         let (mut lp, mut g) = a?;
         if let Some(b) = b {
             let (lp_b, g_b) = b?;
@@ -353,7 +356,7 @@ impl FlowModel {
             }
             Ok((z, ld))
         };
-        let (a, b, _) = on_row_blocks(&z, n, d, forward_rows);
+        let (a, b, _) = on_row_blocks(z, n, d, forward_rows);
         let (mut x, mut ld) = a?;
         if let Some(b) = b {
             let (x_b, ld_b) = b?;
