@@ -14,20 +14,6 @@ use fab_sampler::{Draws, FamilyConfig, Metrics};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Index of `mi_option_purge_delay` in mimalloc's option enumeration (the same in its v2 and v3
-/// headers; the Rust bindings name no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Keeps memory that mimalloc frees instead of returning it to the OS 10 ms later (its default
-/// `purge_delay`). A training step frees and re-allocates the same large activation buffers
-/// every pass; purged, they were page-faulted and zeroed again each time (≈ 150 faults per
-/// alanine-dipeptide flow pass, ≈ 5 % of its time; `docs/PERFORMANCE.md`). The process keeps
-/// its peak working set instead, which it re-uses at once anyway.
-fn keep_freed_memory() {
-    // SAFETY: mi_option_set only stores an integer in mimalloc's option table.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
-}
-
 /// A sampler family the command line knows: its embedded configurations and the generic
 /// driver entry points instantiated for its configuration type. Adding a family is adding
 /// one entry to [`FAMILIES`].
@@ -337,7 +323,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    fab_core::alloc::keep_freed_memory();
     match run_cli() {
         Ok(code) => code,
         Err(e) => {

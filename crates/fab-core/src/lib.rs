@@ -10,6 +10,9 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "mimalloc")]
+#[allow(unsafe_code)]
+pub mod alloc;
 pub mod density;
 mod error;
 pub mod flow;

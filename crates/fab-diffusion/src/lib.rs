@@ -13,6 +13,7 @@ pub mod config;
 pub mod model;
 pub mod net;
 pub mod objectives;
+pub mod ops;
 pub mod process;
 pub mod sampler;
 

@@ -399,13 +399,12 @@ impl Diffusion {
         let (t_steps, d, dtype) = (p.n_steps, p.dim, spec.dtype);
         let block = n * d;
         let rows = t_steps * n;
-        let h = spec.shape.hidden;
         let detach = |t: Tensor| if track == Track::None { t.detach() } else { t };
         let times = p.times();
         let x_in = to_tensor(&xs[..t_steps * block], rows, d, dtype)?;
         let x_next = to_tensor(&xs[block..], rows, d, dtype)?;
         // Per-row time embeddings and Langevin scales (step-major rows).
-        let temb = self.net.embed_times(&times, dtype)?.unsqueeze(1)?.broadcast_as((t_steps, n, h))?.reshape((rows, h))?;
+        let temb = self.net.embed_times(&times, dtype)?;
         let scale = match &self.langevin {
             Some(l) => Some(l.forward(&times, dtype)?.unsqueeze(1)?.broadcast_as((t_steps, n, 1))?.reshape((rows, 1))?),
             None => None,

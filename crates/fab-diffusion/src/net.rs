@@ -20,77 +20,8 @@ use fab_core::ParamSet;
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
+use crate::ops::{add_grouped, gelu};
 use crate::Result;
-
-/// GELU with the exact erf, 0.5·x·(1 + erf(x/√2)), as one fused op with the exact derivative
-/// Φ(x) + x·φ(x). candle's own `gelu_erf` back-propagates through an approximate erf
-/// (derivative errors up to ~2·10⁻⁷ absolute, enough to fail a finite-difference check), and
-/// composing it from `erf` and products costs five passes and allocations forward and more
-/// backward over the largest activations of an iteration.
-pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    Ok(x.contiguous()?.apply_op1(GeluExact { derivative: false })?)
-}
-
-/// The fused GELU (or, with `derivative`, its derivative) on the host, with libm's erf (f64)
-/// and erff (f32).
-#[derive(Debug, Clone, Copy)]
-struct GeluExact {
-    derivative: bool,
-}
-
-const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
-
-fn gelu_f64(x: f64, derivative: bool) -> f64 {
-    let cdf = 0.5 * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2));
-    if derivative {
-        cdf + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
-    } else {
-        x * cdf
-    }
-}
-
-fn gelu_f32(x: f32, derivative: bool) -> f32 {
-    let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
-    if derivative {
-        cdf + x * INV_SQRT_2PI as f32 * (-0.5 * x * x).exp()
-    } else {
-        x * cdf
-    }
-}
-
-impl candle_core::CustomOp1 for GeluExact {
-    fn name(&self) -> &'static str {
-        if self.derivative {
-            "gelu-exact-derivative"
-        } else {
-            "gelu-exact"
-        }
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage;
-        let (a, b) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("gelu: the input must be contiguous".into()))?;
-        let dv = self.derivative;
-        let out = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(v[a..b].iter().map(|&x| gelu_f32(x, dv)).collect()),
-            CpuStorage::F64(v) => CpuStorage::F64(v[a..b].iter().map(|&x| gelu_f64(x, dv)).collect()),
-            _ => return Err(candle_core::Error::Msg("gelu: f32 or f64 only".into())),
-        };
-        Ok((out, layout.shape().clone()))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        if self.derivative {
-            return Err(candle_core::Error::BackwardNotSupported { op: "gelu-exact-derivative" });
-        }
-        let d = arg.contiguous()?.apply_op1_no_bwd(&GeluExact { derivative: true })?;
-        Ok(Some(grad_res.mul(&d)?))
-    }
-}
 
 /// Which network shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,7 +74,7 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(self.w.as_tensor())?.broadcast_add(self.b.as_tensor())?)
+        add_grouped(&x.matmul(self.w.as_tensor())?, self.b.as_tensor())
     }
 }
 
@@ -243,13 +174,14 @@ impl DriftNet {
         })
     }
 
-    /// Outputs `[m, 2d (+1)]` at states `x: [m, d]` and one time embedding `temb: [1, hidden]`.
+    /// Outputs `[m, 2d (+1)]` at states `x: [m, d]` and time embeddings `temb: [g, hidden]`
+    /// for g equal blocks of rows (g = 1: one time for all rows; g = T: step-major rows).
     pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let m = x.dim(0)?;
         let z = match self.shape.arch {
             Arch::Pis => {
                 let s = self.state_layers[0].forward(x)?;
-                let mut z = gelu(&s.broadcast_add(temb)?)?;
+                let mut z = gelu(&add_grouped(&s, temb)?)?;
                 for l in &self.joint_layers {
                     z = gelu(&l.forward(&z)?)?;
                 }
@@ -260,7 +192,8 @@ impl DriftNet {
                 for l in &self.state_layers {
                     s = gelu(&l.forward(&s)?)?;
                 }
-                let t = temb.broadcast_as((m, self.shape.hidden))?;
+                let (g, h) = temb.dims2()?;
+                let t = temb.unsqueeze(1)?.broadcast_as((g, m / g, h))?.reshape((m, h))?;
                 let mut z = Tensor::cat(&[&s, &t], 1)?;
                 for l in &self.joint_layers {
                     z = gelu(&l.forward(&z)?)?;
@@ -309,23 +242,5 @@ impl LangevinScale {
             z = l.forward(&gelu(&z)?)?;
         }
         Ok(z)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The f32 GELU and its derivative agree with the exact erf to f32 resolution.
-    #[test]
-    fn f32_gelu_matches_the_f64_one() {
-        let (mut worst, mut worst_d) = (0.0f64, 0.0f64);
-        for k in -4000..=4000 {
-            let x = k as f64 * 0.002;
-            let (v, dv) = (gelu_f64(x, false), gelu_f64(x, true));
-            worst = worst.max((f64::from(gelu_f32(x as f32, false)) - v).abs() / (1.0 + v.abs()));
-            worst_d = worst_d.max((f64::from(gelu_f32(x as f32, true)) - dv).abs());
-        }
-        assert!(worst < 5e-7 && worst_d < 5e-7, "worst errors {worst}, {worst_d}");
     }
 }
