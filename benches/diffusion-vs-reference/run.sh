@@ -72,7 +72,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 
-CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+CPU=$(awk -F': ' '/^model name/ { n = $2 } /^cpu family/ { f = $2 } /^model\t/ { m = $2 } END { printf "%s (family %s, model %s)", n, f, m }' /proc/cpuinfo)
 AVX512=$(grep -q -m1 -w avx512f /proc/cpuinfo && echo yes || echo no)
 REF_REV=$(git -C "$REF" rev-parse --short HEAD 2>/dev/null || echo "not a git checkout")
 TORCH=$(awk '$1 == "torch" { print $2; exit }' "$LOG_DIR"/ref.round1.log 2>/dev/null || true)
@@ -80,7 +80,7 @@ echo
 echo "CPU: ${CPU:-unknown} (AVX-512: $AVX512; one core, taskset -c $CORE, one thread)"
 echo "reference: $REF ($REF_REV), torch ${TORCH:-?}; fab-rs: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "Many Well 32-D, B 300, T 100, PIS net hidden 64, forward TB + Langevin parametrisation, f32;"
-echo "$WARMUP warm-up + $ITERS timed iterations per run; median of $ROUNDS interleaved runs per side"
+echo "$WARMUP warm-up + $ITERS timed iterations per run; median of $ROUNDS interleaved runs per side; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| row | reference ms | fab-rs ms | speed-up |"
 echo "|---|---|---|---|"
