@@ -37,7 +37,8 @@ def main():
         sp = os.path.join(out, name + ".sample_seconds")
         if os.path.isfile(sp):
             sample_s = float(open(sp).read())
-        rows.append((target, method + (f" ({variant})" if variant else ""), m, lz, sample_s))
+        label = {"evals": "at FAB's target evaluations"}.get(variant, variant)
+        rows.append((target, method + (f" ({label})" if label else ""), m, lz, sample_s))
     order = {"25gmm": 0, "40gmm": 1, "manywell": 2}
     rows.sort(key=lambda r: (order.get(r[0], 9), r[1]))
     print("| target | method | iterations | train min | target evaluations | \\|Δlog Z\\| (IS) | \\|Δlog Z\\| (flow / model IS) | EUBO − log Z | W2 (points) | MMD | modes | s per 10⁴ samples |")

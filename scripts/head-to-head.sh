@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # FAB against the best diffusion-sampler configuration (VarGrad + Expl. + LP + LS) on the
 # 25-mode mixture, the 40-mode mixture and Many Well 32-D, each run on one core at about equal
-# wall time (docs/RESULTS.md, "Head to head"). Two runs at a time (one per core); finished runs
+# wall time, then the diffusion sampler again at FAB's target-evaluation budget (runs
+# `diffusion-<target>-evals`) (docs/RESULTS.md, "Head to head"). Two runs at a time (one per core); finished runs
 # are kept, so the script can be re-run after an interruption.
 #
 #   scripts/head-to-head.sh OUT            # all runs, then the table and the figures
@@ -43,6 +44,21 @@ if [ -z "${TABLE_ONLY:-}" ]; then
     run diffusion-manywell diffusion-manywell-vargrad-expl-lp-ls --set train.n_iterations=2000
   ) &
   wait
+  # Equal target-evaluation budgets: the diffusion configuration again, stopped after as many
+  # iterations as give FAB's training budget in target evaluations (its per-iteration count
+  # taken from the equal-time run above; local-search rounds make it vary by < 1 %).
+  budget_iterations() { # FAB run, diffusion run
+    python3 -c 'import json, sys
+f = json.load(open(sys.argv[1] + "/final_metrics.json"))
+d = json.load(open(sys.argv[2] + "/final_metrics.json"))
+print(max(1, round(f["n_target_calls"] / (d["n_target_calls"] / d["iteration"]))))' "$1" "$2"
+  }
+  run diffusion-25gmm-evals diffusion-25gmm-vargrad-expl-lp-ls \
+    --set train.n_iterations="$(budget_iterations "$OUT/fab-25gmm" "$OUT/diffusion-25gmm")"
+  run diffusion-40gmm-evals experiments/head-to-head/diffusion-40gmm-vargrad-expl-lp-ls.toml \
+    --set train.n_iterations="$(budget_iterations "$OUT/fab-40gmm" "$OUT/diffusion-40gmm")"
+  run diffusion-manywell-evals diffusion-manywell-vargrad-expl-lp-ls \
+    --set train.n_iterations="$(budget_iterations "$OUT/fab-manywell" "$OUT/diffusion-manywell")"
 fi
 
 # The GMM paper config tests on 1 000 exact points; W2 is compared at 2 000 (its empirical value

@@ -15,6 +15,7 @@ use std::collections::{vec_deque, HashMap, VecDeque};
 use std::fmt;
 use std::hash::Hash;
 use std::iter::FusedIterator;
+use std::sync::{Mutex, PoisonError};
 
 use rand::Rng;
 use serde::de::{self, Deserializer, Visitor};
@@ -170,13 +171,14 @@ impl Tombstones {
 /// * Priorities are any f64 except NaN (±∞ allowed: they rank first / last).
 /// * Insertion is O(1) amortised (O(log N) more when it replaces a key); `get` and `position` are
 ///   O(1) until some key has been replaced, O(log N) after; sampling n indices is
-///   O(N log N + n log N) for [`Prioritisation::Rank`] and O(n) for
+///   O(N + m log m + n log N) for [`Prioritisation::Rank`], where m entries were inserted since
+///   the previous rank draw (the rank order is kept between draws and merged; the first draw,
+///   and the first after a renumbering of the slots, sorts: O(N log N)), and O(n) for
 ///   [`Prioritisation::Uniform`].
 /// * Serde: serialised as `{"capacity": C, "entries": [[key, value, priority], …]}` (oldest
 ///   first); in human-readable formats ±∞ priorities are written as the strings `"inf"` and
 ///   `"-inf"` (JSON has no infinities). A round trip preserves order, priorities (bit for bit)
 ///   and therefore every sampling result.
-#[derive(Clone)]
 pub struct RankedBuffer<K, V> {
     capacity: usize,
     /// Oldest first; `None` is a tombstone. The front is never a tombstone.
@@ -186,6 +188,46 @@ pub struct RankedBuffer<K, V> {
     /// Every stored key → the absolute id of its slot.
     index: HashMap<K, u64>,
     tombs: Tombstones,
+    /// The rank order kept between draws (derived state: never serialised).
+    ranks: Mutex<RankCache>,
+}
+
+impl<K: Clone, V: Clone> Clone for RankedBuffer<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            capacity: self.capacity,
+            slots: self.slots.clone(),
+            head: self.head,
+            index: self.index.clone(),
+            tombs: self.tombs.clone(),
+            ranks: Mutex::new(self.ranks.lock().unwrap_or_else(PoisonError::into_inner).clone()),
+        }
+    }
+}
+
+/// The rank order of the live entries as (priority, slot id), kept between draws so that a draw
+/// costs O(N) (one merge) instead of a sort: entries inserted since the last draw wait in
+/// `pending`; removed ones are dropped while merging (their ids are no longer live). Slot ids
+/// are monotone in position between rebases, so ordering by (priority descending, id
+/// descending) is exactly the rank order (newer first among ties); a rebase renumbers the ids
+/// and empties the cache.
+#[derive(Clone, Debug, Default)]
+struct RankCache {
+    /// Every live entry as of the last draw, in rank order; `None`: rebuild by sorting.
+    sorted: Option<Vec<(f64, u64)>>,
+    /// Entries inserted since (some may have been removed again).
+    pending: Vec<(f64, u64)>,
+    /// Ids of the entries replaced since (turned into tombstones). Evicted entries need no
+    /// record: their ids are below the head.
+    replaced: Vec<u64>,
+    /// Cumulative rank weights for (bits of k, N).
+    weights: Option<(u64, usize, Vec<f64>)>,
+}
+
+/// Rank order: priority descending (−0.0 and 0.0 tie: priorities are never NaN), then id
+/// descending (newer first).
+fn rank_cmp(a: &(f64, u64), b: &(f64, u64)) -> Ordering {
+    b.0.partial_cmp(&a.0).unwrap_or(Ordering::Equal).then(b.1.cmp(&a.1))
 }
 
 impl<K, V> fmt::Debug for RankedBuffer<K, V> {
@@ -241,12 +283,13 @@ impl<K, V> RankedBuffer<K, V> {
     /// The rank of every entry, by position (oldest → newest): 0 for the highest priority, ties
     /// broken in favour of the newer entry (the rank order of [`Prioritisation::Rank`]).
     pub fn ranks(&self) -> Vec<usize> {
-        let order = self.rank_order();
-        let mut ranks = vec![0; order.len()];
-        for (r, &i) in order.iter().enumerate() {
-            ranks[i] = r;
-        }
-        ranks
+        self.with_rank_order(|order| {
+            let mut ranks = vec![0; order.len()];
+            for (r, &(_, id)) in order.iter().enumerate() {
+                ranks[self.position_of_id(id)] = r;
+            }
+            ranks
+        })
     }
 
     /// The probability with which one draw of [`sample`](Self::sample) returns each position
@@ -259,16 +302,14 @@ impl<K, V> RankedBuffer<K, V> {
         let n = self.len();
         match how {
             Prioritisation::Uniform => Ok(vec![1.0 / n as f64; n]),
-            Prioritisation::Rank { k } => {
-                let order = self.rank_order();
-                let cum = rank_cumulative_weights(k, n);
-                let total = cum.last().copied().unwrap_or(1.0);
+            Prioritisation::Rank { k } => Ok(self.with_rank_order(|order| {
+                let total = rank_cumulative_weights(k, n).last().copied().unwrap_or(1.0);
                 let mut p = vec![0.0; n];
-                for (r, &i) in order.iter().enumerate() {
-                    p[i] = rank_weight(k, n, r) / total;
+                for (r, &(_, id)) in order.iter().enumerate() {
+                    p[self.position_of_id(id)] = rank_weight(k, n, r) / total;
                 }
-                Ok(p)
-            }
+                p
+            })),
         }
     }
 
@@ -294,27 +335,78 @@ impl<K, V> RankedBuffer<K, V> {
         match how {
             Prioritisation::Uniform => out.extend((0..n).map(|_| rng.random_range(0..len))),
             Prioritisation::Rank { k } => {
-                let order = self.rank_order();
-                let cum = rank_cumulative_weights(k, len);
+                let mut cache = self.ranks.lock().unwrap_or_else(PoisonError::into_inner);
+                let order = self.update_rank_order(&mut cache);
+                let cum = match cache.weights.take() {
+                    Some((kb, m, w)) if kb == k.to_bits() && m == len => w,
+                    _ => rank_cumulative_weights(k, len),
+                };
                 let total = cum[len - 1];
                 out.extend((0..n).map(|_| {
                     let u = rng.random::<f64>() * total;
                     // First rank whose cumulative weight exceeds u; the clamp only matters if
                     // rounding made u reach the total.
                     let r = cum.partition_point(|&c| c <= u).min(len - 1);
-                    order[r]
+                    self.position_of_id(order[r].1)
                 }));
+                cache.sorted = Some(order);
+                cache.weights = Some((k.to_bits(), len, cum));
             }
         }
         Ok(out)
     }
 
-    /// Positions sorted by rank: priority descending, ties newer (higher position) first.
-    fn rank_order(&self) -> Vec<usize> {
-        let mut keyed: Vec<(f64, usize)> = self.iter().enumerate().map(|(i, (_, _, p))| (p, i)).collect();
-        // Priorities are never NaN, so `partial_cmp` always answers; −0.0 and 0.0 tie.
-        keyed.sort_unstable_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(Ordering::Equal).then(b.1.cmp(&a.1)));
-        keyed.into_iter().map(|(_, i)| i).collect()
+    /// Runs `f` on the live entries in rank order (as (priority, slot id)).
+    fn with_rank_order<R>(&self, f: impl FnOnce(&[(f64, u64)]) -> R) -> R {
+        let mut cache = self.ranks.lock().unwrap_or_else(PoisonError::into_inner);
+        let order = self.update_rank_order(&mut cache);
+        let r = f(&order);
+        cache.sorted = Some(order);
+        r
+    }
+
+    /// The live entries in rank order, from the cache (taken out of it; the caller puts it
+    /// back): the last order with the removed entries dropped and the pending ones merged in,
+    /// or, with no last order, all entries sorted.
+    fn update_rank_order(&self, cache: &mut RankCache) -> Vec<(f64, u64)> {
+        // Liveness from the head and the replaced ids only: looking each id up in the slots
+        // would be a cache miss per entry (the rank order is random in slot order).
+        let mut replaced = std::mem::take(&mut cache.replaced);
+        replaced.sort_unstable();
+        let live = |id: u64| id >= self.head && replaced.binary_search(&id).is_err();
+        let mut pending = std::mem::take(&mut cache.pending);
+        match cache.sorted.take() {
+            None => {
+                let mut all: Vec<(f64, u64)> =
+                    self.slots.iter().enumerate().filter_map(|(j, e)| e.as_ref().map(|e| (e.priority, self.head + j as u64))).collect();
+                all.sort_unstable_by(rank_cmp);
+                all
+            }
+            Some(old) => {
+                pending.retain(|&(_, id)| live(id));
+                pending.sort_unstable_by(rank_cmp);
+                let mut merged = Vec::with_capacity(self.len());
+                let mut new = pending.into_iter().peekable();
+                for e in old.into_iter().filter(|&(_, id)| live(id)) {
+                    while let Some(p) = new.next_if(|p| rank_cmp(p, &e) == Ordering::Less) {
+                        merged.push(p);
+                    }
+                    merged.push(e);
+                }
+                merged.extend(new);
+                merged
+            }
+        }
+    }
+
+    /// Position (0 = oldest) of the live entry in the slot with absolute id `id`.
+    fn position_of_id(&self, id: u64) -> usize {
+        let j = (id - self.head) as usize;
+        if self.tombs.count == 0 {
+            return j;
+        }
+        let h0 = (self.head - self.tombs.base) as usize;
+        j - (self.tombs.prefix(h0 + j) - self.tombs.prefix(h0))
     }
 
     /// Index into `slots` of the live entry at position `i < len()`.
@@ -354,7 +446,7 @@ impl<K: Eq + Hash + Clone, V: Clone> RankedBuffer<K, V> {
         if capacity == 0 {
             return Err(BufferError::InvalidConfig("capacity of a ranked buffer must be > 0".into()));
         }
-        Ok(Self { capacity, slots: VecDeque::new(), head: 0, index: HashMap::new(), tombs: Tombstones::new(0, 0) })
+        Ok(Self { capacity, slots: VecDeque::new(), head: 0, index: HashMap::new(), tombs: Tombstones::new(0, 0), ranks: Mutex::default() })
     }
 
     /// Stores `(key, value, priority)` as the newest entry. If `key` is already stored, its old
@@ -379,6 +471,15 @@ impl<K: Eq + Hash + Clone, V: Clone> RankedBuffer<K, V> {
         let id = self.head + self.slots.len() as u64;
         self.index.insert(key.clone(), id);
         self.slots.push_back(Some(Entry { key, value, priority }));
+        let len = self.len();
+        let cache = self.ranks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if cache.sorted.is_some() {
+            cache.pending.push((priority, id));
+            if cache.pending.len() > len / 2 + WINDOW_SLACK {
+                // Cheaper to sort everything at the next draw than to keep this many.
+                *cache = RankCache { weights: cache.weights.take(), ..RankCache::default() };
+            }
+        }
         Ok(())
     }
 
@@ -409,12 +510,7 @@ impl<K: Eq + Hash + Clone, V: Clone> RankedBuffer<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let &id = self.index.get(key)?;
-        let j = (id - self.head) as usize;
-        if self.tombs.count == 0 {
-            return Some(j);
-        }
-        let h0 = (self.head - self.tombs.base) as usize;
-        Some(j - (self.tombs.prefix(h0 + j) - self.tombs.prefix(h0)))
+        Some(self.position_of_id(id))
     }
 
     /// Turns the slot with absolute id `id` (whose key was already taken out of the index) into a
@@ -423,6 +519,10 @@ impl<K: Eq + Hash + Clone, V: Clone> RankedBuffer<K, V> {
         let j = (id - self.head) as usize;
         if let Some(slot) = self.slots.get_mut(j) {
             *slot = None;
+            let cache = self.ranks.get_mut().unwrap_or_else(PoisonError::into_inner);
+            if cache.sorted.is_some() {
+                cache.replaced.push(id);
+            }
             self.tombs.mark(id);
             self.drop_leading_tombstones();
         }
@@ -462,6 +562,9 @@ impl<K: Eq + Hash + Clone, V: Clone> RankedBuffer<K, V> {
             }
         }
         self.tombs = Tombstones::new(self.head, self.slots.len());
+        // The ids were renumbered: the cached order refers to the old ones.
+        let cache = self.ranks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        *cache = RankCache { weights: cache.weights.take(), ..RankCache::default() };
     }
 }
 
@@ -628,6 +731,80 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    /// Positions in rank order computed from scratch (the definition: priority descending, newer
+    /// first among ties).
+    fn rank_order_by_sorting<K, V>(b: &RankedBuffer<K, V>) -> Vec<usize> {
+        let mut keyed: Vec<(f64, usize)> = b.iter().enumerate().map(|(i, (_, _, p))| (p, i)).collect();
+        keyed.sort_by(|a, c| c.0.partial_cmp(&a.0).unwrap().then(c.1.cmp(&a.1)));
+        keyed.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// The rank order kept between draws (merging insertions, dropping evicted and replaced
+    /// entries, reset by rebases) equals a fresh sort after every kind of change, and draws
+    /// equal those inverted through the fresh order with the same generator. Priorities come
+    /// from a small set so that ties (newer first) matter; keys repeat so that replacements
+    /// leave tombstones; the capacity is exceeded so that evictions and rebases happen.
+    #[test]
+    fn kept_rank_order_equals_a_fresh_sort() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (capacity, n_keys) in [(50usize, 80u32), (200, 1000), (7, 9)] {
+            let mut b = RankedBuffer::new(capacity).unwrap();
+            let k = 0.05;
+            for step in 0..3000 {
+                let n_ins = rng.random_range(0..12);
+                for _ in 0..n_ins {
+                    let key = rng.random_range(0..n_keys);
+                    let p =
+                        [0.0, -0.0, 1.5, -2.0, f64::INFINITY, f64::NEG_INFINITY][rng.random_range(0..6)] + (rng.random_range(0..3) as f64);
+                    b.insert(key, step, p).unwrap();
+                }
+                if b.is_empty() {
+                    continue;
+                }
+                let order = rank_order_by_sorting(&b);
+                let mut expect_ranks = vec![0; order.len()];
+                for (r, &i) in order.iter().enumerate() {
+                    expect_ranks[i] = r;
+                }
+                match step % 3 {
+                    0 => assert_eq!(b.ranks(), expect_ranks, "capacity {capacity} step {step}"),
+                    1 => {
+                        let seed: u64 = rng.random();
+                        let drawn = b.sample(40, Prioritisation::Rank { k }, &mut rand::rngs::StdRng::seed_from_u64(seed)).unwrap();
+                        let cum = rank_cumulative_weights(k, order.len());
+                        let total = cum[order.len() - 1];
+                        let mut r2 = rand::rngs::StdRng::seed_from_u64(seed);
+                        let expect: Vec<usize> = (0..40)
+                            .map(|_| {
+                                let u = r2.random::<f64>() * total;
+                                order[cum.partition_point(|&c| c <= u).min(order.len() - 1)]
+                            })
+                            .collect();
+                        assert_eq!(drawn, expect, "capacity {capacity} step {step}");
+                    }
+                    _ => {
+                        let p = b.probabilities(Prioritisation::Rank { k }).unwrap();
+                        let total = rank_cumulative_weights(k, order.len()).last().copied().unwrap();
+                        for (r, &i) in order.iter().enumerate() {
+                            assert_eq!(p[i], rank_weight(k, order.len(), r) / total);
+                        }
+                    }
+                }
+                // A clone carries the kept order and stays consistent on its own.
+                if step % 97 == 0 {
+                    let mut c = b.clone();
+                    c.insert(n_keys + 1, step, 0.5).unwrap();
+                    let order_c = rank_order_by_sorting(&c);
+                    let ranks_c = c.ranks();
+                    for (r, &i) in order_c.iter().enumerate() {
+                        assert_eq!(ranks_c[i], r);
+                    }
+                }
+            }
+        }
+    }
 
     /// The internal invariants: the front slot is live, the tombstone count matches, every key's
     /// id points at its own slot inside the id window, and the window bound holds.
