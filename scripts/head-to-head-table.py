@@ -41,7 +41,7 @@ def main():
         rows.append((target, method + (f" ({label})" if label else ""), m, lz, sample_s))
     order = {"25gmm": 0, "40gmm": 1, "manywell": 2}
     rows.sort(key=lambda r: (order.get(r[0], 9), r[1]))
-    print("| target | method | iterations | train min | target evaluations | \\|Δlog Z\\| (IS) | \\|Δlog Z\\| (flow / model IS) | EUBO − log Z | W2 (points) | MMD | modes | s per 10⁴ samples |")
+    print("| target | method | iterations | train min | target evaluations | \\|Δlog Z\\| (IS) | \\|Δlog Z\\| (flow / model IS) | EUBO − log Z | W2 (points) | MMD | modes | CPU s per 10⁴ samples |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for target, method, m, lz, sample_s in rows:
         is_err = m.get("log_z_abs_error")

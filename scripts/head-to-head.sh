@@ -67,15 +67,16 @@ if [ -f "$OUT/fab-40gmm/final_metrics.json" ] && [ ! -f "$OUT/fab-40gmm-test2000
   "$FAB" eval "$OUT/fab-40gmm" --set eval.n_test=2000 --out "$OUT/fab-40gmm-test2000" > /dev/null
 fi
 
-# Sampling cost: wall time of `fab sample -n 10000` (process start and model load included).
+# Sampling cost: CPU time (user + system) of `fab sample -n 10000` on one thread, process start
+# and model load included (CPU time, so that other work on the machine does not count).
 for d in "$OUT"/*/; do
   name=$(basename "$d")
   [ -f "$d/final_metrics.json" ] && [ -f "$d/config.toml" ] || continue
   [ -f "$OUT/$name.sample_seconds" ] && continue
-  start=$(date +%s.%N)
-  "$FAB" sample "$d" -n 10000 --out "$OUT/$name.samples.npy" --seed 1 2> /dev/null
-  end=$(date +%s.%N)
-  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f\n", b - a }' > "$OUT/$name.sample_seconds"
+  python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{r.ru_utime + r.ru_stime:.3f}")' "$FAB" sample "$d" -n 10000 --out "$OUT/$name.samples.npy" --seed 1 > "$OUT/$name.sample_seconds"
   rm -f "$OUT/$name.samples.npy" "$OUT/$name.samples_log_q.npy"
 done
 
