@@ -16,7 +16,7 @@ const TWO52_BITS: u64 = 0x4330_0000_0000_0000;
 const TWO52: f64 = 4_503_599_627_370_496.0;
 
 /// Most lanes of any [`Lane`] type.
-pub const MAX_LANES: usize = 4;
+pub const MAX_LANES: usize = 8;
 
 /// `N` float64 lanes with the operations the kernels need.
 pub trait Lane:
@@ -499,6 +499,219 @@ mod x4 {
             let odd = s.avx2._mm256_cmpeq_epi64(s.avx2._mm256_and_si256(q, one), one);
             let neg = s.avx2._mm256_cmpeq_epi64(s.avx2._mm256_and_si256(q, two), two);
             (s.avx._mm256_castsi256_pd(odd), s.avx._mm256_castsi256_pd(neg))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Eight lanes in an AVX-512 register.
+
+#[cfg(target_arch = "x86_64")]
+pub use x8::X8;
+
+#[cfg(target_arch = "x86_64")]
+mod x8 {
+    use super::*;
+    use core::arch::x86_64::{__m512d, __m512i, __mmask8, _CMP_EQ_OQ, _CMP_GE_OQ, _CMP_LE_OQ, _CMP_LT_OQ};
+    use pulp::x86::V4;
+
+    /// Eight lanes in an AVX-512 register, operated through the `V4` token. Every operation is
+    /// the same correctly rounded IEEE operation per lane as in [`super::X4`] (fused
+    /// multiply-add included), so a lane's result is the same in either type.
+    #[derive(Clone, Copy, Debug)]
+    pub struct X8 {
+        s: V4,
+        v: __m512d,
+    }
+
+    macro_rules! x8_binop {
+        ($tr:ident, $f:ident, $intr:ident) => {
+            impl $tr for X8 {
+                type Output = Self;
+                #[inline(always)]
+                fn $f(self, o: Self) -> Self {
+                    X8 { s: self.s, v: self.s.avx512f.$intr(self.v, o.v) }
+                }
+            }
+            impl $tr<f64> for X8 {
+                type Output = Self;
+                #[inline(always)]
+                fn $f(self, o: f64) -> Self {
+                    X8 { s: self.s, v: self.s.avx512f.$intr(self.v, self.s.avx512f._mm512_set1_pd(o)) }
+                }
+            }
+        };
+    }
+    x8_binop!(Add, add, _mm512_add_pd);
+    x8_binop!(Sub, sub, _mm512_sub_pd);
+    x8_binop!(Mul, mul, _mm512_mul_pd);
+    x8_binop!(Div, div, _mm512_div_pd);
+
+    impl Neg for X8 {
+        type Output = Self;
+        #[inline(always)]
+        fn neg(self) -> Self {
+            let f = self.s.avx512f;
+            X8::from_bits(self.s, f._mm512_xor_si512(self.bits(), X8::const_bits(self.s, 1 << 63)))
+        }
+    }
+    impl AddAssign for X8 {
+        #[inline(always)]
+        fn add_assign(&mut self, o: Self) {
+            *self = *self + o;
+        }
+    }
+    impl SubAssign for X8 {
+        #[inline(always)]
+        fn sub_assign(&mut self, o: Self) {
+            *self = *self - o;
+        }
+    }
+
+    impl X8 {
+        #[inline(always)]
+        fn w(self, v: __m512d) -> Self {
+            X8 { s: self.s, v }
+        }
+        #[inline(always)]
+        fn bits(self) -> __m512i {
+            self.s.avx512f._mm512_castpd_si512(self.v)
+        }
+        #[inline(always)]
+        fn from_bits(s: V4, b: __m512i) -> Self {
+            X8 { s, v: s.avx512f._mm512_castsi512_pd(b) }
+        }
+        #[inline(always)]
+        fn const_bits(s: V4, b: u64) -> __m512i {
+            s.avx512f._mm512_set1_epi64(b as i64)
+        }
+    }
+
+    impl Lane for X8 {
+        type Ctx = V4;
+        type Mask = __mmask8;
+        const N: usize = 8;
+        #[inline(always)]
+        fn splat(s: V4, v: f64) -> Self {
+            X8 { s, v: s.avx512f._mm512_set1_pd(v) }
+        }
+        #[inline(always)]
+        fn from_fn(s: V4, f: impl FnMut(usize) -> f64) -> Self {
+            let a: [f64; 8] = std::array::from_fn(f);
+            X8 { s, v: pulp::cast(a) }
+        }
+        #[inline(always)]
+        fn load(s: V4, a: &[f64]) -> Self {
+            let a: [f64; 8] = a[..8].try_into().expect("eight lanes");
+            X8 { s, v: pulp::cast(a) }
+        }
+        #[inline(always)]
+        fn ctx(self) -> V4 {
+            self.s
+        }
+        #[inline(always)]
+        fn lane(self, l: usize) -> f64 {
+            let a: [f64; 8] = pulp::cast(self.v);
+            a[l]
+        }
+        #[inline(always)]
+        fn to_array(self) -> [f64; MAX_LANES] {
+            pulp::cast(self.v)
+        }
+        #[inline(always)]
+        fn push_to(self, out: &mut Vec<f64>) {
+            let a: [f64; 8] = pulp::cast(self.v);
+            out.extend_from_slice(&a);
+        }
+        #[inline(always)]
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            self.w(self.s.avx512f._mm512_fmadd_pd(self.v, b.v, c.v))
+        }
+        #[inline(always)]
+        fn neg_mul_add(self, b: Self, c: Self) -> Self {
+            self.w(self.s.avx512f._mm512_fnmadd_pd(self.v, b.v, c.v))
+        }
+        #[inline(always)]
+        fn recip(self) -> Self {
+            let f = self.s.avx512f;
+            self.w(f._mm512_div_pd(f._mm512_set1_pd(1.0), self.v))
+        }
+        #[inline(always)]
+        fn sqrt(self) -> Self {
+            self.w(self.s.avx512f._mm512_sqrt_pd(self.v))
+        }
+        #[inline(always)]
+        fn abs(self) -> Self {
+            let f = self.s.avx512f;
+            X8::from_bits(self.s, f._mm512_and_si512(self.bits(), X8::const_bits(self.s, !(1 << 63))))
+        }
+        #[inline(always)]
+        fn max(self, o: Self) -> Self {
+            // vmaxpd returns its second operand unless the first is greater: as F1::max.
+            self.w(self.s.avx512f._mm512_max_pd(self.v, o.v))
+        }
+        #[inline(always)]
+        fn clamp(self, lo: f64, hi: f64) -> Self {
+            // max/min return the second operand when one is NaN: keep x second.
+            let f = self.s.avx512f;
+            self.w(f._mm512_min_pd(f._mm512_set1_pd(hi), f._mm512_max_pd(f._mm512_set1_pd(lo), self.v)))
+        }
+        #[inline(always)]
+        fn lt(self, o: Self) -> __mmask8 {
+            self.s.avx512f._mm512_cmp_pd_mask::<_CMP_LT_OQ>(self.v, o.v)
+        }
+        #[inline(always)]
+        fn le(self, o: Self) -> __mmask8 {
+            self.s.avx512f._mm512_cmp_pd_mask::<_CMP_LE_OQ>(self.v, o.v)
+        }
+        #[inline(always)]
+        fn ge(self, o: Self) -> __mmask8 {
+            self.s.avx512f._mm512_cmp_pd_mask::<_CMP_GE_OQ>(self.v, o.v)
+        }
+        #[inline(always)]
+        fn eq(self, o: Self) -> __mmask8 {
+            self.s.avx512f._mm512_cmp_pd_mask::<_CMP_EQ_OQ>(self.v, o.v)
+        }
+        #[inline(always)]
+        fn and(a: __mmask8, b: __mmask8) -> __mmask8 {
+            a & b
+        }
+        #[inline(always)]
+        fn mask_lane(m: __mmask8, l: usize) -> bool {
+            (m >> l) & 1 == 1
+        }
+        #[inline(always)]
+        fn select(m: __mmask8, a: Self, b: Self) -> Self {
+            // mask_blend takes the second operand where the mask bit is set.
+            a.w(a.s.avx512f._mm512_mask_blend_pd(m, b.v, a.v))
+        }
+        #[inline(always)]
+        fn pow2_of_rounded(t: Self) -> Self {
+            // bits(t) = bits(ROUND_MAGIC) + k, and bits(ROUND_MAGIC) << 52 wraps to 0.
+            let s = t.s;
+            let f = s.avx512f;
+            let e = f._mm512_add_epi64(t.bits(), X8::const_bits(s, 1023));
+            X8::from_bits(s, f._mm512_slli_epi64::<52>(e))
+        }
+        #[inline(always)]
+        fn split_exponent(x: Self) -> (Self, Self) {
+            let s = x.s;
+            let f = s.avx512f;
+            let b = f._mm512_add_epi64(x.bits(), X8::const_bits(s, SQRT2_SHIFT));
+            let m = f._mm512_add_epi64(f._mm512_and_si512(b, X8::const_bits(s, MANTISSA_MASK)), X8::const_bits(s, SQRT_HALF_BITS));
+            let e = f._mm512_or_si512(f._mm512_srli_epi64::<52>(b), X8::const_bits(s, TWO52_BITS));
+            (X8::from_bits(s, m), X8::from_bits(s, e) - (TWO52 + 1023.0))
+        }
+        #[inline(always)]
+        fn quadrant_masks(t: Self) -> (__mmask8, __mmask8) {
+            let s = t.s;
+            let f = s.avx512f;
+            let q = f._mm512_sub_epi64(t.bits(), X8::const_bits(s, ROUND_MAGIC.to_bits()));
+            let one = X8::const_bits(s, 1);
+            let two = X8::const_bits(s, 2);
+            let odd = f._mm512_cmpeq_epi64_mask(f._mm512_and_si512(q, one), one);
+            let neg = f._mm512_cmpeq_epi64_mask(f._mm512_and_si512(q, two), two);
+            (odd, neg)
         }
     }
 }

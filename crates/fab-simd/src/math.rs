@@ -264,7 +264,7 @@ mod tests {
     use super::*;
     use crate::lane::F1;
     #[cfg(target_arch = "x86_64")]
-    use crate::lane::X4;
+    use crate::lane::{X4, X8};
 
     /// Distance in units in the last place between two finite doubles of the same sign.
     fn ulps(a: f64, b: f64) -> f64 {
@@ -418,6 +418,11 @@ mod tests {
             let w = simd.vectorize(|| sweep::<X4>(simd));
             assert!(w.iter().all(|w| *w <= 4.0), "X4 worst errors in ulp: {w:?}");
         }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V4::try_new() {
+            let w = simd.vectorize(|| sweep::<X8>(simd));
+            assert!(w.iter().all(|w| *w <= 4.0), "X8 worst errors in ulp: {w:?}");
+        }
         let z = F1::<false>(0.0);
         assert_eq!(atan2_pos(z, z).0, 0.0);
         assert_eq!(atan2_pos(z, F1(-1.0)).0, std::f64::consts::PI);
@@ -473,6 +478,54 @@ mod tests {
         for (i, r) in out.iter().enumerate().step_by(7) {
             let a = exp(F1::<false>(xe[i])).0;
             assert!(a == r[0][0] || ulps(a, r[0][0]) <= 2.0 || (a.is_nan() && r[0][0].is_nan()));
+        }
+    }
+
+    /// The AVX-512 lanes agree bit for bit with the fused one-lane path (and so with the AVX2
+    /// lanes), when the CPU has AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_lanes_match_the_fused_one_lane_path() {
+        let Some(simd) = pulp::x86::V4::try_new() else {
+            return;
+        };
+        const K: usize = 12;
+        struct Op<'a>(pulp::x86::V4, &'a [f64], &'a [f64], &'a mut Vec<[[f64; 2]; K]>);
+        impl pulp::NullaryFnOnce for Op<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn call(self) {
+                #[inline(always)]
+                fn all<L: Lane>(xe: L, xl: L) -> [L; K] {
+                    let unit = xl.abs().clamp(0.0, 1.0);
+                    let (a, b) = ln2(xl, xe.abs() + 1e-3);
+                    let (s, c) = sin_cos(xe);
+                    let picked = L::select(xe.lt(xl), xe - xl, (-xl).max(xe));
+                    let masked = L::select(L::and(xe.ge(xl.c(0.0)), xl.le(xe)), xe.recip(), xl.sqrt().neg_mul_add(xe, xl));
+                    [exp(xe), ln(xl), log1p_unit(unit), ln_normal(xl), a, b, tanh(xe * 0.01), atan2_pos(xl.abs(), xe), s, c, picked, masked]
+                }
+                let Op(s, xe, xl, out) = self;
+                for (ce, cl) in xe.chunks_exact(8).zip(xl.chunks_exact(8)) {
+                    let v = all(X8::load(s, ce), X8::load(s, cl)).map(|v| v.to_array());
+                    for l in 0..8 {
+                        let one = all(F1::<true>(ce[l]), F1::<true>(cl[l]));
+                        out.push(std::array::from_fn(|f| [v[f][l], one[f].0]));
+                    }
+                }
+            }
+        }
+        let mut xe = exp_inputs();
+        let mut xl = ln_inputs();
+        let n = xe.len().min(xl.len()) / 8 * 8;
+        xe.truncate(n);
+        xl.truncate(n);
+        let mut out = Vec::new();
+        simd.vectorize(Op(simd, &xe, &xl, &mut out));
+        assert_eq!(out.len(), n);
+        for (i, r) in out.iter().enumerate() {
+            for (f, [a, b]) in r.iter().enumerate() {
+                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "input {i} fn {f}: {a:e} vs {b:e}");
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Vectorised rational-quadratic spline kernels: the per-element spline work of
-//! [`crate::SplineCoupling`]'s CPU path, several elements at a time (four f64 lanes with AVX2 +
-//! FMA, one otherwise).
+//! [`crate::SplineCoupling`]'s CPU path, several elements at a time (eight f64 lanes with
+//! AVX-512, four with AVX2 + FMA, one otherwise; eight and four give bitwise the same results).
 //!
 //! The mathematics is that of the scalar reference kernels in [`crate::spline`] (which the tests
 //! compare against): softmax widths and heights, cumulative knots, bin search, the
@@ -19,9 +19,9 @@
 //! and sums over rows (shared-parameter gradients) run over fixed blocks of rows combined in
 //! order, so results are bitwise independent of the number of threads.
 
-#[cfg(target_arch = "x86_64")]
-use fab_simd::X4;
 use fab_simd::{Lane, F1, MAX_LANES};
+#[cfg(target_arch = "x86_64")]
+use fab_simd::{X4, X8};
 use rayon::prelude::*;
 
 use super::Real;
@@ -112,22 +112,41 @@ impl<Op: LaneOp> pulp::NullaryFnOnce for WithX4<Op> {
     }
 }
 
-#[cfg(test)]
-thread_local! {
-    /// Tests: use the portable one-lane path for calls made from this thread.
-    static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+#[cfg(target_arch = "x86_64")]
+struct WithX8<Op>(Op, pulp::x86::V4);
+
+#[cfg(target_arch = "x86_64")]
+impl<Op: LaneOp> pulp::NullaryFnOnce for WithX8<Op> {
+    type Output = Op::Output;
+    #[inline(always)]
+    fn call(self) -> Op::Output {
+        self.0.run::<X8>(self.1)
+    }
 }
 
-/// Lanes per group: 4 when the CPU has AVX2 + FMA, 1 otherwise. Decided once per call (on the
-/// calling thread) and passed to [`dispatch`].
+#[cfg(test)]
+thread_local! {
+    /// Tests: the lane width for calls made from this thread (None: the CPU's widest).
+    static FORCE_WIDTH: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Lanes per group: 8 when the CPU has AVX-512 (F, BW, CD, DQ, VL), 4 with AVX2 + FMA, 1
+/// otherwise. Decided once per call (on the calling thread) and passed to [`dispatch`]. Widths 4
+/// and 8 give bitwise the same results (the lanes run the same IEEE operations and the one
+/// cross-lane sum, the log-determinant's, is ordered by feature).
 fn lane_width() -> usize {
     #[cfg(test)]
-    if FORCE_PORTABLE.with(|f| f.get()) {
-        return 1;
+    if let Some(w) = FORCE_WIDTH.with(|f| f.get()) {
+        return w;
     }
     #[cfg(target_arch = "x86_64")]
-    if pulp::x86::V3::try_new().is_some() {
-        return 4;
+    {
+        if pulp::x86::V4::try_new().is_some() {
+            return 8;
+        }
+        if pulp::x86::V3::try_new().is_some() {
+            return 4;
+        }
     }
     1
 }
@@ -135,9 +154,15 @@ fn lane_width() -> usize {
 /// Runs `op` with `width` (from [`lane_width`]) lanes.
 fn dispatch<Op: LaneOp>(width: usize, op: Op) -> Op::Output {
     #[cfg(target_arch = "x86_64")]
-    if width == 4 {
-        let simd = pulp::x86::V3::try_new().expect("four lanes need AVX2 + FMA");
-        return simd.vectorize(WithX4(op, simd));
+    {
+        if width == 8 {
+            let simd = pulp::x86::V4::try_new().expect("eight lanes need AVX-512");
+            return simd.vectorize(WithX8(op, simd));
+        }
+        if width == 4 {
+            let simd = pulp::x86::V3::try_new().expect("four lanes need AVX2 + FMA");
+            return simd.vectorize(WithX4(op, simd));
+        }
     }
     assert_eq!(width, 1, "unsupported lane width");
     op.run::<F1<false>>(())
@@ -676,7 +701,9 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
         // derivatives and the map), so that consecutive groups' work can overlap.
         let mut bins = vec![(Bin { idx: zero, x0: zero, x1: zero, y0: zero, y1: zero, d0: zero, d1: zero }, zero); gds.len()];
         for (i, (xr, l)) in x.chunks_exact_mut(stride).zip(ld.iter_mut()).enumerate() {
-            let mut acc = zero;
+            // The log-determinant as four partial sums, of the features ≡ 0, 1, 2, 3 (mod 4) in
+            // feature order, added at the end: the same sums, bit for bit, at every lane width.
+            let mut acc = [0.0f64; 4];
             if let (None, Some(raw)) = (shared, raw) {
                 for (gi, gd) in gds.iter().enumerate() {
                     let g = Group::<L>::load(ctx, gd);
@@ -721,14 +748,12 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
                 for lane in 0..gd.nl {
                     xr[gd.col[lane]] = T::from_f64(out[lane]);
                 }
-                acc += L::select(L::and(ins, g.valid), dl, zero);
+                let d = L::select(L::and(ins, g.valid), dl, zero).to_array();
+                for (lane, dv) in d.iter().enumerate().take(L::N) {
+                    acc[(gd.f0 + lane) % 4] += dv;
+                }
             }
-            let a = acc.to_array();
-            let mut s = a[0];
-            for v in &a[1..L::N] {
-                s += v;
-            }
-            *l += T::from_f64(s);
+            *l += T::from_f64(((acc[0] + acc[1]) + acc[2]) + acc[3]);
         }
     }
 }
@@ -1140,7 +1165,7 @@ mod tests {
 
     /// Value kernels against `spline::apply`, per-row and shared, both directions.
     fn check_values(portable: bool) {
-        FORCE_PORTABLE.with(|p| p.set(portable));
+        FORCE_WIDTH.with(|p| p.set(portable.then_some(1)));
         for (f, k, scale) in [(7, 8, 0.25), (4, 3, 1.0), (5, 1, 1.0), (9, 5, 1.0 / 16.0)] {
             let c = case(f, k, scale);
             let rows = 37;
@@ -1185,7 +1210,7 @@ mod tests {
                 }
             }
         }
-        FORCE_PORTABLE.with(|p| p.set(false));
+        FORCE_WIDTH.with(|p| p.set(None));
     }
 
     #[test]
@@ -1200,7 +1225,7 @@ mod tests {
 
     /// Backward kernels against `spline::apply_backward`, per-row and shared.
     fn check_backward(portable: bool) {
-        FORCE_PORTABLE.with(|p| p.set(portable));
+        FORCE_WIDTH.with(|p| p.set(portable.then_some(1)));
         for (f, k, scale) in [(7, 8, 0.25), (4, 3, 1.0), (5, 1, 1.0), (9, 5, 1.0 / 16.0)] {
             let c = case(f, k, scale);
             let rows = 37;
@@ -1259,7 +1284,7 @@ mod tests {
                 }
             }
         }
-        FORCE_PORTABLE.with(|p| p.set(false));
+        FORCE_WIDTH.with(|p| p.set(None));
     }
 
     #[test]
@@ -1291,6 +1316,62 @@ mod tests {
         }
         for (a, b) in ld32.iter().zip(&ld64) {
             assert!((*a as f64 - b).abs() < 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
+    /// Every output of the kernels (values, log-determinants, input gradients, per-row and
+    /// shared parameter gradients, from recomputation and from a recorded forward pass) at lane
+    /// width `width`, as bits.
+    fn all_outputs(width: usize, f: usize, k: usize) -> Vec<u64> {
+        FORCE_WIDTH.with(|p| p.set(Some(width)));
+        let c = case(f, k, 1.0 / 16.0);
+        let rows = 41;
+        let mut out = Vec::new();
+        for shared in [false, true] {
+            let raw = raw_params(if shared { 1 } else { rows }, f, k, (f + k) as u64);
+            let params = if shared { Params::Shared(&raw[..]) } else { Params::PerRow(&raw[..]) };
+            let x = inputs(&c, &raw, rows, shared, 3, false);
+            for inverse in [false, true] {
+                let mut y = x.clone();
+                let mut ld = vec![0.5; rows];
+                let rec = apply_rows(&c.set(), &mut y, params, &mut ld, inverse, !shared && !inverse);
+                out.extend(y.iter().chain(&ld).map(|v| v.to_bits()));
+                let mut rng = fab_core::seeded_rng(11, 4);
+                let gout = fab_core::rng::normal_vec(&mut rng, rows * c.stride);
+                let gld = fab_core::rng::normal_vec(&mut rng, rows);
+                if inverse {
+                    continue;
+                }
+                let mut g = gout.clone();
+                let mut graw = vec![0.25; raw.len()];
+                let grads = if shared { ParamGrads::Shared(&mut graw[..]) } else { ParamGrads::PerRow(&mut graw[..]) };
+                backward_rows(&c.set(), &x, params, &mut g, &gld, grads);
+                out.extend(g.iter().chain(&graw).map(|v| v.to_bits()));
+                if let Some(rec) = rec {
+                    let mut g = gout.clone();
+                    let mut graw = vec![0.0; raw.len()];
+                    backward_rows(&c.set(), &x, Params::Recorded(&rec), &mut g, &gld, ParamGrads::PerRow(&mut graw[..]));
+                    out.extend(g.iter().chain(&graw).map(|v| v.to_bits()));
+                }
+            }
+        }
+        FORCE_WIDTH.with(|p| p.set(None));
+        out
+    }
+
+    /// Eight lanes (AVX-512) and four (AVX2) give bitwise the same results, for feature counts
+    /// that fill the groups or leave padding in one width or both.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn eight_and_four_lanes_agree_bit_for_bit() {
+        if pulp::x86::V4::try_new().is_none() || pulp::x86::V3::try_new().is_none() {
+            return;
+        }
+        for (f, k) in [(30, 8), (16, 5), (12, 3), (5, 8), (1, 4), (9, 1)] {
+            let (a, b) = (all_outputs(4, f, k), all_outputs(8, f, k));
+            assert_eq!(a.len(), b.len());
+            let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+            assert_eq!(differ, 0, "f{f} k{k}: {differ} of {} outputs differ", a.len());
         }
     }
 
