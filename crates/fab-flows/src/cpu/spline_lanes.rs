@@ -702,7 +702,8 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
         let mut bins = vec![(Bin { idx: zero, x0: zero, x1: zero, y0: zero, y1: zero, d0: zero, d1: zero }, zero); gds.len()];
         for (i, (xr, l)) in x.chunks_exact_mut(stride).zip(ld.iter_mut()).enumerate() {
             // The log-determinant as four partial sums, of the features ≡ 0, 1, 2, 3 (mod 4) in
-            // feature order, added at the end: the same sums, bit for bit, at every lane width.
+            // feature order, added at the end: the same order of additions at every lane width
+            // (so four and eight lanes agree bit for bit).
             let mut acc = [0.0f64; 4];
             if let (None, Some(raw)) = (shared, raw) {
                 for (gi, gd) in gds.iter().enumerate() {
