@@ -218,13 +218,13 @@ struct GroupSum {
     groups: usize,
 }
 
-fn group_sums(x: &[f64], m: usize, k: usize, g: usize) -> Vec<f64> {
+fn group_sums<T: Copy + Into<f64>>(x: &[T], m: usize, k: usize, g: usize) -> Vec<f64> {
     let rows_per_group = m / g;
     let mut out = vec![0.0; g * k];
     for (r, row) in x.chunks_exact(k).enumerate() {
         let acc = &mut out[(r / rows_per_group) * k..][..k];
         for (a, &v) in acc.iter_mut().zip(row) {
-            *a += v;
+            *a += v.into();
         }
     }
     out
@@ -244,10 +244,7 @@ impl candle_core::CustomOp1 for GroupSum {
         let (a, b) =
             layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("group_sum: the input must be contiguous".into()))?;
         let out = match storage {
-            CpuStorage::F32(v) => {
-                let wide: Vec<f64> = v[a..b].iter().map(|&x| f64::from(x)).collect();
-                CpuStorage::F32(group_sums(&wide, m, k, g).into_iter().map(|x| x as f32).collect())
-            }
+            CpuStorage::F32(v) => CpuStorage::F32(group_sums(&v[a..b], m, k, g).into_iter().map(|x| x as f32).collect()),
             CpuStorage::F64(v) => CpuStorage::F64(group_sums(&v[a..b], m, k, g)),
             _ => return Err(candle_core::Error::Msg("group_sum: f32 or f64 only".into())),
         };
