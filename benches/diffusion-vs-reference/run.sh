@@ -38,12 +38,12 @@ command -v taskset >/dev/null || { echo "error: taskset not found (util-linux)" 
 "$PY" -c 'import torch, numpy, matplotlib, einops, PIL' 2>/dev/null \
   || { echo "error: '$PY' cannot import torch, numpy, matplotlib, einops and PIL; pass an interpreter that has them" >&2; exit 2; }
 
-echo "building: cargo build --release -p fab-diffusion --example iteration_timing" >&2
-(cd "$ROOT" && cargo build --release -p fab-diffusion --example iteration_timing) >"$LOG_DIR/cargo-build.log" 2>&1 \
+echo "building: cargo build --release -p fab-diffusion --example diffusion_iteration_timing" >&2
+(cd "$ROOT" && cargo build --release -p fab-diffusion --example diffusion_iteration_timing) >"$LOG_DIR/cargo-build.log" 2>&1 \
   || { echo "error: the fab-rs build failed; see $LOG_DIR/cargo-build.log" >&2; exit 1; }
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
   | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-FAB_BIN="$TARGET_DIR/release/examples/iteration_timing"
+FAB_BIN="$TARGET_DIR/release/examples/diffusion_iteration_timing"
 [[ -x "$FAB_BIN" ]] || { echo "error: built, but $FAB_BIN is not there" >&2; exit 1; }
 
 ms_of() { awk '$1 == "ms_per_iteration" { print $2; exit }' "$1"; }

@@ -3,7 +3,7 @@
 //! side-by-side harness `benches/diffusion-vs-reference/run.sh`.
 //!
 //! ```text
-//! cargo run --release -p fab-diffusion --example iteration_timing -- \
+//! cargo run --release -p fab-diffusion --example diffusion_iteration_timing -- \
 //!     [--config FILE.toml] [--set key=value]... [--iterations N] [--warmup W]
 //! ```
 //!
