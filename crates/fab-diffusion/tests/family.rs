@@ -63,6 +63,59 @@ fn every_schedule_resumes_bit_identically() {
     }
 }
 
+/// Checkpoints written before the replay buffers moved to `.npy` files kept them inline in
+/// `diffusion_state.json`; such a checkpoint still resumes, onto the same steps as the `.npy` one.
+#[test]
+fn checkpoints_with_inline_json_buffers_still_resume() {
+    let v = [
+        "train.schedule=\"sendera\"",
+        "train.exploration=0.1",
+        "local_search.enabled=true",
+        "local_search.every=3",
+        "local_search.n_iterations=6",
+        "local_search.burn_in=2",
+    ];
+    let mut a = build(&v);
+    for _ in 0..12 {
+        a.step().unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("diffusion-json-buffers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    a.save_state(&dir).unwrap();
+    // Rewrite the checkpoint in the older layout: each buffer inline, no `.npy`, no capacity key.
+    let state_path = dir.join("diffusion_state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let mut rewritten = 0;
+    for name in ["buffer", "ls_buffer"] {
+        let npy = dir.join(format!("{name}.npy"));
+        if !npy.exists() {
+            continue;
+        }
+        let cap = state[format!("{name}_capacity")].as_u64().unwrap() as usize;
+        let (rows, shape) = fab_core::npy::read_f64(&npy).unwrap();
+        let mut old = fab_buffer::RankedBuffer::<u64, Vec<f64>>::new(cap).unwrap();
+        for r in rows.chunks_exact(shape[1]) {
+            old.insert(r[0] as u64, r[2..].to_vec(), r[1]).unwrap();
+        }
+        assert!(!old.is_empty(), "{name} is empty after 12 steps");
+        state[name] = serde_json::to_value(&old).unwrap();
+        state.as_object_mut().unwrap().remove(&format!("{name}_capacity"));
+        std::fs::remove_file(&npy).unwrap();
+        rewritten += 1;
+    }
+    assert_eq!(rewritten, 2, "both the replay and the local-search buffer are checkpointed");
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let mut b = build(&v);
+    b.load_state(&dir).unwrap();
+    for _ in 0..12 {
+        let (ra, rb) = (a.step().unwrap(), b.step().unwrap());
+        assert_eq!(ra.loss.to_bits(), rb.loss.to_bits());
+        assert_eq!(ra.stats.buffer_len, rb.stats.buffer_len);
+        assert_eq!(ra.stats.n_target_calls, rb.stats.n_target_calls);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// ELBO ≤ log Z ≤ EUBO hold for any sampler (up to Monte-Carlo error, far smaller than the gaps
 /// of an untrained one); a short training run narrows the ELBO gap. (It need not lower W2: short
 /// on-policy TB on the 25-mode mixture concentrates on a few modes, the failure the off-policy
