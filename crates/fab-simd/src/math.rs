@@ -431,6 +431,40 @@ mod tests {
         assert_eq!(tanh(F1::<false>(-40.0)).0, -1.0);
     }
 
+    /// Every function of this module (and lane selection and masks) at once, in any lane type.
+    const N_FUNCTIONS: usize = 12;
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn every_function<L: Lane>(xe: L, xl: L) -> [L; N_FUNCTIONS] {
+        let unit = xl.abs().clamp(0.0, 1.0);
+        let (a, b) = ln2(xl, xe.abs() + 1e-3);
+        let (s, c) = sin_cos(xe);
+        let picked = L::select(xe.lt(xl), xe - xl, (-xl).max(xe));
+        let masked = L::select(L::and(xe.ge(xl.c(0.0)), xl.le(xe)), xe.recip(), xl.sqrt().neg_mul_add(xe, xl));
+        [exp(xe), ln(xl), log1p_unit(unit), ln_normal(xl), a, b, tanh(xe * 0.01), atan2_pos(xl.abs(), xe), s, c, picked, masked]
+    }
+
+    /// The sweep's inputs, cut to a multiple of `width`.
+    #[cfg(target_arch = "x86_64")]
+    fn lane_inputs(width: usize) -> (Vec<f64>, Vec<f64>) {
+        let (mut xe, mut xl) = (exp_inputs(), ln_inputs());
+        let n = xe.len().min(xl.len()) / width * width;
+        xe.truncate(n);
+        xl.truncate(n);
+        (xe, xl)
+    }
+
+    /// Each `[wide lane, fused one lane]` pair has the same bits (or both are NaN).
+    #[cfg(target_arch = "x86_64")]
+    fn assert_same_bits(out: &[[[f64; 2]; N_FUNCTIONS]], n: usize) {
+        assert_eq!(out.len(), n);
+        for (i, r) in out.iter().enumerate() {
+            for (f, [a, b]) in r.iter().enumerate() {
+                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "input {i} fn {f}: {a:e} vs {b:e}");
+            }
+        }
+    }
+
     /// The fused one-lane path and the AVX2 path agree bit for bit (when the CPU has AVX2).
     #[cfg(target_arch = "x86_64")]
     #[test]
@@ -438,42 +472,25 @@ mod tests {
         let Some(simd) = pulp::x86::V3::try_new() else {
             return;
         };
-        const K: usize = 10;
-        struct Op<'a>(pulp::x86::V3, &'a [f64], &'a [f64], &'a mut Vec<[[f64; 2]; K]>);
+        struct Op<'a>(pulp::x86::V3, &'a [f64], &'a [f64], &'a mut Vec<[[f64; 2]; N_FUNCTIONS]>);
         impl pulp::NullaryFnOnce for Op<'_> {
             type Output = ();
             #[inline(always)]
             fn call(self) {
-                #[inline(always)]
-                fn all<L: Lane>(xe: L, xl: L) -> [L; K] {
-                    let unit = xl.abs().clamp(0.0, 1.0);
-                    let (a, b) = ln2(xl, xe.abs() + 1e-3);
-                    let (s, c) = sin_cos(xe);
-                    [exp(xe), ln(xl), log1p_unit(unit), ln_normal(xl), a, b, tanh(xe * 0.01), atan2_pos(xl.abs(), xe), s, c]
-                }
                 let Op(s, xe, xl, out) = self;
                 for (ce, cl) in xe.chunks_exact(4).zip(xl.chunks_exact(4)) {
-                    let v = all(X4::load(s, ce), X4::load(s, cl)).map(|v| v.to_array());
+                    let v = every_function(X4::load(s, ce), X4::load(s, cl)).map(|v| v.to_array());
                     for l in 0..4 {
-                        let one = all(F1::<true>(ce[l]), F1::<true>(cl[l]));
+                        let one = every_function(F1::<true>(ce[l]), F1::<true>(cl[l]));
                         out.push(std::array::from_fn(|f| [v[f][l], one[f].0]));
                     }
                 }
             }
         }
-        let mut xe = exp_inputs();
-        let mut xl = ln_inputs();
-        let n = xe.len().min(xl.len()) / 4 * 4;
-        xe.truncate(n);
-        xl.truncate(n);
+        let (xe, xl) = lane_inputs(4);
         let mut out = Vec::new();
         simd.vectorize(Op(simd, &xe, &xl, &mut out));
-        assert_eq!(out.len(), n);
-        for (i, r) in out.iter().enumerate() {
-            for (f, [a, b]) in r.iter().enumerate() {
-                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "input {i} fn {f}: {a:e} vs {b:e}");
-            }
-        }
+        assert_same_bits(&out, xe.len());
         // And the unfused portable path is within an ulp or two of both.
         for (i, r) in out.iter().enumerate().step_by(7) {
             let a = exp(F1::<false>(xe[i])).0;
@@ -489,43 +506,24 @@ mod tests {
         let Some(simd) = pulp::x86::V4::try_new() else {
             return;
         };
-        const K: usize = 12;
-        struct Op<'a>(pulp::x86::V4, &'a [f64], &'a [f64], &'a mut Vec<[[f64; 2]; K]>);
+        struct Op<'a>(pulp::x86::V4, &'a [f64], &'a [f64], &'a mut Vec<[[f64; 2]; N_FUNCTIONS]>);
         impl pulp::NullaryFnOnce for Op<'_> {
             type Output = ();
             #[inline(always)]
             fn call(self) {
-                #[inline(always)]
-                fn all<L: Lane>(xe: L, xl: L) -> [L; K] {
-                    let unit = xl.abs().clamp(0.0, 1.0);
-                    let (a, b) = ln2(xl, xe.abs() + 1e-3);
-                    let (s, c) = sin_cos(xe);
-                    let picked = L::select(xe.lt(xl), xe - xl, (-xl).max(xe));
-                    let masked = L::select(L::and(xe.ge(xl.c(0.0)), xl.le(xe)), xe.recip(), xl.sqrt().neg_mul_add(xe, xl));
-                    [exp(xe), ln(xl), log1p_unit(unit), ln_normal(xl), a, b, tanh(xe * 0.01), atan2_pos(xl.abs(), xe), s, c, picked, masked]
-                }
                 let Op(s, xe, xl, out) = self;
                 for (ce, cl) in xe.chunks_exact(8).zip(xl.chunks_exact(8)) {
-                    let v = all(X8::load(s, ce), X8::load(s, cl)).map(|v| v.to_array());
+                    let v = every_function(X8::load(s, ce), X8::load(s, cl)).map(|v| v.to_array());
                     for l in 0..8 {
-                        let one = all(F1::<true>(ce[l]), F1::<true>(cl[l]));
+                        let one = every_function(F1::<true>(ce[l]), F1::<true>(cl[l]));
                         out.push(std::array::from_fn(|f| [v[f][l], one[f].0]));
                     }
                 }
             }
         }
-        let mut xe = exp_inputs();
-        let mut xl = ln_inputs();
-        let n = xe.len().min(xl.len()) / 8 * 8;
-        xe.truncate(n);
-        xl.truncate(n);
+        let (xe, xl) = lane_inputs(8);
         let mut out = Vec::new();
         simd.vectorize(Op(simd, &xe, &xl, &mut out));
-        assert_eq!(out.len(), n);
-        for (i, r) in out.iter().enumerate() {
-            for (f, [a, b]) in r.iter().enumerate() {
-                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "input {i} fn {f}: {a:e} vs {b:e}");
-            }
-        }
+        assert_same_bits(&out, xe.len());
     }
 }
