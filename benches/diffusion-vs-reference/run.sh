@@ -20,8 +20,9 @@ set -euo pipefail
 usage() { echo "usage: $0 REFERENCE_CHECKOUT [PYTHON]" >&2; exit 2; }
 [[ $# -ge 1 && $# -le 2 ]] || usage
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-REF=$(cd "$1" 2>/dev/null && pwd) || { echo "error: reference checkout '$1' is not a directory" >&2; exit 2; }
+source "$HERE/../common.sh"
+ROOT=$BENCH_ROOT
+REF=$(bench_checkout "$1" gfn-diffusion) || exit 2
 PY=${2:-python3}
 ROUNDS=${ROUNDS:-3}
 ITERS=${ITERS:-20}
@@ -30,24 +31,13 @@ CORE=${CORE:-0}
 LOG_DIR=${LOG_DIR:-$(mktemp -d -t diffusion-vs-reference.XXXXXX)}
 mkdir -p "$LOG_DIR"
 
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RAYON_NUM_THREADS=1
-
 [[ -f "$REF/energy_sampling/models/gfn.py" ]] \
   || { echo "error: $REF/energy_sampling/models/gfn.py not found: pass the gfn-diffusion checkout" >&2; exit 2; }
-command -v taskset >/dev/null || { echo "error: taskset not found (util-linux)" >&2; exit 2; }
+bench_require_taskset || exit 2
 "$PY" -c 'import torch, numpy, matplotlib, einops, PIL' 2>/dev/null \
   || { echo "error: '$PY' cannot import torch, numpy, matplotlib, einops and PIL; pass an interpreter that has them" >&2; exit 2; }
 
-echo "building: cargo build --release -p fab-diffusion --example diffusion_iteration_timing" >&2
-(cd "$ROOT" && cargo build --release -p fab-diffusion --example diffusion_iteration_timing) >"$LOG_DIR/cargo-build.log" 2>&1 \
-  || { echo "error: the fab-rs build failed; see $LOG_DIR/cargo-build.log" >&2; exit 1; }
-TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
-  | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-FAB_BIN="$TARGET_DIR/release/examples/diffusion_iteration_timing"
-[[ -x "$FAB_BIN" ]] || { echo "error: built, but $FAB_BIN is not there" >&2; exit 1; }
-
-ms_of() { awk '$1 == "ms_per_iteration" { print $2; exit }' "$1"; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+FAB_BIN=$(bench_build_example fab-diffusion diffusion_iteration_timing "$LOG_DIR/cargo-build.log" "$PY") || exit 1
 
 run_ref() { # round log
   taskset -c "$CORE" "$PY" "$HERE/reference_iteration.py" "$REF" --iterations "$ITERS" --warmup "$WARMUP" \

@@ -17,8 +17,9 @@ set -euo pipefail
 usage() { echo "usage: $0 REFERENCE_CHECKOUT [PYTHON]" >&2; exit 2; }
 [[ $# -ge 1 && $# -le 2 ]] || usage
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-REF=$(cd "$1" 2>/dev/null && pwd) || { echo "error: reference checkout '$1' is not a directory" >&2; exit 2; }
+source "$HERE/../common.sh"
+ROOT=$BENCH_ROOT
+REF=$(bench_checkout "$1" reference) || exit 2
 PY=${2:-python3}
 ROUNDS=${ROUNDS:-3}
 ITERS=${ITERS:-200}
@@ -27,33 +28,20 @@ CORE=${CORE:-0}
 LOG_DIR=${LOG_DIR:-$(mktemp -d -t gflownet-vs-reference.XXXXXX)}
 mkdir -p "$LOG_DIR"
 
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RAYON_NUM_THREADS=1
-
 [[ -f "$REF/grid/trainer.py" ]] || { echo "error: $REF/grid/trainer.py not found: pass the reference checkout (the directory containing grid/)" >&2; exit 2; }
-command -v taskset >/dev/null || { echo "error: taskset not found (util-linux)" >&2; exit 2; }
+bench_require_taskset || exit 2
 "$PY" -c 'import torch, numpy, tqdm, matplotlib, PIL' 2>/dev/null \
   || { echo "error: '$PY' cannot import torch, numpy, tqdm, matplotlib and PIL; pass an interpreter that has them" >&2; exit 2; }
 
 # fab-rs side: build once, then call the binary directly.
-FAB_BIN=""
 FAB_MISSING=""
-echo "building: cargo build --release -p fab-gflownet --example iteration_timing" >&2
-if (cd "$ROOT" && cargo build --release -p fab-gflownet --example iteration_timing) >"$LOG_DIR/cargo-build.log" 2>&1; then
-  TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
-    | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  FAB_BIN="$TARGET_DIR/release/examples/iteration_timing"
-  [[ -x "$FAB_BIN" ]] || { FAB_MISSING="built, but $FAB_BIN is not there"; FAB_BIN=""; }
-else
-  FAB_MISSING="'cargo build --release -p fab-gflownet --example iteration_timing' failed (does the crate/example exist yet?); see $LOG_DIR/cargo-build.log"
-fi
+FAB_BIN=$(bench_build_example fab-gflownet iteration_timing "$LOG_DIR/cargo-build.log" "$PY") \
+  || FAB_MISSING="the fab-gflownet example did not build; see $LOG_DIR/cargo-build.log"
 if [[ -n "$FAB_MISSING" ]]; then
   echo "error: fab-rs side unavailable: $FAB_MISSING" >&2
   echo "       timing the reference only; the fab-rs column will read n/a" >&2
 fi
 
-# Prints the value of the line `ms_per_iteration <value> ...` of a log file, or nothing.
-ms_of() { awk '$1 == "ms_per_iteration" { print $2; exit }' "$1"; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 run_ref() { # agent ndim horizon round log
   taskset -c "$CORE" "$PY" "$HERE/reference_iteration.py" "$REF" --agent "$1" --ndim "$2" --horizon "$3" \

@@ -24,8 +24,9 @@ set -euo pipefail
 usage() { echo "usage: $0 FABTORCH_CHECKOUT [PYTHON]" >&2; exit 2; }
 [[ $# -ge 1 && $# -le 2 ]] || usage
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-REF=$(cd "$1" 2>/dev/null && pwd) || { echo "error: fab-torch checkout '$1' is not a directory" >&2; exit 2; }
+source "$HERE/../common.sh"
+ROOT=$BENCH_ROOT
+REF=$(bench_checkout "$1" fab-torch) || exit 2
 PY=${2:-python3}
 ROUNDS=${ROUNDS:-3}
 CORE=${CORE:-0}
@@ -39,11 +40,9 @@ mkdir -p "$LOG_DIR"
 LOG_DIR=$(cd "$LOG_DIR" && pwd)
 [[ $METRIC == cpu || $METRIC == wall ]] || { echo "error: METRIC must be cpu or wall" >&2; exit 2; }
 
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RAYON_NUM_THREADS=1
-
 [[ -f "$REF/fab/sampling_methods/ais.py" && -f "$REF/experiments/setup_run.py" && -f "$REF/experiments/config/many_well.yaml" ]] \
   || { echo "error: $REF does not look like a fab-torch checkout (fab/sampling_methods/ais.py, experiments/setup_run.py, experiments/config/*.yaml expected)" >&2; exit 2; }
-command -v taskset >/dev/null || { echo "error: taskset not found (util-linux)" >&2; exit 2; }
+bench_require_taskset || exit 2
 command -v "$PY" >/dev/null || { echo "error: python interpreter '$PY' not found" >&2; exit 2; }
 "$PY" -c 'import torch' 2>/dev/null \
   || { echo "error: '$PY' cannot import torch; pass an interpreter that has PyTorch (e.g. a venv with 'pip install torch numpy')" >&2; exit 2; }
@@ -58,13 +57,7 @@ EOF
 
 # fab-rs side: build once, then call the binary directly.
 if [[ $REPORT_ONLY == 0 ]]; then
-echo "building: cargo build --release -p fab-train --example vs_torch (log: $LOG_DIR/cargo-build.log)" >&2
-(cd "$ROOT" && cargo build --release -p fab-train --example vs_torch) >"$LOG_DIR/cargo-build.log" 2>&1 \
-  || { echo "error: cargo build failed, see $LOG_DIR/cargo-build.log" >&2; exit 1; }
-TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
-  | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-FAB_BIN="$TARGET_DIR/release/examples/vs_torch"
-[[ -x "$FAB_BIN" ]] || { echo "error: built, but $FAB_BIN is not there" >&2; exit 1; }
+FAB_BIN=$(bench_build_example fab-train vs_torch "$LOG_DIR/cargo-build.log" "$PY") || exit 1
 fi
 
 # key | label | warm-up | timed repetitions
@@ -80,7 +73,6 @@ ROWS=(
 
 # value of field $2 (wall_ms or cpu_ms) on the line `row KEY ...` of a log, or nothing
 val_of() { awk -v f="$2" '$1 == "row" { for (i = 3; i < NF; i++) if ($i == f) { print $(i + 1); exit } }' "$1"; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 run_side() { # side key warmup reps log
   if [[ $1 == fab ]]; then
