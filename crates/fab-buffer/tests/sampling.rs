@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use fab_buffer::{BufferError, PrioritisedBuffer};
 use fab_core::seeded_rng;
+use fab_core::test_utils::ScratchDir;
 
 /// Survival function of the χ² distribution with an even number of degrees of freedom 2m:
 /// P(X > x) = exp(−x/2) Σ_{j<m} (x/2)^j / j!  (closed form, no special functions needed).
@@ -184,12 +185,6 @@ fn no_duplicates_in_large_draws() {
     }
 }
 
-fn temp_path(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("fab_buffer_test_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
 fn assert_same(a: &PrioritisedBuffer, b: &PrioritisedBuffer) {
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(a.x()), bits(b.x()));
@@ -229,7 +224,8 @@ fn save_load_round_trip_continues_identically() {
     }
     // Kill one entry so that −∞ goes through the file too.
     a.adjust(&[5], &[f64::NAN], 2.0, None).unwrap();
-    let path = temp_path("roundtrip.safetensors");
+    let dir = ScratchDir::create("buffer_roundtrip");
+    let path = dir.join("roundtrip.safetensors");
     a.save(&path).unwrap();
     let mut b = PrioritisedBuffer::load(&path).unwrap();
     assert_same(&a, &b);
@@ -253,7 +249,8 @@ fn save_load_round_trip_continues_identically() {
 
 #[test]
 fn load_rejects_bad_files() {
-    let path = temp_path("bad.safetensors");
+    let dir = ScratchDir::create("buffer_bad_files");
+    let path = dir.join("bad.safetensors");
     let cpu = Device::Cpu;
     let mut map = HashMap::new();
     map.insert("x".to_string(), Tensor::zeros((1, 2), DType::F64, &cpu).unwrap());
@@ -276,7 +273,7 @@ fn load_rejects_bad_files() {
     candle_core::safetensors::save(&map, &path).unwrap();
     assert!(matches!(PrioritisedBuffer::load(&path), Err(BufferError::Format(_))));
     // Missing file.
-    assert!(PrioritisedBuffer::load(&temp_path("does_not_exist.safetensors")).is_err());
+    assert!(PrioritisedBuffer::load(&dir.join("does_not_exist.safetensors")).is_err());
 }
 
 #[test]

@@ -197,13 +197,13 @@ fn fuzz_family<C: FamilyConfig + 'static>(name: &str, bases: &[&'static str], se
     // Both outcomes occur, so the fuzzer reaches past the first check.
     assert!(accepted > N / 20 && refused > N / 20, "{name}: accepted {accepted}, refused {refused}");
     assert_eq!(to_run.len(), N_RUNS, "{name}");
-    let root = std::env::temp_dir().join(format!("fab_fuzz_runs_{name}_{}", std::process::id()));
+    let root = fab_core::test_utils::ScratchDir::new(&format!("fuzz_runs_{name}"));
     let worked = to_run
         .into_iter()
         .enumerate()
         .filter(|(k, (base, ov))| drive::<C>(name, base, ov.clone(), fixed, root.join(k.to_string())))
         .count();
-    let _ = std::fs::remove_dir_all(&root);
+    drop(root);
     eprintln!("{name}: {worked} of {N_RUNS} fuzzed runs trained; the others failed in one line");
     // Most accepted configurations train; the rest fail in one line (e.g. NaN from absurd steps).
     assert!(worked >= N_RUNS / 2, "{name}: only {worked} of {N_RUNS} runs worked");
@@ -359,8 +359,7 @@ fn random_npy(rng: &mut impl Rng) -> Vec<u8> {
 
 #[test]
 fn random_coordinate_files_are_read_or_refused_in_one_line() {
-    let dir = std::env::temp_dir().join(format!("fab-fuzz-coords-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fab_core::test_utils::ScratchDir::create("fuzz_coords");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let (mut accepted, mut refused) = (0, 0);
     for i in 0..N {
@@ -382,7 +381,6 @@ fn random_coordinate_files_are_read_or_refused_in_one_line() {
         }
         let _ = rng.next_u32();
     }
-    std::fs::remove_dir_all(&dir).ok();
     assert!(accepted > N / 20 && refused > N / 20, "accepted {accepted}, refused {refused}");
 }
 

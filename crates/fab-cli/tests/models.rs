@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use fab_core::test_utils::ScratchDir;
 use fab_targets::aldp::{wrap_angle, InternalCoordinates};
 
 fn fab(args: &[&str]) -> Output {
@@ -23,11 +24,8 @@ fn err(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fab_models_{name}_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn scratch(name: &str) -> ScratchDir {
+    ScratchDir::create(&format!("models_{name}"))
 }
 
 fn s(p: &Path) -> &str {
@@ -113,7 +111,6 @@ fn an_exported_model_evaluates_and_samples_like_its_run_and_cannot_be_resumed() 
     assert!(err(&["train", "--resume", s(&model)]).contains("exported model"));
     assert!(err(&["export", s(&run), "--out", s(&model)]).contains("already exists"));
     assert_eq!(std::fs::read(ckpt.join("flow.safetensors")).unwrap(), before);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -183,7 +180,6 @@ fn alanine_dipeptide_samples_are_written_as_cartesian_coordinates_and_pdb_models
     assert!(err(&["sample", s(&gmm), "-n", "3", "--out", s(&root.join("g.pdb"))]).contains("molecular target"));
     assert!(err(&["sample", s(&gmm), "-n", "3", "--out", s(&root.join("g.xyz"))]).contains(".npy, .csv or .pdb"));
     assert!(!bad.exists() && !root.join("g.pdb").exists());
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// The repository's `models/` directory.
@@ -191,13 +187,10 @@ fn shipped(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").join(name)
 }
 
-#[test]
-fn the_shipped_gmm_model_reproduces_its_final_metrics_on_a_fresh_clone() {
-    let model = shipped("gmm-paper");
-    let root = scratch("shipped_gmm");
-    let out = root.join("eval");
-    // Into another directory: the checkout stays as it is.
-    ok(&["eval", s(&model), "--out", s(&out)]);
+/// `fab eval models/NAME --out DIR` (into another directory: the checkout stays as it is) gives
+/// the model's shipped `final_metrics.json` again; returns them.
+fn assert_shipped_metrics_reproduce(model: &Path, out: &Path) -> serde_json::Map<String, serde_json::Value> {
+    ok(&["eval", s(model), "--out", s(out)]);
     let (want, got) = (metrics(&model.join("final_metrics.json")), metrics(&out.join("final_metrics.json")));
     assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
     for (k, w) in &want {
@@ -208,6 +201,14 @@ fn the_shipped_gmm_model_reproduces_its_final_metrics_on_a_fresh_clone() {
             _ => assert_eq!(*w, got[k], "{k}"),
         }
     }
+    want
+}
+
+#[test]
+fn the_shipped_gmm_model_reproduces_its_final_metrics_on_a_fresh_clone() {
+    let model = shipped("gmm-paper");
+    let root = scratch("shipped_gmm");
+    let want = assert_shipped_metrics_reproduce(&model, &root.join("eval"));
     assert_eq!(want["modes_covered"], 40.0);
     let x = root.join("x.npy");
     ok(&["sample", s(&model), "-n", "1000", "--out", s(&x)]);
@@ -217,7 +218,21 @@ fn the_shipped_gmm_model_reproduces_its_final_metrics_on_a_fresh_clone() {
     // of its draws are not finite (`flow_fraction_finite` 0.9955, docs/RESULTS.md).
     let inside = x.chunks(2).filter(|p| p[0].abs() < 45.0 && p[1].abs() < 45.0).count();
     assert!(inside >= 950, "{inside} of 1000 samples near the modes");
-    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn the_shipped_many_well_model_reproduces_its_final_metrics_on_a_fresh_clone() {
+    let model = shipped("many-well-cpu");
+    let root = scratch("shipped_many_well");
+    let want = assert_shipped_metrics_reproduce(&model, &root.join("eval"));
+    // Every well the exact samples reach, within a few per cent (docs/RESULTS.md, "Many Well 32-D").
+    let (got, exact) = (want["wells_populated_fraction"].as_f64().unwrap(), want["wells_populated_fraction_expected"].as_f64().unwrap());
+    assert!((got / exact - 1.0).abs() < 0.1, "wells populated {got} against {exact}");
+    let x = root.join("x.npy");
+    ok(&["sample", s(&model), "-n", "100", "--out", s(&x)]);
+    let (x, shape) = fab_core::npy::read_f64(&x).unwrap();
+    assert_eq!(shape, vec![100, 32]);
+    assert!(x.iter().all(|v| v.is_finite()));
 }
 
 #[test]
@@ -243,5 +258,4 @@ fn the_shipped_alanine_dipeptide_model_samples_molecules_at_the_reference_energy
     assert!((median + 98.38).abs() < 4.0, "median energy {median} kJ/mol");
     let physical = e.iter().filter(|&&v| v < -50.0).count();
     assert!(physical >= 388, "{physical} of 400 samples below −50 kJ/mol");
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -15,12 +15,11 @@ fn runs_record_the_git_commit_of_the_binary() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let version = Command::new(fab).arg("--version").output().unwrap();
     let version = String::from_utf8_lossy(&version.stdout).to_string();
-    let out = std::env::temp_dir().join(format!("fab_provenance_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = fab_core::test_utils::ScratchDir::new("provenance");
     let status = Command::new(fab)
         .args(["train", "gmm-quick", "--set", "train.n_iterations=2", "--set", "eval.final_batch_size=200", "--set", "eval.plots=false"])
         .arg("--out")
-        .arg(&out)
+        .arg(out.as_os_str())
         .output()
         .unwrap();
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
@@ -34,5 +33,4 @@ fn runs_record_the_git_commit_of_the_binary() {
         None => assert_eq!(commit, "unknown"),
     }
     assert_eq!(line["command"][1], "train");
-    let _ = std::fs::remove_dir_all(&out);
 }

@@ -194,8 +194,7 @@ mod tests {
 
     #[test]
     fn round_trip_f64_and_f32() {
-        let dir = std::env::temp_dir().join(format!("fab_npy_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_utils::ScratchDir::create("npy");
         let p = dir.join("a.npy");
         let data: Vec<f64> = (0..6).map(|i| i as f64 * 0.5 - 1.0).collect();
         write_f64(&p, &data, &[2, 3]).unwrap();

@@ -189,8 +189,7 @@ mod tests {
         p.create("b", vec![0.5], &[1], DType::F64, &Device::Cpu).unwrap();
         assert!(p.create("b", vec![0.5], &[1], DType::F64, &Device::Cpu).is_err());
         assert_eq!(p.num_scalars(), 5);
-        let dir = std::env::temp_dir().join(format!("fab_params_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_utils::ScratchDir::create("params");
         let f = dir.join("p.safetensors");
         p.save(&f).unwrap();
         p.get("b").unwrap().set(&Tensor::new(&[9.0f64], &Device::Cpu).unwrap()).unwrap();

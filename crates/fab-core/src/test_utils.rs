@@ -1,6 +1,6 @@
 //! Fixtures with known answers for the tests of every fab-rs crate (feature `test-utils`):
 //! an analytic diagonal Gaussian, finite-difference gradients and Jacobians, and the
-//! Kolmogorov–Smirnov statistic.
+//! Kolmogorov–Smirnov statistic; and scratch directories that tests leave nothing behind in.
 
 use candle_core::{DType, Device, Tensor};
 use rand::RngCore;
@@ -215,10 +215,89 @@ pub fn cuda_device_or_skip(test: &str) -> Option<candle_core::Device> {
     }
 }
 
+/// A scratch path for one test, `<system temp dir>/fab_<name>_<process id>`, deleted with
+/// everything under it when the value is dropped, so passing tests leave nothing in the
+/// temporary directory; when the test fails (the drop runs while its panic unwinds) the files
+/// are kept for inspection and their path is printed. A directory of
+/// that name (or a file) left by a killed earlier process is removed first. The directory itself is not
+/// created, since run drivers want to create their output directory; call
+/// [`ScratchDir::create`] for one to put files in. Dereferences to the [`Path`](std::path::Path).
+#[derive(Debug)]
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    /// The path, made free: nothing exists at it afterwards.
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("fab_{name}_{}", std::process::id()));
+        remove_any(&path);
+        Self(path)
+    }
+
+    /// As [`ScratchDir::new`], with the (empty) directory created.
+    pub fn create(name: &str) -> Self {
+        let dir = Self::new(name);
+        std::fs::create_dir_all(&dir.0).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.0.display()));
+        dir
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for ScratchDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl From<&ScratchDir> for std::path::PathBuf {
+    fn from(dir: &ScratchDir) -> Self {
+        dir.0.clone()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "the test failed; its files are kept in {}", self.0.display());
+        } else {
+            remove_any(&self.0);
+        }
+    }
+}
+
+/// Removes whatever is at `path` (a directory tree or a file), ignoring what is not there.
+fn remove_any(path: &std::path::Path) {
+    if path.is_dir() {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::seeded_rng;
+
+    #[test]
+    fn scratch_dir_is_removed_on_drop_even_with_files_in_it() {
+        let dir = ScratchDir::create("scratch_self_test");
+        let path = dir.to_path_buf();
+        std::fs::create_dir_all(path.join("sub")).unwrap();
+        std::fs::write(path.join("sub").join("f.txt"), "x").unwrap();
+        drop(dir);
+        assert!(!path.exists());
+        // A leftover of a killed run is cleared by the next one.
+        std::fs::create_dir_all(path.join("stale")).unwrap();
+        let again = ScratchDir::new("scratch_self_test");
+        assert!(!again.exists());
+    }
 
     #[test]
     fn gaussian_grad_matches_finite_differences() {

@@ -45,8 +45,7 @@ fn every_schedule_resumes_bit_identically() {
         for _ in 0..12 {
             a.step().unwrap();
         }
-        let dir = std::env::temp_dir().join(format!("diffusion-resume-{}-{k}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fab_core::test_utils::ScratchDir::create(&format!("diffusion_resume_{k}"));
         a.save_state(&dir).unwrap();
         let mut b = build(v);
         b.load_state(&dir).unwrap();
@@ -59,7 +58,6 @@ fn every_schedule_resumes_bit_identically() {
             assert_eq!(ra.stats.n_target_calls, rb.stats.n_target_calls, "{v:?}");
             assert_eq!(ra.stats.teacher_loss.to_bits(), rb.stats.teacher_loss.to_bits(), "{v:?}");
         }
-        std::fs::remove_dir_all(&dir).ok();
     }
 }
 
@@ -79,8 +77,7 @@ fn checkpoints_with_inline_json_buffers_still_resume() {
     for _ in 0..12 {
         a.step().unwrap();
     }
-    let dir = std::env::temp_dir().join(format!("diffusion-json-buffers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fab_core::test_utils::ScratchDir::create("diffusion_json_buffers");
     a.save_state(&dir).unwrap();
     // Rewrite the checkpoint in the older layout: each buffer inline, no `.npy`, no capacity key.
     let state_path = dir.join("diffusion_state.json");
@@ -113,7 +110,6 @@ fn checkpoints_with_inline_json_buffers_still_resume() {
         assert_eq!(ra.stats.buffer_len, rb.stats.buffer_len);
         assert_eq!(ra.stats.n_target_calls, rb.stats.n_target_calls);
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// ELBO ≤ log Z ≤ EUBO hold for any sampler (up to Monte-Carlo error, far smaller than the gaps

@@ -240,8 +240,7 @@ fn same_seed_same_model_and_checkpoints_round_trip() {
         assert_eq!(flat(x.as_tensor()), flat(y.as_tensor()));
     }
     perturb(&a, 0.1, 1);
-    let dir = std::env::temp_dir().join(format!("fab_flow_ckpt_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fab_core::test_utils::ScratchDir::create("flow_ckpt");
     let path = dir.join("flow.safetensors");
     a.save(&path).unwrap();
     b.load(&path).unwrap();

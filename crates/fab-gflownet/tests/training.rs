@@ -72,14 +72,13 @@ fn every_variant_resumes_bit_identically() {
         &["agent.kind=\"fm\""],
         &["agent.kind=\"db\"", "buffer.enabled=true"],
     ];
-    for v in variants {
+    for (k, v) in variants.iter().enumerate() {
         let o: Vec<&str> = base.iter().chain(v.iter()).copied().collect();
         let mut a = build(&o);
         for _ in 0..40 {
             a.step().unwrap();
         }
-        let dir = std::env::temp_dir().join(format!("gfn-resume-{}-{}", std::process::id(), v[0].len() * 7 + v.len()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fab_core::test_utils::ScratchDir::create(&format!("gfn_resume_{k}"));
         a.save_state(&dir).unwrap();
         let mut b = build(&o);
         b.load_state(&dir).unwrap();
@@ -88,7 +87,6 @@ fn every_variant_resumes_bit_identically() {
             assert_eq!(ra.loss.to_bits(), rb.loss.to_bits(), "{v:?}");
             assert_eq!(ra.stats.n_reward_calls, rb.stats.n_reward_calls, "{v:?}");
         }
-        std::fs::remove_dir_all(&dir).ok();
     }
 }
 

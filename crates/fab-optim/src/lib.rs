@@ -958,12 +958,6 @@ mod tests {
         assert!((m[0] - 0.1 * 3.0 * f).abs() < 1e-16 && (m[1] - 0.1 * 4.0 * f).abs() < 1e-16);
     }
 
-    fn temp_path(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("fab_optim_test_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
-    }
-
     /// A small two-parameter model with a non-quadratic loss, gradients from autograd.
     fn model(dtype: DType) -> ParamSet {
         let mut p = ParamSet::new();
@@ -1010,7 +1004,8 @@ mod tests {
                 adam_a.set_learning_rate(schedule.lr_at(cfg.lr, t)).unwrap();
                 adam_a.step(&pa, &grads(&pa)).unwrap();
             }
-            let (fp, fo) = (temp_path("params.safetensors"), temp_path("adam.safetensors"));
+            let dir = fab_core::test_utils::ScratchDir::create(&format!("optim_resume_{dtype:?}"));
+            let (fp, fo) = (dir.join("params.safetensors"), dir.join("adam.safetensors"));
             pa.save(&fp).unwrap();
             adam_a.save(&fo).unwrap();
             // Resume into a fresh model and an optimiser built with a different config: the file
@@ -1046,7 +1041,8 @@ mod tests {
         let p = model(DType::F64);
         let mut adam = Adam::new(&p, AdamConfig::default()).unwrap();
         adam.step(&p, &grads(&p)).unwrap();
-        let f = temp_path("adam_foreign.safetensors");
+        let dir = fab_core::test_utils::ScratchDir::create("optim_foreign");
+        let f = dir.join("adam_foreign.safetensors");
         adam.save(&f).unwrap();
         // A model with other parameter names refuses the state.
         let (other, _) = one_param(&[0.0]);

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::DType;
-use fab_core::test_utils::DiagGaussian;
+use fab_core::test_utils::{DiagGaussian, ScratchDir};
 use fab_core::{FabRng, Proposal};
 use fab_sampler::run::{self, RunOptions, RunOutcome};
 use fab_sampler::{
@@ -201,10 +201,8 @@ checkpoint_every = 10
 plots = true
 "#;
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("fab_sampler_{}_{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tmp(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("sampler_{name}"))
 }
 
 #[test]
@@ -351,7 +349,8 @@ fn finished(outcome: RunOutcome) -> fab_sampler::Metrics {
 #[test]
 fn a_damaged_checkpoint_is_detected_named_and_skipped_for_the_previous_one() {
     let cfg = IsConfig::parse(CONFIG, &[]).unwrap();
-    let reference = finished(run::train::<IsConfig>(Some(cfg.clone()), &RunOptions::new(tmp("damage_ref"))).unwrap());
+    let reference_dir = tmp("damage_ref");
+    let reference = finished(run::train::<IsConfig>(Some(cfg.clone()), &RunOptions::new(&reference_dir)).unwrap());
     for damage in ["flip", "truncate"] {
         let d = tmp(&format!("damage_{damage}"));
         // Checkpoints after iterations 10 and 20, and at the stop after 25.
@@ -384,7 +383,8 @@ fn a_damaged_checkpoint_is_detected_named_and_skipped_for_the_previous_one() {
 #[test]
 fn a_run_killed_before_its_first_checkpoint_restarts_on_resume() {
     let cfg = IsConfig::parse(CONFIG, &[]).unwrap();
-    let reference = finished(run::train::<IsConfig>(Some(cfg.clone()), &RunOptions::new(tmp("nockpt_ref"))).unwrap());
+    let reference_dir = tmp("nockpt_ref");
+    let reference = finished(run::train::<IsConfig>(Some(cfg.clone()), &RunOptions::new(&reference_dir)).unwrap());
     // What a kill -9 before the first checkpoint leaves: the config and a few log lines.
     let d = tmp("nockpt");
     std::fs::create_dir_all(&d).unwrap();

@@ -1,15 +1,9 @@
 //! ALDP command-line support: reading coordinates (JSON, .npy), PDB/XYZ writers, the JSON
 //! energy report and L-BFGS minimisation.
 
-use std::path::PathBuf;
-
 use fab_targets::aldp::{read_coordinates, write_pdb, write_xyz, AldpForceField, EnergyReport, MinimizeOptions, PdbWriter};
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fab_aldp_io_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
+use fab_core::test_utils::ScratchDir;
 
 fn as_triples(x: &[f64]) -> Vec<[f64; 3]> {
     x.chunks(3).map(|c| [c[0], c[1], c[2]]).collect()
@@ -17,41 +11,43 @@ fn as_triples(x: &[f64]) -> Vec<[f64; 3]> {
 
 #[test]
 fn read_coordinates_accepts_json_and_npy() {
+    let dir = ScratchDir::create("aldp_io_read");
     let ff = AldpForceField::amber_implicit();
     let a = ff.reference_positions().to_vec();
     let b = ff.openmm_minimum_positions().to_vec();
     // One configuration as 22 triples.
-    let p1 = tmp("one.json");
+    let p1 = dir.join("one.json");
     std::fs::write(&p1, serde_json::to_string(&as_triples(&a)).unwrap()).unwrap();
     assert_eq!(read_coordinates(&p1).unwrap(), a);
     // A list of configurations.
-    let p2 = tmp("two.json");
+    let p2 = dir.join("two.json");
     std::fs::write(&p2, serde_json::to_string(&vec![as_triples(&a), as_triples(&b)]).unwrap()).unwrap();
     assert_eq!(read_coordinates(&p2).unwrap(), [a.clone(), b.clone()].concat());
     // .npy [2, 66].
-    let p3 = tmp("two.npy");
+    let p3 = dir.join("two.npy");
     fab_core::npy::write_f64(&p3, &[a.clone(), b.clone()].concat(), &[2, 66]).unwrap();
     assert_eq!(read_coordinates(&p3).unwrap(), [a.clone(), b].concat());
     // Wrong shapes and garbage are errors, not panics.
-    let p4 = tmp("bad.npy");
+    let p4 = dir.join("bad.npy");
     fab_core::npy::write_f64(&p4, &a[..60], &[2, 30]).unwrap();
     assert!(read_coordinates(&p4).is_err());
-    let p5 = tmp("bad.json");
+    let p5 = dir.join("bad.json");
     std::fs::write(&p5, "[[1, 2, 3]]").unwrap();
     assert!(read_coordinates(&p5).is_err());
     std::fs::write(&p5, "{\"x\": 1}").unwrap();
     assert!(read_coordinates(&p5).is_err());
-    assert!(read_coordinates(&tmp("missing.json")).is_err());
+    assert!(read_coordinates(&dir.join("missing.json")).is_err());
 }
 
 /// A transposed `[3][22]` list or a `[33][2]` list has the right count (66) but is not a
 /// configuration: refused, naming the shape found, instead of a meaningless energy.
 #[test]
 fn json_coordinates_of_the_wrong_shape_are_refused_with_the_shape() {
+    let dir = ScratchDir::create("aldp_io_shape");
     let ff = AldpForceField::amber_implicit();
     let a = ff.reference_positions().to_vec();
     let transposed: Vec<Vec<f64>> = (0..3).map(|k| (0..22).map(|i| a[3 * i + k]).collect()).collect();
-    let p = tmp("transposed.json");
+    let p = dir.join("transposed.json");
     std::fs::write(&p, serde_json::to_string(&transposed).unwrap()).unwrap();
     let e = read_coordinates(&p).unwrap_err().to_string();
     assert!(e.contains("[3, 22]") && e.contains("[22][3]"), "{e}");

@@ -2,10 +2,11 @@
 //! written, an interrupted-and-resumed run ends bit-identical to an uninterrupted one, and FAB
 //! finds every mode of a well-separated mixture.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::sync::Arc;
 
+use fab_core::test_utils::ScratchDir;
 use fab_sampler::run::{self, RunOptions, RunOutcome};
 use fab_sampler::{DensityTarget, FamilyConfig, Run};
 use fab_train::{ExperimentConfig, FabSampler, LossKind};
@@ -62,10 +63,8 @@ plots = false
     ExperimentConfig::from_toml_with_overrides(&text, &[]).unwrap()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fab_train_{}_{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tmp(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("train_{name}"))
 }
 
 fn opts(out: &Path, resume: bool, limit: Option<usize>) -> RunOptions {
@@ -312,8 +311,8 @@ fn candle_path_trains_like_the_cpu_path() {
 #[test]
 fn resume_after_a_time_limit_takes_safe_overrides_and_refuses_the_rest() {
     let reference = {
-        let RunOutcome::Finished(m) = run_experiment(Some(small_config("fab_buffer", 12)), &opts(&tmp("tl_ref"), false, None)).unwrap()
-        else {
+        let dir = tmp("tl_ref");
+        let RunOutcome::Finished(m) = run_experiment(Some(small_config("fab_buffer", 12)), &opts(&dir, false, None)).unwrap() else {
             panic!("stopped")
         };
         m
