@@ -1,6 +1,6 @@
 //! Fixtures with known answers for the tests of every fab-rs crate (feature `test-utils`):
 //! an analytic diagonal Gaussian, finite-difference gradients and Jacobians, and the
-//! Kolmogorov–Smirnov statistic; and scratch directories that tests leave nothing behind in.
+//! Kolmogorov–Smirnov statistic; and scratch directories, removed after a passing test.
 
 use candle_core::{DType, Device, Tensor};
 use rand::RngCore;
@@ -218,10 +218,10 @@ pub fn cuda_device_or_skip(test: &str) -> Option<candle_core::Device> {
 /// A scratch path for one test, `<system temp dir>/fab_<name>_<process id>`, deleted with
 /// everything under it when the value is dropped, so passing tests leave nothing in the
 /// temporary directory; when the test fails (the drop runs while its panic unwinds) the files
-/// are kept for inspection and their path is printed. A directory of
-/// that name (or a file) left by a killed earlier process is removed first. The directory itself is not
-/// created, since run drivers want to create their output directory; call
-/// [`ScratchDir::create`] for one to put files in. Dereferences to the [`Path`](std::path::Path).
+/// are kept for inspection and their path is printed. Whatever a killed earlier process left
+/// at that path is removed first. [`ScratchDir::new`] does not create the directory, since run
+/// drivers create their own output directory; [`ScratchDir::create`] does. Dereferences to the
+/// [`Path`](std::path::Path).
 #[derive(Debug)]
 pub struct ScratchDir(std::path::PathBuf);
 
