@@ -5,7 +5,7 @@
 //!
 //! `RAYON_NUM_THREADS=1 cargo run --release -p fab-train --example perf_probe [case…]`
 //! Cases: gmm_flow mw_flow mw_flow_f32 mw_flow_candle gmm_flow_candle mw_ais mw_ais_f32 gmm_iteration aldp_flow
-//! aldp_iteration all. Thread scaling: run a case with `RAYON_NUM_THREADS=1` and `=2` and compare the wall medians.
+//! aldp_iteration mw_iteration all. Thread scaling: run a case with `RAYON_NUM_THREADS=1` and `=2` and compare the wall medians.
 
 use std::time::Instant;
 
@@ -102,7 +102,10 @@ fn main() {
         });
     }
     if want("aldp_iteration") {
-        aldp_iteration();
+        fab_iteration("ALDP", include_str!("../../../experiments/aldp/cpu.toml"));
+    }
+    if want("mw_iteration") {
+        fab_iteration("Many Well", include_str!("../../../experiments/many_well/cpu.toml"));
     }
     if want("aldp_flow") {
         let m = CircularNsfConfig::aldp().build(0, DType::F64, &Device::Cpu).expect("flow");
@@ -112,19 +115,19 @@ fn main() {
     }
 }
 
-/// One iteration of the `aldp-cpu` configuration and its parts at the same settings: the AIS
-/// pass (B = 256, 8 intermediate distributions × 4 leapfrog steps), the flow-space target's
-/// log p + ∇ and the flow's log q + ∇ₓ that each leapfrog step evaluates, and one of the 16
-/// gradient steps' log q + backward.
-fn aldp_iteration() {
-    let cfg = ExperimentConfig::from_toml_with_overrides(include_str!("../../../experiments/aldp/cpu.toml"), &[]).expect("config");
+/// One iteration of a CPU FAB configuration (`aldp-cpu` or `many-well-cpu`) and its parts at
+/// the same settings: the AIS pass, the target's log p + ∇ and the flow's log q + ∇ₓ that each
+/// leapfrog step evaluates, and one of the iteration's gradient steps' log q + backward. The
+/// iteration is timed after filling the buffer and three warm-up iterations.
+fn fab_iteration(label: &str, config_toml: &str) {
+    let cfg = ExperimentConfig::from_toml_with_overrides(config_toml, &[]).expect("config");
     let (batch, updates) = (cfg.train.batch_size, cfg.train.n_updates_per_ais);
     let mut sampler = FabSampler::new(cfg).expect("sampler");
     sampler.fill_buffer().expect("fill");
     for _ in 0..3 {
         sampler.step().expect("step");
     }
-    time(&format!("ALDP FAB iteration (aldp-cpu, B={batch}, {updates} gradient steps)"), 7, || {
+    time(&format!("{label} FAB iteration (B={batch}, {updates} gradient steps)"), 7, || {
         sampler.step().expect("step");
     });
     let flow = sampler.flow();
