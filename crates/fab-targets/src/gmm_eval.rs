@@ -22,7 +22,42 @@ pub fn chi2_quantile_999(d: usize) -> f64 {
     d * (1.0 - a + z * a.sqrt()).powi(3)
 }
 
+/// The metric key of component `c`'s mass ratio in a mixture of `k` components:
+/// `mode_mass_ratio_07`, zero-padded to at least two digits (and to the width of `k − 1`), so
+/// the keys sort in component order.
+pub fn mode_mass_ratio_key(c: usize, k: usize) -> String {
+    let width = k.saturating_sub(1).to_string().len().max(2);
+    format!("mode_mass_ratio_{c:0width$}")
+}
+
 impl Gmm {
+    /// Samples per component among the host rows `x` (`[n, dim]`): a sample counts for its most
+    /// responsible component only if it lies within that component's 99.9 % ellipsoid (squared
+    /// Mahalanobis distance at most the χ²_d quantile); samples far from every component count
+    /// for none. Without that check an untrained N(0, I) model would "cover" every mode by
+    /// nearest-neighbour assignment.
+    ///
+    /// # Errors
+    /// If the component assignment fails (e.g. `x.len()` is not a multiple of the dimension).
+    pub fn mode_counts(&self, x: &[f64], dtype: candle_core::DType) -> crate::Result<Vec<usize>> {
+        let d = LogDensity::dim(self);
+        let n = x.len() / d.max(1);
+        let t = Tensor::from_slice(x, (n, d), &Device::Cpu)?.to_dtype(dtype)?;
+        let assign = self.component_assignment(&t)?;
+        let limit = chi2_quantile_999(d);
+        let mut counts = vec![0usize; self.n_components()];
+        for (i, a) in assign.iter().enumerate() {
+            if let Some(c) = *a {
+                let (mu, sd) = (&self.means()[c * d..(c + 1) * d], &self.stds()[c * d..(c + 1) * d]);
+                let z2: f64 = (0..d).map(|j| ((x[i * d + j] - mu[j]) / sd[j]).powi(2)).sum();
+                if z2 <= limit {
+                    counts[c] += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
     /// Relative errors (self-normalised importance-weighted, and unweighted over the points
     /// with non-zero weight) of the quadratic test function's expectation from weighted points.
     fn quadratic_bias(&self, f: &QuadraticFunction, truth: f64, s: &WeightedSamples) -> fab_sampler::Result<(f64, f64)> {
@@ -48,7 +83,8 @@ impl Target for Gmm {
     }
 
     /// `mae_quadratic` (+ `_unweighted`, d = 2), `modes_covered`, `n_modes`,
-    /// `mode_unassigned_fraction`, `mode_mass_tv`, `mode_mass_ratio_min/max`.
+    /// `mode_unassigned_fraction`, `mode_mass_tv`, `mode_mass_ratio_min/max` and each
+    /// component's `mode_mass_ratio_NN` (see [`mode_mass_ratio_key`]).
     fn metrics(&self, ctx: &mut EvalContext<'_>) -> fab_sampler::Result<()> {
         let dtype = ctx.model.dtype();
         // Quadratic test function (d = 2 only), analytic expectation in place of the
@@ -74,27 +110,11 @@ impl Target for Gmm {
             ctx.insert("mae_quadratic", mae);
             ctx.insert("mae_quadratic_unweighted", mae_u);
         }
-        // Mode coverage: a sample counts for its most responsible component only if it lies
-        // within that component's 99.9 % ellipsoid (squared Mahalanobis distance below the χ²_d
-        // quantile); samples far from every component count for none. Without that check an
-        // untrained N(0, I) model would "cover" every mode by nearest-neighbour assignment.
+        // Mode coverage and per-mode mass, from fresh model draws.
         let n_mode = ctx.sizes.n_mode_samples;
         let xm = ctx.model.draw(n_mode, ctx.rng)?.x;
-        let d = LogDensity::dim(self);
-        let t = Tensor::from_slice(&xm, (n_mode, d), &Device::Cpu)?.to_dtype(dtype)?;
-        let assign = self.component_assignment(&t).map_err(fab_sampler::Error::family)?;
+        let counts = self.mode_counts(&xm, dtype).map_err(fab_sampler::Error::family)?;
         let k = self.n_components();
-        let limit = chi2_quantile_999(d);
-        let mut counts = vec![0usize; k];
-        for (i, a) in assign.iter().enumerate() {
-            if let Some(c) = *a {
-                let (mu, sd) = (&self.means()[c * d..(c + 1) * d], &self.stds()[c * d..(c + 1) * d]);
-                let z2: f64 = (0..d).map(|j| ((xm[i * d + j] - mu[j]) / sd[j]).powi(2)).sum();
-                if z2 <= limit {
-                    counts[c] += 1;
-                }
-            }
-        }
         let n = n_mode.max(1) as f64;
         let n_assigned: usize = counts.iter().sum();
         ctx.insert("modes_covered", counts.iter().filter(|&&c| c > 0).count() as f64);
@@ -105,10 +125,14 @@ impl Target for Gmm {
         let tv =
             0.5 * (counts.iter().zip(self.weights()).map(|(&c, w)| (c as f64 / n - w).abs()).sum::<f64>() + (1.0 - n_assigned as f64 / n));
         ctx.insert("mode_mass_tv", tv);
-        // Extremes over modes of (share of the mode-assigned samples) / (mixture weight): 1 for
-        // a model whose mass is spread over the modes in the right proportions.
+        // Per mode, (share of the mode-assigned samples) / (mixture weight): 1 for a model whose
+        // mass is spread over the modes in the right proportions. Each mode's own key, and the
+        // extremes over modes.
         if n_assigned > 0 {
             let ratios: Vec<f64> = counts.iter().zip(self.weights()).map(|(&c, w)| c as f64 / n_assigned as f64 / w).collect();
+            for (c, r) in ratios.iter().enumerate() {
+                ctx.insert(mode_mass_ratio_key(c, k), *r);
+            }
             ctx.insert("mode_mass_ratio_min", ratios.iter().copied().fold(f64::INFINITY, f64::min));
             ctx.insert("mode_mass_ratio_max", ratios.iter().copied().fold(0.0, f64::max));
         } else {
@@ -190,6 +214,95 @@ mod tests {
         // A symmetric mixture in [−40, 40]² with unit scales: [−44, 44]².
         let b = plot_bounds(&[-40.0, -40.0, 40.0, 40.0], &[1.0; 4]);
         assert_eq!(b, Bounds2d::square(-44.0, 44.0));
+    }
+
+    /// A model drawing exact 25GMM samples, with every other draw of one component discarded
+    /// (so that component holds half its mass), as `Target::metrics` sees it.
+    struct ThinnedMixture {
+        gmm: Gmm,
+        thinned: usize,
+    }
+
+    impl fab_sampler::Model for ThinnedMixture {
+        fn dim(&self) -> usize {
+            2
+        }
+        fn dtype(&self) -> candle_core::DType {
+            candle_core::DType::F64
+        }
+        fn draw(&mut self, n: usize, rng: &mut dyn rand::RngCore) -> fab_sampler::Result<fab_sampler::Draws> {
+            let mut x = Vec::with_capacity(2 * n);
+            let mut skip = false;
+            while x.len() < 2 * n {
+                let (t, comps) = self.gmm.sample_with_components(n, rng).map_err(fab_sampler::Error::family)?;
+                let v = fab_core::to_f64_vec(&t)?;
+                for (i, &c) in comps.iter().enumerate() {
+                    if c == self.thinned {
+                        skip = !skip;
+                        if skip {
+                            continue;
+                        }
+                    }
+                    if x.len() < 2 * n {
+                        x.extend_from_slice(&v[2 * i..2 * i + 2]);
+                    }
+                }
+            }
+            Ok(fab_sampler::Draws { x, dim: 2, log_q: vec![0.0; n], exact_log_q: false })
+        }
+    }
+
+    #[test]
+    fn per_mode_mass_ratios_find_the_thinned_mode() {
+        // Exact 25GMM draws with component 7 (mean (−5, 0)) at half its weight: its share of
+        // the draws is 0.02 / 0.98, a ratio of 0.510 to 1/25, and every other mode's is
+        // 1/0.98 = 1.020. With 10⁵ draws a ratio's sampling sd is ≈ 0.016 (≈ 0.011 for the
+        // thinned mode), so ±0.06 is ≈ 4 sd; a key attached to the wrong component would put
+        // 0.51 where 1.02 is expected.
+        let gmm = Gmm::from_config(&crate::gmm::GmmConfig::grid25(), candle_core::DType::F64, &Device::Cpu).unwrap();
+        let thinned = 7;
+        assert_eq!(&gmm.means()[2 * thinned..2 * thinned + 2], &[-5.0, 0.0]);
+        let mut model = ThinnedMixture { gmm: gmm.clone(), thinned };
+        let sizes = fab_sampler::EvalSizes {
+            n_samples: 0,
+            n_refined_samples: 0,
+            refined_batch: 1,
+            n_test: 1,
+            n_mode_samples: 100_000,
+            estimator_repeats: 0,
+            n_w2: 0,
+        };
+        let mut rng = fab_core::seeded_rng(11, 0);
+        let mut metrics = fab_sampler::Metrics::new();
+        let mut notes = std::collections::BTreeMap::new();
+        let mut ctx = EvalContext {
+            model: &mut model,
+            sets: &[],
+            test: None,
+            sizes: &sizes,
+            rng: &mut rng,
+            metrics: &mut metrics,
+            notes: &mut notes,
+        };
+        gmm.metrics(&mut ctx).unwrap();
+        for c in 0..25 {
+            let key = mode_mass_ratio_key(c, 25);
+            let expected = if c == thinned { 0.5 / 0.98 } else { 1.0 / 0.98 };
+            assert!((metrics[&key] - expected).abs() < 0.06, "{key}: {} against {expected}", metrics[&key]);
+        }
+        assert!((metrics["mode_mass_ratio_min"] - metrics["mode_mass_ratio_07"]).abs() < 1e-12);
+        assert_eq!(metrics["modes_covered"], 25.0);
+        // 0.1 % of exact draws lie outside their component's 99.9 % ellipsoid.
+        assert!(metrics["mode_unassigned_fraction"] < 0.002, "{metrics:?}");
+    }
+
+    #[test]
+    fn mode_mass_ratio_keys_sort_in_component_order() {
+        assert_eq!(mode_mass_ratio_key(7, 25), "mode_mass_ratio_07");
+        assert_eq!(mode_mass_ratio_key(39, 40), "mode_mass_ratio_39");
+        assert_eq!(mode_mass_ratio_key(7, 150), "mode_mass_ratio_007");
+        let keys: Vec<String> = (0..150).map(|c| mode_mass_ratio_key(c, 150)).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

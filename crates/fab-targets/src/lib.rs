@@ -21,5 +21,5 @@ mod many_well_eval;
 
 pub use config::{AldpConfig, TargetConfig};
 pub use error::{Result, TargetError};
-pub use gmm_eval::chi2_quantile_999;
+pub use gmm_eval::{chi2_quantile_999, mode_mass_ratio_key};
 pub use many_well_eval::{expected_wells_populated, grouped_z_errors};
