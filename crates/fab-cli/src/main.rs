@@ -324,6 +324,7 @@ enum Command {
 
 fn main() -> ExitCode {
     fab_core::alloc::keep_freed_memory();
+    start_thread_pool();
     match run_cli() {
         Ok(code) => code,
         Err(e) => {
@@ -333,6 +334,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts rayon's global pool with the thread count asked for (`RAYON_NUM_THREADS`, otherwise
+/// one per core), then sets `RAYON_NUM_THREADS=1` for the rest of the process. candle's CPU
+/// matrix product reads that variable at every call and splits each product over that many
+/// threads; fab-rs parallelises at a coarser grain (the flows' row blocks, large products in
+/// `fab_core::gemm`, the diffusion sampler's path chunks), and candle's split nested inside
+/// those made a two-chunk diffusion iteration slower, not faster (`docs/PERFORMANCE.md`,
+/// "Diffusion samplers on two threads"). The pool's threads are idle when the variable is set.
+fn start_thread_pool() {
+    // An error means a pool exists already, which is fine.
+    let _ = rayon::ThreadPoolBuilder::new().build_global();
+    std::env::set_var("RAYON_NUM_THREADS", "1");
 }
 
 fn run_cli() -> Result<ExitCode> {

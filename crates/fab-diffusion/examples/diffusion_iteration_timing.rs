@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p fab-diffusion --example diffusion_iteration_timing -- \
-//!     [--config FILE.toml] [--set key=value]... [--iterations N] [--warmup W]
+//!     [--config FILE.toml] [--set key=value]... [--iterations N] [--warmup W] [--threads K]
 //! ```
 //!
 //! Without `--config` it times the harness's row: `experiments/diffusion/manywell-tb.toml`
@@ -33,7 +33,7 @@ fn run() -> Result<(), String> {
     fab_core::alloc::keep_freed_memory();
     let mut config_text = None;
     let mut sets = Vec::new();
-    let (mut iterations, mut warmup) = (20usize, 3usize);
+    let (mut iterations, mut warmup, mut threads) = (20usize, 3usize, 0usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -45,6 +45,7 @@ fn run() -> Result<(), String> {
             "--set" => sets.push(value("--set")?),
             "--iterations" => iterations = value("--iterations")?.parse().map_err(|e| format!("--iterations: {e}"))?,
             "--warmup" => warmup = value("--warmup")?.parse().map_err(|e| format!("--warmup: {e}"))?,
+            "--threads" => threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -59,6 +60,12 @@ fn run() -> Result<(), String> {
         }
     };
     let config = DiffusionConfig::parse(&text, &sets).map_err(|e| e.to_string())?;
+    // A pool of its own (0: rayon's global one) for the chunks of `train.path_chunks`.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
+    pool.install(|| time(config, iterations, warmup))
+}
+
+fn time(config: DiffusionConfig, iterations: usize, warmup: usize) -> Result<(), String> {
     let mut sampler = DiffusionSampler::new(config).map_err(|e| e.to_string())?;
     let mut times = Vec::with_capacity(iterations);
     let mut last_loss = f64::NAN;

@@ -8,7 +8,7 @@ use candle_core::{DType, Device};
 use fab_core::seeded_rng;
 use fab_diffusion::model::{Diffusion, Learner, ModelSpec, OptimSpec, Source, Track};
 use fab_diffusion::net::{Arch, NetShape};
-use fab_diffusion::objectives::{loss, Objective};
+use fab_diffusion::objectives::{loss, BatchPart, Objective};
 use fab_diffusion::process::Process;
 use fab_targets::TargetConfig;
 
@@ -40,7 +40,7 @@ fn main() {
         let t1 = Instant::now();
         let paths = learner.model.paths(target.density(), b, Source::Given(&drawn.x), Track::Params, false, &mut rng).unwrap();
         let t2 = Instant::now();
-        let l = loss(Objective::Tb, &paths, &paths.log_r, learner.model.log_z_tensor(), None).unwrap();
+        let l = loss(Objective::Tb, &paths, &paths.log_r, learner.model.log_z_tensor(), None, BatchPart::whole(paths.n)).unwrap();
         let t3 = Instant::now();
         learner.apply(&l).unwrap();
         let t4 = Instant::now();

@@ -127,6 +127,10 @@ pub struct TrainSection {
     pub n_iterations: usize,
     /// Paths per iteration.
     pub batch_size: usize,
+    /// The batch's paths are split into this many chunks, each walked and differentiated on its
+    /// own thread when the thread pool has one free; their gradients are summed. The numbers
+    /// depend on this key (1: one graph for the whole batch), never on the thread count.
+    pub path_chunks: usize,
     /// Policy learning rate.
     pub lr: f64,
     /// log Z learning rate.
@@ -157,6 +161,7 @@ impl Default for TrainSection {
             schedule: "on_policy".into(),
             n_iterations: 25_000,
             batch_size: 300,
+            path_chunks: 1,
             lr: 1e-3,
             lr_log_z: 0.1,
             weight_decay: 0.0,
@@ -461,6 +466,9 @@ impl DiffusionConfig {
         }
         if t.batch_size == 0 || t.batch_size > 1_000_000 {
             return Err(err(format!("train.batch_size = {}: must be in 1..=1000000", t.batch_size)));
+        }
+        if t.path_chunks == 0 || t.path_chunks > t.batch_size {
+            return Err(err(format!("train.path_chunks = {}: must be in 1..=train.batch_size ({})", t.path_chunks, t.batch_size)));
         }
         // Memory of one batch of paths: (T+1)·B·d values on the host, ~hidden·B·T on the graph.
         let graph = (p.n_steps as f64) * (t.batch_size as f64) * (n.hidden as f64) * 16.0 * 8.0;

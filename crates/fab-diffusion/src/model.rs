@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
-use fab_core::{LogDensity, ParamSet};
+use fab_core::{Grads, LogDensity, ParamSet};
 use fab_optim::{Adam, AdamConfig, StepOutcome};
 use rand::RngCore;
 use rand_distr::{Distribution, StandardNormal};
@@ -456,6 +456,21 @@ impl Diffusion {
         Ok(Paths { n, x: xs.to_vec(), x_last: to_tensor(ends, n, d, dtype)?, log_pf, log_pb, log_f, log_r })
     }
 
+    /// The loss value and the gradients of `loss` for both parameter groups (none if the loss is
+    /// not finite).
+    pub fn gradients(&self, loss: &Tensor) -> Result<Gradients> {
+        let value = fab_core::to_f64_vec(loss)?[0];
+        if !value.is_finite() {
+            return Ok(Gradients { loss: value, policy: None, log_z: None });
+        }
+        let store = loss.backward()?;
+        Ok(Gradients {
+            loss: value,
+            policy: Some(self.params.grads_from_store(&store)),
+            log_z: Some(self.z_params.grads_from_store(&store)),
+        })
+    }
+
     /// Saves parameters under `prefix` into `dir`.
     pub fn save(&self, dir: &Path, prefix: &str) -> Result<()> {
         self.params.save(&dir.join(format!("{prefix}_policy.safetensors")))?;
@@ -494,6 +509,36 @@ pub struct Learner {
     optim: OptimSpec,
 }
 
+/// A loss value with the gradients of a sampler's two parameter groups (`None` when the loss
+/// was not finite and nothing was back-propagated).
+#[derive(Debug, Clone)]
+pub struct Gradients {
+    /// The loss value.
+    pub loss: f64,
+    /// Gradients of the policy parameters.
+    pub policy: Option<Grads>,
+    /// Gradient of log Z.
+    pub log_z: Option<Grads>,
+}
+
+impl Gradients {
+    /// Adds the loss and gradients of another chunk of the same batch.
+    pub fn accumulate(&mut self, other: &Gradients) -> Result<()> {
+        self.loss += other.loss;
+        match (&mut self.policy, &other.policy, &mut self.log_z, &other.log_z) {
+            (Some(g), Some(h), Some(gz), Some(hz)) => {
+                g.accumulate(h)?;
+                gz.accumulate(hz)?;
+            }
+            _ => {
+                self.policy = None;
+                self.log_z = None;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What one gradient step did.
 #[derive(Debug, Clone, Copy)]
 pub struct StepResult {
@@ -529,13 +574,17 @@ impl Learner {
     /// Back-propagates `loss` and applies one Adam step to both groups (skipped, with nothing
     /// changed, if the loss or the gradient norm is not finite).
     pub fn apply(&mut self, loss: &Tensor) -> Result<StepResult> {
-        let value = fab_core::to_f64_vec(loss)?[0];
-        if !value.is_finite() {
+        let g = self.model.gradients(loss)?;
+        self.apply_gradients(g)
+    }
+
+    /// One Adam step to both groups from gradients (summed over the chunks of a batch, for
+    /// instance); skipped, with nothing changed, if the loss or the gradient norm is not finite.
+    pub fn apply_gradients(&mut self, g: Gradients) -> Result<StepResult> {
+        let Gradients { loss: value, policy: g, log_z: gz } = g;
+        let (Some(mut g), Some(mut gz)) = (g, gz) else {
             return Ok(StepResult { loss: value, grad_norm: f64::NAN, skipped: true });
-        }
-        let store = loss.backward()?;
-        let mut g = self.model.params.grads_from_store(&store);
-        let mut gz = self.model.z_params.grads_from_store(&store);
+        };
         let norm = g.global_norm()?;
         let norm_z = gz.global_norm()?;
         if !norm.is_finite() || !norm_z.is_finite() {

@@ -50,24 +50,54 @@ impl Objective {
     }
 }
 
+/// Which part of a training batch a [`loss`] call sees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchPart {
+    /// Paths in the whole batch: every per-path mean divides by this.
+    pub batch: usize,
+    /// VarGrad's centre (the batch mean of Σlog P_F − Σlog P_B − log R), given as a constant
+    /// when the paths are one chunk of a larger batch; `None`: the mean of these paths, on the
+    /// graph. Either way the gradient is the same, since the residuals sum to zero about it.
+    pub center: Option<f64>,
+}
+
+impl BatchPart {
+    /// The whole batch of `n` paths.
+    pub fn whole(n: usize) -> Self {
+        Self { batch: n, center: None }
+    }
+}
+
 /// The loss of `paths` under `objective`, with training log-rewards `log_r` (usually
 /// `paths.log_r`) and the learned `log_z` (`[1]`). `score_end` is ∇log R at the end points
-/// (needed by PIS only: the gradient of log R through x_T).
-pub fn loss(objective: Objective, paths: &Paths, log_r: &[f64], log_z: &Tensor, score_end: Option<&[f64]>) -> Result<Tensor> {
+/// (needed by PIS only: the gradient of log R through x_T). For one chunk of a batch (`part`),
+/// the chunks' losses and gradients add up to those of the whole batch.
+pub fn loss(
+    objective: Objective,
+    paths: &Paths,
+    log_r: &[f64],
+    log_z: &Tensor,
+    score_end: Option<&[f64]>,
+    part: BatchPart,
+) -> Result<Tensor> {
     let dtype = log_z.dtype();
     let n = paths.n;
+    let per_path = part.batch as f64;
     let lr = Tensor::from_slice(log_r, n, &Device::Cpu)?.to_dtype(dtype)?;
     let pf = paths.sum_log_pf()?;
     let pb = paths.sum_log_pb()?;
     Ok(match objective {
         Objective::Tb => {
             let delta = ((pf - pb)?.broadcast_add(log_z)? - lr)?;
-            (delta.sqr()?.mean_all()? * 0.5)?.reshape(1)?
+            ((delta.sqr()?.sum_all()? / per_path)? * 0.5)?.reshape(1)?
         }
         Objective::VarGrad => {
             let b = ((pf - pb)? - lr)?;
-            let delta = b.broadcast_sub(&b.mean_all()?)?;
-            (delta.sqr()?.mean_all()? * 0.5)?.reshape(1)?
+            let delta = match part.center {
+                None => b.broadcast_sub(&b.mean_all()?)?,
+                Some(c) => (b - c)?,
+            };
+            ((delta.sqr()?.sum_all()? / per_path)? * 0.5)?.reshape(1)?
         }
         Objective::Pis => {
             let d = paths.x_last.dim(1)?;
@@ -76,7 +106,7 @@ pub fn loss(objective: Objective, paths: &Paths, log_r: &[f64], log_z: &Tensor, 
             // log R(x_T) carries the gradient g·∂x_T; its value is log R itself.
             let moved = (&paths.x_last - paths.x_last.detach())?;
             let lr_path = (lr + (moved * g)?.sum(1)?)?;
-            (((pf - pb)? - lr_path)?.mean_all()? / d as f64)?.reshape(1)?
+            ((((pf - pb)? - lr_path)?.sum_all()? / per_path)? / d as f64)?.reshape(1)?
         }
         Objective::Db => {
             let a = flow_terms(paths, &lr, log_z)?;
@@ -85,7 +115,7 @@ pub fn loss(objective: Objective, paths: &Paths, log_r: &[f64], log_z: &Tensor, 
             let f_from = a.narrow(1, 0, t)?;
             let f_to = a.narrow(1, 1, t)?;
             let r = ((steps + f_from)? - f_to)?;
-            (r.sqr()?.sum(1)?.mean_all()? * 0.5)?.reshape(1)?
+            ((r.sqr()?.sum(1)?.sum_all()? / per_path)? * 0.5)?.reshape(1)?
         }
         Objective::SubTb { lambda } => {
             let f = flow_terms(paths, &lr, log_z)?;

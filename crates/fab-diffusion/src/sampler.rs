@@ -16,11 +16,12 @@ use fab_sampler::eval::{EvalSizes, Metrics};
 use fab_sampler::observe::ProgressLine;
 use fab_sampler::{Draws, Model, NamedSamples, Sampler, StepReport, StepStats, Target};
 use rand::RngCore;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DiffusionConfig;
-use crate::model::{Diffusion, Learner, OptimSpec, Paths, Source, Track};
-use crate::objectives::{loss, tb_residuals, Objective};
+use crate::model::{Diffusion, Gradients, Learner, OptimSpec, Paths, Source, Track};
+use crate::objectives::{loss, tb_residuals, BatchPart, Objective};
 use crate::{Error, Result};
 
 /// Random stream of training (paths, replay, local search).
@@ -145,6 +146,58 @@ impl Advantage {
     }
 }
 
+/// One training batch after its gradient step: end points `[n, d]`, their log R and the
+/// pre-step TB residuals (under the training log-rewards).
+struct Batch {
+    ends: Vec<f64>,
+    log_r: Vec<f64>,
+    residuals: Vec<f64>,
+}
+
+/// The paths of one chunk of a training batch, with what its loss needs.
+struct Chunk {
+    paths: Paths,
+    /// Training log-rewards of these paths.
+    train_r: Vec<f64>,
+    /// ∇log R at the end points (PIS only; non-finite entries zeroed).
+    score: Option<Vec<f64>>,
+}
+
+impl Chunk {
+    /// Walks (or evaluates the given) `n` paths of `model` for `objective`.
+    fn walk(
+        model: &Diffusion,
+        target: &dyn fab_core::LogDensity,
+        objective: Objective,
+        source: Source<'_>,
+        log_r: Option<&[f64]>,
+        n: usize,
+        rng: &mut dyn RngCore,
+    ) -> Result<Self> {
+        let track = if objective.reparameterised() { Track::Path } else { Track::Params };
+        let paths = model.paths(target, n, source, track, objective.needs_flows(), rng)?;
+        let train_r: Vec<f64> = log_r.map_or_else(|| paths.log_r.clone(), <[f64]>::to_vec);
+        let score = if objective.reparameterised() {
+            let d = target.dim();
+            let t = Tensor::from_slice(paths.ends(d), (n, d), &Device::Cpu)?.to_dtype(model.spec().dtype)?;
+            let g = fab_core::to_f64_vec(&target.log_prob_and_grad(&t)?.1)?;
+            Some(g.into_iter().map(|v| if v.is_finite() { v } else { 0.0 }).collect())
+        } else {
+            None
+        };
+        Ok(Self { paths, train_r, score })
+    }
+}
+
+/// Rows `lo..hi` of every step of a step-major `[t1, n, d]` array, as a step-major `[t1, hi − lo, d]` one.
+fn step_major_rows(x: &[f64], t1: usize, n: usize, d: usize, lo: usize, hi: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(t1 * (hi - lo) * d);
+    for i in 0..t1 {
+        out.extend_from_slice(&x[(i * n + lo) * d..(i * n + hi) * d]);
+    }
+    out
+}
+
 impl DiffusionSampler {
     /// Builds the target, the networks and the buffers of a validated configuration.
     pub fn new(config: DiffusionConfig) -> Result<Self> {
@@ -255,42 +308,83 @@ impl DiffusionSampler {
     }
 
     /// One gradient step of `who` (student or teacher) on paths from `source`, with training
-    /// log-rewards `log_r` (None: log R of the end points). Returns the step, the paths and the
-    /// pre-step TB residuals of the student.
-    fn train_on(
-        &mut self,
-        teacher: bool,
-        source: Source<'_>,
-        log_r: Option<&[f64]>,
-    ) -> Result<(crate::model::StepResult, Paths, Vec<f64>)> {
+    /// log-rewards `log_r` (None: log R of the end points). Returns the step and the batch's end
+    /// points, log R and pre-step TB residuals.
+    ///
+    /// With `train.path_chunks` = k > 1 the batch is split into k chunks of consecutive paths,
+    /// each walked with its own generator (seeded in chunk order from the training stream) and
+    /// differentiated on its own graph, in parallel on the thread pool; the chunk gradients are
+    /// summed in chunk order, so the result does not depend on the number of threads.
+    fn train_on(&mut self, teacher: bool, source: Source<'_>, log_r: Option<&[f64]>) -> Result<(crate::model::StepResult, Batch)> {
+        let d = self.target.dim();
+        let t1 = self.config.process.n_steps + 1;
         let b = match source {
-            Source::Given(x) => x.len() / ((self.config.process.n_steps + 1) * self.target.dim()),
+            Source::Given(x) => x.len() / (t1 * d),
             Source::Forward { .. } => self.config.train.batch_size,
         };
+        let k = self.config.train.path_chunks.clamp(1, b.max(1));
         let objective = if teacher { Objective::Tb } else { self.objective };
-        let track = if objective.reparameterised() { Track::Path } else { Track::Params };
         let target = self.target.clone();
-        let learner = if teacher { self.teacher.as_mut().expect("a teacher") } else { &mut self.student };
         let counted = Counted::new(target.density());
-        let paths = learner.model.paths(&counted, b, source, track, objective.needs_flows(), &mut self.state.rng)?;
-        let train_r: Vec<f64> = log_r.map_or_else(|| paths.log_r.clone(), <[f64]>::to_vec);
-        let score = if objective.reparameterised() {
-            let d = target.dim();
-            let t = Tensor::from_slice(paths.ends(d), (b, d), &Device::Cpu)?.to_dtype(learner.model.spec().dtype)?;
-            Some(
-                fab_core::to_f64_vec(&fab_core::LogDensity::log_prob_and_grad(&counted, &t)?.1)?
-                    .into_iter()
-                    .map(|v| if v.is_finite() { v } else { 0.0 })
-                    .collect::<Vec<_>>(),
-            )
+        let learner = if teacher { self.teacher.as_mut().expect("a teacher") } else { &mut self.student };
+        let model = &learner.model;
+        let bounds: Vec<(usize, usize)> = (0..k).map(|c| (c * b / k, (c + 1) * b / k)).collect();
+        // Phase 1: the paths of every chunk (on the graph).
+        let chunks: Vec<Chunk> = if k == 1 {
+            vec![Chunk::walk(model, &counted, objective, source, log_r, b, &mut self.state.rng)?]
+        } else {
+            let mut rngs: Vec<FabRng> = (0..k).map(|_| <FabRng as rand::SeedableRng>::seed_from_u64(self.state.rng.next_u64())).collect();
+            let parts: Vec<Option<Vec<f64>>> = bounds
+                .iter()
+                .map(|&(lo, hi)| match source {
+                    Source::Given(x) => Some(step_major_rows(x, t1, b, d, lo, hi)),
+                    Source::Forward { .. } => None,
+                })
+                .collect();
+            let jobs: Vec<_> = bounds.iter().zip(parts.iter()).zip(rngs.iter_mut()).collect();
+            jobs.into_par_iter()
+                .map(|((&(lo, hi), part), rng)| {
+                    let src = match (source, part) {
+                        (Source::Given(_), Some(x)) => Source::Given(x),
+                        _ => source,
+                    };
+                    Chunk::walk(model, &counted, objective, src, log_r.map(|r| &r[lo..hi]), hi - lo, rng)
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        // VarGrad's centre over the whole batch, when the batch is split.
+        let center = if k > 1 && objective == Objective::VarGrad {
+            let mut all = Vec::with_capacity(b);
+            for c in &chunks {
+                all.extend(c.paths.log_q_host()?.iter().zip(&c.train_r).map(|(q, r)| q - r));
+            }
+            Some(mean(&all))
         } else {
             None
         };
-        let residuals = tb_residuals(&paths, &train_r, learner.model.log_z())?;
-        let l = loss(objective, &paths, &train_r, learner.model.log_z_tensor(), score.as_deref())?;
-        let step = learner.apply(&l)?;
+        let part = BatchPart { batch: b, center };
+        // Phase 2: loss and gradients of every chunk, summed in chunk order.
+        let grads_of = |c: &Chunk| -> Result<Gradients> {
+            let l = loss(objective, &c.paths, &c.train_r, model.log_z_tensor(), c.score.as_deref(), part)?;
+            model.gradients(&l)
+        };
+        let grads: Vec<Gradients> =
+            if k == 1 { vec![grads_of(&chunks[0])?] } else { chunks.par_iter().map(grads_of).collect::<Result<Vec<_>>>()? };
+        let mut total = grads[0].clone();
+        for g in &grads[1..] {
+            total.accumulate(g)?;
+        }
+        let log_z = model.log_z();
+        let mut batch = Batch { ends: Vec::with_capacity(b * d), log_r: Vec::with_capacity(b), residuals: Vec::with_capacity(b) };
+        for c in &chunks {
+            batch.ends.extend_from_slice(c.paths.ends(d));
+            batch.log_r.extend_from_slice(&c.paths.log_r);
+            batch.residuals.extend(tb_residuals(&c.paths, &c.train_r, log_z)?);
+        }
+        drop(chunks);
+        let step = learner.apply_gradients(total)?;
         self.state.n_target_calls += counted.points();
-        Ok((step, paths, residuals))
+        Ok((step, batch))
     }
 
     /// `n` points drawn from the buffer (or the local-search buffer), rank-prioritised; None
@@ -352,7 +446,7 @@ impl DiffusionSampler {
             return Ok(f64::NAN);
         }
         let bridges = self.student.model.process().bridge_paths(&x, &mut self.state.rng);
-        let (step, _, _) = self.train_on(true, Source::Given(&bridges), Some(&r))?;
+        let (step, _) = self.train_on(true, Source::Given(&bridges), Some(&r))?;
         Ok(step.loss)
     }
 
@@ -481,21 +575,21 @@ impl Sampler for DiffusionSampler {
             _ => it.is_multiple_of(2),
         };
         let (step, ends, log_r, residuals) = if forward {
-            let (step, paths, res) = self.train_on(false, Source::Forward { exploration: expl }, None)?;
-            let ends = paths.ends(d).to_vec();
+            let (step, batch) = self.train_on(false, Source::Forward { exploration: expl }, None)?;
+            let Batch { ends, log_r, residuals: res } = batch;
             match schedule.as_str() {
-                "sendera" => self.insert(false, &ends, &paths.log_r, |_| true)?,
+                "sendera" => self.insert(false, &ends, &log_r, |_| true)?,
                 // PER inserts the points above the threshold (everything at iteration 0); the
                 // teacher schedule seeds its buffer at iteration 0 only.
                 "per" | "teacher" if schedule == "per" || it == 0 => {
-                    let pr = self.advantage().priorities(&res, &paths.log_r);
+                    let pr = self.advantage().priorities(&res, &log_r);
                     let thr = self.state.threshold.unwrap_or(f64::NEG_INFINITY);
-                    let lr = &paths.log_r;
+                    let lr = &log_r;
                     self.insert(false, &ends, &pr, |k| it == 0 || lr[k] > thr)?;
                 }
                 _ => {}
             }
-            (step, ends, paths.log_r, res)
+            (step, ends, log_r, res)
         } else {
             stats.source = 1;
             let ls_due = self.config.local_search.enabled && it % self.config.local_search.every == 1 % self.config.local_search.every;
@@ -527,14 +621,14 @@ impl Sampler for DiffusionSampler {
             match self.replay(from_ls, b)? {
                 Some(x) => {
                     let bridges = self.student.model.process().bridge_paths(&x, &mut self.state.rng);
-                    let (step, paths, res) = self.train_on(false, Source::Given(&bridges), None)?;
-                    (step, x, paths.log_r, res)
+                    let (step, batch) = self.train_on(false, Source::Given(&bridges), None)?;
+                    (step, x, batch.log_r, batch.residuals)
                 }
                 None => {
                     // Nothing to replay yet: a forward step instead.
                     stats.source = 0;
-                    let (step, paths, res) = self.train_on(false, Source::Forward { exploration: expl }, None)?;
-                    (step, paths.ends(d).to_vec(), paths.log_r, res)
+                    let (step, batch) = self.train_on(false, Source::Forward { exploration: expl }, None)?;
+                    (step, batch.ends, batch.log_r, batch.residuals)
                 }
             }
         };

@@ -39,6 +39,7 @@ fn every_schedule_resumes_bit_identically() {
         vec!["objective.kind=\"subtb\"", "process.langevin=true", "process.learned_variance=true"],
         vec!["objective.kind=\"db\"", "net.arch=\"at\""],
         vec!["objective.kind=\"pis\"", "target.type=\"many_well\"", "target.dim=4"],
+        [vec!["train.schedule=\"sendera\"", "objective.kind=\"vargrad\"", "train.path_chunks=3"], ls.to_vec()].concat(),
     ];
     for (k, v) in variants.iter().enumerate() {
         let mut a = build(v);
@@ -141,11 +142,41 @@ fn bad_settings_are_refused_with_the_key() {
         ("local_search.enabled=true", "local_search.enabled"),
         ("eval.n_w2=100000", "eval.n_w2"),
         ("target.type=\"aldp\"", "aldp"),
+        ("train.path_chunks=0", "train.path_chunks"),
+        ("train.path_chunks=301", "train.path_chunks"),
     ] {
         let extra = if key == "pis" { vec![ov, "train.schedule=\"sendera\""] } else { vec![ov] };
         let o: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let e = DiffusionConfig::parse("family = \"diffusion\"", &o).unwrap_err().to_string();
         assert!(e.contains(key) && !e.contains('\n'), "{ov}: {e}");
+    }
+}
+
+/// With the batch split into chunks, the numbers depend on `train.path_chunks` only, never on
+/// the number of threads that run the chunks.
+#[test]
+fn chunked_batches_give_the_same_numbers_on_any_thread_count() {
+    let variants: Vec<Vec<&str>> = vec![
+        vec!["train.schedule=\"sendera\"", "objective.kind=\"vargrad\"", "process.langevin=true", "train.path_chunks=3"],
+        vec!["train.schedule=\"teacher\"", "teacher.adv_freq=1", "train.path_chunks=2"],
+        vec!["objective.kind=\"subtb\"", "train.path_chunks=4"],
+        vec!["objective.kind=\"pis\"", "target.type=\"many_well\"", "target.dim=4", "train.path_chunks=2"],
+    ];
+    for v in &variants {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut s = build(v);
+                (0..8)
+                    .map(|_| {
+                        let r = s.step().unwrap();
+                        assert!(r.loss.is_finite(), "{v:?}: loss {}", r.loss);
+                        (r.loss.to_bits(), r.stats.log_z.to_bits(), r.grad_norm.to_bits(), r.stats.n_target_calls)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(run(1), run(3), "{v:?}");
     }
 }
 

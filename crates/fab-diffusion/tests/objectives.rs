@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor};
 use fab_core::{seeded_rng, FnDensity, LogDensity};
 use fab_diffusion::model::{Diffusion, ModelSpec, Source, Track};
 use fab_diffusion::net::{Arch, NetShape};
-use fab_diffusion::objectives::{loss, Objective};
+use fab_diffusion::objectives::{loss, BatchPart, Objective};
 use fab_diffusion::process::Process;
 use rand::Rng;
 
@@ -69,7 +69,7 @@ fn loss_value(model: &Diffusion, objective: Objective, target: &dyn LogDensity, 
         None => model.paths(target, n, Source::Forward { exploration: 0.0 }, Track::None, false, &mut rng).unwrap(),
     };
     let s = score(target, paths.ends(2), n);
-    let l = loss(objective, &paths, &paths.log_r, model.log_z_tensor(), Some(&s)).unwrap();
+    let l = loss(objective, &paths, &paths.log_r, model.log_z_tensor(), Some(&s), BatchPart::whole(paths.n)).unwrap();
     l.to_vec1::<f64>().unwrap()[0]
 }
 
@@ -89,7 +89,7 @@ fn check(arch: Arch, objective: Objective, langevin: bool, learned_variance: boo
     };
     let paths = model.paths(&target, n, source, track, objective.needs_flows(), &mut rng).unwrap();
     let s = score(&target, paths.ends(2), n);
-    let l = loss(objective, &paths, &paths.log_r, model.log_z_tensor(), Some(&s)).unwrap();
+    let l = loss(objective, &paths, &paths.log_r, model.log_z_tensor(), Some(&s), BatchPart::whole(paths.n)).unwrap();
     let store = l.backward().unwrap();
     let fixed = (!objective.reparameterised()).then(|| paths.x.clone());
     let l0 = l.to_vec1::<f64>().unwrap()[0];
@@ -141,6 +141,56 @@ fn gradients_match_finite_differences() {
     // parametrisation treats the score as a constant input, as the reference does, so its
     // gradient is not that of the loss as a function of θ and is not checked here.)
     check(Arch::Pis, Objective::Pis, false, true);
+}
+
+/// A batch split into chunks (`train.path_chunks`) has the same loss and gradient as the whole
+/// batch: each chunk's loss divides by the whole batch's size, and VarGrad's chunks share the
+/// batch's centre.
+#[test]
+fn chunk_gradients_add_up_to_the_whole_batch() {
+    let target = target();
+    let (n, d, t1) = (7, 2, 6);
+    for objective in [Objective::Tb, Objective::VarGrad, Objective::Db, Objective::SubTb { lambda: 2.0 }, Objective::Pis] {
+        let mut init = seeded_rng(5, 0);
+        let model = Diffusion::new(spec(Arch::Pis, true, false, objective.needs_flows()), &mut init).unwrap();
+        perturb(&model, 9);
+        let mut rng = seeded_rng(21, 1);
+        let drawn = model.paths(&target, n, Source::Forward { exploration: 0.3 }, Track::None, false, &mut rng).unwrap();
+        let evaluate = |x: &[f64], m: usize| {
+            let p = model.paths(&target, m, Source::Given(x), Track::Params, objective.needs_flows(), &mut seeded_rng(0, 0)).unwrap();
+            let s = score(&target, p.ends(d), m);
+            (p, s)
+        };
+        let (whole, s) = evaluate(&drawn.x, n);
+        let g =
+            model.gradients(&loss(objective, &whole, &whole.log_r, model.log_z_tensor(), Some(&s), BatchPart::whole(n)).unwrap()).unwrap();
+        let q = whole.log_q_host().unwrap();
+        let center = q.iter().zip(&whole.log_r).map(|(q, r)| q - r).sum::<f64>() / n as f64;
+        let part = BatchPart { batch: n, center: (objective == Objective::VarGrad).then_some(center) };
+        let mut sum: Option<fab_diffusion::model::Gradients> = None;
+        for (lo, hi) in [(0, 3), (3, 7)] {
+            let rows: Vec<f64> = (0..t1).flat_map(|i| drawn.x[(i * n + lo) * d..(i * n + hi) * d].to_vec()).collect();
+            let (p, s) = evaluate(&rows, hi - lo);
+            let gc = model.gradients(&loss(objective, &p, &p.log_r, model.log_z_tensor(), Some(&s), part).unwrap()).unwrap();
+            match sum.as_mut() {
+                Some(t) => t.accumulate(&gc).unwrap(),
+                None => sum = Some(gc),
+            }
+        }
+        let sum = sum.unwrap();
+        assert!((sum.loss - g.loss).abs() < 1e-12 * (1.0 + g.loss.abs()), "{objective:?}: loss {} vs {}", sum.loss, g.loss);
+        let flat = |gr: &fab_diffusion::model::Gradients| -> Vec<f64> {
+            let all = gr.policy.as_ref().unwrap().0.iter().chain(gr.log_z.as_ref().unwrap().0.iter());
+            all.flat_map(|t| t.as_ref().map_or_else(Vec::new, |t| t.flatten_all().unwrap().to_vec1::<f64>().unwrap())).collect()
+        };
+        let (a, b) = (flat(&g), flat(&sum));
+        assert_eq!(a.len(), b.len(), "{objective:?}");
+        let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 1e-3, "{objective:?}: a zero gradient tests nothing");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-10 * (1.0 + scale), "{objective:?}: {x} vs {y}");
+        }
+    }
 }
 
 /// Re-evaluating sampled paths gives the same per-step terms; the host log P_B equals the

@@ -13,7 +13,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fab_core::{seeded_rng, FnDensity, LogDensity};
 use fab_diffusion::model::{Diffusion, Learner, ModelSpec, OptimSpec, Source, Track};
 use fab_diffusion::net::{Arch, NetShape};
-use fab_diffusion::objectives::{loss, Objective};
+use fab_diffusion::objectives::{loss, BatchPart, Objective};
 use fab_diffusion::process::Process;
 
 const LOG_Z: f64 = 0.7 + 0.918_938_533_204_672_8;
@@ -41,7 +41,7 @@ fn train(objective: Objective, iterations: usize) -> (f64, f64, f64) {
         let p = learner.model.paths(&target, 64, Source::Forward { exploration: 0.0 }, track, objective.needs_flows(), &mut rng).unwrap();
         let t = Tensor::from_slice(p.ends(1), (64, 1), &candle_core::Device::Cpu).unwrap();
         let score = fab_core::to_f64_vec(&target.log_prob_and_grad(&t).unwrap().1).unwrap();
-        let l = loss(objective, &p, &p.log_r, learner.model.log_z_tensor(), Some(&score)).unwrap();
+        let l = loss(objective, &p, &p.log_r, learner.model.log_z_tensor(), Some(&score), BatchPart::whole(p.n)).unwrap();
         let s = learner.apply(&l).unwrap();
         assert!(!s.skipped);
     }
