@@ -120,7 +120,9 @@ fn drive<C: FamilyConfig + 'static>(
         });
         let _ = tx.send(result.map(|_| ()).map_err(|e| (matches!(e, fab_sampler::Error::Config(_)), e.to_string())));
     });
-    let worked = match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+    // A hang, not a slow run: some bases take ~55 s here with two training jobs beside the test,
+    // and one exceeded 120 s that way.
+    let worked = match rx.recv_timeout(std::time::Duration::from_secs(300)) {
         Ok(Ok(())) => {
             assert!(out.join("checkpoints/latest").is_file(), "{name}: {overrides:?}: a run that worked left no checkpoint");
             true
@@ -138,7 +140,7 @@ fn drive<C: FamilyConfig + 'static>(
             }
             false
         }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{name}: {overrides:?}: no outcome within 120 s (hang?)"),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{name}: {overrides:?}: no outcome within 300 s (hang?)"),
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
             let _ = worker.join();
             panic!("{name}: {overrides:?}: the run panicked");
