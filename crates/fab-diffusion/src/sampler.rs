@@ -328,27 +328,25 @@ impl DiffusionSampler {
         let counted = Counted::new(target.density());
         let learner = if teacher { self.teacher.as_mut().expect("a teacher") } else { &mut self.student };
         let model = &learner.model;
-        let bounds: Vec<(usize, usize)> = (0..k).map(|c| (c * b / k, (c + 1) * b / k)).collect();
         // Phase 1: the paths of every chunk (on the graph).
         let chunks: Vec<Chunk> = if k == 1 {
             vec![Chunk::walk(model, &counted, objective, source, log_r, b, &mut self.state.rng)?]
         } else {
-            let mut rngs: Vec<FabRng> = (0..k).map(|_| <FabRng as rand::SeedableRng>::seed_from_u64(self.state.rng.next_u64())).collect();
-            let parts: Vec<Option<Vec<f64>>> = bounds
-                .iter()
-                .map(|&(lo, hi)| match source {
-                    Source::Given(x) => Some(step_major_rows(x, t1, b, d, lo, hi)),
-                    Source::Forward { .. } => None,
+            // Per chunk: its rows, its points when given, and its generator (seeded in chunk order).
+            let jobs: Vec<(usize, usize, Option<Vec<f64>>, FabRng)> = (0..k)
+                .map(|c| {
+                    let (lo, hi) = (c * b / k, (c + 1) * b / k);
+                    let given = match source {
+                        Source::Given(x) => Some(step_major_rows(x, t1, b, d, lo, hi)),
+                        Source::Forward { .. } => None,
+                    };
+                    (lo, hi, given, <FabRng as rand::SeedableRng>::seed_from_u64(self.state.rng.next_u64()))
                 })
                 .collect();
-            let jobs: Vec<_> = bounds.iter().zip(parts.iter()).zip(rngs.iter_mut()).collect();
             jobs.into_par_iter()
-                .map(|((&(lo, hi), part), rng)| {
-                    let src = match (source, part) {
-                        (Source::Given(_), Some(x)) => Source::Given(x),
-                        _ => source,
-                    };
-                    Chunk::walk(model, &counted, objective, src, log_r.map(|r| &r[lo..hi]), hi - lo, rng)
+                .map(|(lo, hi, given, mut rng)| {
+                    let src = given.as_deref().map_or(source, Source::Given);
+                    Chunk::walk(model, &counted, objective, src, log_r.map(|r| &r[lo..hi]), hi - lo, &mut rng)
                 })
                 .collect::<Result<Vec<_>>>()?
         };
@@ -370,9 +368,10 @@ impl DiffusionSampler {
         };
         let grads: Vec<Gradients> =
             if k == 1 { vec![grads_of(&chunks[0])?] } else { chunks.par_iter().map(grads_of).collect::<Result<Vec<_>>>()? };
-        let mut total = grads[0].clone();
-        for g in &grads[1..] {
-            total.accumulate(g)?;
+        let mut grads = grads.into_iter();
+        let mut total = grads.next().expect("at least one chunk");
+        for g in grads {
+            total.accumulate(&g)?;
         }
         let log_z = model.log_z();
         let mut batch = Batch { ends: Vec::with_capacity(b * d), log_r: Vec::with_capacity(b), residuals: Vec::with_capacity(b) };
