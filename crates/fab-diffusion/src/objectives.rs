@@ -156,8 +156,8 @@ pub fn subtb_weights(t: usize, lambda: f64) -> Vec<f64> {
     w
 }
 
-/// The TB residuals Δ = log Z + Σlog P_F − Σlog P_B − log R of each path (host, detached).
-pub fn tb_residuals(paths: &Paths, log_r: &[f64], log_z: f64) -> Result<Vec<f64>> {
-    let lq = paths.log_q_host()?;
-    Ok(lq.iter().zip(log_r).map(|(q, r)| log_z + q - r).collect())
+/// The TB residuals Δ = log Z + Σlog P_F − Σlog P_B − log R of each path (host, detached), from
+/// the paths' `log_q` = Σlog P_F − Σlog P_B ([`Paths::log_q_host`]).
+pub fn tb_residuals(log_q: &[f64], log_r: &[f64], log_z: f64) -> Vec<f64> {
+    log_q.iter().zip(log_r).map(|(q, r)| log_z + q - r).collect()
 }

@@ -350,11 +350,13 @@ impl DiffusionSampler {
                 })
                 .collect::<Result<Vec<_>>>()?
         };
+        // Each chunk's path estimates of log q (detached), for VarGrad's centre and the residuals.
+        let log_qs: Vec<Vec<f64>> = chunks.iter().map(|c| c.paths.log_q_host()).collect::<Result<_>>()?;
         // VarGrad's centre over the whole batch, when the batch is split.
         let center = if k > 1 && objective == Objective::VarGrad {
             let mut all = Vec::with_capacity(b);
-            for c in &chunks {
-                all.extend(c.paths.log_q_host()?.iter().zip(&c.train_r).map(|(q, r)| q - r));
+            for (c, lq) in chunks.iter().zip(&log_qs) {
+                all.extend(lq.iter().zip(&c.train_r).map(|(q, r)| q - r));
             }
             Some(mean(&all))
         } else {
@@ -375,10 +377,10 @@ impl DiffusionSampler {
         }
         let log_z = model.log_z();
         let mut batch = Batch { ends: Vec::with_capacity(b * d), log_r: Vec::with_capacity(b), residuals: Vec::with_capacity(b) };
-        for c in &chunks {
+        for (c, lq) in chunks.iter().zip(&log_qs) {
             batch.ends.extend_from_slice(c.paths.ends(d));
             batch.log_r.extend_from_slice(&c.paths.log_r);
-            batch.residuals.extend(tb_residuals(&c.paths, &c.train_r, log_z)?);
+            batch.residuals.extend(tb_residuals(lq, &c.train_r, log_z));
         }
         drop(chunks);
         let step = learner.apply_gradients(total)?;
@@ -610,7 +612,7 @@ impl Sampler for DiffusionSampler {
                 let bridges = self.student.model.process().bridge_paths(&tx, &mut self.state.rng);
                 let sp = self.student.model.paths(&counted, b, Source::Given(&bridges), Track::None, false, &mut self.state.rng)?;
                 self.state.n_target_calls += counted.points();
-                let res = tb_residuals(&sp, &tp.log_r, self.student.model.log_z())?;
+                let res = tb_residuals(&sp.log_q_host()?, &tp.log_r, self.student.model.log_z());
                 let pr = self.advantage().priorities(&res, &tp.log_r);
                 let thr = self.state.threshold.unwrap_or(f64::NEG_INFINITY);
                 let lr = &tp.log_r;
