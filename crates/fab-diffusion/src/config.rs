@@ -129,7 +129,10 @@ pub struct TrainSection {
     pub batch_size: usize,
     /// The batch's paths are split into this many chunks, each walked and differentiated on its
     /// own thread when the thread pool has one free; their gradients are summed. The numbers
-    /// depend on this key (1: one graph for the whole batch), never on the thread count.
+    /// depend on this key (1: one graph for the whole batch), never on the thread count. A
+    /// program using this crate with k > 1 should set `RAYON_NUM_THREADS=1` once its pool is
+    /// built, as `fab` does: candle's matrix product otherwise nests its own threads inside the
+    /// chunks, which was slower than one thread (`docs/DIFFUSION.md`, "Two threads").
     pub path_chunks: usize,
     /// Policy learning rate.
     pub lr: f64,
