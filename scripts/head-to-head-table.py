@@ -8,6 +8,8 @@ import os
 import sys
 
 LOG_Z = {"25gmm": 0.0, "40gmm": 0.0, "manywell": 164.69567532}
+# Run-name variants that select another diffusion configuration: variant -> (configuration, label).
+DIFFUSION_VARIANT = {"tbls": ("TB + Expl. + LS", "embedded, 2 path chunks")}
 TARGET_NAME = {"25gmm": "25GMM", "40gmm": "40-mode GMM", "manywell": "Many Well 32-D"}
 
 
@@ -37,7 +39,11 @@ def main():
         sp = os.path.join(out, name + ".sample_seconds")
         if os.path.isfile(sp):
             sample_s = float(open(sp).read())
-        label = {"evals": "at FAB's target evaluations"}.get(variant, variant)
+        # The diffusion configuration: VarGrad + Expl. + LP + LS unless the variant names another.
+        config, label = DIFFUSION_VARIANT.get(variant, ("VarGrad + Expl. + LP + LS", variant))
+        if method == "diffusion":
+            method = f"diffusion, {config}"
+        label = {"evals": "at FAB's target evaluations"}.get(label, label)
         rows.append((target, method + (f" ({label})" if label else ""), m, lz, sample_s))
     order = {"25gmm": 0, "40gmm": 1, "manywell": 2}
     rows.sort(key=lambda r: (order.get(r[0], 9), r[1]))
@@ -53,7 +59,7 @@ def main():
         n_modes = m.get("n_modes")
         cells = [
             TARGET_NAME.get(target, target),
-            method.replace("fab", "FAB (flow + AIS + buffer)", 1) if method.startswith("fab") else method.replace("diffusion", "diffusion, VarGrad + Expl. + LP + LS", 1),
+            method.replace("fab", "FAB (flow + AIS + buffer)", 1) if method.startswith("fab") else method,
             f"{int(m['iteration'])}",
             fmt(m.get("train_seconds", float("nan")) / 60, 1),
             fmt(m.get("n_target_calls")) if m.get("n_target_calls") is not None else "–",

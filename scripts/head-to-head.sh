@@ -2,8 +2,10 @@
 # FAB against the best diffusion-sampler configuration (VarGrad + Expl. + LP + LS) on the
 # 25-mode mixture, the 40-mode mixture and Many Well 32-D, each run on one core at about equal
 # wall time, then the diffusion sampler again at FAB's target-evaluation budget (runs
-# `diffusion-<target>-evals`) (docs/RESULTS.md, "Head to head"). Two runs at a time (one per core); finished runs
-# are kept, so the script can be re-run after an interruption.
+# `diffusion-<target>-evals`) (docs/RESULTS.md, "Head to head"). On 25GMM also a longer pair:
+# TB + Expl. + LS, the configuration that meets the 25GMM goal for every seed, against FAB at
+# about the same wall time (runs `diffusion-25gmm-tbls`, `fab-25gmm-90k`). Two runs at a time
+# (one per core); finished runs are kept, so the script can be re-run after an interruption.
 #
 #   scripts/head-to-head.sh OUT            # all runs, then the table and the figures
 #   TABLE_ONLY=1 scripts/head-to-head.sh OUT
@@ -37,11 +39,18 @@ if [ -z "${TABLE_ONLY:-}" ]; then
     # iteration).
     run fab-manywell many-well-cpu --set train.n_iterations=1200 --set train.lr_schedule.t_max=38400 \
       --set eval.n_test=2000 --set eval.final_batch_size=10000
+    # 25GMM at about the wall time of the TB + Expl. + LS run below (three times the length of
+    # fab-25gmm, with its cosine decay stretched to match).
+    run fab-25gmm-90k experiments/head-to-head/fab-25gmm.toml --set train.n_iterations=90000 \
+      --set train.lr_schedule.t_max=360000 --set train.checkpoint_every=15000
   ) &
   (
     run diffusion-25gmm diffusion-25gmm-vargrad-expl-lp-ls --set train.n_iterations=1500
     run diffusion-40gmm experiments/head-to-head/diffusion-40gmm-vargrad-expl-lp-ls.toml
     run diffusion-manywell diffusion-manywell-vargrad-expl-lp-ls --set train.n_iterations=2000
+    # The configuration that meets the 25GMM goal for every seed: the embedded TB + Expl. + LS
+    # (25 000 iterations in two path chunks, here on one thread; about 31 minutes).
+    run diffusion-25gmm-tbls diffusion-25gmm-tb-expl-ls
   ) &
   wait
   # Equal target-evaluation budgets: the diffusion configuration again, stopped after as many
@@ -92,3 +101,10 @@ for t in 25gmm 40gmm manywell; do
       --out "$OUT/$t.png"
   fi
 done
+# The longer 25GMM pair beside the equal-time one.
+long=("$OUT/fab-25gmm" "$OUT/fab-25gmm-90k" "$OUT/diffusion-25gmm" "$OUT/diffusion-25gmm-tbls")
+if [ -d "${long[1]}" ] && [ -d "${long[3]}" ]; then
+  "$FAB" compare "${long[@]}" --x n_target_calls --log-x --y log_z_abs_error --log-y log_z_abs_error \
+    --y eubo --log-y eubo --title "FAB vs diffusion samplers on 25gmm, short and long runs: |log Z error| and EUBO against training target evaluations" \
+    --out "$OUT/25gmm-long.png"
+fi
