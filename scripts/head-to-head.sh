@@ -103,7 +103,7 @@ for t in 25gmm 40gmm manywell; do
 done
 # The longer 25GMM pair beside the equal-time one.
 long=("$OUT/fab-25gmm" "$OUT/fab-25gmm-90k" "$OUT/diffusion-25gmm" "$OUT/diffusion-25gmm-tbls")
-if [ -d "${long[1]}" ] && [ -d "${long[3]}" ]; then
+if [ -d "${long[0]}" ] && [ -d "${long[1]}" ] && [ -d "${long[2]}" ] && [ -d "${long[3]}" ]; then
   "$FAB" compare "${long[@]}" --x n_target_calls --log-x --y log_z_abs_error --log-y log_z_abs_error \
     --y eubo --log-y eubo --title "FAB vs diffusion samplers on 25gmm, short and long runs: |log Z error| and EUBO against training target evaluations" \
     --out "$OUT/25gmm-long.png"
