@@ -96,19 +96,24 @@ impl EvalContext<'_> {
 
     /// Records a metric from a fallible computation, or — on error — why it is absent.
     pub fn insert_or_note<E: std::fmt::Display>(&mut self, key: &str, value: std::result::Result<f64, E>) {
-        match value {
-            Ok(v) => {
-                self.metrics.insert(key.into(), v);
-            }
-            Err(e) => {
-                self.notes.insert(key.into(), e.to_string());
-            }
-        }
+        record(self.metrics, self.notes, key, value);
     }
 
     /// Records why a metric is absent.
     pub fn note(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.notes.insert(key.into(), reason.into());
+    }
+}
+
+/// Puts `value` under `key` in the metrics, or — on error — why it is absent in the notes.
+fn record<E: std::fmt::Display>(m: &mut Metrics, notes: &mut BTreeMap<String, String>, key: &str, value: std::result::Result<f64, E>) {
+    match value {
+        Ok(v) => {
+            m.insert(key.into(), v);
+        }
+        Err(e) => {
+            notes.insert(key.into(), e.to_string());
+        }
     }
 }
 
@@ -173,14 +178,7 @@ pub fn distance_metrics(
         return Ok(());
     }
     let (x, y) = (&finite[..n * dim], &exact[..n * dim]);
-    match fab_core::transport::wasserstein2(x, y, dim) {
-        Ok(w2) => {
-            m.insert("w2".into(), w2);
-        }
-        Err(e) => {
-            notes.insert("w2".into(), e.to_string());
-        }
-    }
+    record(m, notes, "w2", fab_core::transport::wasserstein2(x, y, dim));
     m.insert("mmd".into(), fab_core::transport::mmd_rbf(x, y, dim, &fab_core::transport::MMD_SIGMAS).map_err(Error::Core)?);
     m.insert("w2_points".into(), n as f64);
     Ok(())
