@@ -3,6 +3,7 @@
 //! Adaptive Teacher), evaluation with path-based bounds and sample metrics, and checkpoints
 //! (`docs/DIFFUSION.md`, "Training schedules" and "Metrics").
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,7 +11,6 @@ use candle_core::{DType, Device, Tensor};
 use fab_buffer::{Prioritisation, RankedBuffer};
 use fab_core::rng::{seeded_rng, FabRng};
 use fab_core::stats::{log_mean_exp, mean};
-use fab_core::transport::{mmd_rbf, wasserstein2, MMD_SIGMAS};
 use fab_core::Counted;
 use fab_sampler::eval::{EvalSizes, Metrics};
 use fab_sampler::observe::ProgressLine;
@@ -118,6 +118,8 @@ pub struct DiffusionSampler {
     ls_buffer: Option<PointBuffer>,
     state: TrainState,
     pending: Metrics,
+    /// Why metrics of the last evaluation are missing from `pending` (key → reason).
+    pending_notes: BTreeMap<String, String>,
 }
 
 /// The teacher's reward settings, applied to student residuals.
@@ -269,7 +271,18 @@ impl DiffusionSampler {
             if schedule == "sendera" && config.local_search.enabled { Some(RankedBuffer::new(cap).map_err(Error::family)?) } else { None };
         let state =
             TrainState { iteration: 0, next_key: 0, threshold: None, n_target_calls: 0, rng: seeded_rng(config.seed, TRAIN_STREAM) };
-        let mut s = Self { config, target, objective, student, teacher, buffer, ls_buffer, state, pending: Metrics::new() };
+        let mut s = Self {
+            config,
+            target,
+            objective,
+            student,
+            teacher,
+            buffer,
+            ls_buffer,
+            state,
+            pending: Metrics::new(),
+            pending_notes: BTreeMap::new(),
+        };
         if matches!(schedule, "per" | "teacher") {
             // The reward threshold: a quantile of the untrained student's samples' log R, fixed.
             let b = s.config.train.batch_size;
@@ -493,6 +506,7 @@ impl DiffusionSampler {
     /// The path-based bounds and sample metrics of one evaluation (into `pending`).
     fn path_metrics(&mut self, samples: &fab_sampler::WeightedSamples, sizes: &EvalSizes, rng: &mut dyn RngCore) -> Result<()> {
         let mut m = Metrics::new();
+        let mut notes = BTreeMap::new();
         let log_z = self.target.log_z();
         let elbo = mean(&samples.log_w);
         m.insert("elbo".into(), elbo);
@@ -523,16 +537,14 @@ impl DiffusionSampler {
                 let per_point: Vec<f64> = lq.chunks(k).map(log_mean_exp).collect();
                 m.insert("mean_log_likelihood".into(), mean(&per_point));
             }
-            // W2 by exact assignment and RBF-MMD² between equally many model and exact samples.
-            let n = self.config.eval.n_w2.min(samples.len()).min(n_exact);
-            if n >= 2 {
-                let w2 = wasserstein2(&samples.x[..n * d], &xe[..n * d], d).map_err(Error::family)?;
-                m.insert("w2".into(), w2);
-                let mmd = mmd_rbf(&samples.x[..n * d], &xe[..n * d], d, &MMD_SIGMAS).map_err(Error::family)?;
-                m.insert("mmd".into(), mmd);
+            // W2 by exact assignment and RBF-MMD² between equally many model and exact samples
+            // (a W2 the solver refuses becomes a note, like FAB's).
+            if self.config.eval.n_w2 > 0 {
+                fab_sampler::eval::distance_metrics(&mut m, &mut notes, &samples.x, &xe, d, self.config.eval.n_w2)?;
             }
         }
         self.pending = m;
+        self.pending_notes = notes;
         Ok(())
     }
 }
@@ -657,6 +669,10 @@ impl Sampler for DiffusionSampler {
         let samples = self.sample_weighted(sizes.n_samples, rng)?;
         self.path_metrics(&samples, sizes, rng)?;
         Ok(vec![NamedSamples { name: "model".into(), samples, primary: true }])
+    }
+
+    fn own_notes(&self, notes: &mut BTreeMap<String, String>) {
+        notes.extend(self.pending_notes.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 
     fn own_metrics(&self, metrics: &mut Metrics) {

@@ -133,6 +133,25 @@ fn bounds_are_ordered_and_training_tightens_them() {
     assert!(after["delta_log_z"] < before["delta_log_z"] - 0.5, "ELBO gap {} → {}", before["delta_log_z"], after["delta_log_z"]);
 }
 
+/// An untrained sampler with σ² = 10³⁰⁶ ends about 10¹⁵³ from the origin: finite draws whose
+/// squared distances are too large for the exact assignment. The evaluation still completes,
+/// with W2 replaced by a note saying why and the other metrics in place.
+#[test]
+fn a_w2_the_assignment_refuses_becomes_a_note() {
+    let mut s = build(&["dtype=\"f64\"", "process.t_scale=1e306", "eval.n_w2=50", "eval.n_likelihood_points=0"]);
+    let sizes =
+        EvalSizes { n_samples: 50, n_refined_samples: 0, refined_batch: 1, n_test: 50, n_mode_samples: 50, estimator_repeats: 0, n_w2: 0 };
+    let ev = fab_sampler::eval::evaluate(&mut s, &sizes, &mut fab_core::seeded_rng(0, 7)).unwrap();
+    assert!(!ev.metrics.contains_key("w2"), "{:?}", ev.metrics);
+    assert!(ev.notes.get("w2").is_some_and(|n| n.contains("too large")), "{:?}", ev.notes);
+    assert!(ev.metrics["mmd"].is_finite() && ev.metrics["w2_points"] == 50.0, "{:?}", ev.metrics);
+
+    // The same sampler at σ² = 1 gives W2 and no note.
+    let mut s = build(&["dtype=\"f64\"", "eval.n_w2=50", "eval.n_likelihood_points=0"]);
+    let ev = fab_sampler::eval::evaluate(&mut s, &sizes, &mut fab_core::seeded_rng(0, 7)).unwrap();
+    assert!(ev.metrics["w2"].is_finite() && !ev.notes.contains_key("w2"), "{:?} {:?}", ev.metrics, ev.notes);
+}
+
 #[test]
 fn bad_settings_are_refused_with_the_key() {
     for (ov, key) in [

@@ -225,6 +225,7 @@ pub fn evaluate<S: Sampler>(sampler: &mut S, sizes: &EvalSizes, rng: &mut dyn Rn
         }
     }
     sampler.own_metrics(&mut metrics);
+    sampler.own_notes(&mut notes);
     let mut ctx = EvalContext { model: sampler, sets: &sets, test: test.as_ref(), sizes, rng, metrics: &mut metrics, notes: &mut notes };
     target.metrics(&mut ctx)?;
     Ok(Evaluation { metrics, notes, sets })

@@ -1,6 +1,7 @@
 //! The traits a sampler family implements to be trained, evaluated, checkpointed and plotted by
 //! the run driver.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::Path;
 use std::sync::Arc;
@@ -103,6 +104,10 @@ pub trait Sampler: Model {
 
     /// Metrics of the sampler itself added to every evaluation (e.g. a learned log Z).
     fn own_metrics(&self, _metrics: &mut Metrics) {}
+
+    /// Why metrics the sampler computes itself are absent from the last evaluation (key →
+    /// reason), e.g. a W2 the assignment solver refused.
+    fn own_notes(&self, _notes: &mut BTreeMap<String, String>) {}
 
     /// Point sets worth plotting besides the evaluation samples (e.g. the replay buffer),
     /// row-major, at most `max` points each.
