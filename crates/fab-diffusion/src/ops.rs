@@ -49,14 +49,22 @@ pub(crate) fn gelu_f64(x: f64, derivative: bool) -> f64 {
     }
 }
 
-/// e^y for y ≤ 0 in f32 (y < −87 gives e^−87 ≈ 1.6·10⁻³⁸): y = n·ln 2 + r with |r| ≤ ln2/2
-/// (two-part ln 2), e^r by its Taylor polynomial to r⁷ (truncation < 6·10⁻⁹ relative), 2ⁿ from
-/// the exponent bits. Branch-free so that loops over it vectorise.
+/// e^y for y ≤ 0 in f32, and exactly 0 for y < −87 (e^−87 ≈ 1.6·10⁻³⁸ is near the smallest
+/// normal f32): y = n·ln 2 + r with |r| ≤ ln2/2 (two-part ln 2), e^r by its Taylor polynomial
+/// to r⁷ (truncation < 6·10⁻⁹ relative), 2ⁿ from the exponent bits. Branch-free (the cut-off
+/// is a select) so that loops over it vectorise.
+///
+/// The exact 0 matters for speed: clamping instead at e^−87 would leave every strongly negative
+/// GELU input with an output of about −2·10⁻³⁸ rather than 0, and the matrix products that
+/// take such activations (and the gradients they scale) produce subnormal numbers, which
+/// x86 cores handle tens of times slower (a 25GMM run slowed from 12 to under 3 iterations
+/// per second as its units saturated; `docs/PERFORMANCE.md`, "Diffusion samplers").
 #[inline(always)]
 fn exp_nonpos_f32(y: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds |v| < 2²² to an integer
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    let underflows = y < -87.0;
     let y = y.max(-87.0);
     let shifted = y * std::f32::consts::LOG2_E + ROUND;
     let n = shifted - ROUND;
@@ -72,7 +80,12 @@ fn exp_nonpos_f32(y: f32) -> f32 {
     // The low mantissa bits of `shifted` hold n in two's complement: 2ⁿ from integer ops only
     // (a float-to-int cast would not vectorise).
     let biased = shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
-    p * f32::from_bits(biased << 23)
+    let e = p * f32::from_bits(biased << 23);
+    if underflows {
+        0.0
+    } else {
+        e
+    }
 }
 
 /// GELU or its derivative in f32 (see the module documentation).
@@ -94,10 +107,17 @@ pub(crate) fn gelu_f32(x: f32, derivative: bool) -> f32 {
     // P(X > |x|) for a standard normal X.
     let upper = 0.5 * t * exp_nonpos_f32(p - z * z);
     let cdf = if x >= 0.0 { 1.0 - upper } else { upper };
-    if derivative {
+    let value = if derivative {
         cdf + x * (INV_SQRT_2PI as f32) * exp_nonpos_f32(-0.5 * x * x)
     } else {
         x * cdf
+    };
+    // A subnormal result (only in the narrow band where the true value leaves f32's normal
+    // range) becomes 0, for the speed reason given at `exp_nonpos_f32`.
+    if value.abs() < f32::MIN_POSITIVE {
+        0.0
+    } else {
+        value
     }
 }
 
@@ -277,6 +297,27 @@ mod tests {
             assert!((f64::from(gelu_f32(x, true)) - dv).abs() <= 1e-6, "gelu'({x})");
         }
         assert!(gelu_f32(f32::NAN, false).is_nan() && gelu_f32(f32::NAN, true).is_nan());
+    }
+
+    /// Where the exact GELU and its derivative fall below f32's normal range (x ≤ −14: both are
+    /// below 10⁻⁴¹ there) they are exactly 0, and no input gives a subnormal output: a plateau
+    /// of tiny values instead of 0 makes the products that consume saturated units produce
+    /// subnormals, which slows x86 cores many times over.
+    #[test]
+    fn f32_gelu_is_zero_in_the_far_negative_tail_and_never_subnormal() {
+        for k in 0..=20000 {
+            let x = -14.0 - k as f32 * 0.01;
+            assert_eq!(gelu_f32(x, false), 0.0, "gelu({x})");
+            assert_eq!(gelu_f32(x, true), 0.0, "gelu'({x})");
+            assert!(gelu_f64(f64::from(x), false).abs() < 1e-41);
+        }
+        for k in -400_000..=400_000 {
+            let x = k as f32 * 1e-4;
+            for dv in [false, true] {
+                let v = gelu_f32(x, dv);
+                assert!(v == 0.0 || v.is_normal(), "gelu{}({x}) = {v:e}", if dv { "'" } else { "" });
+            }
+        }
     }
 
     /// The vectorised slice path gives the scalar function's values bit for bit.
