@@ -58,7 +58,7 @@ pub(crate) fn gelu_f64(x: f64, derivative: bool) -> f64 {
 /// GELU input with an output of about −2·10⁻³⁸ rather than 0, and the matrix products that
 /// take such activations (and the gradients they scale) produce subnormal numbers, which
 /// x86 cores handle tens of times slower (a 25GMM run slowed from 12 to under 3 iterations
-/// per second as its units saturated; `docs/PERFORMANCE.md`, "Diffusion samplers").
+/// per second as its units saturated; `docs/PERFORMANCE.md`, "saturated GELU units").
 #[inline(always)]
 fn exp_nonpos_f32(y: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds |v| < 2²² to an integer
@@ -107,11 +107,7 @@ pub(crate) fn gelu_f32(x: f32, derivative: bool) -> f32 {
     // P(X > |x|) for a standard normal X.
     let upper = 0.5 * t * exp_nonpos_f32(p - z * z);
     let cdf = if x >= 0.0 { 1.0 - upper } else { upper };
-    let value = if derivative {
-        cdf + x * (INV_SQRT_2PI as f32) * exp_nonpos_f32(-0.5 * x * x)
-    } else {
-        x * cdf
-    };
+    let value = if derivative { cdf + x * (INV_SQRT_2PI as f32) * exp_nonpos_f32(-0.5 * x * x) } else { x * cdf };
     // A subnormal result (only in the narrow band where the true value leaves f32's normal
     // range) becomes 0, for the speed reason given at `exp_nonpos_f32`.
     if value.abs() < f32::MIN_POSITIVE {
