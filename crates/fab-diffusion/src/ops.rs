@@ -57,7 +57,7 @@ pub(crate) fn gelu_f64(x: f64, derivative: bool) -> f64 {
 /// The exact 0 matters for speed: clamping instead at e^−87 would leave every strongly negative
 /// GELU input with an output of about −2·10⁻³⁸ rather than 0, and the matrix products that
 /// take such activations (and the gradients they scale) produce subnormal numbers, which
-/// x86 cores handle tens of times slower (a 25GMM run slowed from 12 to under 3 iterations
+/// x86 cores handle many times slower (a 25GMM run slowed from about 8 to under 3 iterations
 /// per second as its units saturated; `docs/PERFORMANCE.md`, "saturated GELU units").
 #[inline(always)]
 fn exp_nonpos_f32(y: f32) -> f32 {
