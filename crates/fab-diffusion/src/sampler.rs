@@ -512,7 +512,7 @@ impl DiffusionSampler {
         m.insert("elbo".into(), elbo);
         let rw = samples.log_z_hat();
         m.insert("log_z_rw".into(), rw);
-        m.insert("ess".into(), samples.ess() / samples.len().max(1) as f64);
+        m.insert("ess".into(), samples.ess()); // already a fraction of the sample count
         if let Some(z) = log_z {
             m.insert("delta_log_z".into(), (z - elbo).abs());
             m.insert("delta_log_z_rw".into(), (z - rw).abs());

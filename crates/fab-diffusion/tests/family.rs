@@ -131,6 +131,10 @@ fn bounds_are_ordered_and_training_tightens_them() {
     let after = evaluate(&mut s, 800);
     assert!(after["elbo"] < 0.02 && after["eubo"] > -0.02, "{after:?}");
     assert!(after["delta_log_z"] < before["delta_log_z"] - 0.5, "ELBO gap {} → {}", before["delta_log_z"], after["delta_log_z"]);
+    // With an ELBO gap of a few hundredths the log-weights vary by about 0.2, so the
+    // importance-weight ESS, a fraction of the 800 paths, is above 0.9.
+    assert!(after["ess"] > 0.8 && after["ess"] <= 1.0, "ESS fraction {}", after["ess"]);
+    assert!(before["ess"] > 0.0 && before["ess"] < after["ess"], "ESS fraction {} → {}", before["ess"], after["ess"]);
 }
 
 /// An untrained sampler with σ² = 10³⁰⁶ ends about 10¹⁵³ from the origin: finite draws whose
