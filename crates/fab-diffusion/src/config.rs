@@ -136,7 +136,8 @@ pub struct TrainSection {
     pub path_chunks: usize,
     /// Policy learning rate.
     pub lr: f64,
-    /// log Z learning rate.
+    /// Learning rate of the flow group: log Z and, for DB and SubTB, the log-flow head (the
+    /// reference code's `lr_flow`).
     pub lr_log_z: f64,
     /// L2 weight decay of the policy.
     pub weight_decay: f64,

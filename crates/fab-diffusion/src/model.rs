@@ -11,7 +11,7 @@ use fab_optim::{Adam, AdamConfig, StepOutcome};
 use rand::RngCore;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::net::{DriftNet, LangevinScale, NetShape};
+use crate::net::{DriftNet, LangevinScale, NetOutput, NetShape};
 use crate::process::{Process, HALF_LOG_2PI};
 use crate::{Error, Result};
 
@@ -89,7 +89,8 @@ pub struct Paths {
     pub log_pf: Tensor,
     /// log P_B(x_i | x_{i+1}) for steps i = 0..T−1 (step 0 is zero): `[n, T]`.
     pub log_pb: Tensor,
-    /// log F(x_i) for i = 1..T−1, `[n, T−1]`, when flows were asked for.
+    /// log F(x_i) for i = 0..T−1, `[n, T]`, when flows were asked for. log F(x_0) is the
+    /// learned log Z of DB and SubTB.
     pub log_f: Option<Tensor>,
     /// log R(x_T) (host).
     pub log_r: Vec<f64>,
@@ -126,7 +127,7 @@ pub struct Diffusion {
     langevin: Option<LangevinScale>,
     params: ParamSet,
     log_z: Var,
-    z_params: ParamSet,
+    flow_params: ParamSet,
 }
 
 fn to_tensor(v: &[f64], rows: usize, cols: usize, dtype: DType) -> Result<Tensor> {
@@ -137,14 +138,14 @@ impl Diffusion {
     /// A fresh sampler (network from `rng`, log Z = 0).
     pub fn new(spec: ModelSpec, rng: &mut dyn RngCore) -> Result<Self> {
         let mut params = ParamSet::new();
-        let net = DriftNet::new(spec.shape, &mut params, "drift", spec.dtype, rng)?;
+        let mut flow_params = ParamSet::new();
+        let log_z = flow_params.create("log_z", vec![0.0], &[1], spec.dtype, &Device::Cpu)?;
+        let net = DriftNet::new(spec.shape, &mut params, &mut flow_params, "drift", spec.dtype, rng)?;
         let langevin = match spec.langevin {
             Some(h) => Some(LangevinScale::new(spec.shape.arch, h, spec.shape.harmonics, &mut params, "langevin", spec.dtype, rng)?),
             None => None,
         };
-        let mut z_params = ParamSet::new();
-        let log_z = z_params.create("log_z", vec![0.0], &[1], spec.dtype, &Device::Cpu)?;
-        Ok(Self { spec, net, langevin, params, log_z, z_params })
+        Ok(Self { spec, net, langevin, params, log_z, flow_params })
     }
 
     /// The specification.
@@ -162,19 +163,36 @@ impl Diffusion {
         &self.params
     }
 
-    /// The learned log Z as a parameter set of one scalar.
-    pub fn log_z_params(&self) -> &ParamSet {
-        &self.z_params
+    /// The flow group: the learned log Z and, for DB and SubTB, the log-flow head (trained at
+    /// `train.lr_log_z`, like the reference code's flow group).
+    pub fn flow_params(&self) -> &ParamSet {
+        &self.flow_params
     }
 
-    /// The learned log Z (a tensor `[1]` on the graph).
+    /// The learned scalar log Z of TB (a tensor `[1]` on the graph). DB and SubTB do not use it:
+    /// their log Z is log F(x_0), an output of the log-flow head.
     pub fn log_z_tensor(&self) -> &Tensor {
         self.log_z.as_tensor()
     }
 
-    /// The learned log Z.
+    /// The learned log Z: log F(x_0) for a network with a log-flow head (DB, SubTB), otherwise
+    /// the scalar of TB.
     pub fn log_z(&self) -> f64 {
-        fab_core::to_f64_vec(self.log_z.as_tensor()).map(|v| v[0]).unwrap_or(f64::NAN)
+        if self.spec.shape.flow_head {
+            self.initial_log_flow().unwrap_or(f64::NAN)
+        } else {
+            fab_core::to_f64_vec(self.log_z.as_tensor()).map_or(f64::NAN, |v| v[0])
+        }
+    }
+
+    /// log F(x_0) at x_0 = 0, t = 0 (with the forward-looking part when it is on).
+    fn initial_log_flow(&self) -> Result<f64> {
+        let (d, dtype) = (self.spec.process.dim, self.spec.dtype);
+        let temb = self.net.embed_times(&[0.0], dtype)?;
+        let out = self.net.forward(&Tensor::zeros((1, d), dtype, &Device::Cpu)?, &temb, true)?;
+        let nn = out.log_flow.map(|t| fab_core::to_f64_vec(&t)).transpose()?.map_or(f64::NAN, |v| v[0]);
+        let prior = if self.spec.forward_looking { self.flow_prior(&vec![0.0; d], &[0.0], 0)[0] } else { 0.0 };
+        Ok(nn + prior)
     }
 
     /// log R and (with `grad`) the clipped score ∇log R at host points `[n, d]`.
@@ -269,19 +287,23 @@ impl Diffusion {
         })
     }
 
-    /// The forward-looking part of log F at host points `x` (`[n, d]`) of step i ≥ 1 with log R
-    /// `log_r`: (1 − t_i)·log N(x; 0, σ² max(1,i)Δt) + t_i·log R.
+    /// The forward-looking part of log F at host points `x` (`[n, d]`) of step i with log R
+    /// `log_r`: (1 − t_i)·log N(x; 0, σ² max(1,i)Δt) + t_i·log R (at i = 0 the log R term is
+    /// left out, so `log_r` is not read there).
     fn flow_prior(&self, x: &[f64], log_r: &[f64], i: usize) -> Vec<f64> {
         let p = self.spec.process;
         let d = p.dim;
         let t = i as f64 * p.dt();
         let v = p.t_scale * (i.max(1) as f64) * p.dt();
-        log_r
-            .iter()
-            .enumerate()
-            .map(|(k, lr)| {
+        (0..x.len() / d)
+            .map(|k| {
                 let q: f64 = x[k * d..(k + 1) * d].iter().map(|x| x * x).sum();
-                (1.0 - t) * (-0.5 * q / v - d as f64 * (HALF_LOG_2PI + 0.5 * v.ln())) + t * lr
+                let reference = (1.0 - t) * (-0.5 * q / v - d as f64 * (HALF_LOG_2PI + 0.5 * v.ln()));
+                if i == 0 {
+                    reference
+                } else {
+                    reference + t * log_r[k]
+                }
             })
             .collect()
     }
@@ -319,13 +341,14 @@ impl Diffusion {
         for i in 0..t_steps {
             let xi_host = x_host[i * block..(i + 1) * block].to_vec();
             let x_in = if track == Track::Path { x_cur.clone() } else { x_cur.detach() };
-            let fl_now = flows && spec.forward_looking && i >= 1;
-            let (log_r_i, score) = if spec.langevin.is_some() || fl_now {
+            let fl_now = flows && spec.forward_looking;
+            let (log_r_i, score) = if spec.langevin.is_some() || (fl_now && i >= 1) {
                 self.target_terms(target, &xi_host, n, spec.langevin.is_some())?
             } else {
                 (Vec::new(), None)
             };
-            let out = detach(self.net.forward(&x_in, &temb.narrow(0, i, 1)?)?);
+            let NetOutput { policy: out, log_flow } = self.net.forward(&x_in, &temb.narrow(0, i, 1)?, flows)?;
+            let out = detach(out);
             let scale = match &lp_scale {
                 Some(s) => Some(s.narrow(0, i, 1)?),
                 None => None,
@@ -361,8 +384,8 @@ impl Diffusion {
                 let r = (&x_in - (&x_next * a)?)?;
                 log_pb.push(((r.sqr()?.sum(1)? * (-0.5 / v))? - d as f64 * (HALF_LOG_2PI + 0.5 * v.ln()))?);
             }
-            if flows && i >= 1 {
-                let mut lf = out.narrow(1, 2 * d, 1)?.squeeze(1)?;
+            if let Some(lf) = log_flow {
+                let mut lf = detach(lf);
                 if fl_now {
                     lf = (lf + to_tensor(&self.flow_prior(&xi_host, &log_r_i, i), n, 1, dtype)?.squeeze(1)?)?;
                 }
@@ -416,7 +439,8 @@ impl Diffusion {
             _ if need_terms => self.target_terms(target, &xs[..t_steps * block], rows, spec.langevin.is_some())?,
             _ => (Vec::new(), None),
         };
-        let out = detach(self.net.forward(&x_in, &temb)?);
+        let NetOutput { policy: out, log_flow } = self.net.forward(&x_in, &temb, flows)?;
+        let out = detach(out);
         let (mu, log_var) = self.drift(&out, score.as_deref(), scale.map(detach).as_ref())?;
         let log_pf = self.log_pf_rows(&x_in, &x_next, &mu, log_var.as_ref())?.reshape((t_steps, n))?.t()?.contiguous()?;
         // log P_B: per-row bridge coefficients (zero for step 0, whose move is deterministic).
@@ -434,17 +458,18 @@ impl Diffusion {
         let r = (&x_in - x_next.broadcast_mul(&to_tensor(&a, rows, 1, dtype)?)?)?;
         let quad = r.sqr()?.sum(1)?.mul(&to_tensor(&inv_v, rows, 1, dtype)?.squeeze(1)?)?;
         let log_pb = ((quad * -0.5)? - to_tensor(&c, rows, 1, dtype)?.squeeze(1)?)?.reshape((t_steps, n))?.t()?.contiguous()?;
-        let log_f = if flows {
-            let mut lf = out.narrow(1, 2 * d, 1)?.squeeze(1)?;
+        let log_f = if let Some(lf) = log_flow {
+            let mut lf = detach(lf);
             if spec.forward_looking {
                 let mut prior = vec![0.0; rows];
-                for i in 1..t_steps {
-                    let v = self.flow_prior(&xs[i * block..(i + 1) * block], &log_r_rows[i * n..(i + 1) * n], i);
+                for i in 0..t_steps {
+                    let log_r_i = if i == 0 { &[][..] } else { &log_r_rows[i * n..(i + 1) * n] };
+                    let v = self.flow_prior(&xs[i * block..(i + 1) * block], log_r_i, i);
                     prior[i * n..(i + 1) * n].copy_from_slice(&v);
                 }
                 lf = (lf + to_tensor(&prior, rows, 1, dtype)?.squeeze(1)?)?;
             }
-            Some(lf.reshape((t_steps, n))?.narrow(0, 1, t_steps - 1)?.t()?.contiguous()?)
+            Some(lf.reshape((t_steps, n))?.t()?.contiguous()?)
         } else {
             None
         };
@@ -461,27 +486,28 @@ impl Diffusion {
     pub fn gradients(&self, loss: &Tensor) -> Result<Gradients> {
         let value = fab_core::to_f64_vec(loss)?[0];
         if !value.is_finite() {
-            return Ok(Gradients { loss: value, policy: None, log_z: None });
+            return Ok(Gradients { loss: value, policy: None, flow: None });
         }
         let store = loss.backward()?;
         Ok(Gradients {
             loss: value,
             policy: Some(self.params.grads_from_store(&store)),
-            log_z: Some(self.z_params.grads_from_store(&store)),
+            flow: Some(self.flow_params.grads_from_store(&store)),
         })
     }
 
-    /// Saves parameters under `prefix` into `dir`.
+    /// Saves parameters under `prefix` into `dir` (the flow group keeps the file name
+    /// `{prefix}_log_z.safetensors` it had when it held log Z alone).
     pub fn save(&self, dir: &Path, prefix: &str) -> Result<()> {
         self.params.save(&dir.join(format!("{prefix}_policy.safetensors")))?;
-        self.z_params.save(&dir.join(format!("{prefix}_log_z.safetensors")))?;
+        self.flow_params.save(&dir.join(format!("{prefix}_log_z.safetensors")))?;
         Ok(())
     }
 
     /// Loads what [`save`](Self::save) wrote.
     pub fn load(&mut self, dir: &Path, prefix: &str) -> Result<()> {
         self.params.load(&dir.join(format!("{prefix}_policy.safetensors")))?;
-        self.z_params.load(&dir.join(format!("{prefix}_log_z.safetensors")))?;
+        self.flow_params.load(&dir.join(format!("{prefix}_log_z.safetensors")))?;
         Ok(())
     }
 }
@@ -491,7 +517,7 @@ impl Diffusion {
 pub struct OptimSpec {
     /// Policy learning rate.
     pub lr: f64,
-    /// log Z learning rate.
+    /// Learning rate of the flow group (log Z and the log-flow head).
     pub lr_log_z: f64,
     /// L2 weight decay of the policy parameters.
     pub weight_decay: f64,
@@ -499,13 +525,13 @@ pub struct OptimSpec {
     pub clip: Option<f64>,
 }
 
-/// A sampler with its Adam optimisers (policy and log Z groups).
+/// A sampler with its Adam optimisers (policy and flow groups).
 #[derive(Debug)]
 pub struct Learner {
     /// The sampler.
     pub model: Diffusion,
     adam: Adam,
-    adam_z: Adam,
+    adam_flow: Adam,
     optim: OptimSpec,
 }
 
@@ -517,22 +543,22 @@ pub struct Gradients {
     pub loss: f64,
     /// Gradients of the policy parameters.
     pub policy: Option<Grads>,
-    /// Gradient of log Z.
-    pub log_z: Option<Grads>,
+    /// Gradients of the flow group (log Z and the log-flow head).
+    pub flow: Option<Grads>,
 }
 
 impl Gradients {
     /// Adds the loss and gradients of another chunk of the same batch.
     pub fn accumulate(&mut self, other: &Gradients) -> Result<()> {
         self.loss += other.loss;
-        match (&mut self.policy, &other.policy, &mut self.log_z, &other.log_z) {
+        match (&mut self.policy, &other.policy, &mut self.flow, &other.flow) {
             (Some(g), Some(h), Some(gz), Some(hz)) => {
                 g.accumulate(h)?;
                 gz.accumulate(hz)?;
             }
             _ => {
                 self.policy = None;
-                self.log_z = None;
+                self.flow = None;
             }
         }
         Ok(())
@@ -555,14 +581,14 @@ impl Learner {
     pub fn new(model: Diffusion, optim: OptimSpec) -> Result<Self> {
         let adam = Adam::new(model.params(), AdamConfig { lr: optim.lr, weight_decay: optim.weight_decay, ..Default::default() })
             .map_err(Error::family)?;
-        let adam_z = Adam::new(model.log_z_params(), AdamConfig { lr: optim.lr_log_z, ..Default::default() }).map_err(Error::family)?;
-        Ok(Self { model, adam, adam_z, optim })
+        let adam_flow = Adam::new(model.flow_params(), AdamConfig { lr: optim.lr_log_z, ..Default::default() }).map_err(Error::family)?;
+        Ok(Self { model, adam, adam_flow, optim })
     }
 
     /// Multiplies both learning rates' base values by `factor` (a multi-step schedule).
     pub fn set_lr_factor(&mut self, factor: f64) -> Result<()> {
         self.adam.set_learning_rate(self.optim.lr * factor).map_err(Error::family)?;
-        self.adam_z.set_learning_rate(self.optim.lr_log_z * factor).map_err(Error::family)?;
+        self.adam_flow.set_learning_rate(self.optim.lr_log_z * factor).map_err(Error::family)?;
         Ok(())
     }
 
@@ -581,7 +607,7 @@ impl Learner {
     /// One Adam step to both groups from gradients (summed over the chunks of a batch, for
     /// instance); skipped, with nothing changed, if the loss or the gradient norm is not finite.
     pub fn apply_gradients(&mut self, g: Gradients) -> Result<StepResult> {
-        let Gradients { loss: value, policy: g, log_z: gz } = g;
+        let Gradients { loss: value, policy: g, flow: gz } = g;
         let (Some(mut g), Some(mut gz)) = (g, gz) else {
             return Ok(StepResult { loss: value, grad_norm: f64::NAN, skipped: true });
         };
@@ -592,7 +618,7 @@ impl Learner {
         }
         let outcome = self.adam.step_clipped(&self.model.params, &mut g, self.optim.clip).map_err(Error::family)?;
         if gz.0.iter().any(Option::is_some) {
-            self.adam_z.step_clipped(&self.model.z_params, &mut gz, None).map_err(Error::family)?;
+            self.adam_flow.step_clipped(&self.model.flow_params, &mut gz, None).map_err(Error::family)?;
         }
         let grad_norm = match outcome {
             StepOutcome::Applied { grad_norm } => grad_norm,
@@ -605,7 +631,7 @@ impl Learner {
     pub fn save(&self, dir: &Path, prefix: &str) -> Result<()> {
         self.model.save(dir, prefix)?;
         self.adam.save(&dir.join(format!("{prefix}_adam.safetensors"))).map_err(Error::family)?;
-        self.adam_z.save(&dir.join(format!("{prefix}_adam_log_z.safetensors"))).map_err(Error::family)?;
+        self.adam_flow.save(&dir.join(format!("{prefix}_adam_log_z.safetensors"))).map_err(Error::family)?;
         Ok(())
     }
 
@@ -613,7 +639,7 @@ impl Learner {
     pub fn load(&mut self, dir: &Path, prefix: &str) -> Result<()> {
         self.model.load(dir, prefix)?;
         self.adam.load(&dir.join(format!("{prefix}_adam.safetensors"))).map_err(Error::family)?;
-        self.adam_z.load(&dir.join(format!("{prefix}_adam_log_z.safetensors"))).map_err(Error::family)?;
+        self.adam_flow.load(&dir.join(format!("{prefix}_adam_log_z.safetensors"))).map_err(Error::family)?;
         Ok(())
     }
 }

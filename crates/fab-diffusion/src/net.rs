@@ -11,9 +11,12 @@
 //!   2×[Linear GELU]; state 2×[Linear GELU]; joint on the **concatenation**: 2×[Linear GELU],
 //!   Linear.
 //!
-//! Outputs per row: `[drift (d) | raw log-variance (d) | log-flow (1, when asked for)]`. The
-//! Langevin scale NN₂ ([`LangevinScale`]) is a separate network of time only whose output layer
-//! starts at weight 0, bias 0.01.
+//! Outputs per row: `[drift (d) | raw log-variance (d)]`. DB and SubTB add a log-flow head: a
+//! separate small network on the same state and time encodings (for the PIS shape GELU,
+//! 2×[Linear GELU], Linear to 1 on their sum; for the AT shape Linear GELU Linear GELU Linear to 1
+//! on their concatenation), whose own parameters train in the flow group at `train.lr_log_z`
+//! (`docs/DIFFUSION.md`, "Networks"). The Langevin scale NN₂ ([`LangevinScale`]) is a separate
+//! network of time only whose output layer starts at weight 0, bias 0.01.
 
 use candle_core::{DType, Device, Tensor, Var};
 use fab_core::ParamSet;
@@ -122,8 +125,17 @@ pub struct NetShape {
     pub hidden: usize,
     /// Number of time harmonics H (features 2H).
     pub harmonics: usize,
-    /// Whether a log-flow output column is added (DB and SubTB).
+    /// Whether a log-flow head is added (DB and SubTB).
     pub flow_head: bool,
+}
+
+/// What the drift network computes at a batch of (state, time) rows.
+#[derive(Debug, Clone)]
+pub struct NetOutput {
+    /// `[m, 2d]`: drift and raw log-variance.
+    pub policy: Tensor,
+    /// `[m]`: the network part of log F, when asked for.
+    pub log_flow: Option<Tensor>,
 }
 
 /// The drift network (μ, raw log-variance and optionally log F of (x, t)).
@@ -135,11 +147,20 @@ pub struct DriftNet {
     state_layers: Vec<Linear>,
     joint_layers: Vec<Linear>,
     out: Linear,
+    flow_layers: Vec<Linear>,
 }
 
 impl DriftNet {
-    /// A freshly initialised network; its parameters are added to `params` under `prefix`.
-    pub fn new(shape: NetShape, params: &mut ParamSet, prefix: &str, dtype: DType, rng: &mut dyn RngCore) -> Result<Self> {
+    /// A freshly initialised network: the policy's parameters are added to `params` and the
+    /// log-flow head's (if any) to `flow_params`, both under `prefix`.
+    pub fn new(
+        shape: NetShape,
+        params: &mut ParamSet,
+        flow_params: &mut ParamSet,
+        prefix: &str,
+        dtype: DType,
+        rng: &mut dyn RngCore,
+    ) -> Result<Self> {
         let (h, d, f) = (shape.hidden, shape.dim, 2 * shape.harmonics);
         let time_features = TimeFeatures::new(shape.arch, shape.harmonics, params, &format!("{prefix}.time"), dtype)?;
         let mut lin = |name: &str, i: usize, o: usize, init: Init| Linear::new(params, &format!("{prefix}.{name}"), i, o, init, dtype, rng);
@@ -153,8 +174,18 @@ impl DriftNet {
                 vec![lin("joint.0", 2 * h, h, Init::Torch)?, lin("joint.1", h, h, Init::Torch)?],
             ),
         };
-        let out = lin("out", h, 2 * d + usize::from(shape.flow_head), Init::Zero)?;
-        Ok(Self { shape, time_features, time_layers, state_layers, joint_layers, out })
+        let out = lin("out", h, 2 * d, Init::Zero)?;
+        let mut flow_layers = Vec::new();
+        if shape.flow_head {
+            let mut lin =
+                |name: &str, i: usize, o: usize| Linear::new(flow_params, &format!("{prefix}.flow.{name}"), i, o, Init::Torch, dtype, rng);
+            let first_in = match shape.arch {
+                Arch::Pis => h,
+                Arch::At => 2 * h,
+            };
+            flow_layers = vec![lin("0", first_in, h)?, lin("1", h, h)?, lin("out", h, 1)?];
+        }
+        Ok(Self { shape, time_features, time_layers, state_layers, joint_layers, out, flow_layers })
     }
 
     /// The shape.
@@ -174,18 +205,21 @@ impl DriftNet {
         })
     }
 
-    /// Outputs `[m, 2d (+1)]` at states `x: [m, d]` and time embeddings `temb: [g, hidden]`
-    /// for g equal blocks of rows (g = 1: one time for all rows; g = T: step-major rows).
-    pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
+    /// Outputs at states `x: [m, d]` and time embeddings `temb: [g, hidden]` for g equal blocks
+    /// of rows (g = 1: one time for all rows; g = T: step-major rows); `with_flow`: also the
+    /// log-flow head (an error for a network without one).
+    pub fn forward(&self, x: &Tensor, temb: &Tensor, with_flow: bool) -> Result<NetOutput> {
+        if with_flow && self.flow_layers.is_empty() {
+            return Err(crate::Error::Config("log-flows asked of a network without a flow head".into()));
+        }
         let m = x.dim(0)?;
-        let z = match self.shape.arch {
+        // The joint input: the sum (PIS) or concatenation (AT) of the two encodings, which the
+        // flow head reads too.
+        let (mut z, joint_in) = match self.shape.arch {
             Arch::Pis => {
                 let s = self.state_layers[0].forward(x)?;
-                let mut z = gelu(&add_grouped(&s, temb)?)?;
-                for l in &self.joint_layers {
-                    z = gelu(&l.forward(&z)?)?;
-                }
-                z
+                let z = gelu(&add_grouped(&s, temb)?)?;
+                (z.clone(), z)
             }
             Arch::At => {
                 let mut s = x.clone();
@@ -194,14 +228,24 @@ impl DriftNet {
                 }
                 let (g, h) = temb.dims2()?;
                 let t = temb.unsqueeze(1)?.broadcast_as((g, m / g, h))?.reshape((m, h))?;
-                let mut z = Tensor::cat(&[&s, &t], 1)?;
-                for l in &self.joint_layers {
-                    z = gelu(&l.forward(&z)?)?;
-                }
-                z
+                let z = Tensor::cat(&[&s, &t], 1)?;
+                (z.clone(), z)
             }
         };
-        self.out.forward(&z)
+        for l in &self.joint_layers {
+            z = gelu(&l.forward(&z)?)?;
+        }
+        let policy = self.out.forward(&z)?;
+        let log_flow = if with_flow {
+            let mut f = joint_in;
+            for l in &self.flow_layers[..self.flow_layers.len() - 1] {
+                f = gelu(&l.forward(&f)?)?;
+            }
+            Some(self.flow_layers[self.flow_layers.len() - 1].forward(&f)?.squeeze(1)?)
+        } else {
+            None
+        };
+        Ok(NetOutput { policy, log_flow })
     }
 }
 

@@ -34,7 +34,7 @@ pub enum Objective {
 }
 
 impl Objective {
-    /// Whether the objective needs log-flows of the intermediate states.
+    /// Whether the objective needs log-flows of the states x_0..x_{T−1} (log F(x_0) = log Z).
     pub fn needs_flows(&self) -> bool {
         matches!(self, Objective::Db | Objective::SubTb { .. })
     }
@@ -44,7 +44,8 @@ impl Objective {
         matches!(self, Objective::Pis)
     }
 
-    /// Whether the objective uses the learned log Z (VarGrad and PIS do not).
+    /// Whether the objective learns log Z (VarGrad and PIS do not; DB and SubTB learn it as
+    /// log F(x_0)).
     pub fn uses_log_z(&self) -> bool {
         !matches!(self, Objective::VarGrad | Objective::Pis)
     }
@@ -69,7 +70,8 @@ impl BatchPart {
 }
 
 /// The loss of `paths` under `objective`, with training log-rewards `log_r` (usually
-/// `paths.log_r`) and the learned `log_z` (`[1]`). `score_end` is ∇log R at the end points
+/// `paths.log_r`) and the learned scalar `log_z` (`[1]`, read by TB only: DB and SubTB take
+/// log Z = log F(x_0) from the paths' log-flows). `score_end` is ∇log R at the end points
 /// (needed by PIS only: the gradient of log R through x_T). For one chunk of a batch (`part`),
 /// the chunks' losses and gradients add up to those of the whole batch.
 pub fn loss(
@@ -109,7 +111,7 @@ pub fn loss(
             ((((pf - pb)? - lr_path)?.sum_all()? / per_path)? / d as f64)?.reshape(1)?
         }
         Objective::Db => {
-            let a = flow_terms(paths, &lr, log_z)?;
+            let a = flow_terms(paths, &lr)?;
             let t = paths.log_pf.dim(1)?;
             let steps = (&paths.log_pf - &paths.log_pb)?;
             let f_from = a.narrow(1, 0, t)?;
@@ -118,7 +120,7 @@ pub fn loss(
             ((r.sqr()?.sum(1)?.sum_all()? / per_path)? * 0.5)?.reshape(1)?
         }
         Objective::SubTb { lambda } => {
-            let f = flow_terms(paths, &lr, log_z)?;
+            let f = flow_terms(paths, &lr)?;
             let t = paths.log_pf.dim(1)?;
             // A_i = log F_i − Σ_{k<i}(log P_F − log P_B)_k; a sub-trajectory residual is A_i − A_j.
             let steps = (&paths.log_pf - &paths.log_pb)?;
@@ -131,12 +133,10 @@ pub fn loss(
     })
 }
 
-/// log F_0..T as `[n, T+1]`: log Z, the network's log-flows, log R.
-fn flow_terms(paths: &Paths, log_r: &Tensor, log_z: &Tensor) -> Result<Tensor> {
-    let n = paths.n;
-    let mid = paths.log_f.as_ref().ok_or_else(|| crate::Error::Config("DB and SubTB need paths evaluated with log-flows".into()))?;
-    let z = log_z.broadcast_as((n, 1))?.contiguous()?;
-    Ok(Tensor::cat(&[&z, mid, &log_r.unsqueeze(1)?], 1)?)
+/// log F_0..T as `[n, T+1]`: the log-flows of x_0..x_{T−1} (log F(x_0) being log Z) and log R.
+fn flow_terms(paths: &Paths, log_r: &Tensor) -> Result<Tensor> {
+    let f = paths.log_f.as_ref().ok_or_else(|| crate::Error::Config("DB and SubTB need paths evaluated with log-flows".into()))?;
+    Ok(Tensor::cat(&[f, &log_r.unsqueeze(1)?], 1)?)
 }
 
 /// The SubTB weights c_ij = λ^{j−i} / Σ_{i′<j′} λ^{j′−i′} for 0 ≤ i < j ≤ T (0 elsewhere),

@@ -37,7 +37,7 @@ fn spec(arch: Arch, langevin: bool, learned_variance: bool, flow_head: bool) -> 
 /// inner gradients vanish.
 fn perturb(model: &Diffusion, seed: u64) {
     let mut rng = seeded_rng(seed, 77);
-    for (_, var) in model.params().iter().chain(model.log_z_params().iter()) {
+    for (_, var) in model.params().iter().chain(model.flow_params().iter()) {
         let t = var.as_tensor();
         let v: Vec<f64> = t.flatten_all().unwrap().to_vec1::<f64>().unwrap().iter().map(|x| x + rng.random_range(-0.5..0.5)).collect();
         var.set(&Tensor::from_vec(v, t.dims(), t.device()).unwrap()).unwrap();
@@ -97,7 +97,7 @@ fn check(arch: Arch, objective: Objective, langevin: bool, learned_variance: boo
     let mut pick = seeded_rng(3, 3);
     let mut checked = 0;
     let mut nonzero = 0;
-    for (name, var) in model.params().iter().chain(model.log_z_params().iter()) {
+    for (name, var) in model.params().iter().chain(model.flow_params().iter()) {
         let g: Vec<f64> = match store.get(var.as_tensor()) {
             Some(g) => g.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
             None => vec![0.0; var.as_tensor().elem_count()],
@@ -180,7 +180,7 @@ fn chunk_gradients_add_up_to_the_whole_batch() {
         let sum = sum.unwrap();
         assert!((sum.loss - g.loss).abs() < 1e-12 * (1.0 + g.loss.abs()), "{objective:?}: loss {} vs {}", sum.loss, g.loss);
         let flat = |gr: &fab_diffusion::model::Gradients| -> Vec<f64> {
-            let all = gr.policy.as_ref().unwrap().0.iter().chain(gr.log_z.as_ref().unwrap().0.iter());
+            let all = gr.policy.as_ref().unwrap().0.iter().chain(gr.flow.as_ref().unwrap().0.iter());
             all.flat_map(|t| t.as_ref().map_or_else(Vec::new, |t| t.flatten_all().unwrap().to_vec1::<f64>().unwrap())).collect()
         };
         let (a, b) = (flat(&g), flat(&sum));
@@ -237,5 +237,52 @@ fn untrained_policy_is_brownian_motion() {
         let x = &p.ends(2)[2 * k..2 * k + 2];
         let exact = -0.5 * (x[0] * x[0] + x[1] * x[1]) / s2 - (2.0 * std::f64::consts::PI * s2).ln();
         assert!((q - exact).abs() < 1e-9, "path {k}: {q} vs {exact}");
+    }
+}
+
+/// DB and SubTB read log F(x_0..x_{T−1}) from the log-flow head: the same values whether paths
+/// are walked or re-evaluated; log F(x_0) is the model's learned log Z; the forward-looking part
+/// is (1 − t_i)·log N(x_i; 0, σ² max(1,i)Δt·I) + t_i·log R(x_i), computed here independently; and
+/// the head's parameters train in the flow group, not with the policy.
+#[test]
+fn log_flows_come_from_the_head_with_log_z_at_the_start() {
+    let target = target();
+    for arch in [Arch::Pis, Arch::At] {
+        let fl = spec(arch, true, false, true);
+        let plain = ModelSpec { forward_looking: false, ..fl.clone() };
+        let model = Diffusion::new(fl.clone(), &mut seeded_rng(1, 0)).unwrap();
+        let bare = Diffusion::new(plain, &mut seeded_rng(1, 0)).unwrap();
+        perturb(&model, 2);
+        perturb(&bare, 2);
+        assert!(model.flow_params().iter().any(|(name, _)| name.contains(".flow.")), "{arch:?}: head not in the flow group");
+        assert!(model.params().iter().all(|(name, _)| !name.contains(".flow.")), "{arch:?}: head in the policy group");
+        let n = 7;
+        let a = model.paths(&target, n, Source::Forward { exploration: 0.1 }, Track::None, true, &mut seeded_rng(4, 0)).unwrap();
+        let b = model.paths(&target, n, Source::Given(&a.x), Track::Params, true, &mut seeded_rng(5, 0)).unwrap();
+        let c = bare.paths(&target, n, Source::Given(&a.x), Track::None, true, &mut seeded_rng(5, 0)).unwrap();
+        let rows = |p: &fab_diffusion::model::Paths| p.log_f.as_ref().unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let (fa, fb, fc) = (rows(&a), rows(&b), rows(&c));
+        let t_steps = fl.process.n_steps;
+        assert_eq!(fa.len(), n * t_steps);
+        for (x, y) in fa.iter().zip(&fb) {
+            assert!((x - y).abs() < 1e-10, "{arch:?}: walked {x} vs re-evaluated {y}");
+        }
+        let log_z = model.log_z();
+        let dt = 1.0 / t_steps as f64;
+        let s2 = fl.process.t_scale;
+        for k in 0..n {
+            assert!((fa[k * t_steps] - log_z).abs() < 1e-10, "{arch:?}: log F(x_0) {} vs log Z {log_z}", fa[k * t_steps]);
+            for i in 0..t_steps {
+                let x = &a.x[(i * n + k) * 2..(i * n + k) * 2 + 2];
+                let v = s2 * (i.max(1) as f64) * dt;
+                let log_n = -0.5 * (x[0] * x[0] + x[1] * x[1]) / v - (2.0 * std::f64::consts::PI * v).ln();
+                let xt = Tensor::from_slice(x, (1, 2), &candle_core::Device::Cpu).unwrap();
+                let log_r = fab_core::to_f64_vec(&target.log_prob(&xt).unwrap()).unwrap()[0];
+                let t = i as f64 * dt;
+                let expected = (1.0 - t) * log_n + if i == 0 { 0.0 } else { t * log_r };
+                let got = fa[k * t_steps + i] - fc[k * t_steps + i];
+                assert!((got - expected).abs() < 1e-9, "{arch:?} step {i}: forward-looking part {got} vs {expected}");
+            }
+        }
     }
 }
