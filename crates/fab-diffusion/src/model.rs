@@ -238,9 +238,6 @@ impl Diffusion {
                 )));
             }
         }
-        if flows && !self.spec.shape.flow_head {
-            return Err(Error::Config("log-flows asked of a network without a flow head".into()));
-        }
         match (source, track) {
             (Source::Forward { exploration }, Track::Path | Track::None) => Ok(self.walk(target, n, exploration, track, flows, rng)?.0),
             (Source::Forward { exploration }, Track::Params) => {

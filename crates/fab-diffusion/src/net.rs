@@ -209,17 +209,13 @@ impl DriftNet {
     /// of rows (g = 1: one time for all rows; g = T: step-major rows); `with_flow`: also the
     /// log-flow head (an error for a network without one).
     pub fn forward(&self, x: &Tensor, temb: &Tensor, with_flow: bool) -> Result<NetOutput> {
-        if with_flow && self.flow_layers.is_empty() {
-            return Err(crate::Error::Config("log-flows asked of a network without a flow head".into()));
-        }
         let m = x.dim(0)?;
         // The joint input: the sum (PIS) or concatenation (AT) of the two encodings, which the
         // flow head reads too.
-        let (mut z, joint_in) = match self.shape.arch {
+        let joint_in = match self.shape.arch {
             Arch::Pis => {
                 let s = self.state_layers[0].forward(x)?;
-                let z = gelu(&add_grouped(&s, temb)?)?;
-                (z.clone(), z)
+                gelu(&add_grouped(&s, temb)?)?
             }
             Arch::At => {
                 let mut s = x.clone();
@@ -228,22 +224,24 @@ impl DriftNet {
                 }
                 let (g, h) = temb.dims2()?;
                 let t = temb.unsqueeze(1)?.broadcast_as((g, m / g, h))?.reshape((m, h))?;
-                let z = Tensor::cat(&[&s, &t], 1)?;
-                (z.clone(), z)
+                Tensor::cat(&[&s, &t], 1)?
             }
         };
+        let mut z = joint_in.clone();
         for l in &self.joint_layers {
             z = gelu(&l.forward(&z)?)?;
         }
         let policy = self.out.forward(&z)?;
-        let log_flow = if with_flow {
-            let mut f = joint_in;
-            for l in &self.flow_layers[..self.flow_layers.len() - 1] {
-                f = gelu(&l.forward(&f)?)?;
+        let log_flow = match (with_flow, self.flow_layers.split_last()) {
+            (false, _) => None,
+            (true, None) => return Err(crate::Error::Config("log-flows asked of a network without a flow head".into())),
+            (true, Some((last, hidden))) => {
+                let mut f = joint_in;
+                for l in hidden {
+                    f = gelu(&l.forward(&f)?)?;
+                }
+                Some(last.forward(&f)?.squeeze(1)?)
             }
-            Some(self.flow_layers[self.flow_layers.len() - 1].forward(&f)?.squeeze(1)?)
-        } else {
-            None
         };
         Ok(NetOutput { policy, log_flow })
     }

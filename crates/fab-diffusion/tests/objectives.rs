@@ -243,7 +243,8 @@ fn untrained_policy_is_brownian_motion() {
 /// DB and SubTB read log F(x_0..x_{T−1}) from the log-flow head: the same values whether paths
 /// are walked or re-evaluated; log F(x_0) is the model's learned log Z; the forward-looking part
 /// is (1 − t_i)·log N(x_i; 0, σ² max(1,i)Δt·I) + t_i·log R(x_i), computed here independently; and
-/// the head's parameters train in the flow group, not with the policy.
+/// the head's parameters train in the flow group, not with the policy; a network without a
+/// head refuses to give log-flows.
 #[test]
 fn log_flows_come_from_the_head_with_log_z_at_the_start() {
     let target = target();
@@ -256,6 +257,11 @@ fn log_flows_come_from_the_head_with_log_z_at_the_start() {
         perturb(&bare, 2);
         assert!(model.flow_params().iter().any(|(name, _)| name.contains(".flow.")), "{arch:?}: head not in the flow group");
         assert!(model.params().iter().all(|(name, _)| !name.contains(".flow.")), "{arch:?}: head in the policy group");
+        let headless = Diffusion::new(spec(arch, true, false, false), &mut seeded_rng(1, 0)).unwrap();
+        for track in [Track::None, Track::Params] {
+            let asked = headless.paths(&target, 3, Source::Forward { exploration: 0.0 }, track, true, &mut seeded_rng(4, 0));
+            assert!(asked.is_err(), "{arch:?}: log-flows of a network without a head were not refused");
+        }
         let n = 7;
         let a = model.paths(&target, n, Source::Forward { exploration: 0.1 }, Track::None, true, &mut seeded_rng(4, 0)).unwrap();
         let b = model.paths(&target, n, Source::Given(&a.x), Track::Params, true, &mut seeded_rng(5, 0)).unwrap();
