@@ -125,10 +125,22 @@ impl Linear {
         gx: Option<&mut [T]>,
     ) -> Result<()> {
         if let Some((gw, gb)) = grads {
-            matmul(gw, gy, true, x, false, self.out_features, n, self.in_features, true);
-            column_sums_into(gb, gy);
+            self.cpu_param_grads_into(x, gy, n, gw, gb);
         }
-        let Some(gx) = gx else { return Ok(()) };
+        match gx {
+            Some(gx) => self.cpu_input_grad_into(gy, n, gx),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds ∂L/∂W = gyᵀ x to `gw` and ∂L/∂b = Σ_rows gy to `gb`.
+    pub(crate) fn cpu_param_grads_into<T: Real>(&self, x: &[T], gy: &[T], n: usize, gw: &mut [T], gb: &mut [T]) {
+        matmul(gw, gy, true, x, false, self.out_features, n, self.in_features, true);
+        column_sums_into(gb, &gy[..n * self.out_features]);
+    }
+
+    /// ∂L/∂x = gy W into `gx` (`[n, in]`, overwritten whatever it held).
+    pub(crate) fn cpu_input_grad_into<T: Real>(&self, gy: &[T], n: usize, gx: &mut [T]) -> Result<()> {
         with_slices::<T, _>(&[&self.weight], |p| {
             matmul(&mut gx[..n * self.in_features], gy, false, p[0], false, n, self.out_features, self.in_features, false);
             Ok(())
@@ -250,26 +262,39 @@ impl Mlp {
         mut pgrads: Option<&mut [Vec<T>]>,
         want_input_grad: bool,
     ) -> Result<Option<Vec<T>>> {
+        // Buffers no longer needed (the last layer's input, earlier gradients) are reused for
+        // the next input gradient, which the product overwrites: no zero-filled allocation
+        // beyond the first hidden gradient.
+        let mut inputs = tape.inputs;
+        let mut spare: Vec<Vec<T>> = Vec::new();
         let mut g = gout;
-        let nl = self.layers.len();
-        for i in (0..nl).rev() {
-            let x = &tape.inputs[i];
-            let grads = pgrads.as_deref_mut().map(|pg| {
+        for i in (0..self.layers.len()).rev() {
+            let layer = &self.layers[i];
+            if let Some(pg) = pgrads.as_deref_mut() {
                 let (w, rest) = pg[2 * i..2 * i + 2].split_at_mut(1);
-                (w[0].as_mut_slice(), rest[0].as_mut_slice())
-            });
-            let need_gx = i > 0 || want_input_grad;
-            let gx = self.layers[i].cpu_backward(x, &g, n, grads, need_gx)?;
-            match gx {
-                Some(mut gx) => {
-                    if i > 0 {
-                        // x of layer i is the ReLU output of layer i-1.
-                        relu_backward_inplace(&mut gx, x);
-                    }
-                    g = gx;
-                }
-                None => return Ok(None),
+                layer.cpu_param_grads_into(&inputs[i], &g, n, &mut w[0], &mut rest[0]);
             }
+            if i == 0 && !want_input_grad {
+                return Ok(None);
+            }
+            let len = n * layer.in_features();
+            let mut gx = if i == 0 {
+                // The MLP's own input is not needed once its weight gradient is taken.
+                std::mem::take(&mut inputs[0])
+            } else {
+                match spare.iter().position(|b| b.len() >= len) {
+                    Some(k) => spare.swap_remove(k),
+                    None => vec![T::zero(); len],
+                }
+            };
+            gx.truncate(len);
+            layer.cpu_input_grad_into(&g, n, &mut gx)?;
+            if i > 0 {
+                // x of layer i is the ReLU output of layer i-1.
+                relu_backward_inplace(&mut gx, &inputs[i]);
+                spare.push(std::mem::take(&mut inputs[i]));
+            }
+            spare.push(std::mem::replace(&mut g, gx));
         }
         Ok(Some(g))
     }
