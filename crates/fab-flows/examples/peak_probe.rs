@@ -3,7 +3,7 @@
 //!
 //! `RAYON_NUM_THREADS=1 taskset -c 1 cargo run --release -p fab-flows --example peak_probe [reps]`
 //!
-//! 1. The core's peak: fused multiply-adds on 16 independent vector accumulators (512-bit if the
+//! 1. The core's peak: fused multiply-adds on independent vector accumulators (512-bit if the
 //!    CPU has AVX-512F, and 256-bit), the FLOP rate nothing on this core can exceed in f64.
 //! 2. Every matrix product one pass of the Many Well flow makes (B 2048, 10 layers, conditioner
 //!    16 → 320 → 320 → 32, LU mixing 32 × 32), timed alone at its own shape and layout through
@@ -55,6 +55,8 @@ fn weight_grad_products() -> Vec<Product> {
 
 fn main() {
     let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(7);
+    // As `fab train` and `benches/vs-torch` do: freed buffers are re-used, not page-faulted again.
+    fab_core::alloc::keep_freed_memory();
     let (peak512, peak256) = peak_gflops();
     let peak = peak512.unwrap_or(peak256);
     match peak512 {
@@ -152,7 +154,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Peak f64 FMA rates of this thread's core: (512-bit if available, 256-bit), GFLOP/s.
 fn peak_gflops() -> (Option<f64>, f64) {
     const ITERS: usize = 50_000_000;
-    let run = |f: &dyn Fn() -> f64, lanes: usize| {
+    let run = |f: &dyn Fn() -> f64, lanes: usize, accumulators: usize| {
         f(); // warm-up: brings the core to the frequency it holds under this load
         let mut best = 0.0f64;
         for _ in 0..3 {
@@ -161,31 +163,31 @@ fn peak_gflops() -> (Option<f64>, f64) {
             let sink = std::hint::black_box(f());
             let s = (clock_ns() - c0) as f64 * 1e-9;
             assert!(sink.is_finite(), "peak loop produced a non-finite value");
-            best = best.max(2.0 * (16 * lanes * ITERS) as f64 / s / 1e9);
+            best = best.max(2.0 * (accumulators * lanes * ITERS) as f64 / s / 1e9);
         }
         best
     };
     let p512 = if is_x86_feature_detected!("avx512f") {
         // SAFETY: avx512f was detected at run time.
-        Some(run(&|| unsafe { fma_loop_512(std::hint::black_box(ITERS)) }, 8))
+        Some(run(&|| unsafe { fma_loop_512(std::hint::black_box(ITERS)) }, 8, 16))
     } else {
         None
     };
     assert!(is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2"), "peak_probe needs AVX2 + FMA");
     // SAFETY: avx2 and fma were detected at run time.
-    let p256 = run(&|| unsafe { fma_loop_256(std::hint::black_box(ITERS)) }, 4);
+    let p256 = run(&|| unsafe { fma_loop_256(std::hint::black_box(ITERS)) }, 4, 12);
     (p512, p256)
 }
 
 macro_rules! fma_loop {
-    ($name:ident, $feat:literal, $ty:ty, $set1:ident, $fmadd:ident, $store:ident, $lanes:literal) => {
+    ($name:ident, $feat:literal, $ty:ty, $set1:ident, $fmadd:ident, $store:ident, $lanes:literal, $acc:literal) => {
         #[target_feature(enable = $feat)]
         unsafe fn $name(iters: usize) -> f64 {
             use std::arch::x86_64::*;
             // acc ← acc·a + b converges to b/(1−a) = 1: no overflow, no subnormals.
             let a = $set1(0.999_999);
             let b = $set1(1e-6);
-            let mut acc: [$ty; 16] = [$set1(0.5); 16];
+            let mut acc: [$ty; $acc] = [$set1(0.5); $acc];
             for _ in 0..iters {
                 for v in acc.iter_mut() {
                     *v = $fmadd(*v, a, b);
@@ -203,8 +205,10 @@ macro_rules! fma_loop {
     };
 }
 
-fma_loop!(fma_loop_512, "avx512f", __m512d, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_storeu_pd, 8);
-fma_loop!(fma_loop_256, "avx2,fma", __m256d, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_storeu_pd, 4);
+// 16 accumulators fill half of AVX-512's 32 vector registers; AVX2 has 16, so 12 there (two
+// constants must stay in registers too). Either is more than the 2 units × 4 cycles of latency.
+fma_loop!(fma_loop_512, "avx512f", __m512d, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_storeu_pd, 8, 16);
+fma_loop!(fma_loop_256, "avx2,fma", __m256d, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_storeu_pd, 4, 12);
 
 /// Nanoseconds since the first call (wall clock: run the probe pinned to an otherwise idle core;
 /// `/proc/thread-self/schedstat` advances only at scheduler ticks, too coarse for these timings).
