@@ -535,18 +535,32 @@ fn restore<C: FamilyConfig>(out: &Path, config: &C) -> Result<Run<C::Sampler>> {
         let mut run = Run::from_config(config)?;
         match run.load_checkpoint(dir) {
             Ok(()) => {
-                for why in &skipped {
-                    eprintln!("note: skipped a damaged checkpoint: {why}");
-                }
                 if !skipped.is_empty() {
+                    eprintln!("note: skipped damaged checkpoints: {}", reasons_by_checkpoint(&skipped));
                     eprintln!("note: using the older checkpoint {} (iteration {})", dir.display(), run.iteration());
                 }
                 return Ok(run);
             }
-            Err(e) => skipped.push(e.to_string()),
+            Err(e) => {
+                let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+                skipped.push((name, e.to_string()));
+            }
         }
     }
-    Err(Error::Checkpoint(format!("{}: no usable checkpoint ({})", out.display(), skipped.join("; "))))
+    Err(Error::Checkpoint(format!("{}: no usable checkpoint ({})", out.display(), reasons_by_checkpoint(&skipped))))
+}
+
+/// `(checkpoint, reason)` pairs as one line, each distinct reason once after the checkpoints it
+/// applies to (a run written by an incompatible version fails every checkpoint the same way).
+fn reasons_by_checkpoint(skipped: &[(String, String)]) -> String {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (name, why) in skipped {
+        match groups.iter_mut().find(|(w, _)| *w == why.as_str()) {
+            Some((_, names)) => names.push(name),
+            None => groups.push((why, vec![name])),
+        }
+    }
+    groups.iter().map(|(why, names)| format!("{}: {why}", names.join(", "))).collect::<Vec<_>>().join("; ")
 }
 
 /// Keeps only the lines of `metrics.jsonl` up to `iteration` (after a resume, the lines the
@@ -943,6 +957,17 @@ pub fn export_model<C: FamilyConfig>(run_dir: &Path, out: &Path, build: Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_shared_by_checkpoints_are_given_once() {
+        let skipped = [
+            ("iter_3".to_string(), "shape differs".to_string()),
+            ("iter_2".into(), "checksum".into()),
+            ("iter_1".into(), "shape differs".into()),
+        ];
+        assert_eq!(reasons_by_checkpoint(&skipped), "iter_3, iter_1: shape differs; iter_2: checksum");
+        assert_eq!(reasons_by_checkpoint(&[]), "");
+    }
 
     #[test]
     fn counts_are_written_as_integers_and_other_metrics_as_floats() {
