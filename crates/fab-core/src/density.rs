@@ -162,14 +162,21 @@ impl LogDensity for Counted<'_> {
 ///
 /// The points are wrapped in a fresh [`Var`], so no gradient reaches any caller's graph. Rows are
 /// independent, so differentiating the sum gives every row's gradient at once.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the log-density's graph does not reach the points (it was
+/// computed outside candle's differentiable operations, e.g. on host copies): it then has no
+/// gradient, and HMC, MALA or a Langevin-parametrised drift would silently see a zero one.
 pub fn autodiff_log_prob_and_grad<D: LogDensity + ?Sized>(density: &D, x: &Tensor) -> Result<(Tensor, Tensor)> {
     let xv = Var::from_tensor(&x.detach())?;
     let lp = density.log_prob(xv.as_tensor())?;
     let grads = lp.sum_all()?.backward()?;
-    let g = match grads.get(xv.as_tensor()) {
-        Some(g) => g.clone(),
-        None => xv.as_tensor().zeros_like()?,
-    };
+    let g = grads.get(xv.as_tensor()).cloned().ok_or_else(|| {
+        Error::invalid(
+            "the log-density has no gradient: its value does not depend on the points through differentiable candle operations \
+             (give the target a log_prob_and_grad, or do not use a method that needs ∇log p)",
+        )
+    })?;
     Ok((lp.detach(), g))
 }
 

@@ -538,8 +538,8 @@ impl DiffusionConfig {
         if !tr.alpha.is_finite() || tr.clip_grad_norm.is_nan() {
             return Err(err("teacher.alpha and teacher.clip_grad_norm must be numbers"));
         }
-        if !(tr.threshold_quantile >= 0.0 && tr.threshold_quantile <= 1.0) {
-            return Err(err(format!("teacher.threshold_quantile = {}: must be in [0, 1]", tr.threshold_quantile)));
+        if !(tr.threshold_quantile > 0.0 && tr.threshold_quantile < 1.0) {
+            return Err(err(format!("teacher.threshold_quantile = {}: must be in (0, 1)", tr.threshold_quantile)));
         }
         if tr.adv_freq == 0 {
             return Err(err("teacher.adv_freq = 0: must be ≥ 1"));

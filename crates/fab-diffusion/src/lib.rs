@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod host;
 pub mod model;
 pub mod net;
 pub mod objectives;

@@ -11,6 +11,7 @@ use fab_optim::{Adam, AdamConfig, StepOutcome};
 use rand::RngCore;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::host::{Acts, HostFloat, HostNet};
 use crate::net::{DriftNet, LangevinScale, NetOutput, NetShape};
 use crate::process::{Process, HALF_LOG_2PI};
 use crate::{Error, Result};
@@ -56,6 +57,11 @@ pub enum Track {
     Params,
     /// Reparameterised: gradients also flow through the sampled points (PIS).
     Path,
+    /// As [`Track::Params`], but recorded on the hand-written host path (`crate::host`) when
+    /// the paths need no log-flows: `log_pf` is then a leaf of the graph, and
+    /// [`Diffusion::gradients_of`] carries its gradient on to the parameters by hand. Falls back
+    /// to [`Track::Params`] otherwise (or when the host path is switched off).
+    Tape,
 }
 
 /// Target terms a forward walk computed at every step (step-major rows).
@@ -94,6 +100,97 @@ pub struct Paths {
     pub log_f: Option<Tensor>,
     /// log R(x_T) (host).
     pub log_r: Vec<f64>,
+    /// The host path's record for the backward pass ([`Track::Tape`]).
+    tape: Option<Box<dyn TapeBackward>>,
+}
+
+/// What a recorded host forward pass needs to carry ∂L/∂log P_F on to the parameters.
+trait TapeBackward: std::fmt::Debug + Send + Sync {
+    /// The `log_pf` leaf.
+    fn log_pf(&self) -> &Tensor;
+    /// The policy's gradients from ∂L/∂log P_F (`[n, T]`, path-major).
+    fn backward(&self, model: &Diffusion, g_log_pf: &[f64]) -> Result<Grads>;
+}
+
+/// The record of [`Diffusion::host_paths`] (rows step-major: row i·n + k is path k at step i).
+#[derive(Debug)]
+struct HostTape<T> {
+    net: HostNet<T>,
+    acts: Acts<T>,
+    n: usize,
+    steps: usize,
+    log_pf: Tensor,
+    /// ∂log P_F/∂μ_j per row (0 where the drift was clipped), `[rows, d]`.
+    mu_factor: Vec<f64>,
+    /// ∂log P_F/∂(raw log-variance output)_j per row with learned variance, `[rows, d]`.
+    raw_factor: Vec<f64>,
+    /// Σ_j ∂log P_F/∂μ_j · score_j per row with the Langevin parametrisation, `[rows]`.
+    score_dot: Vec<f64>,
+    /// The time embeddings `[T, hidden]` on the graph, and their host values.
+    temb: Tensor,
+    temb_host: Vec<T>,
+    /// The Langevin scales `[T, 1]` on the graph.
+    scale: Option<Tensor>,
+}
+
+impl<T: HostFloat> TapeBackward for HostTape<T> {
+    fn log_pf(&self) -> &Tensor {
+        &self.log_pf
+    }
+
+    fn backward(&self, model: &Diffusion, g: &[f64]) -> Result<Grads> {
+        let (n, steps, d) = (self.n, self.steps, model.spec.process.dim);
+        let od = self.net.out.n_out;
+        let rows = steps * n;
+        let mut g_out = vec![T::zero(); rows * od];
+        let mut g_scale = vec![0.0; steps];
+        for i in 0..steps {
+            for k in 0..n {
+                let c = g[k * steps + i];
+                let r = i * n + k;
+                let row = &mut g_out[r * od..(r + 1) * od];
+                for j in 0..d {
+                    row[j] = T::of(c * self.mu_factor[r * d + j]);
+                }
+                if !self.raw_factor.is_empty() {
+                    for j in 0..d {
+                        row[d + j] = T::of(c * self.raw_factor[r * d + j]);
+                    }
+                }
+                if !self.score_dot.is_empty() {
+                    g_scale[i] += c * self.score_dot[r];
+                }
+            }
+        }
+        let hg = self.net.backward(&self.acts, &g_out, n, &self.temb_host);
+        let vars = model.params.vars();
+        let mut grads = Grads::empty(vars.len());
+        let mut put = |index: usize, values: Vec<T>| -> Result<()> {
+            grads.0[index] = Some(Tensor::from_vec(values, vars[index].dims(), &Device::Cpu)?);
+            Ok(())
+        };
+        for (layer, (gw, gb)) in self.net.hidden.iter().zip(hg.hidden) {
+            put(layer.w_index, gw)?;
+            put(layer.b_index, gb)?;
+        }
+        put(self.net.out.w_index, hg.out.0)?;
+        put(self.net.out.b_index, hg.out.1)?;
+        // On through the time embedding and the Langevin scale (small candle graphs of the
+        // T step times): back-propagate Σ temb ⊙ ∂L/∂temb + Σ scale ⊙ ∂L/∂scale.
+        let h = self.temb_host.len() / steps;
+        let mut surrogate = (&self.temb * Tensor::from_vec(hg.temb, (steps, h), &Device::Cpu)?)?.sum_all()?;
+        if let Some(scale) = &self.scale {
+            let gs = Tensor::from_vec(g_scale, (steps, 1), &Device::Cpu)?.to_dtype(scale.dtype())?;
+            surrogate = (surrogate + (scale * gs)?.sum_all()?)?;
+        }
+        let store = surrogate.backward()?;
+        for (slot, var) in grads.0.iter_mut().zip(vars) {
+            if slot.is_none() {
+                *slot = store.get(var.as_tensor()).cloned();
+            }
+        }
+        Ok(grads)
+    }
 }
 
 impl Paths {
@@ -128,6 +225,7 @@ pub struct Diffusion {
     params: ParamSet,
     log_z: Var,
     flow_params: ParamSet,
+    host_path: bool,
 }
 
 fn to_tensor(v: &[f64], rows: usize, cols: usize, dtype: DType) -> Result<Tensor> {
@@ -145,7 +243,13 @@ impl Diffusion {
             Some(h) => Some(LangevinScale::new(spec.shape.arch, h, spec.shape.harmonics, &mut params, "langevin", spec.dtype, rng)?),
             None => None,
         };
-        Ok(Self { spec, net, langevin, params, log_z, flow_params })
+        Ok(Self { spec, net, langevin, params, log_z, flow_params, host_path: true })
+    }
+
+    /// Switches the hand-written host path (`crate::host`, the default) off or on. With it off,
+    /// every path goes through candle's graph; the two agree to rounding (tests compare them).
+    pub fn set_host_path(&mut self, on: bool) {
+        self.host_path = on;
     }
 
     /// The specification.
@@ -238,9 +342,18 @@ impl Diffusion {
                 )));
             }
         }
+        if self.host_path && !flows && matches!(track, Track::None | Track::Tape) {
+            let record = track == Track::Tape;
+            match self.spec.dtype {
+                DType::F32 => return self.host_paths::<f32>(target, n, source, record, rng),
+                DType::F64 => return self.host_paths::<f64>(target, n, source, record, rng),
+                _ => {}
+            }
+        }
+        let track = if track == Track::Tape { Track::Params } else { track };
         match (source, track) {
             (Source::Forward { exploration }, Track::Path | Track::None) => Ok(self.walk(target, n, exploration, track, flows, rng)?.0),
-            (Source::Forward { exploration }, Track::Params) => {
+            (Source::Forward { exploration }, Track::Params | Track::Tape) => {
                 // The batched pass reuses the target terms the walk computed at the same points
                 // (log R at the ends; with LP, log R and the score at every step).
                 let (drawn, steps) = self.walk(target, n, exploration, Track::None, false, rng)?;
@@ -399,8 +512,175 @@ impl Diffusion {
             log_pb: Tensor::stack(&log_pb, 1)?,
             log_f: if flows { Some(Tensor::stack(&log_f, 1)?) } else { None },
             log_r,
+            tape: None,
         };
         Ok((paths, every_step.then_some(steps)))
+    }
+
+    /// Paths on the hand-written host path (`crate::host`), sampled forward or given, in
+    /// precision `T` (the network's dtype); with `record`, the forward pass is kept as the tape
+    /// of [`gradients_of`](Self::gradients_of) and `log_pf` is a leaf of the graph. The same
+    /// terms and the same randomness (n·d standard normals per step, in step order) as the
+    /// candle path; the moves, log P_F and log P_B are computed in f64 from the network's outputs.
+    fn host_paths<T: HostFloat>(
+        &self,
+        target: &dyn LogDensity,
+        n: usize,
+        source: Source<'_>,
+        record: bool,
+        rng: &mut dyn RngCore,
+    ) -> Result<Paths> {
+        let spec = &self.spec;
+        let p = spec.process;
+        let (steps, d, dt) = (p.n_steps, p.dim, p.dt());
+        let block = n * d;
+        let rows = steps * n;
+        let times = p.times();
+        let net = self.net.host_net::<T>(&self.params)?;
+        let keep = |t: Tensor| if record { t } else { t.detach() };
+        let temb = keep(self.net.embed_times(&times, spec.dtype)?);
+        let temb_host = T::host(&temb)?;
+        let extra = net.step_biases(&temb_host, steps);
+        let eh = extra.len() / steps;
+        let scale = match &self.langevin {
+            Some(l) => Some(keep(l.forward(&times, spec.dtype)?)),
+            None => None,
+        };
+        let scale_host = scale.as_ref().map(fab_core::to_f64_vec).transpose()?;
+        let (mut x, exploration) = match source {
+            Source::Forward { exploration } => (vec![0.0; (steps + 1) * block], Some(exploration)),
+            Source::Given(xs) => (xs.to_vec(), None),
+        };
+        let e2 = exploration.map_or(0.0, |e| e * e);
+        let mut acts = net.acts(if record { rows } else { n });
+        let od = net.out.n_out;
+        let learned = spec.learned_variance;
+        // Per-step terms, step-major rows.
+        let mut log_pf = vec![0.0; rows];
+        let mut log_pb = vec![0.0; rows];
+        let mut mu_factor = if record { vec![0.0; rows * d] } else { Vec::new() };
+        let mut raw_factor = if record && learned { vec![0.0; rows * d] } else { Vec::new() };
+        let mut score_dot = if record && scale.is_some() { vec![0.0; rows] } else { Vec::new() };
+        let ln_t_scale = p.t_scale.ln();
+        let fixed_v = dt * p.t_scale;
+        let log_pf_const =
+            if learned { d as f64 * (HALF_LOG_2PI + 0.5 * dt.ln()) } else { d as f64 * (HALF_LOG_2PI + 0.5 * fixed_v.ln()) };
+        let mut x_t = vec![T::zero(); block];
+        for i in 0..steps {
+            let r0 = if record { i * n } else { 0 };
+            let (done, rest) = x.split_at_mut((i + 1) * block);
+            let xi = &done[i * block..];
+            let next = &mut rest[..block];
+            let score = match &scale_host {
+                Some(_) => self.target_terms(target, xi, n, true)?.1,
+                None => None,
+            };
+            for (a, &b) in x_t.iter_mut().zip(xi) {
+                *a = T::of(b);
+            }
+            net.forward(&mut acts, r0, &x_t, &extra[i * eh..(i + 1) * eh]);
+            let out = &acts.out[r0 * od..(r0 + n) * od];
+            let lp_scale = scale_host.as_ref().map(|s| s[i]);
+            for k in 0..n {
+                let o = &out[k * od..(k + 1) * od];
+                let (mut quad, mut dot) = (0.0, 0.0);
+                for j in 0..d {
+                    let idx = k * d + j;
+                    let mut mu = o[j].f64();
+                    if let (Some(s), Some(g)) = (lp_scale, score.as_ref()) {
+                        mu += s * g[idx];
+                    }
+                    let mut inside = true;
+                    if let Some((_, c)) = spec.clip {
+                        inside = (-c..=c).contains(&mu);
+                        mu = mu.clamp(-c, c);
+                    }
+                    let (var, lv, th) = if learned {
+                        let th = o[d + j].f64().tanh();
+                        let lv = 4.0 * th + ln_t_scale;
+                        (lv.exp(), lv, th)
+                    } else {
+                        (p.t_scale, 0.0, 0.0)
+                    };
+                    if exploration.is_some() {
+                        let z: f64 = StandardNormal.sample(rng);
+                        next[idx] = xi[idx] + mu * dt + (var * dt + e2).sqrt() * z;
+                    }
+                    let diff = next[idx] - xi[idx] - mu * dt;
+                    let r = (r0 + k) * d + j;
+                    let factor = if learned {
+                        let inv = (-lv).exp();
+                        let q = diff * diff * inv / dt;
+                        quad += q + lv;
+                        if record {
+                            raw_factor[r] = (0.5 * q - 0.5) * 4.0 * (1.0 - th * th);
+                        }
+                        diff * inv
+                    } else {
+                        quad += diff * diff / fixed_v;
+                        diff * dt / fixed_v
+                    };
+                    if record {
+                        let f = if inside { factor } else { 0.0 };
+                        mu_factor[r] = f;
+                        if let Some(g) = score.as_ref() {
+                            dot += f * g[idx];
+                        }
+                    }
+                }
+                log_pf[i * n + k] = -0.5 * quad - log_pf_const;
+                if record && !score_dot.is_empty() {
+                    score_dot[r0 + k] = dot;
+                }
+            }
+            if i >= 1 {
+                let (a, v) = p.bridge_coefficients(i);
+                let c = d as f64 * (HALF_LOG_2PI + 0.5 * v.ln());
+                for k in 0..n {
+                    let q: f64 = (0..d)
+                        .map(|j| {
+                            let r = xi[k * d + j] - a * next[k * d + j];
+                            r * r
+                        })
+                        .sum();
+                    log_pb[i * n + k] = -0.5 * q / v - c;
+                }
+            }
+        }
+        let ends = &x[steps * block..];
+        let log_r = self.target_terms(target, ends, n, false)?.0;
+        // Path-major [n, T] tensors.
+        let path_major = |v: &[f64]| -> Result<Tensor> {
+            let mut pm = vec![0.0; rows];
+            for i in 0..steps {
+                for k in 0..n {
+                    pm[k * steps + i] = v[i * n + k];
+                }
+            }
+            Ok(Tensor::from_vec(pm, (n, steps), &Device::Cpu)?.to_dtype(spec.dtype)?)
+        };
+        let mut log_pf = path_major(&log_pf)?;
+        let log_pb = path_major(&log_pb)?;
+        let tape: Option<Box<dyn TapeBackward>> = if record {
+            log_pf = Var::from_tensor(&log_pf)?.as_tensor().clone();
+            Some(Box::new(HostTape {
+                net,
+                acts,
+                n,
+                steps,
+                log_pf: log_pf.clone(),
+                mu_factor,
+                raw_factor,
+                score_dot,
+                temb,
+                temb_host,
+                scale,
+            }))
+        } else {
+            None
+        };
+        let x_last = to_tensor(ends, n, d, spec.dtype)?;
+        Ok(Paths { n, x, x_last, log_pf, log_pb, log_f: None, log_r, tape })
     }
 
     /// All T·n (state, time) rows of given paths in one pass; target terms already computed at
@@ -475,7 +755,7 @@ impl Diffusion {
             Some(k) if k.ends.len() == n => k.ends.to_vec(),
             _ => self.target_terms(target, ends, n, false)?.0,
         };
-        Ok(Paths { n, x: xs.to_vec(), x_last: to_tensor(ends, n, d, dtype)?, log_pf, log_pb, log_f, log_r })
+        Ok(Paths { n, x: xs.to_vec(), x_last: to_tensor(ends, n, d, dtype)?, log_pf, log_pb, log_f, log_r, tape: None })
     }
 
     /// The loss value and the gradients of `loss` for both parameter groups (none if the loss is
@@ -491,6 +771,23 @@ impl Diffusion {
             policy: Some(self.params.grads_from_store(&store)),
             flow: Some(self.flow_params.grads_from_store(&store)),
         })
+    }
+
+    /// [`gradients`](Self::gradients) of a loss of `paths`: for paths recorded on the host path
+    /// ([`Track::Tape`]) the graph ends at their `log_pf`, whose gradient is carried on to the
+    /// policy's parameters by hand; for any other paths this is [`gradients`](Self::gradients).
+    pub fn gradients_of(&self, loss: &Tensor, paths: &Paths) -> Result<Gradients> {
+        let Some(tape) = &paths.tape else { return self.gradients(loss) };
+        let value = fab_core::to_f64_vec(loss)?[0];
+        if !value.is_finite() {
+            return Ok(Gradients { loss: value, policy: None, flow: None });
+        }
+        let store = loss.backward()?;
+        let g = match store.get(tape.log_pf()) {
+            Some(g) => fab_core::to_f64_vec(g)?,
+            None => vec![0.0; tape.log_pf().elem_count()],
+        };
+        Ok(Gradients { loss: value, policy: Some(tape.backward(self, &g)?), flow: Some(self.flow_params.grads_from_store(&store)) })
     }
 
     /// Saves parameters under `prefix` into `dir` (the flow group keeps the file name

@@ -23,6 +23,7 @@ use fab_core::ParamSet;
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
+use crate::host::{HostFloat, HostLayer, HostNet};
 use crate::ops::{add_grouped, gelu};
 use crate::Result;
 
@@ -191,6 +192,40 @@ impl DriftNet {
     /// The shape.
     pub fn shape(&self) -> &NetShape {
         &self.shape
+    }
+
+    /// A host snapshot of the layers after the time embedding (`crate::host`), with each
+    /// weight's and bias's index in `params` (the set the network was created in).
+    pub fn host_net<T: HostFloat>(&self, params: &ParamSet) -> Result<HostNet<T>> {
+        let index = |v: &Var| {
+            params.vars().iter().position(|p| p.as_tensor().id() == v.as_tensor().id()).ok_or_else(|| {
+                crate::Error::Config("host_net: a layer of the drift network is not in the given parameter set".into())
+            })
+        };
+        let layer = |l: &Linear, rows: Option<usize>| -> Result<HostLayer<T>> {
+            let (n_in, n_out) = l.w.as_tensor().dims2()?;
+            let mut w = T::host(l.w.as_tensor())?;
+            let n_in = rows.unwrap_or(n_in);
+            w.truncate(n_in * n_out);
+            Ok(HostLayer { w, b: T::host(l.b.as_tensor())?, n_in, n_out, w_index: index(&l.w)?, b_index: index(&l.b)? })
+        };
+        let h = self.shape.hidden;
+        let mut hidden = Vec::new();
+        let (time_layer, time_rows) = match self.shape.arch {
+            Arch::Pis => (0, None),
+            Arch::At => {
+                let all = T::host(self.joint_layers[0].w.as_tensor())?;
+                (self.state_layers.len(), Some(all[h * h..].to_vec()))
+            }
+        };
+        for l in &self.state_layers {
+            hidden.push(layer(l, None)?);
+        }
+        for (k, l) in self.joint_layers.iter().enumerate() {
+            let rows = (self.shape.arch == Arch::At && k == 0).then_some(h);
+            hidden.push(layer(l, rows)?);
+        }
+        Ok(HostNet { hidden, time_layer, time_rows, out: layer(&self.out, None)? })
     }
 
     /// Time embeddings of the times `ts` (`[len(ts), hidden]`), computed once per rollout.

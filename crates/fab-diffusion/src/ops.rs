@@ -88,10 +88,10 @@ fn exp_nonpos_f32(y: f32) -> f32 {
     }
 }
 
-/// GELU or its derivative in f32 (see the module documentation).
+/// Φ(x), the standard normal distribution function, in f32 (see the module documentation).
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // the published coefficients, as written
-pub(crate) fn gelu_f32(x: f32, derivative: bool) -> f32 {
+fn normal_cdf_f32(x: f32) -> f32 {
     let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + 0.5 * z);
     let p = 0.170_872_77f32;
@@ -106,14 +106,77 @@ pub(crate) fn gelu_f32(x: f32, derivative: bool) -> f32 {
     let p = p * t - 1.265_512_23;
     // P(X > |x|) for a standard normal X.
     let upper = 0.5 * t * exp_nonpos_f32(p - z * z);
-    let cdf = if x >= 0.0 { 1.0 - upper } else { upper };
-    let value = if derivative { cdf + x * (INV_SQRT_2PI as f32) * exp_nonpos_f32(-0.5 * x * x) } else { x * cdf };
-    // A subnormal result (only in the narrow band where the true value leaves f32's normal
-    // range) becomes 0, for the speed reason given at `exp_nonpos_f32`.
-    if value.abs() < f32::MIN_POSITIVE {
+    if x >= 0.0 {
+        1.0 - upper
+    } else {
+        upper
+    }
+}
+
+/// `v`, or 0 where `v` is subnormal (only in the narrow band where the true value leaves f32's
+/// normal range), for the speed reason given at `exp_nonpos_f32`.
+#[inline(always)]
+fn flush_subnormal(v: f32) -> f32 {
+    if v.abs() < f32::MIN_POSITIVE {
         0.0
     } else {
-        value
+        v
+    }
+}
+
+/// The GELU's derivative Φ(x) + x·φ(x) from Φ(x).
+#[inline(always)]
+fn gelu_derivative_from_cdf_f32(x: f32, cdf: f32) -> f32 {
+    flush_subnormal(cdf + x * (INV_SQRT_2PI as f32) * exp_nonpos_f32(-0.5 * x * x))
+}
+
+/// GELU or its derivative in f32 (see the module documentation).
+#[inline(always)]
+pub(crate) fn gelu_f32(x: f32, derivative: bool) -> f32 {
+    let cdf = normal_cdf_f32(x);
+    if derivative {
+        gelu_derivative_from_cdf_f32(x, cdf)
+    } else {
+        flush_subnormal(x * cdf)
+    }
+}
+
+/// In place, `y ← GELU(y)`, and `deriv ← GELU′(y)` at the old values: one evaluation of Φ for
+/// both (the same values as [`gelu`] and its backward pass, bit for bit in f32).
+pub fn gelu_with_derivative<T: crate::host::HostFloat>(y: &mut [T], deriv: &mut [T]) {
+    T::gelu_pair(y, deriv);
+}
+
+/// [`gelu_with_derivative`] in f32.
+pub(crate) fn gelu_pair_f32(y: &mut [f32], deriv: &mut [f32]) {
+    pulp::Arch::new().dispatch(GeluPairKernel { y, deriv });
+}
+
+/// [`gelu_with_derivative`] in f64 (libm's erf).
+pub(crate) fn gelu_pair_f64(y: &mut [f64], deriv: &mut [f64]) {
+    for (v, d) in y.iter_mut().zip(deriv.iter_mut()) {
+        *d = gelu_f64(*v, true);
+        *v = gelu_f64(*v, false);
+    }
+}
+
+/// The loop of [`gelu_pair_f32`], compiled for each instruction set `pulp` dispatches to.
+struct GeluPairKernel<'a> {
+    y: &'a mut [f32],
+    deriv: &'a mut [f32],
+}
+
+impl pulp::WithSimd for GeluPairKernel<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        for (v, d) in self.y.iter_mut().zip(self.deriv.iter_mut()) {
+            let x = *v;
+            let cdf = normal_cdf_f32(x);
+            *d = gelu_derivative_from_cdf_f32(x, cdf);
+            *v = flush_subnormal(x * cdf);
+        }
     }
 }
 

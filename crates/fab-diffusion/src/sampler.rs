@@ -176,7 +176,7 @@ impl Chunk {
         n: usize,
         rng: &mut dyn RngCore,
     ) -> Result<Self> {
-        let track = if objective.reparameterised() { Track::Path } else { Track::Params };
+        let track = if objective.reparameterised() { Track::Path } else { Track::Tape };
         let paths = model.paths(target, n, source, track, objective.needs_flows(), rng)?;
         let train_r: Vec<f64> = log_r.map_or_else(|| paths.log_r.clone(), <[f64]>::to_vec);
         let score = if objective.reparameterised() {
@@ -243,6 +243,15 @@ impl DiffusionSampler {
             )));
         }
         let objective = config.objective.objective()?;
+        // Methods that read ∇log R are refused, before anything is written, for a target
+        // that has none (a user's density computed outside candle's differentiable ops).
+        let needs_gradient = [("process.langevin", config.process.langevin), ("local_search.enabled", config.local_search.enabled)];
+        if let Some((key, _)) = needs_gradient.iter().find(|(_, on)| *on) {
+            let probe = Tensor::zeros((1, target.dim()), config.dtype(), &Device::Cpu)?;
+            if let Err(e) = target.density().log_prob_and_grad(&probe) {
+                return Err(Error::Config(format!("{key} = true needs ∇log R of the target: {e}")));
+            }
+        }
         let mut init = seeded_rng(config.seed, INIT_STREAM);
         let spec = config.model_spec()?;
         let student = Learner::new(Diffusion::new(spec.clone(), &mut init)?, config.optim_spec())?;
@@ -379,7 +388,7 @@ impl DiffusionSampler {
         // Phase 2: loss and gradients of every chunk, summed in chunk order.
         let grads_of = |c: &Chunk| -> Result<Gradients> {
             let l = loss(objective, &c.paths, &c.train_r, model.log_z_tensor(), c.score.as_deref(), part)?;
-            model.gradients(&l)
+            model.gradients_of(&l, &c.paths)
         };
         let grads: Vec<Gradients> =
             if k == 1 { vec![grads_of(&chunks[0])?] } else { chunks.par_iter().map(grads_of).collect::<Result<Vec<_>>>()? };

@@ -167,6 +167,10 @@ fn bad_settings_are_refused_with_the_key() {
         ("target.type=\"aldp\"", "aldp"),
         ("train.path_chunks=0", "train.path_chunks"),
         ("train.path_chunks=301", "train.path_chunks"),
+        ("process.n_steps=0", "process.n_steps"),
+        ("objective.kind=\"kl\"", "objective.kind"),
+        ("teacher.threshold_quantile=1.0", "teacher.threshold_quantile"),
+        ("teacher.threshold_quantile=0", "teacher.threshold_quantile"),
     ] {
         let extra = if key == "pis" { vec![ov, "train.schedule=\"sendera\""] } else { vec![ov] };
         let o: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -217,5 +221,39 @@ fn target_evaluations_count_end_points_and_langevin_scores() {
             assert_eq!(r.stats.n_target_calls, i * per_iteration, "{overrides:?}, iteration {i}");
         }
         assert_eq!(evaluate(&mut s, 50)["n_target_calls"], (3 * per_iteration) as f64, "{overrides:?}");
+    }
+}
+
+/// The Langevin parametrisation and local search read ∇log R: a target whose log-density is
+/// computed outside candle's differentiable operations (so that it has no gradient) is refused
+/// with the key, instead of training on a silent zero score.
+#[test]
+fn gradient_methods_on_a_target_without_gradients_are_refused() {
+    use fab_core::FnDensity;
+    use fab_sampler::DensityTarget;
+    use std::sync::Arc;
+    // −½‖x‖², computed on host copies: the value is right, the graph does not reach x.
+    let host_only = || {
+        FnDensity::new(2, |x: &candle_core::Tensor| {
+            let rows = x.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+            let v: Vec<f64> = rows.iter().map(|r| -0.5 * r.iter().map(|a| a * a).sum::<f64>()).collect();
+            candle_core::Tensor::from_vec(v, rows.len(), x.device())?.to_dtype(x.dtype())
+        })
+    };
+    let base = ["process.n_steps=4", "train.batch_size=8"];
+    for (extra, key) in [
+        (vec!["process.langevin=true"], "process.langevin"),
+        (vec!["train.schedule=\"sendera\"", "local_search.enabled=true"], "local_search.enabled"),
+    ] {
+        let o: Vec<String> = base.iter().chain(&extra).map(|s| s.to_string()).collect();
+        let cfg = DiffusionConfig::parse("family = \"diffusion\"", &o).unwrap();
+        let target = Arc::new(DensityTarget::new(Box::new(host_only())));
+        let e = fab_diffusion::DiffusionSampler::with_target(cfg, target).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains("no gradient") && !e.contains('\n'), "{e}");
+        // Without the gradient methods the same target trains.
+        let o: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        let cfg = DiffusionConfig::parse("family = \"diffusion\"", &o).unwrap();
+        let mut s = fab_diffusion::DiffusionSampler::with_target(cfg, Arc::new(DensityTarget::new(Box::new(host_only())))).unwrap();
+        assert!(s.step().unwrap().loss.is_finite());
     }
 }

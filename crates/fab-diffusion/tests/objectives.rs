@@ -292,3 +292,65 @@ fn log_flows_come_from_the_head_with_log_z_at_the_start() {
         }
     }
 }
+
+/// The hand-written host path (`Track::Tape`, `gradients_of`) computes the same paths, terms,
+/// losses and gradients as candle's graph (`Track::Params`), sampled forward with exploration
+/// and on given points, for both architectures, with and without the Langevin parametrisation
+/// (and a drift clip that binds) and learned variance (f64, so only rounding separates them).
+#[test]
+fn host_path_matches_candle_path() {
+    let target = target();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let close = |a: &[f64], b: &[f64], what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-9 * (1.0 + x.abs().max(y.abs())), "{what}[{i}]: host {y} vs candle {x}");
+        }
+    };
+    let mut compared = 0;
+    for (arch, langevin, learned_variance) in
+        [(Arch::Pis, false, false), (Arch::Pis, true, false), (Arch::Pis, false, true), (Arch::At, true, true), (Arch::At, false, false)]
+    {
+        let mut sp = spec(arch, langevin, learned_variance, false);
+        sp.clip = Some((100.0, 1.5));
+        let mut model = Diffusion::new(sp, &mut seeded_rng(5, 0)).unwrap();
+        perturb(&model, 9);
+        let n = 9;
+        let given = model.paths(&target, n, Source::Forward { exploration: 0.5 }, Track::None, false, &mut seeded_rng(4, 1)).unwrap().x;
+        for objective in [Objective::Tb, Objective::VarGrad] {
+            for source in [Source::Forward { exploration: 0.3 }, Source::Given(&given)] {
+                let mut run = |host: bool| {
+                    model.set_host_path(host);
+                    let track = if host { Track::Tape } else { Track::Params };
+                    let p = model.paths(&target, n, source, track, false, &mut seeded_rng(8, 1)).unwrap();
+                    let l = loss(objective, &p, &p.log_r, model.log_z_tensor(), None, BatchPart::whole(n)).unwrap();
+                    let g = model.gradients_of(&l, &p).unwrap();
+                    (p, g)
+                };
+                let (pc, gc) = run(false);
+                let (ph, gh) = run(true);
+                let what = format!("{arch:?} lp {langevin} lv {learned_variance} {objective:?}");
+                close(&pc.x, &ph.x, &format!("{what} x"));
+                close(&flat(&pc.log_pf), &flat(&ph.log_pf), &format!("{what} log_pf"));
+                close(&flat(&pc.log_pb), &flat(&ph.log_pb), &format!("{what} log_pb"));
+                close(&pc.log_r, &ph.log_r, &format!("{what} log_r"));
+                close(&[gc.loss], &[gh.loss], &format!("{what} loss"));
+                for (group, (a, b)) in [("policy", (gc.policy.unwrap(), gh.policy.unwrap())), ("flow", (gc.flow.unwrap(), gh.flow.unwrap()))] {
+                    for (i, (x, y)) in a.0.iter().zip(&b.0).enumerate() {
+                        let (x, y) = (x.as_ref().map(flat), y.as_ref().map(flat));
+                        match (x, y) {
+                            (Some(x), Some(y)) => {
+                                close(&x, &y, &format!("{what} {group} grad {i}"));
+                                compared += usize::from(x.iter().any(|v| v.abs() > 1e-6));
+                            }
+                            (None, None) => {}
+                            (x, y) => panic!("{what} {group} grad {i}: candle {:?}, host {:?}", x.is_some(), y.is_some()),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(compared > 100, "only {compared} non-zero gradients compared");
+}
+

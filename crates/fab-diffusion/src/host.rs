@@ -1,0 +1,246 @@
+//! The drift network's hidden layers and output layer on host buffers, forward with a tape and
+//! backward by hand (`docs/PERFORMANCE.md`, "Diffusion sampler against gfn-diffusion"): the
+//! path of every objective whose gradient reaches the parameters only through log P_F at fixed
+//! points (TB and VarGrad, on- and off-policy). candle builds the same computation from one
+//! operation per tensor, each with its own zero-filled buffer, and re-evaluates the network over
+//! all T·n rows after the walk has already evaluated it step by step; here the walk's own
+//! forward pass is kept as the tape, each layer is one matrix product into a buffer that
+//! starts at the bias, and the GELU's derivative comes out of its forward evaluation.
+//!
+//! A [`HostNet`] is a snapshot of the weights as a chain of dense layers with GELU, one of
+//! which takes a per-step extra bias (the time embedding: added to the state encoding in the
+//! PIS shape; multiplied by its rows of the first joint layer in the AT shape), and a linear
+//! output layer. The time embedding and the Langevin scale stay candle tensors: the caller
+//! back-propagates the per-step gradients this module returns through them.
+
+use candle_core::{DType, Tensor};
+use fab_core::gemm::{column_sums_into, matmul, GemmFloat};
+
+use crate::ops::gelu_with_derivative;
+use crate::Result;
+
+/// Element types of the host path: f32 and f64.
+pub trait HostFloat: GemmFloat + candle_core::WithDType + std::fmt::Debug {
+    /// The candle dtype.
+    const DTYPE: DType;
+    /// From f64 (rounded to nearest).
+    fn of(x: f64) -> Self;
+    /// To f64.
+    fn f64(self) -> f64;
+    /// The values of a tensor of this dtype, flattened.
+    fn host(t: &Tensor) -> Result<Vec<Self>>;
+    /// In place `y ← GELU(y)`, with `deriv ← GELU′` at the old values.
+    fn gelu_pair(y: &mut [Self], deriv: &mut [Self]);
+}
+
+impl HostFloat for f32 {
+    const DTYPE: DType = DType::F32;
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn host(t: &Tensor) -> Result<Vec<Self>> {
+        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+    fn gelu_pair(y: &mut [Self], deriv: &mut [Self]) {
+        crate::ops::gelu_pair_f32(y, deriv);
+    }
+}
+
+impl HostFloat for f64 {
+    const DTYPE: DType = DType::F64;
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn f64(self) -> f64 {
+        self
+    }
+    fn host(t: &Tensor) -> Result<Vec<Self>> {
+        Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+    }
+    fn gelu_pair(y: &mut [Self], deriv: &mut [Self]) {
+        crate::ops::gelu_pair_f64(y, deriv);
+    }
+}
+
+/// One dense layer `y = x W + b` (W stored `[in, out]`), with the indices of its weight and
+/// bias in the policy's parameter set.
+#[derive(Debug, Clone)]
+pub struct HostLayer<T> {
+    /// Weight `[in, out]`, row-major.
+    pub w: Vec<T>,
+    /// Bias `[out]`.
+    pub b: Vec<T>,
+    /// Input width.
+    pub n_in: usize,
+    /// Output width.
+    pub n_out: usize,
+    /// Index of the weight in the parameter set.
+    pub w_index: usize,
+    /// Index of the bias in the parameter set.
+    pub b_index: usize,
+}
+
+/// The chain of hidden layers (each followed by GELU) and the output layer.
+#[derive(Debug, Clone)]
+pub struct HostNet<T> {
+    /// Hidden layers in order; the first reads the state.
+    pub hidden: Vec<HostLayer<T>>,
+    /// Which hidden layer takes the per-step extra bias.
+    pub time_layer: usize,
+    /// For the AT shape: the rows of the time layer's weight that multiply the time embedding
+    /// (`[hidden, hidden]`); the layer's own `w` holds the rows that multiply the state encoding.
+    /// `None` for the PIS shape, where the embedding itself is the extra bias.
+    pub time_rows: Option<Vec<T>>,
+    /// The output layer (no activation).
+    pub out: HostLayer<T>,
+}
+
+/// Activations of a batch of rows: the tape of the backward pass.
+#[derive(Debug)]
+pub struct Acts<T> {
+    /// Input of every hidden layer and of the output layer: `x` (`[rows, d]`), then each hidden
+    /// layer's output (`[rows, width]`).
+    pub inputs: Vec<Vec<T>>,
+    /// GELU′ at every hidden layer's pre-activation.
+    pub derivs: Vec<Vec<T>>,
+    /// Output layer values `[rows, out]`.
+    pub out: Vec<T>,
+}
+
+/// Gradients of the chain for one backward pass.
+#[derive(Debug)]
+pub struct HostGrads<T> {
+    /// (∂W, ∂b) of each hidden layer, the time layer's ∂W including the AT time rows' part
+    /// below its state rows (`[2·hidden, hidden]`).
+    pub hidden: Vec<(Vec<T>, Vec<T>)>,
+    /// (∂W, ∂b) of the output layer.
+    pub out: (Vec<T>, Vec<T>),
+    /// ∂L/∂(time embedding) per step, `[T, hidden]`.
+    pub temb: Vec<T>,
+}
+
+/// Fills every row of `y` (`[m, w]`) with `b`, then adds `extra` (if any) to it.
+fn fill_rows<T: HostFloat>(y: &mut [T], b: &[T], extra: Option<&[T]>) {
+    let w = b.len();
+    match extra {
+        Some(e) => {
+            let row: Vec<T> = b.iter().zip(e).map(|(&p, &q)| p + q).collect();
+            y.chunks_exact_mut(w).for_each(|r| r.copy_from_slice(&row));
+        }
+        None => y.chunks_exact_mut(w).for_each(|r| r.copy_from_slice(b)),
+    }
+}
+
+impl<T: HostFloat> HostNet<T> {
+    /// Width of the state input.
+    pub fn dim_in(&self) -> usize {
+        self.hidden[0].n_in
+    }
+
+    /// The per-step extra bias of the time layer from the time embeddings `temb` (`[T, hidden]`):
+    /// the embeddings themselves (PIS) or `temb · time_rows` (AT).
+    pub fn step_biases(&self, temb: &[T], steps: usize) -> Vec<T> {
+        match &self.time_rows {
+            None => temb.to_vec(),
+            Some(rows) => {
+                let h = self.hidden[self.time_layer].n_out;
+                let k = temb.len() / steps;
+                let mut e = vec![T::zero(); steps * h];
+                matmul(&mut e, temb, false, rows, false, steps, k, h, false);
+                e
+            }
+        }
+    }
+
+    /// Buffers for `rows` rows.
+    pub fn acts(&self, rows: usize) -> Acts<T> {
+        let mut inputs = vec![vec![T::zero(); rows * self.dim_in()]];
+        let mut derivs = Vec::with_capacity(self.hidden.len());
+        for l in &self.hidden {
+            inputs.push(vec![T::zero(); rows * l.n_out]);
+            derivs.push(vec![T::zero(); rows * l.n_out]);
+        }
+        Acts { inputs, derivs, out: vec![T::zero(); rows * self.out.n_out] }
+    }
+
+    /// Forward pass of the `m` rows `x` (`[m, d]`) into rows `r0..r0 + m` of `acts`, with the
+    /// time layer's extra bias `extra` (one row).
+    pub fn forward(&self, acts: &mut Acts<T>, r0: usize, x: &[T], extra: &[T]) {
+        let d = self.dim_in();
+        let m = x.len() / d;
+        acts.inputs[0][r0 * d..(r0 + m) * d].copy_from_slice(x);
+        for (l, layer) in self.hidden.iter().enumerate() {
+            let (below, above) = acts.inputs.split_at_mut(l + 1);
+            let input = &below[l][r0 * layer.n_in..(r0 + m) * layer.n_in];
+            let y = &mut above[0][r0 * layer.n_out..(r0 + m) * layer.n_out];
+            fill_rows(y, &layer.b, (l == self.time_layer).then_some(extra));
+            matmul(y, input, false, &layer.w, false, m, layer.n_in, layer.n_out, true);
+            gelu_with_derivative(y, &mut acts.derivs[l][r0 * layer.n_out..(r0 + m) * layer.n_out]);
+        }
+        let last = acts.inputs.last().expect("the state input");
+        let o = &self.out;
+        let y = &mut acts.out[r0 * o.n_out..(r0 + m) * o.n_out];
+        fill_rows(y, &o.b, None);
+        matmul(y, &last[r0 * o.n_in..(r0 + m) * o.n_in], false, &o.w, false, m, o.n_in, o.n_out, true);
+    }
+
+    /// Backward pass of all rows of `acts` (step-major blocks of `n` rows, one block per step)
+    /// from ∂L/∂out `g_out` (`[rows, out]`); `temb` (`[T, hidden]`) is the time embedding the
+    /// forward pass used.
+    pub fn backward(&self, acts: &Acts<T>, g_out: &[T], n: usize, temb: &[T]) -> HostGrads<T> {
+        let o = &self.out;
+        let rows = g_out.len() / o.n_out;
+        let steps = rows / n;
+        let last = acts.inputs.last().expect("the state input");
+        let mut gw = vec![T::zero(); o.n_in * o.n_out];
+        let mut gb = vec![T::zero(); o.n_out];
+        matmul(&mut gw, last, true, g_out, false, o.n_in, rows, o.n_out, false);
+        column_sums_into(&mut gb, g_out);
+        let out = (gw, gb);
+        // ∂L/∂(output of the layer being processed).
+        let mut g = vec![T::zero(); rows * o.n_in];
+        matmul(&mut g, g_out, false, &o.w, true, rows, o.n_out, o.n_in, false);
+        let mut hidden = Vec::with_capacity(self.hidden.len());
+        let mut temb_grad = Vec::new();
+        for (l, layer) in self.hidden.iter().enumerate().rev() {
+            // Through the GELU: ∂L/∂(pre-activation).
+            for (gi, di) in g.iter_mut().zip(&acts.derivs[l]) {
+                *gi = *gi * *di;
+            }
+            let mut gw = vec![T::zero(); layer.n_in * layer.n_out];
+            let mut gb = vec![T::zero(); layer.n_out];
+            matmul(&mut gw, &acts.inputs[l], true, &g, false, layer.n_in, rows, layer.n_out, false);
+            column_sums_into(&mut gb, &g);
+            if l == self.time_layer {
+                // Per-step column sums: the gradient of each step's extra bias.
+                let h = layer.n_out;
+                let mut per_step = vec![T::zero(); steps * h];
+                for (i, block) in g.chunks_exact(n * h).enumerate() {
+                    column_sums_into(&mut per_step[i * h..(i + 1) * h], block);
+                }
+                match &self.time_rows {
+                    None => temb_grad = per_step,
+                    Some(rows_w) => {
+                        let k = temb.len() / steps;
+                        let mut g_rows = vec![T::zero(); k * h];
+                        matmul(&mut g_rows, temb, true, &per_step, false, k, steps, h, false);
+                        gw.extend_from_slice(&g_rows);
+                        temb_grad = vec![T::zero(); steps * k];
+                        matmul(&mut temb_grad, &per_step, false, rows_w, true, steps, h, k, false);
+                    }
+                }
+            }
+            if l > 0 {
+                let mut g_in = vec![T::zero(); rows * layer.n_in];
+                matmul(&mut g_in, &g, false, &layer.w, true, rows, layer.n_out, layer.n_in, false);
+                g = g_in;
+            }
+            hidden.push((gw, gb));
+        }
+        hidden.reverse();
+        HostGrads { hidden, out, temb: temb_grad }
+    }
+}
