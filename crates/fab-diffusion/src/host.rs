@@ -20,7 +20,7 @@ use crate::ops::gelu_with_derivative;
 use crate::Result;
 
 /// Element types of the host path: f32 and f64.
-pub trait HostFloat: GemmFloat + candle_core::WithDType + std::fmt::Debug {
+pub trait HostFloat: GemmFloat + std::ops::MulAssign + candle_core::WithDType + std::fmt::Debug {
     /// The candle dtype.
     const DTYPE: DType;
     /// From f64 (rounded to nearest).
@@ -208,7 +208,7 @@ impl<T: HostFloat> HostNet<T> {
         for (l, layer) in self.hidden.iter().enumerate().rev() {
             // Through the GELU: ∂L/∂(pre-activation).
             for (gi, di) in g.iter_mut().zip(&acts.derivs[l]) {
-                *gi = *gi * *di;
+                *gi *= *di;
             }
             let mut gw = vec![T::zero(); layer.n_in * layer.n_out];
             let mut gb = vec![T::zero(); layer.n_out];

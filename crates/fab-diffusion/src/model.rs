@@ -149,12 +149,12 @@ impl<T: HostFloat> TapeBackward for HostTape<T> {
                 let c = g[k * steps + i];
                 let r = i * n + k;
                 let row = &mut g_out[r * od..(r + 1) * od];
-                for j in 0..d {
-                    row[j] = T::of(c * self.mu_factor[r * d + j]);
+                for (o, f) in row[..d].iter_mut().zip(&self.mu_factor[r * d..(r + 1) * d]) {
+                    *o = T::of(c * f);
                 }
                 if !self.raw_factor.is_empty() {
-                    for j in 0..d {
-                        row[d + j] = T::of(c * self.raw_factor[r * d + j]);
+                    for (o, f) in row[d..2 * d].iter_mut().zip(&self.raw_factor[r * d..(r + 1) * d]) {
+                        *o = T::of(c * f);
                     }
                 }
                 if !self.score_dot.is_empty() {
@@ -563,8 +563,7 @@ impl Diffusion {
         let mut score_dot = if record && scale.is_some() { vec![0.0; rows] } else { Vec::new() };
         let ln_t_scale = p.t_scale.ln();
         let fixed_v = dt * p.t_scale;
-        let log_pf_const =
-            if learned { d as f64 * (HALF_LOG_2PI + 0.5 * dt.ln()) } else { d as f64 * (HALF_LOG_2PI + 0.5 * fixed_v.ln()) };
+        let log_pf_const = if learned { d as f64 * (HALF_LOG_2PI + 0.5 * dt.ln()) } else { d as f64 * (HALF_LOG_2PI + 0.5 * fixed_v.ln()) };
         let mut x_t = vec![T::zero(); block];
         for i in 0..steps {
             let r0 = if record { i * n } else { 0 };

@@ -198,9 +198,11 @@ impl DriftNet {
     /// weight's and bias's index in `params` (the set the network was created in).
     pub fn host_net<T: HostFloat>(&self, params: &ParamSet) -> Result<HostNet<T>> {
         let index = |v: &Var| {
-            params.vars().iter().position(|p| p.as_tensor().id() == v.as_tensor().id()).ok_or_else(|| {
-                crate::Error::Config("host_net: a layer of the drift network is not in the given parameter set".into())
-            })
+            params
+                .vars()
+                .iter()
+                .position(|p| p.as_tensor().id() == v.as_tensor().id())
+                .ok_or_else(|| crate::Error::Config("host_net: a layer of the drift network is not in the given parameter set".into()))
         };
         let layer = |l: &Linear, rows: Option<usize>| -> Result<HostLayer<T>> {
             let (n_in, n_out) = l.w.as_tensor().dims2()?;

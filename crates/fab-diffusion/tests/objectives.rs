@@ -335,7 +335,9 @@ fn host_path_matches_candle_path() {
                 close(&flat(&pc.log_pb), &flat(&ph.log_pb), &format!("{what} log_pb"));
                 close(&pc.log_r, &ph.log_r, &format!("{what} log_r"));
                 close(&[gc.loss], &[gh.loss], &format!("{what} loss"));
-                for (group, (a, b)) in [("policy", (gc.policy.unwrap(), gh.policy.unwrap())), ("flow", (gc.flow.unwrap(), gh.flow.unwrap()))] {
+                for (group, (a, b)) in
+                    [("policy", (gc.policy.unwrap(), gh.policy.unwrap())), ("flow", (gc.flow.unwrap(), gh.flow.unwrap()))]
+                {
                     for (i, (x, y)) in a.0.iter().zip(&b.0).enumerate() {
                         let (x, y) = (x.as_ref().map(flat), y.as_ref().map(flat));
                         match (x, y) {
@@ -353,4 +355,3 @@ fn host_path_matches_candle_path() {
     }
     assert!(compared > 100, "only {compared} non-zero gradients compared");
 }
-
