@@ -83,26 +83,38 @@ pub struct HostLayer<T> {
     pub b_index: usize,
 }
 
-/// The chain of hidden layers (each followed by GELU) and the output layer.
+/// Dense layers with GELU and a linear output layer, one of whose hidden layers may take a
+/// per-step extra bias from the time embedding.
 #[derive(Debug, Clone)]
-pub struct HostNet<T> {
-    /// Hidden layers in order; the first reads the state.
+pub struct Chain<T> {
+    /// Hidden layers in order (each followed by GELU).
     pub hidden: Vec<HostLayer<T>>,
-    /// Which hidden layer takes the per-step extra bias.
-    pub time_layer: usize,
-    /// For the AT shape: the rows of the time layer's weight that multiply the time embedding
-    /// (`[hidden, hidden]`); the layer's own `w` holds the rows that multiply the state encoding.
-    /// `None` for the PIS shape, where the embedding itself is the extra bias.
+    /// Which hidden layer takes the per-step extra bias, if any.
+    pub time_layer: Option<usize>,
+    /// The rows of the time layer's weight that multiply the time embedding (`[hidden,
+    /// hidden]`, the AT shape's concatenated input; the layer's own `w` holds the rows of its
+    /// other input). `None`: the embedding itself is the extra bias (the PIS shape's sum).
     pub time_rows: Option<Vec<T>>,
     /// The output layer (no activation).
     pub out: HostLayer<T>,
 }
 
+/// The drift network after its time embedding: the policy chain (state → `[drift | raw
+/// log-variance]`) and, for DB and SubTB, the log-flow head reading one of its activations.
+#[derive(Debug, Clone)]
+pub struct HostNet<T> {
+    /// The policy chain; its time layer takes the time embedding.
+    pub policy: Chain<T>,
+    /// The log-flow head (its weights indexed in the flow group) and which input of the
+    /// policy chain it reads (index into [`Acts::inputs`]).
+    pub flow: Option<(Chain<T>, usize)>,
+}
+
 /// Activations of a batch of rows: the tape of the backward pass.
 #[derive(Debug)]
 pub struct Acts<T> {
-    /// Input of every hidden layer and of the output layer: `x` (`[rows, d]`), then each hidden
-    /// layer's output (`[rows, width]`).
+    /// Input of every hidden layer and of the output layer: the chain's input (`[rows, in]`,
+    /// only for a chain that owns it), then each hidden layer's output (`[rows, width]`).
     pub inputs: Vec<Vec<T>>,
     /// GELU′ at every hidden layer's pre-activation.
     pub derivs: Vec<Vec<T>>,
@@ -110,16 +122,18 @@ pub struct Acts<T> {
     pub out: Vec<T>,
 }
 
-/// Gradients of the chain for one backward pass.
+/// Gradients of a chain for one backward pass.
 #[derive(Debug)]
-pub struct HostGrads<T> {
-    /// (∂W, ∂b) of each hidden layer, the time layer's ∂W including the AT time rows' part
-    /// below its state rows (`[2·hidden, hidden]`).
+pub struct ChainGrads<T> {
+    /// (∂W, ∂b) of each hidden layer, the time layer's ∂W including the time rows' part below
+    /// its own rows when it has them (`[2·hidden, hidden]`).
     pub hidden: Vec<(Vec<T>, Vec<T>)>,
     /// (∂W, ∂b) of the output layer.
     pub out: (Vec<T>, Vec<T>),
-    /// ∂L/∂(time embedding) per step, `[T, hidden]`.
+    /// ∂L/∂(time embedding) per step, `[T, hidden]` (empty without a time layer).
     pub temb: Vec<T>,
+    /// ∂L/∂(chain input) `[rows, in]`, when asked for.
+    pub input: Vec<T>,
 }
 
 /// Fills every row of `y` (`[m, w]`) with `b`, then adds `extra` (if any) to it.
@@ -134,30 +148,30 @@ fn fill_rows<T: HostFloat>(y: &mut [T], b: &[T], extra: Option<&[T]>) {
     }
 }
 
-impl<T: HostFloat> HostNet<T> {
-    /// Width of the state input.
+impl<T: HostFloat> Chain<T> {
+    /// Width of the input.
     pub fn dim_in(&self) -> usize {
         self.hidden[0].n_in
     }
 
-    /// The per-step extra bias of the time layer from the time embeddings `temb` (`[T, hidden]`):
-    /// the embeddings themselves (PIS) or `temb · time_rows` (AT).
+    /// The per-step extra bias of the time layer from the time embeddings `temb` (`[T, k]`):
+    /// the embeddings themselves, or `temb · time_rows`.
     pub fn step_biases(&self, temb: &[T], steps: usize) -> Vec<T> {
-        match &self.time_rows {
-            None => temb.to_vec(),
-            Some(rows) => {
-                let h = self.hidden[self.time_layer].n_out;
+        match (&self.time_rows, self.time_layer) {
+            (Some(rows), Some(l)) => {
+                let h = self.hidden[l].n_out;
                 let k = temb.len() / steps;
                 let mut e = vec![T::zero(); steps * h];
                 matmul(&mut e, temb, false, rows, false, steps, k, h, false);
                 e
             }
+            _ => temb.to_vec(),
         }
     }
 
-    /// Buffers for `rows` rows.
-    pub fn acts(&self, rows: usize) -> Acts<T> {
-        let mut inputs = vec![vec![T::zero(); rows * self.dim_in()]];
+    /// Buffers for `rows` rows; with `own_input`, also for the chain's input.
+    pub fn acts(&self, rows: usize, own_input: bool) -> Acts<T> {
+        let mut inputs = vec![if own_input { vec![T::zero(); rows * self.dim_in()] } else { Vec::new() }];
         let mut derivs = Vec::with_capacity(self.hidden.len());
         for l in &self.hidden {
             inputs.push(vec![T::zero(); rows * l.n_out]);
@@ -166,21 +180,24 @@ impl<T: HostFloat> HostNet<T> {
         Acts { inputs, derivs, out: vec![T::zero(); rows * self.out.n_out] }
     }
 
-    /// Forward pass of the `m` rows `x` (`[m, d]`) into rows `r0..r0 + m` of `acts`, with the
-    /// time layer's extra bias `extra` (one row).
+    /// Forward pass of the `m` rows `x` (`[m, in]`) into rows `r0..r0 + m` of `acts` (which
+    /// keeps a copy of `x` if it owns its input), with the time layer's extra bias `extra`
+    /// (one row; ignored without a time layer).
     pub fn forward(&self, acts: &mut Acts<T>, r0: usize, x: &[T], extra: &[T]) {
         let d = self.dim_in();
         let m = x.len() / d;
-        acts.inputs[0][r0 * d..(r0 + m) * d].copy_from_slice(x);
+        if !acts.inputs[0].is_empty() {
+            acts.inputs[0][r0 * d..(r0 + m) * d].copy_from_slice(x);
+        }
         for (l, layer) in self.hidden.iter().enumerate() {
             let (below, above) = acts.inputs.split_at_mut(l + 1);
-            let input = &below[l][r0 * layer.n_in..(r0 + m) * layer.n_in];
+            let input = if l == 0 { x } else { &below[l][r0 * layer.n_in..(r0 + m) * layer.n_in] };
             let y = &mut above[0][r0 * layer.n_out..(r0 + m) * layer.n_out];
-            fill_rows(y, &layer.b, (l == self.time_layer).then_some(extra));
+            fill_rows(y, &layer.b, (self.time_layer == Some(l)).then_some(extra));
             matmul(y, input, false, &layer.w, false, m, layer.n_in, layer.n_out, true);
             gelu_with_derivative(y, &mut acts.derivs[l][r0 * layer.n_out..(r0 + m) * layer.n_out]);
         }
-        let last = acts.inputs.last().expect("the state input");
+        let last = acts.inputs.last().expect("a hidden layer");
         let o = &self.out;
         let y = &mut acts.out[r0 * o.n_out..(r0 + m) * o.n_out];
         fill_rows(y, &o.b, None);
@@ -188,13 +205,26 @@ impl<T: HostFloat> HostNet<T> {
     }
 
     /// Backward pass of all rows of `acts` (step-major blocks of `n` rows, one block per step)
-    /// from ∂L/∂out `g_out` (`[rows, out]`); `temb` (`[T, hidden]`) is the time embedding the
-    /// forward pass used.
-    pub fn backward(&self, acts: &Acts<T>, g_out: &[T], n: usize, temb: &[T]) -> HostGrads<T> {
+    /// from ∂L/∂out `g_out` (`[rows, out]`). `input` is the chain's input as the forward pass
+    /// read it; `temb` (`[T, k]`) the time embedding; `inject(l, g)` may add to ∂L/∂(input of
+    /// hidden layer l) before it is used (another chain reading that activation). For a chain
+    /// that reads another's activation (whose `acts` do not own their input), ∂L/∂input is
+    /// returned too.
+    pub fn backward(
+        &self,
+        acts: &Acts<T>,
+        input: &[T],
+        g_out: &[T],
+        n: usize,
+        temb: &[T],
+        mut inject: impl FnMut(usize, &mut [T]),
+    ) -> ChainGrads<T> {
+        let want_input = acts.inputs[0].is_empty();
         let o = &self.out;
         let rows = g_out.len() / o.n_out;
         let steps = rows / n;
-        let last = acts.inputs.last().expect("the state input");
+        let layer_input = |l: usize| if l == 0 { input } else { &acts.inputs[l][..] };
+        let last = layer_input(self.hidden.len());
         let mut gw = vec![T::zero(); o.n_in * o.n_out];
         let mut gb = vec![T::zero(); o.n_out];
         matmul(&mut gw, last, true, g_out, false, o.n_in, rows, o.n_out, false);
@@ -205,16 +235,18 @@ impl<T: HostFloat> HostNet<T> {
         matmul(&mut g, g_out, false, &o.w, true, rows, o.n_out, o.n_in, false);
         let mut hidden = Vec::with_capacity(self.hidden.len());
         let mut temb_grad = Vec::new();
+        let mut input_grad = Vec::new();
         for (l, layer) in self.hidden.iter().enumerate().rev() {
+            inject(l + 1, &mut g);
             // Through the GELU: ∂L/∂(pre-activation).
             for (gi, di) in g.iter_mut().zip(&acts.derivs[l]) {
                 *gi *= *di;
             }
             let mut gw = vec![T::zero(); layer.n_in * layer.n_out];
             let mut gb = vec![T::zero(); layer.n_out];
-            matmul(&mut gw, &acts.inputs[l], true, &g, false, layer.n_in, rows, layer.n_out, false);
+            matmul(&mut gw, layer_input(l), true, &g, false, layer.n_in, rows, layer.n_out, false);
             column_sums_into(&mut gb, &g);
-            if l == self.time_layer {
+            if self.time_layer == Some(l) {
                 // Per-step column sums: the gradient of each step's extra bias.
                 let h = layer.n_out;
                 let mut per_step = vec![T::zero(); steps * h];
@@ -233,14 +265,18 @@ impl<T: HostFloat> HostNet<T> {
                     }
                 }
             }
-            if l > 0 {
+            if l > 0 || want_input {
                 let mut g_in = vec![T::zero(); rows * layer.n_in];
                 matmul(&mut g_in, &g, false, &layer.w, true, rows, layer.n_out, layer.n_in, false);
-                g = g_in;
+                if l > 0 {
+                    g = g_in;
+                } else {
+                    input_grad = g_in;
+                }
             }
             hidden.push((gw, gb));
         }
         hidden.reverse();
-        HostGrads { hidden, out, temb: temb_grad }
+        ChainGrads { hidden, out, temb: temb_grad, input: input_grad }
     }
 }

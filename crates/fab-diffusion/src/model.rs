@@ -11,7 +11,7 @@ use fab_optim::{Adam, AdamConfig, StepOutcome};
 use rand::RngCore;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::host::{Acts, HostFloat, HostNet};
+use crate::host::{Acts, Chain, ChainGrads, HostFloat, HostNet};
 use crate::net::{DriftNet, LangevinScale, NetOutput, NetShape};
 use crate::process::{Process, HALF_LOG_2PI};
 use crate::{Error, Result};
@@ -104,12 +104,16 @@ pub struct Paths {
     tape: Option<Box<dyn TapeBackward>>,
 }
 
-/// What a recorded host forward pass needs to carry ∂L/∂log P_F on to the parameters.
+/// What a recorded host forward pass needs to carry ∂L/∂log P_F (and ∂L/∂log F) on to the
+/// parameters.
 trait TapeBackward: std::fmt::Debug + Send + Sync {
     /// The `log_pf` leaf.
     fn log_pf(&self) -> &Tensor;
-    /// The policy's gradients from ∂L/∂log P_F (`[n, T]`, path-major).
-    fn backward(&self, model: &Diffusion, g_log_pf: &[f64]) -> Result<Grads>;
+    /// The `log_f` leaf, when the log-flows were recorded.
+    fn log_f(&self) -> Option<&Tensor>;
+    /// The policy's gradients from ∂L/∂log P_F and ∂L/∂log F (`[n, T]`, path-major); the
+    /// log-flow head's gradients are written into `flow` (the flow group's, from the loss).
+    fn backward(&self, model: &Diffusion, g_log_pf: &[f64], g_log_f: Option<&[f64]>, flow: &mut Grads) -> Result<Grads>;
 }
 
 /// The record of [`Diffusion::host_paths`] (rows step-major: row i·n + k is path k at step i).
@@ -117,9 +121,12 @@ trait TapeBackward: std::fmt::Debug + Send + Sync {
 struct HostTape<T> {
     net: HostNet<T>,
     acts: Acts<T>,
+    /// The log-flow head's activations (DB, SubTB).
+    flow_acts: Option<Acts<T>>,
     n: usize,
     steps: usize,
     log_pf: Tensor,
+    log_f: Option<Tensor>,
     /// ∂log P_F/∂μ_j per row (0 where the drift was clipped), `[rows, d]`.
     mu_factor: Vec<f64>,
     /// ∂log P_F/∂(raw log-variance output)_j per row with learned variance, `[rows, d]`.
@@ -133,14 +140,43 @@ struct HostTape<T> {
     scale: Option<Tensor>,
 }
 
+/// Writes `values` as the gradient of parameter `index` of `vars`.
+fn put_grad<T: HostFloat>(grads: &mut Grads, vars: &[Var], index: usize, values: Vec<T>) -> Result<()> {
+    grads.0[index] = Some(Tensor::from_vec(values, vars[index].dims(), &Device::Cpu)?);
+    Ok(())
+}
+
+/// Writes a chain's layer gradients (`hidden`, `out`: (∂W, ∂b) pairs) into `grads` (indexed like
+/// `vars`).
+type LayerGrads<T> = (Vec<T>, Vec<T>);
+fn put_chain_grads<T: HostFloat>(
+    grads: &mut Grads,
+    vars: &[Var],
+    chain: &Chain<T>,
+    hidden: Vec<LayerGrads<T>>,
+    out: LayerGrads<T>,
+) -> Result<()> {
+    for (layer, (gw, gb)) in chain.hidden.iter().zip(hidden) {
+        put_grad(grads, vars, layer.w_index, gw)?;
+        put_grad(grads, vars, layer.b_index, gb)?;
+    }
+    put_grad(grads, vars, chain.out.w_index, out.0)?;
+    put_grad(grads, vars, chain.out.b_index, out.1)
+}
+
 impl<T: HostFloat> TapeBackward for HostTape<T> {
     fn log_pf(&self) -> &Tensor {
         &self.log_pf
     }
 
-    fn backward(&self, model: &Diffusion, g: &[f64]) -> Result<Grads> {
+    fn log_f(&self) -> Option<&Tensor> {
+        self.log_f.as_ref()
+    }
+
+    fn backward(&self, model: &Diffusion, g: &[f64], g_f: Option<&[f64]>, flow: &mut Grads) -> Result<Grads> {
         let (n, steps, d) = (self.n, self.steps, model.spec.process.dim);
-        let od = self.net.out.n_out;
+        let policy = &self.net.policy;
+        let od = policy.out.n_out;
         let rows = steps * n;
         let mut g_out = vec![T::zero(); rows * od];
         let mut g_scale = vec![0.0; steps];
@@ -162,23 +198,47 @@ impl<T: HostFloat> TapeBackward for HostTape<T> {
                 }
             }
         }
-        let hg = self.net.backward(&self.acts, &g_out, n, &self.temb_host);
+        // The log-flow head first: its input gradient joins the policy chain's at the
+        // activation it reads.
+        let mut temb_grad = vec![T::zero(); self.temb_host.len()];
+        let head = match (&self.net.flow, &self.flow_acts, g_f) {
+            (Some((chain, src)), Some(acts), Some(g_f)) => {
+                let mut g_lf = vec![T::zero(); rows];
+                for i in 0..steps {
+                    for k in 0..n {
+                        g_lf[i * n + k] = T::of(g_f[k * steps + i]);
+                    }
+                }
+                let cg = chain.backward(acts, &self.acts.inputs[*src], &g_lf, n, &self.temb_host, |_, _| {});
+                let ChainGrads { hidden, out, temb, input } = cg;
+                for (a, b) in temb_grad.iter_mut().zip(&temb) {
+                    *a += *b;
+                }
+                put_chain_grads(flow, model.flow_params.vars(), chain, hidden, out)?;
+                Some((*src, input))
+            }
+            _ => None,
+        };
+        let inject = |l: usize, g: &mut [T]| {
+            if let Some((src, gi)) = &head {
+                if l == *src {
+                    for (a, b) in g.iter_mut().zip(gi) {
+                        *a += *b;
+                    }
+                }
+            }
+        };
+        let pg = policy.backward(&self.acts, &self.acts.inputs[0], &g_out, n, &self.temb_host, inject);
+        for (a, b) in temb_grad.iter_mut().zip(&pg.temb) {
+            *a += *b;
+        }
         let vars = model.params.vars();
         let mut grads = Grads::empty(vars.len());
-        let mut put = |index: usize, values: Vec<T>| -> Result<()> {
-            grads.0[index] = Some(Tensor::from_vec(values, vars[index].dims(), &Device::Cpu)?);
-            Ok(())
-        };
-        for (layer, (gw, gb)) in self.net.hidden.iter().zip(hg.hidden) {
-            put(layer.w_index, gw)?;
-            put(layer.b_index, gb)?;
-        }
-        put(self.net.out.w_index, hg.out.0)?;
-        put(self.net.out.b_index, hg.out.1)?;
+        put_chain_grads(&mut grads, vars, policy, pg.hidden, pg.out)?;
         // On through the time embedding and the Langevin scale (small candle graphs of the
         // T step times): back-propagate Σ temb ⊙ ∂L/∂temb + Σ scale ⊙ ∂L/∂scale.
         let h = self.temb_host.len() / steps;
-        let mut surrogate = (&self.temb * Tensor::from_vec(hg.temb, (steps, h), &Device::Cpu)?)?.sum_all()?;
+        let mut surrogate = (&self.temb * Tensor::from_vec(temb_grad, (steps, h), &Device::Cpu)?)?.sum_all()?;
         if let Some(scale) = &self.scale {
             let gs = Tensor::from_vec(g_scale, (steps, 1), &Device::Cpu)?.to_dtype(scale.dtype())?;
             surrogate = (surrogate + (scale * gs)?.sum_all()?)?;
@@ -342,11 +402,11 @@ impl Diffusion {
                 )));
             }
         }
-        if self.host_path && !flows && matches!(track, Track::None | Track::Tape) {
+        if self.host_path && matches!(track, Track::None | Track::Tape) {
             let record = track == Track::Tape;
             match self.spec.dtype {
-                DType::F32 => return self.host_paths::<f32>(target, n, source, record, rng),
-                DType::F64 => return self.host_paths::<f64>(target, n, source, record, rng),
+                DType::F32 => return self.host_paths::<f32>(target, n, source, record, flows, rng),
+                DType::F64 => return self.host_paths::<f64>(target, n, source, record, flows, rng),
                 _ => {}
             }
         }
@@ -528,6 +588,7 @@ impl Diffusion {
         n: usize,
         source: Source<'_>,
         record: bool,
+        flows: bool,
         rng: &mut dyn RngCore,
     ) -> Result<Paths> {
         let spec = &self.spec;
@@ -536,12 +597,18 @@ impl Diffusion {
         let block = n * d;
         let rows = steps * n;
         let times = p.times();
-        let net = self.net.host_net::<T>(&self.params)?;
+        let net = self.net.host_net::<T>(&self.params, &self.flow_params)?;
+        let head = match (flows, &net.flow) {
+            (false, _) => None,
+            (true, None) => return Err(Error::Config("log-flows asked of a network without a flow head".into())),
+            (true, Some((chain, src))) => Some((chain, *src)),
+        };
         let keep = |t: Tensor| if record { t } else { t.detach() };
         let temb = keep(self.net.embed_times(&times, spec.dtype)?);
         let temb_host = T::host(&temb)?;
-        let extra = net.step_biases(&temb_host, steps);
+        let extra = net.policy.step_biases(&temb_host, steps);
         let eh = extra.len() / steps;
+        let flow_extra = head.map(|(chain, _)| chain.step_biases(&temb_host, steps));
         let scale = match &self.langevin {
             Some(l) => Some(keep(l.forward(&times, spec.dtype)?)),
             None => None,
@@ -552,8 +619,12 @@ impl Diffusion {
             Source::Given(xs) => (xs.to_vec(), None),
         };
         let e2 = exploration.map_or(0.0, |e| e * e);
-        let mut acts = net.acts(if record { rows } else { n });
-        let od = net.out.n_out;
+        let acts_rows = if record { rows } else { n };
+        let mut acts = net.policy.acts(acts_rows, true);
+        let mut flow_acts = head.map(|(chain, _)| chain.acts(acts_rows, false));
+        let od = net.policy.out.n_out;
+        let forward_looking = flows && spec.forward_looking;
+        let mut log_f = if flows { vec![0.0; rows] } else { Vec::new() };
         let learned = spec.learned_variance;
         // Per-step terms, step-major rows.
         let mut log_pf = vec![0.0; rows];
@@ -570,14 +641,24 @@ impl Diffusion {
             let (done, rest) = x.split_at_mut((i + 1) * block);
             let xi = &done[i * block..];
             let next = &mut rest[..block];
-            let score = match &scale_host {
-                Some(_) => self.target_terms(target, xi, n, true)?.1,
-                None => None,
+            let (log_r_i, score) = if scale_host.is_some() || (forward_looking && i >= 1) {
+                self.target_terms(target, xi, n, scale_host.is_some())?
+            } else {
+                (Vec::new(), None)
             };
             for (a, &b) in x_t.iter_mut().zip(xi) {
                 *a = T::of(b);
             }
-            net.forward(&mut acts, r0, &x_t, &extra[i * eh..(i + 1) * eh]);
+            net.policy.forward(&mut acts, r0, &x_t, &extra[i * eh..(i + 1) * eh]);
+            if let (Some((chain, src)), Some(fa), Some(fe)) = (head, flow_acts.as_mut(), flow_extra.as_ref()) {
+                let h_src = acts.inputs[src].len() / acts_rows;
+                let fe = &fe[i * (fe.len() / steps)..(i + 1) * (fe.len() / steps)];
+                chain.forward(fa, r0, &acts.inputs[src][r0 * h_src..(r0 + n) * h_src], fe);
+                let prior = if forward_looking { Some(self.flow_prior(xi, &log_r_i, i)) } else { None };
+                for k in 0..n {
+                    log_f[i * n + k] = fa.out[r0 + k].f64() + prior.as_ref().map_or(0.0, |p| p[k]);
+                }
+            }
             let out = &acts.out[r0 * od..(r0 + n) * od];
             let lp_scale = scale_host.as_ref().map(|s| s[i]);
             for k in 0..n {
@@ -660,14 +741,18 @@ impl Diffusion {
         };
         let mut log_pf = path_major(&log_pf)?;
         let log_pb = path_major(&log_pb)?;
+        let mut log_f = if flows { Some(path_major(&log_f)?) } else { None };
         let tape: Option<Box<dyn TapeBackward>> = if record {
             log_pf = Var::from_tensor(&log_pf)?.as_tensor().clone();
+            log_f = log_f.map(|t| Var::from_tensor(&t).map(|v| v.as_tensor().clone())).transpose()?;
             Some(Box::new(HostTape {
                 net,
                 acts,
+                flow_acts,
                 n,
                 steps,
                 log_pf: log_pf.clone(),
+                log_f: log_f.clone(),
                 mu_factor,
                 raw_factor,
                 score_dot,
@@ -679,7 +764,7 @@ impl Diffusion {
             None
         };
         let x_last = to_tensor(ends, n, d, spec.dtype)?;
-        Ok(Paths { n, x, x_last, log_pf, log_pb, log_f: None, log_r, tape })
+        Ok(Paths { n, x, x_last, log_pf, log_pb, log_f, log_r, tape })
     }
 
     /// All T·n (state, time) rows of given paths in one pass; target terms already computed at
@@ -782,11 +867,17 @@ impl Diffusion {
             return Ok(Gradients { loss: value, policy: None, flow: None });
         }
         let store = loss.backward()?;
-        let g = match store.get(tape.log_pf()) {
-            Some(g) => fab_core::to_f64_vec(g)?,
-            None => vec![0.0; tape.log_pf().elem_count()],
+        let grad_of = |t: &Tensor| -> Result<Vec<f64>> {
+            Ok(match store.get(t) {
+                Some(g) => fab_core::to_f64_vec(g)?,
+                None => vec![0.0; t.elem_count()],
+            })
         };
-        Ok(Gradients { loss: value, policy: Some(tape.backward(self, &g)?), flow: Some(self.flow_params.grads_from_store(&store)) })
+        let g_pf = grad_of(tape.log_pf())?;
+        let g_f = tape.log_f().map(grad_of).transpose()?;
+        let mut flow = self.flow_params.grads_from_store(&store);
+        let policy = tape.backward(self, &g_pf, g_f.as_deref(), &mut flow)?;
+        Ok(Gradients { loss: value, policy: Some(policy), flow: Some(flow) })
     }
 
     /// Saves parameters under `prefix` into `dir` (the flow group keeps the file name

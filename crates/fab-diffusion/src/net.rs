@@ -23,7 +23,7 @@ use fab_core::ParamSet;
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
-use crate::host::{HostFloat, HostLayer, HostNet};
+use crate::host::{Chain, HostFloat, HostLayer, HostNet};
 use crate::ops::{add_grouped, gelu};
 use crate::Result;
 
@@ -194,40 +194,64 @@ impl DriftNet {
         &self.shape
     }
 
-    /// A host snapshot of the layers after the time embedding (`crate::host`), with each
-    /// weight's and bias's index in `params` (the set the network was created in).
-    pub fn host_net<T: HostFloat>(&self, params: &ParamSet) -> Result<HostNet<T>> {
-        let index = |v: &Var| {
-            params
-                .vars()
+    /// A host snapshot of the layers after the time embedding (`crate::host`): the policy
+    /// chain with each weight's and bias's index in `params`, and the log-flow head (if any)
+    /// with indices in `flow_params` (the sets the network was created in).
+    pub fn host_net<T: HostFloat>(&self, params: &ParamSet, flow_params: &ParamSet) -> Result<HostNet<T>> {
+        let index = |set: &ParamSet, v: &Var| {
+            set.vars()
                 .iter()
                 .position(|p| p.as_tensor().id() == v.as_tensor().id())
                 .ok_or_else(|| crate::Error::Config("host_net: a layer of the drift network is not in the given parameter set".into()))
         };
-        let layer = |l: &Linear, rows: Option<usize>| -> Result<HostLayer<T>> {
+        // A layer; `split`: keep only its first `split` weight rows, returning the others.
+        let layer = |set: &ParamSet, l: &Linear, split: Option<usize>| -> Result<(HostLayer<T>, Option<Vec<T>>)> {
             let (n_in, n_out) = l.w.as_tensor().dims2()?;
             let mut w = T::host(l.w.as_tensor())?;
-            let n_in = rows.unwrap_or(n_in);
-            w.truncate(n_in * n_out);
-            Ok(HostLayer { w, b: T::host(l.b.as_tensor())?, n_in, n_out, w_index: index(&l.w)?, b_index: index(&l.b)? })
+            let (n_in, rest) = match split {
+                Some(rows) => (rows, Some(w.split_off(rows * n_out))),
+                None => (n_in, None),
+            };
+            let b = T::host(l.b.as_tensor())?;
+            Ok((HostLayer { w, b, n_in, n_out, w_index: index(set, &l.w)?, b_index: index(set, &l.b)? }, rest))
         };
         let h = self.shape.hidden;
+        let at = self.shape.arch == Arch::At;
         let mut hidden = Vec::new();
-        let (time_layer, time_rows) = match self.shape.arch {
-            Arch::Pis => (0, None),
-            Arch::At => {
-                let all = T::host(self.joint_layers[0].w.as_tensor())?;
-                (self.state_layers.len(), Some(all[h * h..].to_vec()))
-            }
-        };
+        let mut time_rows = None;
         for l in &self.state_layers {
-            hidden.push(layer(l, None)?);
+            hidden.push(layer(params, l, None)?.0);
         }
         for (k, l) in self.joint_layers.iter().enumerate() {
-            let rows = (self.shape.arch == Arch::At && k == 0).then_some(h);
-            hidden.push(layer(l, rows)?);
+            let (hl, rest) = layer(params, l, (at && k == 0).then_some(h))?;
+            if rest.is_some() {
+                time_rows = rest;
+            }
+            hidden.push(hl);
         }
-        Ok(HostNet { hidden, time_layer, time_rows, out: layer(&self.out, None)? })
+        // PIS: the embedding is added before the first GELU; AT: it is the second half of the
+        // first joint layer's input.
+        let time_layer = if at { self.state_layers.len() } else { 0 };
+        let policy = Chain { hidden, time_layer: Some(time_layer), time_rows, out: layer(params, &self.out, None)?.0 };
+        let flow = match self.flow_layers.split_last() {
+            None => None,
+            Some((last, inner)) => {
+                let mut hidden = Vec::new();
+                let mut time_rows = None;
+                for (k, l) in inner.iter().enumerate() {
+                    let (hl, rest) = layer(flow_params, l, (at && k == 0).then_some(h))?;
+                    if rest.is_some() {
+                        time_rows = rest;
+                    }
+                    hidden.push(hl);
+                }
+                let chain = Chain { hidden, time_layer: at.then_some(0), time_rows, out: layer(flow_params, last, None)?.0 };
+                // The head reads the joint input: GELU(state + time) (PIS, the first hidden
+                // output) or the state encoding beside the embedding (AT).
+                Some((chain, if at { time_layer } else { 1 }))
+            }
+        };
+        Ok(HostNet { policy, flow })
     }
 
     /// Time embeddings of the times `ts` (`[len(ts), hidden]`), computed once per rollout.

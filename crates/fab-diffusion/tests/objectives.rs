@@ -294,9 +294,11 @@ fn log_flows_come_from_the_head_with_log_z_at_the_start() {
 }
 
 /// The hand-written host path (`Track::Tape`, `gradients_of`) computes the same paths, terms,
-/// losses and gradients as candle's graph (`Track::Params`), sampled forward with exploration
-/// and on given points, for both architectures, with and without the Langevin parametrisation
-/// (and a drift clip that binds) and learned variance (f64, so only rounding separates them).
+/// log-flows, losses and gradients as candle's graph (`Track::Params`) for TB, VarGrad, DB and
+/// SubTB (the last two through the log-flow head with the forward-looking term), sampled forward
+/// with exploration and on given points, for both architectures, with and without the Langevin
+/// parametrisation (and a drift clip that binds) and learned variance (f64, so only rounding
+/// separates them).
 #[test]
 fn host_path_matches_candle_path() {
     let target = target();
@@ -311,18 +313,19 @@ fn host_path_matches_candle_path() {
     for (arch, langevin, learned_variance) in
         [(Arch::Pis, false, false), (Arch::Pis, true, false), (Arch::Pis, false, true), (Arch::At, true, true), (Arch::At, false, false)]
     {
-        let mut sp = spec(arch, langevin, learned_variance, false);
-        sp.clip = Some((100.0, 1.5));
-        let mut model = Diffusion::new(sp, &mut seeded_rng(5, 0)).unwrap();
-        perturb(&model, 9);
-        let n = 9;
-        let given = model.paths(&target, n, Source::Forward { exploration: 0.5 }, Track::None, false, &mut seeded_rng(4, 1)).unwrap().x;
-        for objective in [Objective::Tb, Objective::VarGrad] {
+        for objective in [Objective::Tb, Objective::VarGrad, Objective::Db, Objective::SubTb { lambda: 2.0 }] {
+            let flows = objective.needs_flows();
+            let mut sp = spec(arch, langevin, learned_variance, flows);
+            sp.clip = Some((100.0, 1.5));
+            let mut model = Diffusion::new(sp, &mut seeded_rng(5, 0)).unwrap();
+            perturb(&model, 9);
+            let n = 9;
+            let given = model.paths(&target, n, Source::Forward { exploration: 0.5 }, Track::None, false, &mut seeded_rng(4, 1)).unwrap().x;
             for source in [Source::Forward { exploration: 0.3 }, Source::Given(&given)] {
                 let mut run = |host: bool| {
                     model.set_host_path(host);
                     let track = if host { Track::Tape } else { Track::Params };
-                    let p = model.paths(&target, n, source, track, false, &mut seeded_rng(8, 1)).unwrap();
+                    let p = model.paths(&target, n, source, track, flows, &mut seeded_rng(8, 1)).unwrap();
                     let l = loss(objective, &p, &p.log_r, model.log_z_tensor(), None, BatchPart::whole(n)).unwrap();
                     let g = model.gradients_of(&l, &p).unwrap();
                     (p, g)
@@ -334,6 +337,10 @@ fn host_path_matches_candle_path() {
                 close(&flat(&pc.log_pf), &flat(&ph.log_pf), &format!("{what} log_pf"));
                 close(&flat(&pc.log_pb), &flat(&ph.log_pb), &format!("{what} log_pb"));
                 close(&pc.log_r, &ph.log_r, &format!("{what} log_r"));
+                assert_eq!(pc.log_f.is_some(), flows, "{what}");
+                if let (Some(a), Some(b)) = (&pc.log_f, &ph.log_f) {
+                    close(&flat(a), &flat(b), &format!("{what} log_f"));
+                }
                 close(&[gc.loss], &[gh.loss], &format!("{what} loss"));
                 for (group, (a, b)) in
                     [("policy", (gc.policy.unwrap(), gh.policy.unwrap())), ("flow", (gc.flow.unwrap(), gh.flow.unwrap()))]
