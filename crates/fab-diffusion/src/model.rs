@@ -57,10 +57,10 @@ pub enum Track {
     Params,
     /// Reparameterised: gradients also flow through the sampled points (PIS).
     Path,
-    /// As [`Track::Params`], but recorded on the hand-written host path (`crate::host`) when
-    /// the paths need no log-flows: `log_pf` is then a leaf of the graph, and
-    /// [`Diffusion::gradients_of`] carries its gradient on to the parameters by hand. Falls back
-    /// to [`Track::Params`] otherwise (or when the host path is switched off).
+    /// As [`Track::Params`], but recorded on the hand-written host path (`crate::host`):
+    /// `log_pf` (and `log_f`) are then leaves of the graph, and [`Diffusion::gradients_of`]
+    /// carries their gradients on to the parameters by hand. [`Track::Params`] when the host
+    /// path is switched off.
     Tape,
 }
 
@@ -380,9 +380,12 @@ impl Diffusion {
     /// `flows`: also the log-flows of the intermediate states (DB, SubTB). Randomness: the
     /// forward noise only (n·d standard normals per step, in step order).
     ///
-    /// Paths that need no gradient through the points are evaluated in one batched pass over
-    /// all T·n (state, time) rows; sampled ones are first drawn step by step without a graph.
-    /// Only reparameterised paths ([`Track::Path`]) keep the step-by-step graph.
+    /// Paths without a graph ([`Track::None`]) and with gradients at fixed points
+    /// ([`Track::Tape`]) are evaluated on the host path, the network's step-by-step forward pass
+    /// kept as the tape (`docs/DIFFUSION.md`, "How the paths are evaluated"). [`Track::Params`]
+    /// (or any path with the host path switched off) samples step by step without a graph, then
+    /// evaluates all T·n (state, time) rows in one batched pass of candle ops. Reparameterised
+    /// paths ([`Track::Path`]) keep the step-by-step candle graph.
     pub fn paths(
         &self,
         target: &dyn LogDensity,
