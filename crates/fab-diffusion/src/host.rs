@@ -1,17 +1,19 @@
-//! The drift network's hidden layers and output layer on host buffers, forward with a tape and
-//! backward by hand (`docs/PERFORMANCE.md`, "Diffusion sampler against gfn-diffusion"): the
-//! path of every objective whose gradient reaches the parameters only through log P_F at fixed
-//! points (TB and VarGrad, on- and off-policy). candle builds the same computation from one
-//! operation per tensor, each with its own zero-filled buffer, and re-evaluates the network over
-//! all T·n rows after the walk has already evaluated it step by step; here the walk's own
-//! forward pass is kept as the tape, each layer is one matrix product into a buffer that
-//! starts at the bias, and the GELU's derivative comes out of its forward evaluation.
+//! The drift network's layers after the time embedding on host buffers, forward with a tape
+//! and backward by hand (`docs/DIFFUSION.md`, "How the paths are evaluated";
+//! `docs/PERFORMANCE.md`, "Diffusion sampler against gfn-diffusion on an Intel Xeon"): the path
+//! of every objective whose gradient reaches the parameters only through log P_F and log F at
+//! fixed points (TB, VarGrad, DB, SubTB; on- and off-policy). candle builds the same computation
+//! from one operation per tensor, each with its own zero-filled buffer, and re-evaluates the
+//! network over all T·n rows after the walk has already evaluated it step by step; here the
+//! walk's own forward pass is kept as the tape, each layer is one matrix product into a buffer
+//! that starts at the bias, and the GELU's derivative comes out of its forward evaluation.
 //!
-//! A [`HostNet`] is a snapshot of the weights as a chain of dense layers with GELU, one of
-//! which takes a per-step extra bias (the time embedding: added to the state encoding in the
-//! PIS shape; multiplied by its rows of the first joint layer in the AT shape), and a linear
-//! output layer. The time embedding and the Langevin scale stay candle tensors: the caller
-//! back-propagates the per-step gradients this module returns through them.
+//! A [`Chain`] is a snapshot of dense layers with GELU, one of which may take a per-step extra
+//! bias from the time embedding (added to the state encoding in the PIS shape; multiplied by its
+//! rows of the first joint layer in the AT shape), and a linear output layer. A [`HostNet`] is
+//! the policy's chain and, for DB and SubTB, the log-flow head's, which reads one of the policy
+//! chain's activations. The time embedding and the Langevin scale stay candle tensors: the
+//! caller back-propagates the per-step gradients this module returns through them.
 
 use candle_core::{DType, Tensor};
 use fab_core::gemm::{column_sums_into, matmul, GemmFloat};
