@@ -310,16 +310,24 @@ fn host_path_matches_candle_path() {
         }
     };
     let mut compared = 0;
-    for (arch, langevin, learned_variance) in
-        [(Arch::Pis, false, false), (Arch::Pis, true, false), (Arch::Pis, false, true), (Arch::At, true, true), (Arch::At, false, false)]
-    {
+    // (architecture, LP, learned variance, steps, paths): every combination the host path
+    // branches on, and the degenerate one step and one path.
+    for (arch, langevin, learned_variance, steps, n) in [
+        (Arch::Pis, false, false, 5, 9),
+        (Arch::Pis, true, false, 5, 9),
+        (Arch::Pis, false, true, 5, 9),
+        (Arch::At, true, true, 5, 9),
+        (Arch::At, false, false, 5, 9),
+        (Arch::Pis, true, true, 1, 1),
+        (Arch::At, true, false, 2, 1),
+    ] {
         for objective in [Objective::Tb, Objective::VarGrad, Objective::Db, Objective::SubTb { lambda: 2.0 }] {
             let flows = objective.needs_flows();
             let mut sp = spec(arch, langevin, learned_variance, flows);
             sp.clip = Some((100.0, 1.5));
+            sp.process.n_steps = steps;
             let mut model = Diffusion::new(sp, &mut seeded_rng(5, 0)).unwrap();
             perturb(&model, 9);
-            let n = 9;
             let given = model.paths(&target, n, Source::Forward { exploration: 0.5 }, Track::None, false, &mut seeded_rng(4, 1)).unwrap().x;
             for source in [Source::Forward { exploration: 0.3 }, Source::Given(&given)] {
                 let mut run = |host: bool| {
