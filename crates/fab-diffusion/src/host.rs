@@ -15,6 +15,8 @@
 //! chain's activations. The time embedding and the Langevin scale stay candle tensors: the
 //! caller back-propagates the per-step gradients this module returns through them.
 
+use std::sync::Mutex;
+
 use candle_core::{DType, Tensor};
 use fab_core::gemm::{column_sums_into, matmul, GemmFloat};
 
@@ -33,6 +35,53 @@ pub trait HostFloat: GemmFloat + std::ops::MulAssign + candle_core::WithDType + 
     fn host(t: &Tensor) -> Result<Vec<Self>>;
     /// In place `y ← GELU(y)`, with `deriv ← GELU′` at the old values.
     fn gelu_pair(y: &mut [Self], deriv: &mut [Self]);
+    /// The pool's buffers of this type.
+    fn pool(pool: &ScratchPool) -> &Mutex<Vec<Vec<Self>>>;
+}
+
+/// Large host buffers of earlier tapes, handed out again to a tape of the same size: an
+/// iteration's activations are tens of megabytes that every iteration would otherwise
+/// zero-fill afresh. A buffer handed out keeps its old contents, so it may only serve one that
+/// is written before it is read (the tape's activations and per-row factors are).
+#[derive(Default)]
+pub struct ScratchPool {
+    f32: Mutex<Vec<Vec<f32>>>,
+    f64: Mutex<Vec<Vec<f64>>>,
+}
+
+/// Buffers kept per element type, at most.
+const POOL_BUFFERS: usize = 64;
+
+impl std::fmt::Debug for ScratchPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = |m: &Mutex<Vec<Vec<f32>>>| m.lock().map_or(0, |v| v.len());
+        let count64 = |m: &Mutex<Vec<Vec<f64>>>| m.lock().map_or(0, |v| v.len());
+        f.debug_struct("ScratchPool").field("f32_buffers", &count(&self.f32)).field("f64_buffers", &count64(&self.f64)).finish()
+    }
+}
+
+impl ScratchPool {
+    /// A buffer of exactly `len` elements: a pooled one with whatever it held, or zeros.
+    pub fn take<T: HostFloat>(&self, len: usize) -> Vec<T> {
+        if let Ok(mut v) = T::pool(self).lock() {
+            if let Some(i) = v.iter().position(|b| b.len() == len) {
+                return v.swap_remove(i);
+            }
+        }
+        vec![T::zero(); len]
+    }
+
+    /// Returns a buffer to the pool.
+    pub fn give<T: HostFloat>(&self, buffer: Vec<T>) {
+        if buffer.is_empty() {
+            return;
+        }
+        if let Ok(mut v) = T::pool(self).lock() {
+            if v.len() < POOL_BUFFERS {
+                v.push(buffer);
+            }
+        }
+    }
 }
 
 impl HostFloat for f32 {
@@ -49,6 +98,9 @@ impl HostFloat for f32 {
     fn gelu_pair(y: &mut [Self], deriv: &mut [Self]) {
         crate::ops::gelu_pair_f32(y, deriv);
     }
+    fn pool(pool: &ScratchPool) -> &Mutex<Vec<Vec<Self>>> {
+        &pool.f32
+    }
 }
 
 impl HostFloat for f64 {
@@ -64,6 +116,9 @@ impl HostFloat for f64 {
     }
     fn gelu_pair(y: &mut [Self], deriv: &mut [Self]) {
         crate::ops::gelu_pair_f64(y, deriv);
+    }
+    fn pool(pool: &ScratchPool) -> &Mutex<Vec<Vec<Self>>> {
+        &pool.f64
     }
 }
 
@@ -124,6 +179,15 @@ pub struct Acts<T> {
     pub out: Vec<T>,
 }
 
+impl<T: HostFloat> Acts<T> {
+    /// Returns the buffers to `pool`.
+    pub fn recycle(self, pool: &ScratchPool) {
+        for b in self.inputs.into_iter().chain(self.derivs).chain([self.out]) {
+            pool.give(b);
+        }
+    }
+}
+
 /// Gradients of a chain for one backward pass.
 #[derive(Debug)]
 pub struct ChainGrads<T> {
@@ -171,15 +235,16 @@ impl<T: HostFloat> Chain<T> {
         }
     }
 
-    /// Buffers for `rows` rows; with `own_input`, also for the chain's input.
-    pub fn acts(&self, rows: usize, own_input: bool) -> Acts<T> {
-        let mut inputs = vec![if own_input { vec![T::zero(); rows * self.dim_in()] } else { Vec::new() }];
+    /// Buffers for `rows` rows (from `pool`, contents unspecified: the forward pass writes
+    /// every row it reads); with `own_input`, also for the chain's input.
+    pub fn acts(&self, rows: usize, own_input: bool, pool: &ScratchPool) -> Acts<T> {
+        let mut inputs = vec![if own_input { pool.take(rows * self.dim_in()) } else { Vec::new() }];
         let mut derivs = Vec::with_capacity(self.hidden.len());
         for l in &self.hidden {
-            inputs.push(vec![T::zero(); rows * l.n_out]);
-            derivs.push(vec![T::zero(); rows * l.n_out]);
+            inputs.push(pool.take(rows * l.n_out));
+            derivs.push(pool.take(rows * l.n_out));
         }
-        Acts { inputs, derivs, out: vec![T::zero(); rows * self.out.n_out] }
+        Acts { inputs, derivs, out: pool.take(rows * self.out.n_out) }
     }
 
     /// Forward pass of the `m` rows `x` (`[m, in]`) into rows `r0..r0 + m` of `acts` (which

@@ -4,6 +4,7 @@
 //! per-step log-probability the objectives need (`docs/DIFFUSION.md`, "The process").
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var};
 use fab_core::{Grads, LogDensity, ParamSet};
@@ -11,7 +12,7 @@ use fab_optim::{Adam, AdamConfig, StepOutcome};
 use rand::RngCore;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::host::{Acts, Chain, ChainGrads, HostFloat, HostNet};
+use crate::host::{Acts, Chain, ChainGrads, HostFloat, HostNet, ScratchPool};
 use crate::net::{DriftNet, LangevinScale, NetOutput, NetShape};
 use crate::process::{Process, HALF_LOG_2PI};
 use crate::{Error, Result};
@@ -100,8 +101,9 @@ pub struct Paths {
     pub log_f: Option<Tensor>,
     /// log R(x_T) (host).
     pub log_r: Vec<f64>,
-    /// The host path's record for the backward pass ([`Track::Tape`]).
-    tape: Option<Box<dyn TapeBackward>>,
+    /// The host path's record for the backward pass ([`Track::Tape`]); `Some(None)` once
+    /// [`Diffusion::gradients_of`] has used it.
+    tape: Option<Mutex<Option<Box<dyn TapeBackward>>>>,
 }
 
 /// What a recorded host forward pass needs to carry ∂L/∂log P_F (and ∂L/∂log F) on to the
@@ -114,6 +116,8 @@ trait TapeBackward: std::fmt::Debug + Send + Sync {
     /// The policy's gradients from ∂L/∂log P_F and ∂L/∂log F (`[n, T]`, path-major); the
     /// log-flow head's gradients are written into `flow` (the flow group's, from the loss).
     fn backward(&self, model: &Diffusion, g_log_pf: &[f64], g_log_f: Option<&[f64]>, flow: &mut Grads) -> Result<Grads>;
+    /// Returns the tape's large buffers to the model's pool.
+    fn recycle(self: Box<Self>, pool: &ScratchPool);
 }
 
 /// The record of [`Diffusion::host_paths`] (rows step-major: row i·n + k is path k at step i).
@@ -171,6 +175,17 @@ impl<T: HostFloat> TapeBackward for HostTape<T> {
 
     fn log_f(&self) -> Option<&Tensor> {
         self.log_f.as_ref()
+    }
+
+    fn recycle(self: Box<Self>, pool: &ScratchPool) {
+        let t = *self;
+        t.acts.recycle(pool);
+        if let Some(a) = t.flow_acts {
+            a.recycle(pool);
+        }
+        for b in [t.mu_factor, t.raw_factor, t.score_dot] {
+            pool.give(b);
+        }
     }
 
     fn backward(&self, model: &Diffusion, g: &[f64], g_f: Option<&[f64]>, flow: &mut Grads) -> Result<Grads> {
@@ -286,6 +301,7 @@ pub struct Diffusion {
     log_z: Var,
     flow_params: ParamSet,
     host_path: bool,
+    scratch: ScratchPool,
 }
 
 fn to_tensor(v: &[f64], rows: usize, cols: usize, dtype: DType) -> Result<Tensor> {
@@ -303,7 +319,7 @@ impl Diffusion {
             Some(h) => Some(LangevinScale::new(spec.shape.arch, h, spec.shape.harmonics, &mut params, "langevin", spec.dtype, rng)?),
             None => None,
         };
-        Ok(Self { spec, net, langevin, params, log_z, flow_params, host_path: true })
+        Ok(Self { spec, net, langevin, params, log_z, flow_params, host_path: true, scratch: ScratchPool::default() })
     }
 
     /// Switches the hand-written host path (`crate::host`, the default) off or on. With it off,
@@ -623,8 +639,8 @@ impl Diffusion {
         };
         let e2 = exploration.map_or(0.0, |e| e * e);
         let acts_rows = if record { rows } else { n };
-        let mut acts = net.policy.acts(acts_rows, true);
-        let mut flow_acts = head.map(|(chain, _)| chain.acts(acts_rows, false));
+        let mut acts = net.policy.acts(acts_rows, true, &self.scratch);
+        let mut flow_acts = head.map(|(chain, _)| chain.acts(acts_rows, false, &self.scratch));
         let od = net.policy.out.n_out;
         let forward_looking = flows && spec.forward_looking;
         let mut log_f = if flows { vec![0.0; rows] } else { Vec::new() };
@@ -632,9 +648,10 @@ impl Diffusion {
         // Per-step terms, step-major rows.
         let mut log_pf = vec![0.0; rows];
         let mut log_pb = vec![0.0; rows];
-        let mut mu_factor = if record { vec![0.0; rows * d] } else { Vec::new() };
-        let mut raw_factor = if record && learned { vec![0.0; rows * d] } else { Vec::new() };
-        let mut score_dot = if record && scale.is_some() { vec![0.0; rows] } else { Vec::new() };
+        // Written for every row before they are read, so pooled buffers serve.
+        let mut mu_factor = if record { self.scratch.take(rows * d) } else { Vec::new() };
+        let mut raw_factor = if record && learned { self.scratch.take(rows * d) } else { Vec::new() };
+        let mut score_dot = if record && scale.is_some() { self.scratch.take(rows) } else { Vec::new() };
         let ln_t_scale = p.t_scale.ln();
         let fixed_v = dt * p.t_scale;
         let log_pf_const = if learned { d as f64 * (HALF_LOG_2PI + 0.5 * dt.ln()) } else { d as f64 * (HALF_LOG_2PI + 0.5 * fixed_v.ln()) };
@@ -745,10 +762,10 @@ impl Diffusion {
         let mut log_pf = path_major(&log_pf)?;
         let log_pb = path_major(&log_pb)?;
         let mut log_f = if flows { Some(path_major(&log_f)?) } else { None };
-        let tape: Option<Box<dyn TapeBackward>> = if record {
+        let tape: Option<Mutex<Option<Box<dyn TapeBackward>>>> = if record {
             log_pf = Var::from_tensor(&log_pf)?.as_tensor().clone();
             log_f = log_f.map(|t| Var::from_tensor(&t).map(|v| v.as_tensor().clone())).transpose()?;
-            Some(Box::new(HostTape {
+            Some(Mutex::new(Some(Box::new(HostTape {
                 net,
                 acts,
                 flow_acts,
@@ -762,8 +779,12 @@ impl Diffusion {
                 temb,
                 temb_host,
                 scale,
-            }))
+            }))))
         } else {
+            acts.recycle(&self.scratch);
+            if let Some(a) = flow_acts {
+                a.recycle(&self.scratch);
+            }
             None
         };
         let x_last = to_tensor(ends, n, d, spec.dtype)?;
@@ -864,9 +885,15 @@ impl Diffusion {
     /// ([`Track::Tape`]) the graph ends at their `log_pf`, whose gradient is carried on to the
     /// policy's parameters by hand; for any other paths this is [`gradients`](Self::gradients).
     pub fn gradients_of(&self, loss: &Tensor, paths: &Paths) -> Result<Gradients> {
-        let Some(tape) = &paths.tape else { return self.gradients(loss) };
+        let Some(slot) = &paths.tape else { return self.gradients(loss) };
+        let tape = slot
+            .lock()
+            .map_err(|_| Error::Config("the paths' tape is poisoned".into()))?
+            .take()
+            .ok_or_else(|| Error::Config("these paths were already differentiated (their tape is used once)".into()))?;
         let value = fab_core::to_f64_vec(loss)?[0];
         if !value.is_finite() {
+            tape.recycle(&self.scratch);
             return Ok(Gradients { loss: value, policy: None, flow: None });
         }
         let store = loss.backward()?;
@@ -880,6 +907,7 @@ impl Diffusion {
         let g_f = tape.log_f().map(grad_of).transpose()?;
         let mut flow = self.flow_params.grads_from_store(&store);
         let policy = tape.backward(self, &g_pf, g_f.as_deref(), &mut flow)?;
+        tape.recycle(&self.scratch);
         Ok(Gradients { loss: value, policy: Some(policy), flow: Some(flow) })
     }
 

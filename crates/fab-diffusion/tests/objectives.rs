@@ -336,6 +336,10 @@ fn host_path_matches_candle_path() {
                     let p = model.paths(&target, n, source, track, flows, &mut seeded_rng(8, 1)).unwrap();
                     let l = loss(objective, &p, &p.log_r, model.log_z_tensor(), None, BatchPart::whole(n)).unwrap();
                     let g = model.gradients_of(&l, &p).unwrap();
+                    if host {
+                        // The tape serves one backward pass (its buffers go back to a pool).
+                        assert!(model.gradients_of(&l, &p).unwrap_err().to_string().contains("already differentiated"));
+                    }
                     (p, g)
                 };
                 let (pc, gc) = run(false);
