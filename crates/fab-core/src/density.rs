@@ -281,6 +281,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_log_density_computed_off_the_graph_has_no_gradient_and_says_so() {
+        let x = Tensor::new(&[[1.0f64, 2.0], [0.0, -1.0]], &Device::Cpu).unwrap();
+        // Value right, graph cut: computed from host copies of the points.
+        let off = FnDensity::new(2, |x: &Tensor| {
+            let v: Vec<f64> = x.to_vec2::<f64>()?.iter().map(|r| -0.5 * r.iter().map(|a| a * a).sum::<f64>()).collect();
+            Tensor::new(v, x.device())
+        });
+        let e = off.log_prob_and_grad(&x).unwrap_err().to_string();
+        assert!(e.contains("no gradient") && !e.contains('\n'), "{e}");
+        // The same density on the graph: value and gradient −x.
+        let on = FnDensity::new(2, |x: &Tensor| x.sqr()?.sum(1)? * -0.5);
+        let (v, g) = on.log_prob_and_grad(&x).unwrap();
+        assert_eq!(v.to_vec1::<f64>().unwrap(), off.log_prob(&x).unwrap().to_vec1::<f64>().unwrap());
+        assert_eq!(g.to_vec2::<f64>().unwrap(), vec![vec![-1.0, -2.0], vec![0.0, 1.0]]);
+    }
+
+    #[test]
     fn counted_counts_points_of_values_and_gradients_and_passes_results_through() {
         let d = FnDensity::new(2, |x: &Tensor| x.sqr()?.sum(1)? * -0.5);
         let c = Counted::new(&d);
