@@ -188,6 +188,17 @@ impl<T: HostFloat> Acts<T> {
     }
 }
 
+/// A chain's gradients summed over several [`Chain::backward_rows`] calls.
+#[derive(Debug)]
+pub struct ChainAcc<T> {
+    /// (∂W, ∂b) of each hidden layer (the time layer's own rows only).
+    pub hidden: Vec<(Vec<T>, Vec<T>)>,
+    /// (∂W, ∂b) of the output layer.
+    pub out: (Vec<T>, Vec<T>),
+    /// Per-step column sums of ∂L/∂(time layer pre-activation), `[T, hidden]`.
+    pub per_step: Vec<T>,
+}
+
 /// Gradients of a chain for one backward pass.
 #[derive(Debug)]
 pub struct ChainGrads<T> {
@@ -271,12 +282,99 @@ impl<T: HostFloat> Chain<T> {
         matmul(y, &last[r0 * o.n_in..(r0 + m) * o.n_in], false, &o.w, false, m, o.n_in, o.n_out, true);
     }
 
+    /// Zeroed gradient accumulators for `steps` steps.
+    pub fn accumulators(&self, steps: usize) -> ChainAcc<T> {
+        let hidden = self.hidden.iter().map(|l| (vec![T::zero(); l.n_in * l.n_out], vec![T::zero(); l.n_out])).collect();
+        let o = &self.out;
+        let per_step = match self.time_layer {
+            Some(l) => vec![T::zero(); steps * self.hidden[l].n_out],
+            None => Vec::new(),
+        };
+        ChainAcc { hidden, out: (vec![T::zero(); o.n_in * o.n_out], vec![T::zero(); o.n_out]), per_step }
+    }
+
+    /// Backward pass of rows `r0..r0 + m` of `acts` (whole steps of `n` rows each) from ∂L/∂out
+    /// `g_out` (`[m, out]`), adding the parameters' gradients to `acc`. `input` is the chain's
+    /// input for these rows as the forward pass read it; `inject(l, g)` may add to ∂L/∂(input
+    /// of hidden layer l) before it is used (another chain reading that activation). Returns
+    /// ∂L/∂input (`[m, in]`) when `want_input`, else an empty vector.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_rows(
+        &self,
+        acts: &Acts<T>,
+        input: &[T],
+        r0: usize,
+        g_out: &[T],
+        n: usize,
+        mut inject: impl FnMut(usize, &mut [T]),
+        want_input: bool,
+        acc: &mut ChainAcc<T>,
+    ) -> Vec<T> {
+        let o = &self.out;
+        let m = g_out.len() / o.n_out;
+        let rows_of = |l: usize, w: usize| if l == 0 { input } else { &acts.inputs[l][r0 * w..(r0 + m) * w] };
+        matmul(&mut acc.out.0, rows_of(self.hidden.len(), o.n_in), true, g_out, false, o.n_in, m, o.n_out, true);
+        column_sums_into(&mut acc.out.1, g_out);
+        // ∂L/∂(output of the layer being processed).
+        let mut g = vec![T::zero(); m * o.n_in];
+        matmul(&mut g, g_out, false, &o.w, true, m, o.n_out, o.n_in, false);
+        for (l, layer) in self.hidden.iter().enumerate().rev() {
+            inject(l + 1, &mut g);
+            // Through the GELU: ∂L/∂(pre-activation).
+            for (gi, di) in g.iter_mut().zip(&acts.derivs[l][r0 * layer.n_out..(r0 + m) * layer.n_out]) {
+                *gi *= *di;
+            }
+            let (gw, gb) = &mut acc.hidden[l];
+            matmul(gw, rows_of(l, layer.n_in), true, &g, false, layer.n_in, m, layer.n_out, true);
+            column_sums_into(gb, &g);
+            if self.time_layer == Some(l) {
+                // Per-step column sums: the gradient of each step's extra bias.
+                let h = layer.n_out;
+                for (k, block) in g.chunks_exact(n * h).enumerate() {
+                    let i = r0 / n + k;
+                    column_sums_into(&mut acc.per_step[i * h..(i + 1) * h], block);
+                }
+            }
+            if l > 0 || want_input {
+                let mut g_in = vec![T::zero(); m * layer.n_in];
+                matmul(&mut g_in, &g, false, &layer.w, true, m, layer.n_out, layer.n_in, false);
+                g = g_in;
+            }
+        }
+        if want_input {
+            g
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The gradients accumulated in `acc`, with the time layer's per-step sums carried on to
+    /// the time embedding `temb` (`[T, k]`) and, in the AT shape, to the time rows of its weight.
+    pub fn finish(&self, acc: ChainAcc<T>, temb: &[T], input: Vec<T>) -> ChainGrads<T> {
+        let ChainAcc { mut hidden, out, per_step } = acc;
+        let mut temb_grad = Vec::new();
+        if let Some(l) = self.time_layer {
+            let h = self.hidden[l].n_out;
+            let steps = per_step.len() / h;
+            match &self.time_rows {
+                None => temb_grad = per_step,
+                Some(rows_w) => {
+                    let k = temb.len() / steps;
+                    let mut g_rows = vec![T::zero(); k * h];
+                    matmul(&mut g_rows, temb, true, &per_step, false, k, steps, h, false);
+                    hidden[l].0.extend_from_slice(&g_rows);
+                    temb_grad = vec![T::zero(); steps * k];
+                    matmul(&mut temb_grad, &per_step, false, rows_w, true, steps, h, k, false);
+                }
+            }
+        }
+        ChainGrads { hidden, out, temb: temb_grad, input }
+    }
+
     /// Backward pass of all rows of `acts` (step-major blocks of `n` rows, one block per step)
-    /// from ∂L/∂out `g_out` (`[rows, out]`). `input` is the chain's input as the forward pass
-    /// read it; `temb` (`[T, k]`) the time embedding; `inject(l, g)` may add to ∂L/∂(input of
-    /// hidden layer l) before it is used (another chain reading that activation). For a chain
-    /// that reads another's activation (whose `acts` do not own their input), ∂L/∂input is
-    /// returned too.
+    /// from ∂L/∂out `g_out` (`[rows, out]`): [`backward_rows`](Self::backward_rows) over every
+    /// row, then [`finish`](Self::finish). For a chain that reads another's activation (whose
+    /// `acts` do not own their input), ∂L/∂input is returned too.
     pub fn backward(
         &self,
         acts: &Acts<T>,
@@ -284,66 +382,12 @@ impl<T: HostFloat> Chain<T> {
         g_out: &[T],
         n: usize,
         temb: &[T],
-        mut inject: impl FnMut(usize, &mut [T]),
+        inject: impl FnMut(usize, &mut [T]),
     ) -> ChainGrads<T> {
+        let rows = g_out.len() / self.out.n_out;
+        let mut acc = self.accumulators(rows / n);
         let want_input = acts.inputs[0].is_empty();
-        let o = &self.out;
-        let rows = g_out.len() / o.n_out;
-        let steps = rows / n;
-        let layer_input = |l: usize| if l == 0 { input } else { &acts.inputs[l][..] };
-        let last = layer_input(self.hidden.len());
-        let mut gw = vec![T::zero(); o.n_in * o.n_out];
-        let mut gb = vec![T::zero(); o.n_out];
-        matmul(&mut gw, last, true, g_out, false, o.n_in, rows, o.n_out, false);
-        column_sums_into(&mut gb, g_out);
-        let out = (gw, gb);
-        // ∂L/∂(output of the layer being processed).
-        let mut g = vec![T::zero(); rows * o.n_in];
-        matmul(&mut g, g_out, false, &o.w, true, rows, o.n_out, o.n_in, false);
-        let mut hidden = Vec::with_capacity(self.hidden.len());
-        let mut temb_grad = Vec::new();
-        let mut input_grad = Vec::new();
-        for (l, layer) in self.hidden.iter().enumerate().rev() {
-            inject(l + 1, &mut g);
-            // Through the GELU: ∂L/∂(pre-activation).
-            for (gi, di) in g.iter_mut().zip(&acts.derivs[l]) {
-                *gi *= *di;
-            }
-            let mut gw = vec![T::zero(); layer.n_in * layer.n_out];
-            let mut gb = vec![T::zero(); layer.n_out];
-            matmul(&mut gw, layer_input(l), true, &g, false, layer.n_in, rows, layer.n_out, false);
-            column_sums_into(&mut gb, &g);
-            if self.time_layer == Some(l) {
-                // Per-step column sums: the gradient of each step's extra bias.
-                let h = layer.n_out;
-                let mut per_step = vec![T::zero(); steps * h];
-                for (i, block) in g.chunks_exact(n * h).enumerate() {
-                    column_sums_into(&mut per_step[i * h..(i + 1) * h], block);
-                }
-                match &self.time_rows {
-                    None => temb_grad = per_step,
-                    Some(rows_w) => {
-                        let k = temb.len() / steps;
-                        let mut g_rows = vec![T::zero(); k * h];
-                        matmul(&mut g_rows, temb, true, &per_step, false, k, steps, h, false);
-                        gw.extend_from_slice(&g_rows);
-                        temb_grad = vec![T::zero(); steps * k];
-                        matmul(&mut temb_grad, &per_step, false, rows_w, true, steps, h, k, false);
-                    }
-                }
-            }
-            if l > 0 || want_input {
-                let mut g_in = vec![T::zero(); rows * layer.n_in];
-                matmul(&mut g_in, &g, false, &layer.w, true, rows, layer.n_out, layer.n_in, false);
-                if l > 0 {
-                    g = g_in;
-                } else {
-                    input_grad = g_in;
-                }
-            }
-            hidden.push((gw, gb));
-        }
-        hidden.reverse();
-        ChainGrads { hidden, out, temb: temb_grad, input: input_grad }
+        let g_in = self.backward_rows(acts, input, 0, g_out, n, inject, want_input, &mut acc);
+        self.finish(acc, temb, g_in)
     }
 }
