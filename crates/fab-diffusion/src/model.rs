@@ -63,6 +63,11 @@ pub enum Track {
     /// carries their gradients on to the parameters by hand. [`Track::Params`] when the host
     /// path is switched off.
     Tape,
+    /// As [`Track::Path`], but recorded on the host path for sampled paths without log-flows:
+    /// `log_pf`, `log_pb` and `x_last` are leaves of the graph, and
+    /// [`Diffusion::gradients_of`] back-propagates through the points by hand. [`Track::Path`]
+    /// otherwise.
+    PathTape,
 }
 
 /// Target terms a forward walk computed at every step (step-major rows).
@@ -113,11 +118,41 @@ trait TapeBackward: std::fmt::Debug + Send + Sync {
     fn log_pf(&self) -> &Tensor;
     /// The `log_f` leaf, when the log-flows were recorded.
     fn log_f(&self) -> Option<&Tensor>;
-    /// The policy's gradients from ∂L/∂log P_F and ∂L/∂log F (`[n, T]`, path-major); the
-    /// log-flow head's gradients are written into `flow` (the flow group's, from the loss).
-    fn backward(&self, model: &Diffusion, g_log_pf: &[f64], g_log_f: Option<&[f64]>, flow: &mut Grads) -> Result<Grads>;
+    /// The `log_pb` and `x_last` leaves of reparameterised paths ([`Track::PathTape`]).
+    fn path_leaves(&self) -> Option<(&Tensor, &Tensor)>;
+    /// The policy's gradients from the loss's gradients at the leaves; the log-flow head's
+    /// gradients are written into `flow` (the flow group's, from the loss). `x`: the paths'
+    /// points.
+    fn backward(&self, model: &Diffusion, up: &Upstream, x: &[f64], flow: &mut Grads) -> Result<Grads>;
     /// Returns the tape's large buffers to the model's pool.
     fn recycle(self: Box<Self>, pool: &ScratchPool);
+}
+
+/// ∂L at the leaves of recorded paths (`[n, T]` path-major, `x_last` `[n, d]`).
+#[derive(Debug)]
+struct Upstream {
+    log_pf: Vec<f64>,
+    log_f: Option<Vec<f64>>,
+    /// For reparameterised paths: ∂L/∂log P_B and ∂L/∂x_T.
+    path: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+/// What a reparameterised walk keeps for back-propagation through the points (per row and
+/// coordinate, `[rows, d]`).
+#[derive(Debug)]
+struct PathRecord {
+    /// The standard normal of each move.
+    z: Vec<f64>,
+    /// The (clipped) drift.
+    mu: Vec<f64>,
+    /// 1 where the drift clip did not bind, else 0.
+    inside: Vec<f64>,
+    /// tanh of the raw log-variance output (learned variance).
+    th: Vec<f64>,
+    /// The (clipped) score the Langevin parametrisation read, a constant of the graph.
+    score: Vec<f64>,
+    /// Exploration variance e² added to each move's.
+    e2: f64,
 }
 
 /// The record of [`Diffusion::host_paths`] (rows step-major: row i·n + k is path k at step i).
@@ -131,6 +166,10 @@ struct HostTape<T> {
     steps: usize,
     log_pf: Tensor,
     log_f: Option<Tensor>,
+    log_pb: Tensor,
+    x_last: Tensor,
+    /// Reparameterised paths' record.
+    path: Option<PathRecord>,
     /// ∂log P_F/∂μ_j per row (0 where the drift was clipped), `[rows, d]`.
     mu_factor: Vec<f64>,
     /// ∂log P_F/∂(raw log-variance output)_j per row with learned variance, `[rows, d]`.
@@ -177,6 +216,10 @@ impl<T: HostFloat> TapeBackward for HostTape<T> {
         self.log_f.as_ref()
     }
 
+    fn path_leaves(&self) -> Option<(&Tensor, &Tensor)> {
+        self.path.as_ref().map(|_| (&self.log_pb, &self.x_last))
+    }
+
     fn recycle(self: Box<Self>, pool: &ScratchPool) {
         let t = *self;
         t.acts.recycle(pool);
@@ -186,9 +229,18 @@ impl<T: HostFloat> TapeBackward for HostTape<T> {
         for b in [t.mu_factor, t.raw_factor, t.score_dot] {
             pool.give(b);
         }
+        if let Some(r) = t.path {
+            for b in [r.z, r.mu, r.inside, r.th, r.score] {
+                pool.give(b);
+            }
+        }
     }
 
-    fn backward(&self, model: &Diffusion, g: &[f64], g_f: Option<&[f64]>, flow: &mut Grads) -> Result<Grads> {
+    fn backward(&self, model: &Diffusion, up: &Upstream, x: &[f64], flow: &mut Grads) -> Result<Grads> {
+        if let (Some(rec), Some((g_pb, g_x_last))) = (&self.path, &up.path) {
+            return self.backward_through_points(model, rec, &up.log_pf, g_pb, g_x_last, x);
+        }
+        let (g, g_f) = (&up.log_pf[..], up.log_f.as_deref());
         let (n, steps, d) = (self.n, self.steps, model.spec.process.dim);
         let policy = &self.net.policy;
         let od = policy.out.n_out;
@@ -247,11 +299,26 @@ impl<T: HostFloat> TapeBackward for HostTape<T> {
         for (a, b) in temb_grad.iter_mut().zip(&pg.temb) {
             *a += *b;
         }
+        self.policy_grads(model, pg.hidden, pg.out, temb_grad, g_scale)
+    }
+}
+
+impl<T: HostFloat> HostTape<T> {
+    /// The policy's gradients from its chain's layer gradients and ∂L/∂(time embedding)
+    /// (`[T, hidden]`) and ∂L/∂(Langevin scale) (`[T]`), carried on through the small candle
+    /// graphs of the T step times: back-propagate Σ temb ⊙ ∂L/∂temb + Σ scale ⊙ ∂L/∂scale.
+    fn policy_grads(
+        &self,
+        model: &Diffusion,
+        hidden: Vec<LayerGrads<T>>,
+        out: LayerGrads<T>,
+        temb_grad: Vec<T>,
+        g_scale: Vec<f64>,
+    ) -> Result<Grads> {
+        let steps = self.steps;
         let vars = model.params.vars();
         let mut grads = Grads::empty(vars.len());
-        put_chain_grads(&mut grads, vars, policy, pg.hidden, pg.out)?;
-        // On through the time embedding and the Langevin scale (small candle graphs of the
-        // T step times): back-propagate Σ temb ⊙ ∂L/∂temb + Σ scale ⊙ ∂L/∂scale.
+        put_chain_grads(&mut grads, vars, &self.net.policy, hidden, out)?;
         let h = self.temb_host.len() / steps;
         let mut surrogate = (&self.temb * Tensor::from_vec(temb_grad, (steps, h), &Device::Cpu)?)?.sum_all()?;
         if let Some(scale) = &self.scale {
@@ -265,6 +332,87 @@ impl<T: HostFloat> TapeBackward for HostTape<T> {
             }
         }
         Ok(grads)
+    }
+
+    /// Back-propagation through reparameterised paths (PIS): from ∂L/∂log P_F, ∂L/∂log P_B
+    /// (`[n, T]`) and ∂L/∂x_T (`[n, d]`) backward in time. At step i, with the adjoint G of
+    /// x_{i+1} complete, the move x_{i+1} = x_i + μΔt + √(σ²Δt + e²)·z and the step's log P_F and
+    /// log P_B give ∂L/∂μ, ∂L/∂(log-variance) and the direct part of ∂L/∂x_i; the network's
+    /// backward pass for the step's rows adds its parameters' gradients and the rest of
+    /// ∂L/∂x_i. The score of the Langevin parametrisation is a constant, as in the candle path.
+    fn backward_through_points(
+        &self,
+        model: &Diffusion,
+        rec: &PathRecord,
+        g_pf: &[f64],
+        g_pb: &[f64],
+        g_x_last: &[f64],
+        x: &[f64],
+    ) -> Result<Grads> {
+        let p = model.spec.process;
+        let (n, steps, d, dt) = (self.n, self.steps, p.dim, p.dt());
+        let block = n * d;
+        let policy = &self.net.policy;
+        let od = policy.out.n_out;
+        let learned = !rec.th.is_empty();
+        let ln_t_scale = p.t_scale.ln();
+        let mut acc = policy.accumulators(steps);
+        let mut g_scale = vec![0.0; steps];
+        // ∂L/∂x_{i+1}: its contributions from later steps (and, at i + 1 = T, from x_T itself).
+        let mut g_next = g_x_last.to_vec();
+        let mut g_out = vec![T::zero(); n * od];
+        for i in (0..steps).rev() {
+            let bridge = (i >= 1).then(|| p.bridge_coefficients(i));
+            let mut g_cur = vec![0.0; block];
+            for k in 0..n {
+                let cpf = g_pf[k * steps + i];
+                let cpb = g_pb[k * steps + i];
+                for j in 0..d {
+                    let idx = k * d + j;
+                    let r = (i * n + k) * d + j;
+                    let (xi, xn, mu) = (x[i * block + idx], x[(i + 1) * block + idx], rec.mu[r]);
+                    let diff = xn - xi - mu * dt;
+                    let (var, th) = if learned {
+                        let th = rec.th[r];
+                        ((4.0 * th + ln_t_scale).exp(), th)
+                    } else {
+                        (p.t_scale, 0.0)
+                    };
+                    // log P_F of the step: ∂/∂x_{i+1} (= −∂/∂x_i), ∂/∂μ, ∂/∂(log-variance).
+                    let inv = 1.0 / (var * dt);
+                    let (pf_xn, pf_mu, pf_lv) = (-diff * inv, diff * dt * inv, if learned { 0.5 * diff * diff * inv - 0.5 } else { 0.0 });
+                    // log P_B of the step: r = x_i − a·x_{i+1}, variance v.
+                    let (pb_xi, pb_xn) = match bridge {
+                        Some((a, v)) => {
+                            let rr = xi - a * xn;
+                            (-rr / v, a * rr / v)
+                        }
+                        None => (0.0, 0.0),
+                    };
+                    let g = g_next[idx] + cpf * pf_xn + cpb * pb_xn;
+                    let sd = (var * dt + rec.e2).sqrt();
+                    let g_mu = (g * dt + cpf * pf_mu) * rec.inside[r];
+                    g_out[k * od + j] = T::of(g_mu);
+                    if learned {
+                        let g_lv = g * 0.5 * var * dt * rec.z[r] / sd + cpf * pf_lv;
+                        g_out[k * od + d + j] = T::of(g_lv * 4.0 * (1.0 - th * th));
+                    }
+                    if !rec.score.is_empty() {
+                        g_scale[i] += g_mu * rec.score[r];
+                    }
+                    g_cur[idx] = g - cpf * pf_xn + cpb * pb_xi;
+                }
+            }
+            let rows = i * n..(i + 1) * n;
+            let input = &self.acts.inputs[0][rows.start * d..rows.end * d];
+            let g_in = policy.backward_rows(&self.acts, input, rows.start, &g_out, n, |_, _| {}, true, &mut acc);
+            for (a, b) in g_cur.iter_mut().zip(&g_in) {
+                *a += b.f64();
+            }
+            g_next = g_cur;
+        }
+        let pg = policy.finish(acc, &self.temb_host, Vec::new());
+        self.policy_grads(model, pg.hidden, pg.out, pg.temb, g_scale)
     }
 }
 
@@ -396,12 +544,12 @@ impl Diffusion {
     /// `flows`: also the log-flows of the intermediate states (DB, SubTB). Randomness: the
     /// forward noise only (n·d standard normals per step, in step order).
     ///
-    /// Paths without a graph ([`Track::None`]) and with gradients at fixed points
-    /// ([`Track::Tape`]) are evaluated on the host path, the network's step-by-step forward pass
-    /// kept as the tape (`docs/DIFFUSION.md`, "How the paths are evaluated"). [`Track::Params`]
-    /// (or any path with the host path switched off) samples step by step without a graph, then
-    /// evaluates all T·n (state, time) rows in one batched pass of candle ops. Reparameterised
-    /// paths ([`Track::Path`]) keep the step-by-step candle graph.
+    /// Paths without a graph ([`Track::None`]), with gradients at fixed points ([`Track::Tape`])
+    /// and sampled reparameterised ones ([`Track::PathTape`]) are evaluated on the host path, the
+    /// network's step-by-step forward pass kept as the tape (`docs/DIFFUSION.md`, "How the paths
+    /// are evaluated"). [`Track::Params`] (or any path with the host path switched off) samples
+    /// step by step without a graph, then evaluates all T·n (state, time) rows in one batched
+    /// pass of candle ops. [`Track::Path`] keeps the step-by-step candle graph.
     pub fn paths(
         &self,
         target: &dyn LogDensity,
@@ -421,17 +569,28 @@ impl Diffusion {
                 )));
             }
         }
-        if self.host_path && matches!(track, Track::None | Track::Tape) {
-            let record = track == Track::Tape;
+        let host_track = match (track, source) {
+            (Track::None | Track::Tape, _) => true,
+            // Reparameterised paths only when sampled here (PIS), without log-flows.
+            (Track::PathTape, Source::Forward { .. }) => !flows,
+            _ => false,
+        };
+        if self.host_path && host_track {
             match self.spec.dtype {
-                DType::F32 => return self.host_paths::<f32>(target, n, source, record, flows, rng),
-                DType::F64 => return self.host_paths::<f64>(target, n, source, record, flows, rng),
+                DType::F32 => return self.host_paths::<f32>(target, n, source, track, flows, rng),
+                DType::F64 => return self.host_paths::<f64>(target, n, source, track, flows, rng),
                 _ => {}
             }
         }
-        let track = if track == Track::Tape { Track::Params } else { track };
+        let track = match track {
+            Track::Tape => Track::Params,
+            Track::PathTape => Track::Path,
+            other => other,
+        };
         match (source, track) {
-            (Source::Forward { exploration }, Track::Path | Track::None) => Ok(self.walk(target, n, exploration, track, flows, rng)?.0),
+            (Source::Forward { exploration }, Track::Path | Track::PathTape | Track::None) => {
+                Ok(self.walk(target, n, exploration, track, flows, rng)?.0)
+            }
             (Source::Forward { exploration }, Track::Params | Track::Tape) => {
                 // The batched pass reuses the target terms the walk computed at the same points
                 // (log R at the ends; with LP, log R and the score at every step).
@@ -606,10 +765,12 @@ impl Diffusion {
         target: &dyn LogDensity,
         n: usize,
         source: Source<'_>,
-        record: bool,
+        track: Track,
         flows: bool,
         rng: &mut dyn RngCore,
     ) -> Result<Paths> {
+        let record = track != Track::None;
+        let reparam = track == Track::PathTape;
         let spec = &self.spec;
         let p = spec.process;
         let (steps, d, dt) = (p.n_steps, p.dim, p.dt());
@@ -652,6 +813,14 @@ impl Diffusion {
         let mut mu_factor = if record { self.scratch.take(rows * d) } else { Vec::new() };
         let mut raw_factor = if record && learned { self.scratch.take(rows * d) } else { Vec::new() };
         let mut score_dot = if record && scale.is_some() { self.scratch.take(rows) } else { Vec::new() };
+        let mut path_rec = reparam.then(|| PathRecord {
+            z: self.scratch.take(rows * d),
+            mu: self.scratch.take(rows * d),
+            inside: self.scratch.take(rows * d),
+            th: if learned { self.scratch.take(rows * d) } else { Vec::new() },
+            score: if scale.is_some() { self.scratch.take(rows * d) } else { Vec::new() },
+            e2,
+        });
         let ln_t_scale = p.t_scale.ln();
         let fixed_v = dt * p.t_scale;
         let log_pf_const = if learned { d as f64 * (HALF_LOG_2PI + 0.5 * dt.ln()) } else { d as f64 * (HALF_LOG_2PI + 0.5 * fixed_v.ln()) };
@@ -702,12 +871,23 @@ impl Diffusion {
                     } else {
                         (p.t_scale, 0.0, 0.0)
                     };
+                    let r = (r0 + k) * d + j;
                     if exploration.is_some() {
                         let z: f64 = StandardNormal.sample(rng);
                         next[idx] = xi[idx] + mu * dt + (var * dt + e2).sqrt() * z;
+                        if let Some(pr) = path_rec.as_mut() {
+                            pr.z[r] = z;
+                            pr.mu[r] = mu;
+                            pr.inside[r] = if inside { 1.0 } else { 0.0 };
+                            if learned {
+                                pr.th[r] = th;
+                            }
+                            if let Some(g) = score.as_ref() {
+                                pr.score[r] = g[idx];
+                            }
+                        }
                     }
                     let diff = next[idx] - xi[idx] - mu * dt;
-                    let r = (r0 + k) * d + j;
                     let factor = if learned {
                         let inv = (-lv).exp();
                         let q = diff * diff * inv / dt;
@@ -760,7 +940,13 @@ impl Diffusion {
             Ok(Tensor::from_vec(pm, (n, steps), &Device::Cpu)?.to_dtype(spec.dtype)?)
         };
         let mut log_pf = path_major(&log_pf)?;
-        let log_pb = path_major(&log_pb)?;
+        let mut log_pb = path_major(&log_pb)?;
+        let leaf = |t: Tensor| -> Result<Tensor> { Ok(Var::from_tensor(&t)?.as_tensor().clone()) };
+        let mut x_last = to_tensor(&x[steps * block..], n, d, spec.dtype)?;
+        if reparam {
+            log_pb = leaf(log_pb)?;
+            x_last = leaf(x_last)?;
+        }
         let mut log_f = if flows { Some(path_major(&log_f)?) } else { None };
         let tape: Option<Mutex<Option<Box<dyn TapeBackward>>>> = if record {
             log_pf = Var::from_tensor(&log_pf)?.as_tensor().clone();
@@ -773,6 +959,9 @@ impl Diffusion {
                 steps,
                 log_pf: log_pf.clone(),
                 log_f: log_f.clone(),
+                log_pb: log_pb.clone(),
+                x_last: x_last.clone(),
+                path: path_rec,
                 mu_factor,
                 raw_factor,
                 score_dot,
@@ -787,7 +976,6 @@ impl Diffusion {
             }
             None
         };
-        let x_last = to_tensor(ends, n, d, spec.dtype)?;
         Ok(Paths { n, x, x_last, log_pf, log_pb, log_f, log_r, tape })
     }
 
@@ -903,10 +1091,13 @@ impl Diffusion {
                 None => vec![0.0; t.elem_count()],
             })
         };
-        let g_pf = grad_of(tape.log_pf())?;
-        let g_f = tape.log_f().map(grad_of).transpose()?;
+        let up = Upstream {
+            log_pf: grad_of(tape.log_pf())?,
+            log_f: tape.log_f().map(grad_of).transpose()?,
+            path: tape.path_leaves().map(|(pb, xl)| Ok::<_, crate::Error>((grad_of(pb)?, grad_of(xl)?))).transpose()?,
+        };
         let mut flow = self.flow_params.grads_from_store(&store);
-        let policy = tape.backward(self, &g_pf, g_f.as_deref(), &mut flow)?;
+        let policy = tape.backward(self, &up, &paths.x, &mut flow)?;
         tape.recycle(&self.scratch);
         Ok(Gradients { loss: value, policy: Some(policy), flow: Some(flow) })
     }

@@ -176,7 +176,7 @@ impl Chunk {
         n: usize,
         rng: &mut dyn RngCore,
     ) -> Result<Self> {
-        let track = if objective.reparameterised() { Track::Path } else { Track::Tape };
+        let track = if objective.reparameterised() { Track::PathTape } else { Track::Tape };
         let paths = model.paths(target, n, source, track, objective.needs_flows(), rng)?;
         let train_r: Vec<f64> = log_r.map_or_else(|| paths.log_r.clone(), <[f64]>::to_vec);
         let score = if objective.reparameterised() {

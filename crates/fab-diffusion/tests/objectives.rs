@@ -296,9 +296,10 @@ fn log_flows_come_from_the_head_with_log_z_at_the_start() {
 /// The hand-written host path (`Track::Tape`, `gradients_of`) computes the same paths, terms,
 /// log-flows, losses and gradients as candle's graph (`Track::Params`) for TB, VarGrad, DB and
 /// SubTB (the last two through the log-flow head with the forward-looking term), sampled forward
-/// with exploration and on given points, for both architectures, with and without the Langevin
-/// parametrisation (and a drift clip that binds) and learned variance (f64, so only rounding
-/// separates them).
+/// with exploration and on given points; and for PIS (`Track::PathTape` against `Track::Path`), whose
+/// gradient runs back through the sampled points. Both architectures, with and without the
+/// Langevin parametrisation (and a drift clip that binds) and learned variance (f64, so only
+/// rounding separates them).
 #[test]
 fn host_path_matches_candle_path() {
     let target = target();
@@ -321,20 +322,33 @@ fn host_path_matches_candle_path() {
         (Arch::Pis, true, true, 1, 1),
         (Arch::At, true, false, 2, 1),
     ] {
-        for objective in [Objective::Tb, Objective::VarGrad, Objective::Db, Objective::SubTb { lambda: 2.0 }] {
+        for objective in [Objective::Tb, Objective::VarGrad, Objective::Db, Objective::SubTb { lambda: 2.0 }, Objective::Pis] {
             let flows = objective.needs_flows();
+            let reparam = objective.reparameterised();
             let mut sp = spec(arch, langevin, learned_variance, flows);
             sp.clip = Some((100.0, 1.5));
             sp.process.n_steps = steps;
             let mut model = Diffusion::new(sp, &mut seeded_rng(5, 0)).unwrap();
             perturb(&model, 9);
             let given = model.paths(&target, n, Source::Forward { exploration: 0.5 }, Track::None, false, &mut seeded_rng(4, 1)).unwrap().x;
-            for source in [Source::Forward { exploration: 0.3 }, Source::Given(&given)] {
+            // PIS differentiates through paths it samples (with and without exploration noise).
+            let sources = if reparam {
+                [Source::Forward { exploration: 0.3 }, Source::Forward { exploration: 0.0 }]
+            } else {
+                [Source::Forward { exploration: 0.3 }, Source::Given(&given)]
+            };
+            for source in sources {
                 let mut run = |host: bool| {
                     model.set_host_path(host);
-                    let track = if host { Track::Tape } else { Track::Params };
+                    let track = match (reparam, host) {
+                        (true, true) => Track::PathTape,
+                        (true, false) => Track::Path,
+                        (false, true) => Track::Tape,
+                        (false, false) => Track::Params,
+                    };
                     let p = model.paths(&target, n, source, track, flows, &mut seeded_rng(8, 1)).unwrap();
-                    let l = loss(objective, &p, &p.log_r, model.log_z_tensor(), None, BatchPart::whole(n)).unwrap();
+                    let s = score(&target, p.ends(2), n);
+                    let l = loss(objective, &p, &p.log_r, model.log_z_tensor(), Some(&s), BatchPart::whole(n)).unwrap();
                     let g = model.gradients_of(&l, &p).unwrap();
                     if host {
                         // The tape serves one backward pass (its buffers go back to a pool).
