@@ -1,8 +1,9 @@
 //! The drift network's layers after the time embedding on host buffers, forward with a tape
 //! and backward by hand (`docs/DIFFUSION.md`, "How the paths are evaluated";
 //! `docs/PERFORMANCE.md`, "Diffusion sampler against gfn-diffusion on an Intel Xeon"): the path
-//! of every objective whose gradient reaches the parameters only through log P_F and log F at
-//! fixed points (TB, VarGrad, DB, SubTB; on- and off-policy). candle builds the same computation
+//! of every objective — those whose gradient reaches the parameters through log P_F and log F at
+//! fixed points (TB, VarGrad, DB, SubTB; on- and off-policy) and PIS, whose gradient also runs
+//! back through the sampled points (step by step, [`Chain::backward_rows`]). candle builds the same computation
 //! from one operation per tensor, each with its own zero-filled buffer, and re-evaluates the
 //! network over all T·n rows after the walk has already evaluated it step by step; here the
 //! walk's own forward pass is kept as the tape, each layer is one matrix product into a buffer

@@ -1070,8 +1070,10 @@ impl Diffusion {
     }
 
     /// [`gradients`](Self::gradients) of a loss of `paths`: for paths recorded on the host path
-    /// ([`Track::Tape`]) the graph ends at their `log_pf`, whose gradient is carried on to the
-    /// policy's parameters by hand; for any other paths this is [`gradients`](Self::gradients).
+    /// ([`Track::Tape`], [`Track::PathTape`]) the graph ends at their leaves (`log_pf`, `log_f`;
+    /// `log_pb` and `x_last` for reparameterised paths), whose gradients are carried on to the
+    /// parameters by hand; for any other paths this is [`gradients`](Self::gradients). A tape
+    /// serves one call (its buffers then go back to a pool); a second call is an error.
     pub fn gradients_of(&self, loss: &Tensor, paths: &Paths) -> Result<Gradients> {
         let Some(slot) = &paths.tape else { return self.gradients(loss) };
         let tape = slot
