@@ -1,13 +1,14 @@
 //! The drift network's layers after the time embedding on host buffers, forward with a tape
 //! and backward by hand (`docs/DIFFUSION.md`, "How the paths are evaluated";
 //! `docs/PERFORMANCE.md`, "Diffusion sampler against gfn-diffusion on an Intel Xeon"): the path
-//! of every objective — those whose gradient reaches the parameters through log P_F and log F at
-//! fixed points (TB, VarGrad, DB, SubTB; on- and off-policy) and PIS, whose gradient also runs
-//! back through the sampled points (step by step, [`Chain::backward_rows`]). candle builds the same computation
-//! from one operation per tensor, each with its own zero-filled buffer, and re-evaluates the
-//! network over all T·n rows after the walk has already evaluated it step by step; here the
-//! walk's own forward pass is kept as the tape, each layer is one matrix product into a buffer
-//! that starts at the bias, and the GELU's derivative comes out of its forward evaluation.
+//! of every objective — those whose gradient reaches the parameters through log P_F and log F
+//! at fixed points (TB, VarGrad, DB, SubTB; on- and off-policy), and PIS, whose gradient also
+//! runs back through the sampled points (step by step, [`Chain::backward_rows`]). candle builds
+//! the same computation from one operation per tensor, each with its own zero-filled buffer, and
+//! re-evaluates the network over all T·n rows after the walk has already evaluated it step by
+//! step; here the walk's own forward pass is kept as the tape, each layer is one matrix product
+//! into a buffer that starts at the bias, and the GELU's derivative comes out of its forward
+//! evaluation.
 //!
 //! A [`Chain`] is a snapshot of dense layers with GELU, one of which may take a per-step extra
 //! bias from the time embedding (added to the state encoding in the PIS shape; multiplied by its
@@ -124,7 +125,7 @@ impl HostFloat for f64 {
 }
 
 /// One dense layer `y = x W + b` (W stored `[in, out]`), with the indices of its weight and
-/// bias in the policy's parameter set.
+/// bias in its parameter set (the policy's, or the flow group's for the log-flow head).
 #[derive(Debug, Clone)]
 pub struct HostLayer<T> {
     /// Weight `[in, out]`, row-major.
