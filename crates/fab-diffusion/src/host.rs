@@ -234,9 +234,11 @@ impl<T: HostFloat> Chain<T> {
     }
 
     /// The per-step extra bias of the time layer from the time embeddings `temb` (`[T, k]`):
-    /// the embeddings themselves, or `temb · time_rows`.
+    /// the embeddings themselves, or `temb · time_rows`; empty for a chain without a time layer.
     pub fn step_biases(&self, temb: &[T], steps: usize) -> Vec<T> {
         match (&self.time_rows, self.time_layer) {
+            (_, None) => Vec::new(),
+            (None, Some(_)) => temb.to_vec(),
             (Some(rows), Some(l)) => {
                 let h = self.hidden[l].n_out;
                 let k = temb.len() / steps;
@@ -244,7 +246,6 @@ impl<T: HostFloat> Chain<T> {
                 matmul(&mut e, temb, false, rows, false, steps, k, h, false);
                 e
             }
-            _ => temb.to_vec(),
         }
     }
 

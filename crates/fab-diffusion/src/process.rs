@@ -57,21 +57,32 @@ impl Process {
         x
     }
 
+    /// log P_B(x_i | x_{i+1}) of step i for each of the paths whose states `x_i` and `x_next`
+    /// (`[n, d]` each) are given, added to `out` (`[n]`); nothing at step 0, whose move is
+    /// deterministic.
+    pub fn add_log_pb_step(&self, i: usize, x_i: &[f64], x_next: &[f64], out: &mut [f64]) {
+        if i == 0 {
+            return;
+        }
+        let d = self.dim;
+        let (a, v) = self.bridge_coefficients(i);
+        let c = d as f64 * (HALF_LOG_2PI + 0.5 * v.ln());
+        for ((o, xi), xn) in out.iter_mut().zip(x_i.chunks_exact(d)).zip(x_next.chunks_exact(d)) {
+            let mut s = 0.0;
+            for (u, w) in xi.iter().zip(xn) {
+                let r = u - a * w;
+                s += r * r / v;
+            }
+            *o += -0.5 * s - c;
+        }
+    }
+
     /// Σ_i log P_B(x_i | x_{i+1}) of each path of a step-major `[(T+1), n, d]` array (host, f64).
     pub fn log_pb_host(&self, x: &[f64], n: usize) -> Vec<f64> {
-        let (t, d) = (self.n_steps, self.dim);
-        let block = n * d;
+        let block = n * self.dim;
         let mut out = vec![0.0; n];
-        for i in 1..t {
-            let (a, v) = self.bridge_coefficients(i);
-            for k in 0..n {
-                let mut s = 0.0;
-                for j in 0..d {
-                    let r = x[i * block + k * d + j] - a * x[(i + 1) * block + k * d + j];
-                    s += r * r / v;
-                }
-                out[k] += -0.5 * s - d as f64 * (HALF_LOG_2PI + 0.5 * v.ln());
-            }
+        for i in 1..self.n_steps {
+            self.add_log_pb_step(i, &x[i * block..(i + 1) * block], &x[(i + 1) * block..(i + 2) * block], &mut out);
         }
         out
     }

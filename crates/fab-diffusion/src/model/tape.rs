@@ -377,9 +377,11 @@ impl Diffusion {
         let mut log_pf = vec![0.0; rows];
         let mut log_pb = vec![0.0; rows];
         // Written for every row before they are read, so pooled buffers serve.
-        let mut mu_factor = if record { self.scratch.take(rows * d) } else { Vec::new() };
-        let mut raw_factor = if record && learned { self.scratch.take(rows * d) } else { Vec::new() };
-        let mut score_dot = if record && scale.is_some() { self.scratch.take(rows) } else { Vec::new() };
+        // The fixed-point factors of `gradients_of`; reparameterised paths use their own record.
+        let factors = record && !reparam;
+        let mut mu_factor = if factors { self.scratch.take(rows * d) } else { Vec::new() };
+        let mut raw_factor = if factors && learned { self.scratch.take(rows * d) } else { Vec::new() };
+        let mut score_dot = if factors && scale.is_some() { self.scratch.take(rows) } else { Vec::new() };
         let mut path_rec = reparam.then(|| PathRecord {
             z: self.scratch.take(rows * d),
             mu: self.scratch.take(rows * d),
@@ -459,7 +461,7 @@ impl Diffusion {
                         let inv = (-lv).exp();
                         let q = diff * diff * inv / dt;
                         quad += q + lv;
-                        if record {
+                        if factors {
                             raw_factor[r] = (0.5 * q - 0.5) * 4.0 * (1.0 - th * th);
                         }
                         diff * inv
@@ -467,7 +469,7 @@ impl Diffusion {
                         quad += diff * diff / fixed_v;
                         diff * dt / fixed_v
                     };
-                    if record {
+                    if factors {
                         let f = if inside { factor } else { 0.0 };
                         mu_factor[r] = f;
                         if let Some(g) = score.as_ref() {
@@ -476,23 +478,11 @@ impl Diffusion {
                     }
                 }
                 log_pf[i * n + k] = -0.5 * quad - log_pf_const;
-                if record && !score_dot.is_empty() {
+                if !score_dot.is_empty() {
                     score_dot[r0 + k] = dot;
                 }
             }
-            if i >= 1 {
-                let (a, v) = p.bridge_coefficients(i);
-                let c = d as f64 * (HALF_LOG_2PI + 0.5 * v.ln());
-                for k in 0..n {
-                    let q: f64 = (0..d)
-                        .map(|j| {
-                            let r = xi[k * d + j] - a * next[k * d + j];
-                            r * r
-                        })
-                        .sum();
-                    log_pb[i * n + k] = -0.5 * q / v - c;
-                }
-            }
+            p.add_log_pb_step(i, xi, next, &mut log_pb[i * n..(i + 1) * n]);
         }
         let ends = &x[steps * block..];
         let log_r = self.target_terms(target, ends, n, false)?.0;
