@@ -395,12 +395,7 @@ pub fn clipped_ess(log_w: &[f64], clip_fraction: f64) -> Result<f64> {
     for x in v.iter_mut().take(k) {
         *x = cap;
     }
-    let m = v[0];
-    let (s1, s2) = v.iter().fold((0.0, 0.0), |(a, b), x| {
-        let w = (x - m).exp();
-        (a + w, b + w * w)
-    });
-    Ok(s1 * s1 / (n as f64 * s2))
+    Ok(fab_core::stats::effective_sample_size(&v))
 }
 
 /// Mean test log-likelihood in Cartesian space (docs/ALGORITHMS.md, "Evaluation metrics"): mean over samples of
@@ -551,6 +546,33 @@ pub fn l_form_alpha_l_share(phi: &[f64], psi: &[f64], l_form: &[bool]) -> Result
     }
     let n = phi.iter().zip(psi).zip(l_form).filter(|((p, q), l)| **l && basin_of(**p, **q) == Some(Basin::AlphaL)).count();
     Ok(n as f64 / phi.len() as f64)
+}
+
+/// How the importance weights of one sample set split by chirality: the ESS of its L-form
+/// samples alone and the share of the self-normalised weight its D-form samples carry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChiralityWeights {
+    /// ESS fraction, 1/(N_L Σ w̄ᵢ²), over the L-form samples with finite log-weights.
+    pub ess_l_form: f64,
+    /// Σ_{D-form} w̄ᵢ over all samples (0 when no weight is finite).
+    pub d_form_weight: f64,
+}
+
+/// Splits `log_w` by the chirality flags `l_form` (docs/ALGORITHMS.md, "Evaluation metrics").
+/// The force field is mirror-symmetric, so a D-form sample has as much target density as its
+/// L-form image, while a flow trained on filtered samples puts little mass there: a few such
+/// samples can hold most of the weight and set the whole ESS.
+///
+/// # Errors
+/// Length mismatch.
+pub fn chirality_weights(log_w: &[f64], l_form: &[bool]) -> Result<ChiralityWeights> {
+    if log_w.len() != l_form.len() {
+        return Err(invalid(format!("chirality_weights: {} log-weights and {} chirality flags", log_w.len(), l_form.len())));
+    }
+    let l_only: Vec<f64> = log_w.iter().zip(l_form).filter(|(_, l)| **l).map(|(w, _)| *w).collect();
+    let w = fab_core::stats::normalized_weights(log_w);
+    let d_form_weight = w.iter().zip(l_form).filter(|(_, l)| !**l).map(|(w, _)| w).sum();
+    Ok(ChiralityWeights { ess_l_form: fab_core::stats::effective_sample_size(&l_only), d_form_weight })
 }
 
 /// A population estimate with its standard error.
@@ -924,6 +946,23 @@ mod tests {
         assert!(basin_populations(&[f64::NAN], &[0.0], None).is_err());
         let q = BasinPops { beta_c5: 0.3, alpha_r: 0.5, alpha_l: 0.2, n: 1, n_effective: 1.0 };
         assert!((p.max_abs_diff(&q) - 0.25).abs() < 1e-12); // |0.25 − 0.5| in αR
+    }
+
+    #[test]
+    fn chirality_weights_separate_d_form_leakage() {
+        // Four L-form samples of equal weight and one D-form sample holding e^3 times as much.
+        let lw = [0.0, 0.0, 0.0, 0.0, 3.0, f64::NEG_INFINITY];
+        let l = [true, true, true, true, false, true];
+        let c = chirality_weights(&lw, &l).unwrap();
+        assert!((c.ess_l_form - 1.0).abs() < 1e-15, "{c:?}");
+        let big = 3f64.exp();
+        assert!((c.d_form_weight - big / (4.0 + big)).abs() < 1e-15, "{c:?}");
+        // The L-form ESS is the plain ESS of the L-form log-weights.
+        let lw2 = [0.0, 1.0, -2.0, 5.0];
+        let c2 = chirality_weights(&lw2, &[true, true, true, false]).unwrap();
+        assert!((c2.ess_l_form - fab_core::stats::effective_sample_size(&lw2[..3])).abs() < 1e-15);
+        assert_eq!(chirality_weights(&lw2, &[true, true, true, true]).unwrap().d_form_weight, 0.0);
+        assert!(chirality_weights(&lw2, &[true]).is_err());
     }
 
     #[test]

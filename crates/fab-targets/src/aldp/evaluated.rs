@@ -92,7 +92,8 @@ impl Target for AldpEvalTarget {
     /// `eval_ess_S_clipped` (largest 10⁻⁴ of the weights clipped, as the paper's table),
     /// re-weighted basin populations `basin_*_S_reweighted` and, with the reference, the
     /// Ramachandran KLs `ramachandran_kl_S[_reweighted][_100]`. For the model's own samples
-    /// also: `l_form_fraction`, unweighted basins, the share of samples that are L-form and in
+    /// also: `l_form_fraction`, the ESS of its L-form samples alone (`eval_ess_S_l_form`) and
+    /// the weight share of its D-form ones (`weight_d_form_S`), unweighted basins, the share of samples that are L-form and in
     /// αL/C7ax (`basin_alpha_l_S_l_form`), φ/ψ KLs, marginal KLs of the 60
     /// coordinates, and — for a model with an exact density — the Cartesian test
     /// log-likelihood of the reference samples.
@@ -105,6 +106,11 @@ impl Target for AldpEvalTarget {
         }
         let l_form = super::l_form_mask(&xf).map_err(fam)?;
         ctx.insert("l_form_fraction", l_form.iter().filter(|&&b| b).count() as f64 / l_form.len().max(1) as f64);
+        if let Some((_, s)) = sets.first() {
+            let c = eval::chirality_weights(&s.log_w, &l_form).map_err(fam)?;
+            ctx.insert(format!("eval_ess_{first}_l_form"), c.ess_l_form);
+            ctx.insert(format!("weight_d_form_{first}"), c.d_form_weight);
+        }
         let mut angles = Vec::new();
         for (name, s) in &sets {
             let (phi, psi) = eval::phi_psi_of_flow(&s.x).map_err(fam)?;
