@@ -5,7 +5,7 @@
 //!
 //! `RAYON_NUM_THREADS=1 cargo run --release -p fab-train --example perf_probe [case…]`
 //! Cases: gmm_flow mw_flow mw_flow_f32 mw_flow_candle gmm_flow_candle mw_ais mw_ais_f32 gmm_iteration aldp_flow
-//! aldp_iteration mw_iteration all. Thread scaling: run a case with `RAYON_NUM_THREADS=1` and `=2` and compare the wall medians.
+//! aldp_iteration (`aldp-cpu`) aldp_iteration_b256 (`aldp-cpu` until 2026-12-06) mw_iteration all. Thread scaling: run a case with `RAYON_NUM_THREADS=1` and `=2` and compare the wall medians.
 
 use std::time::Instant;
 
@@ -103,6 +103,9 @@ fn main() {
     }
     if want("aldp_iteration") {
         fab_iteration("ALDP", include_str!("../../../experiments/aldp/cpu.toml"));
+    }
+    if want("aldp_iteration_b256") {
+        fab_iteration("ALDP (B=256, 16 steps)", include_str!("../../../experiments/aldp/cpu-b256.toml"));
     }
     if want("mw_iteration") {
         fab_iteration("Many Well", include_str!("../../../experiments/many_well/cpu.toml"));
