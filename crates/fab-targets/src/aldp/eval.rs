@@ -575,6 +575,39 @@ pub fn chirality_weights(log_w: &[f64], l_form: &[bool]) -> Result<ChiralityWeig
     Ok(ChiralityWeights { ess_l_form: fab_core::stats::effective_sample_size(&l_only), d_form_weight })
 }
 
+/// How much of a sample set's weight tail lies in the rare basin: the share of the largest
+/// ⌈`top_fraction`·N⌉ finite weights whose samples are L-form and in αL/C7ax, and, as a
+/// diagnostic (not an estimator of anything), the ESS fraction of the samples outside that
+/// basin. Together they say how much of the distance from ESS 1 is the rare basin
+/// (docs/ALGORITHMS.md, "Evaluation metrics").
+///
+/// # Errors
+/// Length mismatches or `top_fraction` outside (0, 1].
+pub fn alpha_l_weight_tail(log_w: &[f64], phi: &[f64], psi: &[f64], l_form: &[bool], top_fraction: f64) -> Result<(f64, f64)> {
+    let n = log_w.len();
+    if phi.len() != n || psi.len() != n || l_form.len() != n {
+        return Err(invalid(format!(
+            "alpha_l_weight_tail: {n} log-weights, {} φ, {} ψ, {} chirality flags",
+            phi.len(),
+            psi.len(),
+            l_form.len()
+        )));
+    }
+    if !(top_fraction > 0.0 && top_fraction <= 1.0) {
+        return Err(invalid(format!("top_fraction must be in (0, 1], got {top_fraction}")));
+    }
+    let in_alpha_l: Vec<bool> = (0..n).map(|i| l_form[i] && basin_of(phi[i], psi[i]) == Some(Basin::AlphaL)).collect();
+    let mut finite: Vec<usize> = (0..n).filter(|&i| log_w[i].is_finite()).collect();
+    if finite.is_empty() {
+        return Ok((0.0, 0.0));
+    }
+    finite.sort_by(|&a, &b| log_w[b].total_cmp(&log_w[a]));
+    let k = ((top_fraction * finite.len() as f64).ceil() as usize).clamp(1, finite.len());
+    let share = finite[..k].iter().filter(|&&i| in_alpha_l[i]).count() as f64 / k as f64;
+    let outside: Vec<f64> = (0..n).filter(|&i| !in_alpha_l[i]).map(|i| log_w[i]).collect();
+    Ok((share, fab_core::stats::effective_sample_size(&outside)))
+}
+
 /// A population estimate with its standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
@@ -946,6 +979,33 @@ mod tests {
         assert!(basin_populations(&[f64::NAN], &[0.0], None).is_err());
         let q = BasinPops { beta_c5: 0.3, alpha_r: 0.5, alpha_l: 0.2, n: 1, n_effective: 1.0 };
         assert!((p.max_abs_diff(&q) - 0.25).abs() < 1e-12); // |0.25 − 0.5| in αR
+    }
+
+    #[test]
+    fn alpha_l_weight_tail_counts_the_rare_basin_among_the_largest_weights() {
+        // Ten samples: two L-form αL ones (φ = 1) with the two largest weights, one D-form αL
+        // one with the third largest, the rest in β (φ = −2, ψ = 2.5) with equal weights.
+        let mut phi = vec![-2.0; 10];
+        let psi = vec![2.5; 10];
+        let mut lw = vec![0.0; 10];
+        let mut l = vec![true; 10];
+        phi[3] = 1.0;
+        lw[3] = 5.0;
+        phi[7] = 1.0;
+        lw[7] = 4.0;
+        phi[0] = 1.0;
+        lw[0] = 3.0;
+        l[0] = false;
+        lw[9] = f64::NAN;
+        // Nine finite weights: the top 0.3 are ⌈2.7⌉ = 3 samples, two of them L-form αL.
+        let (share, ess_out) = alpha_l_weight_tail(&lw, &phi, &psi, &l, 0.3).unwrap();
+        assert!((share - 2.0 / 3.0).abs() < 1e-15, "{share}");
+        let outside: Vec<f64> = [0, 1, 2, 4, 5, 6, 8, 9].iter().map(|&i| lw[i]).collect();
+        assert!((ess_out - fab_core::stats::effective_sample_size(&outside)).abs() < 1e-15);
+        // The top single weight is αL; a tiny fraction still takes one sample.
+        assert_eq!(alpha_l_weight_tail(&lw, &phi, &psi, &l, 1e-9).unwrap().0, 1.0);
+        assert!(alpha_l_weight_tail(&lw, &phi, &psi, &l, 0.0).is_err());
+        assert!(alpha_l_weight_tail(&lw[..3], &phi, &psi, &l, 0.1).is_err());
     }
 
     #[test]

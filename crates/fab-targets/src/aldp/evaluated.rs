@@ -93,7 +93,9 @@ impl Target for AldpEvalTarget {
     /// re-weighted basin populations `basin_*_S_reweighted` and, with the reference, the
     /// Ramachandran KLs `ramachandran_kl_S[_reweighted][_100]`. For the model's own samples
     /// also: `l_form_fraction`, the ESS of its L-form samples alone (`eval_ess_S_l_form`) and
-    /// the weight share of its D-form ones (`weight_d_form_S`), unweighted basins, the share of samples that are L-form and in
+    /// the weight share of its D-form ones (`weight_d_form_S`), the share of its largest 10⁻³
+    /// weights that are L-form αL samples (`weight_top_alpha_l_S`) and the ESS of the samples
+    /// outside that basin (`eval_ess_S_outside_alpha_l`, a diagnostic), unweighted basins, the share of samples that are L-form and in
     /// αL/C7ax (`basin_alpha_l_S_l_form`), φ/ψ KLs, marginal KLs of the 60
     /// coordinates, and — for a model with an exact density — the Cartesian test
     /// log-likelihood of the reference samples.
@@ -120,6 +122,13 @@ impl Target for AldpEvalTarget {
                 // The rare basin among L-form samples only: the D-form mirror image of αR lies
                 // in the same (φ, ψ) window, so `basin_alpha_l_S` alone can hide a lost basin.
                 ctx.insert_or_note(&format!("basin_alpha_l_{name}_l_form"), eval::l_form_alpha_l_share(&phi, &psi, &l_form));
+                match eval::alpha_l_weight_tail(&s.log_w, &phi, &psi, &l_form, 1e-3) {
+                    Ok((share, ess_outside)) => {
+                        ctx.insert(format!("weight_top_alpha_l_{name}"), share);
+                        ctx.insert(format!("eval_ess_{name}_outside_alpha_l"), ess_outside);
+                    }
+                    Err(e) => ctx.note(format!("weight_top_alpha_l_{name}"), e.to_string()),
+                }
             }
             insert_basins(ctx, &format!("{name}_reweighted"), &phi, &psi, Some(&w));
             angles.push((name.clone(), phi, psi, w));
