@@ -324,6 +324,8 @@ enum Command {
 
 fn main() -> ExitCode {
     fab_core::alloc::keep_freed_memory();
+    // Before the thread pool starts, so that its threads inherit it.
+    fab_core::float_env::flush_subnormals_to_zero();
     start_thread_pool();
     match run_cli() {
         Ok(code) => code,

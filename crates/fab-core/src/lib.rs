@@ -15,6 +15,7 @@
 pub mod alloc;
 pub mod density;
 mod error;
+pub mod float_env;
 pub mod flow;
 pub mod gemm;
 pub mod linalg;
