@@ -541,11 +541,29 @@ pub fn basin_populations(phi: &[f64], psi: &[f64], weights: Option<&[f64]>) -> R
 /// # Errors
 /// Length mismatches or no samples.
 pub fn l_form_alpha_l_share(phi: &[f64], psi: &[f64], l_form: &[bool]) -> Result<f64> {
-    if phi.len() != psi.len() || phi.len() != l_form.len() || phi.is_empty() {
-        return Err(invalid(format!("l_form_alpha_l_share: {} φ, {} ψ and {} chirality flags", phi.len(), psi.len(), l_form.len())));
+    share_of(&l_form_alpha_l_mask(phi, psi, l_form)?)
+}
+
+/// The fraction of `true` entries of a sample mask, e.g. [`l_form_alpha_l_mask`]'s.
+///
+/// # Errors
+/// An empty mask.
+pub fn share_of(mask: &[bool]) -> Result<f64> {
+    if mask.is_empty() {
+        return Err(invalid("share of an empty sample set"));
     }
-    let n = phi.iter().zip(psi).zip(l_form).filter(|((p, q), l)| **l && basin_of(**p, **q) == Some(Basin::AlphaL)).count();
-    Ok(n as f64 / phi.len() as f64)
+    Ok(mask.iter().filter(|&&b| b).count() as f64 / mask.len() as f64)
+}
+
+/// Which samples are L-form and in αL/C7ax, the rare basin as the reference counts it.
+///
+/// # Errors
+/// Length mismatches.
+pub fn l_form_alpha_l_mask(phi: &[f64], psi: &[f64], l_form: &[bool]) -> Result<Vec<bool>> {
+    if phi.len() != psi.len() || phi.len() != l_form.len() {
+        return Err(invalid(format!("l_form_alpha_l_mask: {} φ, {} ψ and {} chirality flags", phi.len(), psi.len(), l_form.len())));
+    }
+    Ok(phi.iter().zip(psi).zip(l_form).map(|((p, q), l)| *l && basin_of(*p, *q) == Some(Basin::AlphaL)).collect())
 }
 
 /// How the importance weights of one sample set split by chirality: the ESS of its L-form
@@ -576,35 +594,28 @@ pub fn chirality_weights(log_w: &[f64], l_form: &[bool]) -> Result<ChiralityWeig
 }
 
 /// How much of a sample set's weight tail lies in the rare basin: the share of the largest
-/// ⌈`top_fraction`·N⌉ finite weights whose samples are L-form and in αL/C7ax, and, as a
-/// diagnostic (not an estimator of anything), the ESS fraction of the samples outside that
-/// basin. Together they say how much of the distance from ESS 1 is the rare basin
-/// (docs/ALGORITHMS.md, "Evaluation metrics").
+/// ⌈`top_fraction`·N⌉ finite weights whose samples are in `alpha_l` (the L-form αL/C7ax mask of
+/// [`l_form_alpha_l_mask`]), and, as a diagnostic (not an estimator of anything), the ESS
+/// fraction of the samples outside that basin. Together they say how much of the distance from
+/// ESS 1 is the rare basin (docs/ALGORITHMS.md, "Evaluation metrics").
 ///
 /// # Errors
-/// Length mismatches or `top_fraction` outside (0, 1].
-pub fn alpha_l_weight_tail(log_w: &[f64], phi: &[f64], psi: &[f64], l_form: &[bool], top_fraction: f64) -> Result<(f64, f64)> {
-    let n = log_w.len();
-    if phi.len() != n || psi.len() != n || l_form.len() != n {
-        return Err(invalid(format!(
-            "alpha_l_weight_tail: {n} log-weights, {} φ, {} ψ, {} chirality flags",
-            phi.len(),
-            psi.len(),
-            l_form.len()
-        )));
+/// Length mismatch or `top_fraction` outside (0, 1].
+pub fn alpha_l_weight_tail(log_w: &[f64], alpha_l: &[bool], top_fraction: f64) -> Result<(f64, f64)> {
+    if alpha_l.len() != log_w.len() {
+        return Err(invalid(format!("alpha_l_weight_tail: {} log-weights and {} basin flags", log_w.len(), alpha_l.len())));
     }
     if !(top_fraction > 0.0 && top_fraction <= 1.0) {
         return Err(invalid(format!("top_fraction must be in (0, 1], got {top_fraction}")));
     }
-    let in_alpha_l: Vec<bool> = (0..n).map(|i| l_form[i] && basin_of(phi[i], psi[i]) == Some(Basin::AlphaL)).collect();
-    let mut finite: Vec<usize> = (0..n).filter(|&i| log_w[i].is_finite()).collect();
+    let mut finite: Vec<usize> = (0..log_w.len()).filter(|&i| log_w[i].is_finite()).collect();
     if finite.is_empty() {
         return Ok((0.0, 0.0));
     }
     finite.sort_by(|&a, &b| log_w[b].total_cmp(&log_w[a]));
     let k = ((top_fraction * finite.len() as f64).ceil() as usize).clamp(1, finite.len());
-    let share = finite[..k].iter().filter(|&&i| in_alpha_l[i]).count() as f64 / k as f64;
-    let outside: Vec<f64> = (0..n).filter(|&i| !in_alpha_l[i]).map(|i| log_w[i]).collect();
+    let share = finite[..k].iter().filter(|&&i| alpha_l[i]).count() as f64 / k as f64;
+    let outside: Vec<f64> = log_w.iter().zip(alpha_l).filter(|(_, a)| !**a).map(|(w, _)| *w).collect();
     Ok((share, fab_core::stats::effective_sample_size(&outside)))
 }
 
@@ -997,15 +1008,18 @@ mod tests {
         lw[0] = 3.0;
         l[0] = false;
         lw[9] = f64::NAN;
+        let mask = l_form_alpha_l_mask(&phi, &psi, &l).unwrap();
+        assert_eq!(mask.iter().filter(|&&b| b).count(), 2);
         // Nine finite weights: the top 0.3 are ⌈2.7⌉ = 3 samples, two of them L-form αL.
-        let (share, ess_out) = alpha_l_weight_tail(&lw, &phi, &psi, &l, 0.3).unwrap();
+        let (share, ess_out) = alpha_l_weight_tail(&lw, &mask, 0.3).unwrap();
         assert!((share - 2.0 / 3.0).abs() < 1e-15, "{share}");
         let outside: Vec<f64> = [0, 1, 2, 4, 5, 6, 8, 9].iter().map(|&i| lw[i]).collect();
         assert!((ess_out - fab_core::stats::effective_sample_size(&outside)).abs() < 1e-15);
         // The top single weight is αL; a tiny fraction still takes one sample.
-        assert_eq!(alpha_l_weight_tail(&lw, &phi, &psi, &l, 1e-9).unwrap().0, 1.0);
-        assert!(alpha_l_weight_tail(&lw, &phi, &psi, &l, 0.0).is_err());
-        assert!(alpha_l_weight_tail(&lw[..3], &phi, &psi, &l, 0.1).is_err());
+        assert_eq!(alpha_l_weight_tail(&lw, &mask, 1e-9).unwrap().0, 1.0);
+        assert!(alpha_l_weight_tail(&lw, &mask, 0.0).is_err());
+        assert!(alpha_l_weight_tail(&lw[..3], &mask, 0.1).is_err());
+        assert!(l_form_alpha_l_mask(&phi[..3], &psi, &l).is_err());
     }
 
     #[test]

@@ -108,27 +108,22 @@ impl Target for AldpEvalTarget {
         }
         let l_form = super::l_form_mask(&xf).map_err(fam)?;
         ctx.insert("l_form_fraction", l_form.iter().filter(|&&b| b).count() as f64 / l_form.len().max(1) as f64);
-        if let Some((_, s)) = sets.first() {
-            let c = eval::chirality_weights(&s.log_w, &l_form).map_err(fam)?;
-            ctx.insert(format!("eval_ess_{first}_l_form"), c.ess_l_form);
-            ctx.insert(format!("weight_d_form_{first}"), c.d_form_weight);
-        }
         let mut angles = Vec::new();
         for (name, s) in &sets {
             let (phi, psi) = eval::phi_psi_of_flow(&s.x).map_err(fam)?;
             let w = eval::importance_weights(&s.log_w);
             if *name == first {
                 insert_basins(ctx, name, &phi, &psi, None);
+                let c = eval::chirality_weights(&s.log_w, &l_form).map_err(fam)?;
+                ctx.insert(format!("eval_ess_{name}_l_form"), c.ess_l_form);
+                ctx.insert(format!("weight_d_form_{name}"), c.d_form_weight);
                 // The rare basin among L-form samples only: the D-form mirror image of αR lies
                 // in the same (φ, ψ) window, so `basin_alpha_l_S` alone can hide a lost basin.
-                ctx.insert_or_note(&format!("basin_alpha_l_{name}_l_form"), eval::l_form_alpha_l_share(&phi, &psi, &l_form));
-                match eval::alpha_l_weight_tail(&s.log_w, &phi, &psi, &l_form, 1e-3) {
-                    Ok((share, ess_outside)) => {
-                        ctx.insert(format!("weight_top_alpha_l_{name}"), share);
-                        ctx.insert(format!("eval_ess_{name}_outside_alpha_l"), ess_outside);
-                    }
-                    Err(e) => ctx.note(format!("weight_top_alpha_l_{name}"), e.to_string()),
-                }
+                let alpha_l = eval::l_form_alpha_l_mask(&phi, &psi, &l_form).map_err(fam)?;
+                ctx.insert_or_note(&format!("basin_alpha_l_{name}_l_form"), eval::share_of(&alpha_l));
+                let (share, ess_outside) = eval::alpha_l_weight_tail(&s.log_w, &alpha_l, 1e-3).map_err(fam)?;
+                ctx.insert(format!("weight_top_alpha_l_{name}"), share);
+                ctx.insert(format!("eval_ess_{name}_outside_alpha_l"), ess_outside);
             }
             insert_basins(ctx, &format!("{name}_reweighted"), &phi, &psi, Some(&w));
             angles.push((name.clone(), phi, psi, w));
