@@ -107,7 +107,7 @@ impl Target for AldpEvalTarget {
             ctx.insert_or_note(&format!("eval_ess_{name}_clipped"), eval::clipped_ess(&s.log_w, 1e-4));
         }
         let l_form = super::l_form_mask(&xf).map_err(fam)?;
-        ctx.insert("l_form_fraction", l_form.iter().filter(|&&b| b).count() as f64 / l_form.len().max(1) as f64);
+        ctx.insert_or_note("l_form_fraction", eval::share_of(&l_form));
         let mut angles = Vec::new();
         for (name, s) in &sets {
             let (phi, psi) = eval::phi_psi_of_flow(&s.x).map_err(fam)?;
