@@ -98,6 +98,11 @@ fn an_exported_model_evaluates_and_samples_like_its_run_and_cannot_be_resumed() 
     ok(&["eval", s(&model)]);
     let (a, b) = (metrics(&eval_out.join("final_metrics.json")), metrics(&model.join("final_metrics.json")));
     assert!(a.len() > 10 && a.contains_key("eval_ess_flow") && a.contains_key("ramachandran_kl_flow"), "{a:?}");
+    // The KL's αL/C7ax part and what exact draws of the same number would score.
+    let key = |k: &str| a[k].as_f64().unwrap_or_else(|| panic!("{k}: {:?}", a.get(k)));
+    assert!(key("ramachandran_kl_flow_floor") > 0.0 && key("ramachandran_kl_flow_alpha_l_floor") > 0.0);
+    assert!(key("ramachandran_kl_flow_alpha_l_floor") < key("ramachandran_kl_flow_floor"));
+    assert!(key("ramachandran_kl_flow_alpha_l").is_finite() && key("ramachandran_kl_flow_reweighted_alpha_l").is_finite());
     assert_eq!(a, b);
 
     // Sampling too.

@@ -127,10 +127,19 @@ fn checked_histogram_2d(
 /// # Errors
 /// Histograms of different lengths.
 pub fn kl_from_densities(h_ref: &[f64], h_gen: &[f64], cell: f64) -> Result<f64> {
+    Ok(kl_terms(h_ref, h_gen)?.iter().sum::<f64>() * cell)
+}
+
+/// The per-bin terms h_ref·ln((h_ref + ε)/(h_gen + ε)) of [`kl_from_densities`], before the
+/// factor `cell`: their sum times the bin area is the KL.
+///
+/// # Errors
+/// Histograms of different lengths.
+pub fn kl_terms(h_ref: &[f64], h_gen: &[f64]) -> Result<Vec<f64>> {
     if h_ref.len() != h_gen.len() {
         return Err(invalid(format!("KL: histograms of {} and {} bins", h_ref.len(), h_gen.len())));
     }
-    Ok(h_ref.iter().zip(h_gen).map(|(r, g)| r * ((r + KL_EPS) / (g + KL_EPS)).ln()).sum::<f64>() * cell)
+    Ok(h_ref.iter().zip(h_gen).map(|(r, g)| r * ((r + KL_EPS) / (g + KL_EPS)).ln()).collect())
 }
 
 /// 1-D KL(ref ‖ gen) from density histograms with `bins` bins on [lo, hi]:
@@ -205,13 +214,40 @@ pub fn ramachandran_kl_from_counts(
     gen_weights: Option<&[f64]>,
     bins: usize,
 ) -> Result<f64> {
+    Ok(ramachandran_kl_split_from_counts(ref_counts, gen_phi, gen_psi, gen_weights, bins)?.total)
+}
+
+/// A Ramachandran KL and the part of it that comes from the rare basin.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RamachandranKl {
+    /// The whole KL, [`ramachandran_kl_from_counts`].
+    pub total: f64,
+    /// The sum of the KL's terms over the bins whose φ centre lies in the αL/C7ax window
+    /// 0 < φ < [`PHI_L_MAX`] (the window of [`Basin::AlphaL`], at bin resolution). Where a model
+    /// puts too little mass on the rare basin, its bins there hold few or no samples and this
+    /// part carries most of the KL (docs/ALGORITHMS.md, "Alanine dipeptide").
+    pub alpha_l: f64,
+}
+
+/// [`ramachandran_kl_from_counts`] together with its αL/C7ax part ([`RamachandranKl`]); the
+/// total has the same bits as [`ramachandran_kl_from_counts`].
+///
+/// # Errors
+/// As [`ramachandran_kl_from_counts`].
+pub fn ramachandran_kl_split_from_counts(
+    ref_counts: &[f64],
+    gen_phi: &[f64],
+    gen_psi: &[f64],
+    gen_weights: Option<&[f64]>,
+    bins: usize,
+) -> Result<RamachandranKl> {
     if bins == 0 || ref_counts.len() != bins * bins {
         return Err(invalid(format!("Ramachandran KL: {} reference counts for {bins}×{bins} bins", ref_counts.len())));
     }
     let w = 2.0 * PI / bins as f64;
     let hr = densities_of_counts(ref_counts, w * w, "Ramachandran KL")?;
     let (hg, _) = histogram_2d(gen_phi, gen_psi, gen_weights, bins, -PI, PI)?;
-    kl_from_densities(&hr, &hg, w * w)
+    Ok(split_alpha_l(&kl_terms(&hr, &hg)?, bins, w * w))
 }
 
 /// 1-D KL(ref ‖ gen) of [`kl_1d`] against a reference given by its `bins` bin counts on [lo, hi].
@@ -262,6 +298,84 @@ pub fn kl_noise_floor(batches: &[Vec<f64>]) -> Result<f64> {
         floor += var / (2.0 * p);
     }
     Ok(floor)
+}
+
+/// The Ramachandran KL that `n_samples` exact draws from the reference histogram score against
+/// it on average, with its αL/C7ax part ([`RamachandranKl`]): the floor of
+/// [`ramachandran_kl_split_from_counts`] for a perfect model at that sample size (the
+/// reference's own noise, [`kl_noise_floor`], comes on top). Each bin's count among the draws is
+/// Binomial(`n_samples`, p_k) with p_k = `ref_counts`[k] / total, so every term's expectation is
+/// a sum over that distribution (taken over ±12 standard deviations around its mean, where the
+/// neglected probability is below 10⁻³⁰). For a bin with n·p_k ≫ 1 the term is about
+/// (1 − p_k)/(2n); for one with n·p_k ≪ 1 it is about p_k ln(h_ref/ε) · (bin area), the ε penalty
+/// for a bin the draws miss: the reason a reference that resolves the rare tails has a floor
+/// well above (K − 1)/(2n) (docs/ALDP_REFERENCE.md, "KL noise floor").
+///
+/// # Errors
+/// `n_samples == 0`; `ref_counts` not of length `bins²`, all zero or negative.
+pub fn ramachandran_kl_floor(ref_counts: &[f64], n_samples: usize, bins: usize) -> Result<RamachandranKl> {
+    if n_samples == 0 {
+        return Err(invalid("Ramachandran KL floor: no samples"));
+    }
+    if bins == 0 || ref_counts.len() != bins * bins {
+        return Err(invalid(format!("Ramachandran KL floor: {} reference counts for {bins}×{bins} bins", ref_counts.len())));
+    }
+    let w = 2.0 * PI / bins as f64;
+    let cell = w * w;
+    let hr = densities_of_counts(ref_counts, cell, "Ramachandran KL floor")?;
+    let total: f64 = ref_counts.iter().sum();
+    let n = n_samples as f64;
+    let ln_fact_n = ln_factorial(n_samples);
+    let terms: Vec<f64> = hr
+        .iter()
+        .zip(ref_counts)
+        .map(|(&h, &c)| {
+            if c == 0.0 {
+                return 0.0;
+            }
+            let p = c / total;
+            let (mean, sd) = (n * p, (n * p * (1.0 - p)).sqrt());
+            let lo = (mean - 12.0 * sd - 12.0).floor().max(0.0) as usize;
+            let hi = ((mean + 12.0 * sd + 12.0).ceil() as usize).min(n_samples);
+            let (mut mass, mut expected_ln_gen) = (0.0, 0.0);
+            for x in lo..=hi {
+                let failures = n_samples - x;
+                let mut ln_pmf = ln_fact_n - ln_factorial(x) - ln_factorial(failures) + x as f64 * p.ln();
+                if failures > 0 {
+                    ln_pmf += failures as f64 * (-p).ln_1p();
+                }
+                let pmf = ln_pmf.exp();
+                mass += pmf;
+                expected_ln_gen += pmf * (x as f64 / (n * cell) + KL_EPS).ln();
+            }
+            h * ((h + KL_EPS).ln() - expected_ln_gen / mass)
+        })
+        .collect();
+    Ok(split_alpha_l(&terms, bins, cell))
+}
+
+/// ln x!: exact sum below 16, Stirling's series with three correction terms from there (error
+/// below 10⁻¹³ relative to ln x!).
+fn ln_factorial(x: usize) -> f64 {
+    if x < 16 {
+        return (2..=x).map(|i| (i as f64).ln()).sum();
+    }
+    let x = x as f64;
+    let r = 1.0 / x;
+    let r2 = r * r;
+    x * x.ln() - x + 0.5 * (2.0 * PI * x).ln() + r * (1.0 / 12.0 - r2 * (1.0 / 360.0 - r2 / 1260.0))
+}
+
+/// Row-major Ramachandran KL terms (φ, then ψ; before the factor `cell`) summed whole and over
+/// the bins whose φ centre lies in the αL/C7ax window 0 < φ < [`PHI_L_MAX`].
+fn split_alpha_l(terms: &[f64], bins: usize, cell: f64) -> RamachandranKl {
+    let w = 2.0 * PI / bins as f64;
+    let in_alpha_l = |k: usize| {
+        let phi = -PI + ((k / bins) as f64 + 0.5) * w;
+        phi > 0.0 && phi < PHI_L_MAX
+    };
+    let alpha_l = terms.iter().enumerate().filter(|(k, _)| in_alpha_l(*k)).map(|(_, t)| t).sum::<f64>() * cell;
+    RamachandranKl { total: terms.iter().sum::<f64>() * cell, alpha_l }
 }
 
 /// The 1-D φ and ψ KLs of docs/ALGORITHMS.md, "Evaluation metrics" (200 bins on [−π, π], ·2π/200): returns (KL_φ, KL_ψ).
@@ -723,9 +837,37 @@ impl AldpReference {
     /// # Errors
     /// As [`ramachandran_kl`].
     pub fn ramachandran_kl(&self, gen_phi: &[f64], gen_psi: &[f64], gen_weights: Option<&[f64]>, bins: usize) -> Result<f64> {
+        Ok(self.ramachandran_kl_split(gen_phi, gen_psi, gen_weights, bins)?.total)
+    }
+
+    /// [`Self::ramachandran_kl`] with its αL/C7ax part ([`RamachandranKl`]).
+    ///
+    /// # Errors
+    /// As [`ramachandran_kl`].
+    pub fn ramachandran_kl_split(
+        &self,
+        gen_phi: &[f64],
+        gen_psi: &[f64],
+        gen_weights: Option<&[f64]>,
+        bins: usize,
+    ) -> Result<RamachandranKl> {
+        ramachandran_kl_split_from_counts(&self.ramachandran_counts(bins)?, gen_phi, gen_psi, gen_weights, bins)
+    }
+
+    /// [`ramachandran_kl_floor`] against this reference: what `n_samples` exact draws score.
+    ///
+    /// # Errors
+    /// As [`ramachandran_kl_floor`].
+    pub fn ramachandran_kl_floor(&self, n_samples: usize, bins: usize) -> Result<RamachandranKl> {
+        ramachandran_kl_floor(&self.ramachandran_counts(bins)?, n_samples, bins)
+    }
+
+    /// The Ramachandran bin counts this reference is compared by: the shipped histogram of every
+    /// recorded pair when there is one for `bins`, else those of the shipped pairs.
+    fn ramachandran_counts(&self, bins: usize) -> Result<Vec<f64>> {
         match self.histograms.as_ref().and_then(|h| h.ramachandran.iter().find(|(b, _)| *b == bins)) {
-            Some((_, counts)) => ramachandran_kl_from_counts(counts, gen_phi, gen_psi, gen_weights, bins),
-            None => ramachandran_kl(&self.phi, &self.psi, gen_phi, gen_psi, gen_weights, bins),
+            Some((_, counts)) => Ok(counts.clone()),
+            None => ramachandran_counts(&self.phi, &self.psi, None, bins),
         }
     }
 
@@ -1225,6 +1367,111 @@ mod tests {
         assert!(kl_noise_floor(&[vec![1.0, 2.0]]).is_err());
         assert!(kl_noise_floor(&[vec![1.0, 2.0], vec![1.0]]).is_err());
         assert!(kl_noise_floor(&[vec![0.0, 0.0], vec![0.0, 0.0]]).is_err());
+    }
+
+    /// (φ, ψ) at the centre of bin (i, j) of a `bins × bins` Ramachandran grid, `count` times.
+    fn pairs_at_centres(counts: &[f64], bins: usize) -> (Vec<f64>, Vec<f64>) {
+        let w = 2.0 * PI / bins as f64;
+        let (mut phi, mut psi) = (Vec::new(), Vec::new());
+        for (k, &c) in counts.iter().enumerate() {
+            for _ in 0..c as usize {
+                phi.push(-PI + ((k / bins) as f64 + 0.5) * w);
+                psi.push(-PI + ((k % bins) as f64 + 0.5) * w);
+            }
+        }
+        (phi, psi)
+    }
+
+    /// The αL part holds exactly the terms of the φ rows 0 < φ < 2.2 (8 bins: rows 4, 5, 6 with
+    /// centres 0.39, 1.18, 1.96; row 7 at 2.75 is outside), and the total is unchanged by the split.
+    #[test]
+    fn the_alpha_l_part_of_the_ramachandran_kl_holds_the_terms_of_the_phi_window() {
+        let bins = 8;
+        let reference: Vec<f64> = (0..bins * bins).map(|k| 1.0 + ((k * 7) % 5) as f64 + (k / bins) as f64).collect();
+        let kl = |gen: &[f64]| {
+            let (phi, psi) = pairs_at_centres(gen, bins);
+            let split = ramachandran_kl_split_from_counts(&reference, &phi, &psi, None, bins).unwrap();
+            assert_eq!(split.total, ramachandran_kl_from_counts(&reference, &phi, &psi, None, bins).unwrap());
+            split
+        };
+        // Equal outside the window, the counts of row 5 reversed along ψ (same row total): every
+        // term outside is zero, so the whole KL is the αL part.
+        let mut inside = reference.clone();
+        inside[5 * bins..6 * bins].reverse();
+        let s = kl(&inside);
+        assert!(s.total > 1e-3 && (s.alpha_l - s.total).abs() < 1e-15, "{s:?}");
+        // A change in row 7 (φ 2.75, just outside the window), 0 or 3: none of it is αL.
+        for row in [7, 0, 3] {
+            let mut outside = reference.clone();
+            outside[row * bins..(row + 1) * bins].reverse();
+            let s = kl(&outside);
+            assert!(s.total > 1e-3 && s.alpha_l == 0.0, "row {row}: {s:?}");
+        }
+        // The transpose (a ψ window instead of φ) would see row 5's change in every row.
+        let mut column = reference.clone();
+        for i in 0..bins {
+            column.swap(i * bins + 5, i * bins + 2);
+        }
+        let s = kl(&column);
+        assert!(s.alpha_l > 0.0 && s.alpha_l < s.total, "{s:?}");
+    }
+
+    /// The floor is the mean KL of exact draws from the reference histogram: against Monte-Carlo
+    /// draws at a size where some bins are usually missed (the ε penalty) and others are well
+    /// filled, and against (K − 1)/(2n) when every bin is well filled.
+    #[test]
+    fn the_ramachandran_kl_floor_is_the_mean_kl_of_exact_draws() {
+        use rand::Rng;
+        let bins = 4;
+        let reference: Vec<f64> = (0..bins * bins)
+            .map(|k| {
+                if k % 3 == 0 {
+                    0.5
+                } else if k == 10 {
+                    0.0
+                } else {
+                    40.0 + 10.0 * (k % 4) as f64
+                }
+            })
+            .collect();
+        let total: f64 = reference.iter().sum();
+        let cdf: Vec<f64> = reference
+            .iter()
+            .scan(0.0, |a, c| {
+                *a += c / total;
+                Some(*a)
+            })
+            .collect();
+        let n = 300;
+        let floor = ramachandran_kl_floor(&reference, n, bins).unwrap();
+        let mut rng = fab_core::seeded_rng(11, 0);
+        let reps = 4000;
+        let (mut sum, mut sum2, mut sum_l) = (0.0, 0.0, 0.0);
+        for _ in 0..reps {
+            let mut counts = vec![0.0; bins * bins];
+            for _ in 0..n {
+                let u: f64 = rng.random();
+                counts[cdf.iter().position(|&c| u < c).unwrap_or(bins * bins - 1)] += 1.0;
+            }
+            let (phi, psi) = pairs_at_centres(&counts, bins);
+            let kl = ramachandran_kl_split_from_counts(&reference, &phi, &psi, None, bins).unwrap();
+            sum += kl.total;
+            sum2 += kl.total * kl.total;
+            sum_l += kl.alpha_l;
+        }
+        let mean = sum / reps as f64;
+        let se = ((sum2 / reps as f64 - mean * mean) / reps as f64).sqrt();
+        assert!((floor.total - mean).abs() < 4.0 * se, "floor {floor:?} vs Monte-Carlo {mean} ± {se}");
+        // Missed bins dominate here: (K − 1)/(2n) alone would be under a third of it.
+        assert!(floor.total > 3.0 * 14.0 / (2.0 * n as f64), "{floor:?}");
+        assert!((floor.alpha_l - sum_l / reps as f64).abs() < 4.0 * se, "{floor:?} vs {}", sum_l / reps as f64);
+        let even = vec![1.0; 16];
+        let big = 100_000;
+        let f = ramachandran_kl_floor(&even, big, bins).unwrap().total;
+        assert!((f / (15.0 / (2.0 * big as f64)) - 1.0).abs() < 0.01, "{f}");
+        assert!(ramachandran_kl_floor(&even, 0, bins).is_err());
+        assert!(ramachandran_kl_floor(&even, 10, 3).is_err());
+        assert!(ramachandran_kl_floor(&[0.0; 16], 10, bins).is_err());
     }
 
     /// A reference given by its bin counts scores exactly like the pairs it was binned from,

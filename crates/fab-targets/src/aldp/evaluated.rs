@@ -91,7 +91,9 @@ impl Target for AldpEvalTarget {
     /// Per sample set S (the model's own first, e.g. `flow`, then refined ones, e.g. `ais`):
     /// `eval_ess_S_clipped` (largest 10⁻⁴ of the weights clipped, as the paper's table),
     /// re-weighted basin populations `basin_*_S_reweighted` and, with the reference, the
-    /// Ramachandran KLs `ramachandran_kl_S[_reweighted][_100]`. For the model's own samples
+    /// Ramachandran KLs `ramachandran_kl_S[_reweighted][_100]` and the αL/C7ax part of the
+    /// 64-bin ones (`ramachandran_kl_S[_reweighted]_alpha_l`), with what exact draws of the
+    /// same number would score (`ramachandran_kl_S_floor`, `ramachandran_kl_S_alpha_l_floor`). For the model's own samples
     /// also: `l_form_fraction`, the ESS of its L-form samples alone (`eval_ess_S_l_form`) and
     /// the weight share of its D-form ones (`weight_d_form_S`), the share of its largest 10⁻³
     /// weights that are L-form αL samples (`weight_top_alpha_l_S`) and the ESS of the samples
@@ -136,8 +138,23 @@ impl Target for AldpEvalTarget {
         for bins in [eval::RAMACHANDRAN_BINS, eval::RAMACHANDRAN_BINS_FINE] {
             let sfx = if bins == eval::RAMACHANDRAN_BINS { String::new() } else { format!("_{bins}") };
             for (name, phi, psi, w) in &angles {
-                ctx.insert(format!("ramachandran_kl_{name}{sfx}"), r.ramachandran_kl(phi, psi, None, bins).map_err(fam)?);
-                ctx.insert(format!("ramachandran_kl_{name}_reweighted{sfx}"), r.ramachandran_kl(phi, psi, Some(w), bins).map_err(fam)?);
+                for (variant, weights) in [("", None), ("_reweighted", Some(w.as_slice()))] {
+                    let kl = r.ramachandran_kl_split(phi, psi, weights, bins).map_err(fam)?;
+                    ctx.insert(format!("ramachandran_kl_{name}{variant}{sfx}"), kl.total);
+                    if bins == eval::RAMACHANDRAN_BINS {
+                        ctx.insert(format!("ramachandran_kl_{name}{variant}_alpha_l"), kl.alpha_l);
+                    }
+                }
+                if bins == eval::RAMACHANDRAN_BINS {
+                    let n = phi.iter().zip(psi).filter(|(a, b)| a.is_finite() && b.is_finite()).count();
+                    match r.ramachandran_kl_floor(n, bins) {
+                        Ok(floor) => {
+                            ctx.insert(format!("ramachandran_kl_{name}_floor"), floor.total);
+                            ctx.insert(format!("ramachandran_kl_{name}_alpha_l_floor"), floor.alpha_l);
+                        }
+                        Err(e) => ctx.note(format!("ramachandran_kl_{name}_floor"), e.to_string()),
+                    }
+                }
             }
         }
         let (_, phi_f, psi_f, w_f) = &angles[0];
