@@ -305,8 +305,8 @@ pub fn kl_noise_floor(batches: &[Vec<f64>]) -> Result<f64> {
 /// [`ramachandran_kl_split_from_counts`] for a perfect model at that sample size (the
 /// reference's own noise, [`kl_noise_floor`], comes on top). Each bin's count among the draws is
 /// Binomial(`n_samples`, p_k) with p_k = `ref_counts`[k] / total, so every term's expectation is
-/// a sum over that distribution (taken over ±12 standard deviations around its mean, where the
-/// neglected probability is below 10⁻³⁰). For a bin with n·p_k ≫ 1 the term is about
+/// a sum over that distribution (taken over ±(12 standard deviations + 12) around its mean, where
+/// the neglected probability is below 10⁻²⁰). For a bin with n·p_k ≫ 1 the term is about
 /// (1 − p_k)/(2n); for one with n·p_k ≪ 1 it is about p_k ln(h_ref/ε) · (bin area), the ε penalty
 /// for a bin the draws miss: the reason a reference that resolves the rare tails has a floor
 /// well above (K − 1)/(2n) (docs/ALDP_REFERENCE.md, "KL noise floor").
@@ -1407,7 +1407,8 @@ mod tests {
             let s = kl(&outside);
             assert!(s.total > 1e-3 && s.alpha_l == 0.0, "row {row}: {s:?}");
         }
-        // The transpose (a ψ window instead of φ) would see row 5's change in every row.
+        // Two ψ columns swapped in every φ row: the αL rows hold part of the KL, the other rows
+        // the rest (a window taken along ψ by mistake would hold all of it or none).
         let mut column = reference.clone();
         for i in 0..bins {
             column.swap(i * bins + 5, i * bins + 2);
