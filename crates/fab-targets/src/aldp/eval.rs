@@ -24,6 +24,7 @@
 //! `docs/ALDP_REFERENCE.md` gives the reasoning (boundaries on low-density ridges of the
 //! reference) and the reference populations with error bars.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use super::{phi_psi, InternalCoordinates, CART_DIM, FLOW_DIM};
@@ -241,13 +242,23 @@ pub fn ramachandran_kl_split_from_counts(
     gen_weights: Option<&[f64]>,
     bins: usize,
 ) -> Result<RamachandranKl> {
+    let (hr, cell) = ramachandran_reference_densities(ref_counts, bins, "Ramachandran KL")?;
+    let (hg, _) = histogram_2d(gen_phi, gen_psi, gen_weights, bins, -PI, PI)?;
+    Ok(split_alpha_l(&kl_terms(&hr, &hg)?, bins, cell))
+}
+
+/// The reference's density histogram from its `bins × bins` Ramachandran counts, with the bin
+/// area (2π/bins)² (`what` names the caller in errors).
+///
+/// # Errors
+/// `ref_counts` not of length `bins²`, all zero or negative.
+fn ramachandran_reference_densities(ref_counts: &[f64], bins: usize, what: &str) -> Result<(Vec<f64>, f64)> {
     if bins == 0 || ref_counts.len() != bins * bins {
-        return Err(invalid(format!("Ramachandran KL: {} reference counts for {bins}×{bins} bins", ref_counts.len())));
+        return Err(invalid(format!("{what}: {} reference counts for {bins}×{bins} bins", ref_counts.len())));
     }
     let w = 2.0 * PI / bins as f64;
-    let hr = densities_of_counts(ref_counts, w * w, "Ramachandran KL")?;
-    let (hg, _) = histogram_2d(gen_phi, gen_psi, gen_weights, bins, -PI, PI)?;
-    Ok(split_alpha_l(&kl_terms(&hr, &hg)?, bins, w * w))
+    let cell = w * w;
+    Ok((densities_of_counts(ref_counts, cell, what)?, cell))
 }
 
 /// 1-D KL(ref ‖ gen) of [`kl_1d`] against a reference given by its `bins` bin counts on [lo, hi].
@@ -317,12 +328,7 @@ pub fn ramachandran_kl_floor(ref_counts: &[f64], n_samples: usize, bins: usize) 
     if n_samples == 0 {
         return Err(invalid("Ramachandran KL floor: no samples"));
     }
-    if bins == 0 || ref_counts.len() != bins * bins {
-        return Err(invalid(format!("Ramachandran KL floor: {} reference counts for {bins}×{bins} bins", ref_counts.len())));
-    }
-    let w = 2.0 * PI / bins as f64;
-    let cell = w * w;
-    let hr = densities_of_counts(ref_counts, cell, "Ramachandran KL floor")?;
+    let (hr, cell) = ramachandran_reference_densities(ref_counts, bins, "Ramachandran KL floor")?;
     let total: f64 = ref_counts.iter().sum();
     let n = n_samples as f64;
     let ln_fact_n = ln_factorial(n_samples);
@@ -367,13 +373,11 @@ fn ln_factorial(x: usize) -> f64 {
 }
 
 /// Row-major Ramachandran KL terms (φ, then ψ; before the factor `cell`) summed whole and over
-/// the bins whose φ centre lies in the αL/C7ax window 0 < φ < [`PHI_L_MAX`].
+/// the bins whose centre [`basin_of`] puts in αL/C7ax (0 < φ < [`PHI_L_MAX`], any ψ).
 fn split_alpha_l(terms: &[f64], bins: usize, cell: f64) -> RamachandranKl {
     let w = 2.0 * PI / bins as f64;
-    let in_alpha_l = |k: usize| {
-        let phi = -PI + ((k / bins) as f64 + 0.5) * w;
-        phi > 0.0 && phi < PHI_L_MAX
-    };
+    let centre = |i: usize| -PI + (i as f64 + 0.5) * w;
+    let in_alpha_l = |k: usize| basin_of(centre(k / bins), centre(k % bins)) == Some(Basin::AlphaL);
     let alpha_l = terms.iter().enumerate().filter(|(k, _)| in_alpha_l(*k)).map(|(_, t)| t).sum::<f64>() * cell;
     RamachandranKl { total: terms.iter().sum::<f64>() * cell, alpha_l }
 }
@@ -864,10 +868,10 @@ impl AldpReference {
 
     /// The Ramachandran bin counts this reference is compared by: the shipped histogram of every
     /// recorded pair when there is one for `bins`, else those of the shipped pairs.
-    fn ramachandran_counts(&self, bins: usize) -> Result<Vec<f64>> {
+    fn ramachandran_counts(&self, bins: usize) -> Result<Cow<'_, [f64]>> {
         match self.histograms.as_ref().and_then(|h| h.ramachandran.iter().find(|(b, _)| *b == bins)) {
-            Some((_, counts)) => Ok(counts.clone()),
-            None => ramachandran_counts(&self.phi, &self.psi, None, bins),
+            Some((_, counts)) => Ok(Cow::Borrowed(counts)),
+            None => Ok(Cow::Owned(ramachandran_counts(&self.phi, &self.psi, None, bins)?)),
         }
     }
 
