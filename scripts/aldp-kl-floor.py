@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Monte-Carlo checks of the Ramachandran KL floor against the shipped reference (needs NumPy).
+
+usage:
+  scripts/aldp-kl-floor.py                 # exact draws: mean KL and αL part; αL mass scaled
+  fab sample DIR -n 1000000 --cartesian --seed 7 --out P_x.npy
+  scripts/aldp-kl-floor.py P_x.npy         # also: that sample's KL split and empty αL bins
+
+Draws 10⁶ samples from the reference's 64 × 64 histogram (200 times) and scores them with the
+KL of docs/ALGORITHMS.md, "Alanine dipeptide" (ε = 10⁻¹⁰); the mean is what
+`ramachandran_kl_flow_floor` computes exactly. Then the same for histograms whose αL/C7ax mass
+(bins with φ centre in (0, 2.2)) is scaled by 0.5, 0.75 and 0.9 and renormalised, and, given a
+Cartesian sample file, that sample's whole KL, its αL part and the number of αL bins with
+reference mass that it leaves empty, against the expected number for exact draws.
+"""
+import sys
+
+import numpy as np
+
+ROOT = __file__.rsplit("/scripts/", 1)[0]
+B, EPS, N = 64, 1e-10, 10**6
+ref = np.load(f"{ROOT}/crates/fab-targets/data/aldp/reference/ramachandran_64.npy").ravel()
+cell = (2 * np.pi / B) ** 2
+p = ref / ref.sum()
+h_ref = p / cell
+centres = (np.arange(B) + 0.5) * 2 * np.pi / B - np.pi
+alpha_l = np.repeat((centres > 0) & (centres < 2.2), B)  # row-major over φ, then ψ
+
+
+def kl_split(counts):
+    terms = h_ref * np.log((h_ref + EPS) / (counts / counts.sum() / cell + EPS)) * cell
+    return terms.sum(), terms[alpha_l].sum()
+
+
+def draws(q, reps, rng):
+    kls = np.array([kl_split(rng.multinomial(N, q).astype(float)) for _ in range(reps)])
+    return kls.mean(0), kls.std(0) / np.sqrt(reps)
+
+
+def dihedral(x, a, b, c, d):
+    b0, b1, b2 = x[:, a] - x[:, b], x[:, c] - x[:, b], x[:, d] - x[:, c]
+    b1 = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
+    v = b0 - (b0 * b1).sum(1, keepdims=True) * b1
+    w = b2 - (b2 * b1).sum(1, keepdims=True) * b1
+    return np.arctan2((np.cross(b1, v) * w).sum(1), (v * w).sum(1))
+
+
+def main():
+    rng = np.random.default_rng(0)
+    (tot, al), (se_t, se_a) = draws(p, 200, rng)
+    print(f"exact draws of {N}: KL {tot:.5f} ± {se_t:.5f}, αL part {al:.5f} ± {se_a:.5f}")
+    for f in (0.5, 0.75, 0.9):
+        q = p.copy()
+        q[alpha_l] *= f
+        (tot, al), _ = draws(q / q.sum(), 10, rng)
+        print(f"αL mass × {f}: KL {tot:.5f}, αL part {al:.5f}")
+    m = alpha_l & (p > 0)
+    print(f"αL bins with reference mass: {m.sum()}, expected empty for {N} exact draws: {((1 - p[m]) ** N).sum():.0f}")
+    if len(sys.argv) > 1:
+        x = np.load(sys.argv[1], mmap_mode="r")
+        phi = np.concatenate([dihedral(np.asarray(x[i:i + 100000]), 4, 6, 8, 14) for i in range(0, len(x), 100000)])
+        psi = np.concatenate([dihedral(np.asarray(x[i:i + 100000]), 6, 8, 14, 16) for i in range(0, len(x), 100000)])
+        g, _, _ = np.histogram2d(phi, psi, bins=B, range=[[-np.pi, np.pi]] * 2)
+        tot, al = kl_split(g.ravel())
+        print(f"{sys.argv[1]} ({len(x)} samples): KL {tot:.5f}, αL part {al:.5f}, empty αL bins with reference mass: {(m & (g.ravel() == 0)).sum()}")
+
+
+if __name__ == "__main__":
+    main()
