@@ -37,7 +37,8 @@ def main(dirs):
           f"| αL weight share of AIS batches, same windows (batches > 1 %) |")
     print("|---|---|---|---|---|---|")
     for d in dirs:
-        if not os.path.isdir(d):
+        if not os.path.isfile(os.path.join(d, "metrics.jsonl")):
+            print(f"| {d.rstrip('/')} | (no metrics.jsonl) | | | | |")
             continue
         rows = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
         train = [r for r in rows if r.get("kind") == "train" and "ais_alpha_l_fraction" in r]

@@ -8,8 +8,9 @@
 #
 # Environment: FAB (the fab binary; default target/release/fab), ITERS (default 300), JOBS
 # (runs at once, one thread each; default 2). Each run keeps the config's learning-rate schedule
-# (it is set in gradient steps, not in iterations), logs every iteration, and ends with a small
-# final evaluation (2e5 flow samples, 256 AIS samples) whose basin keys the table reads.
+# (it is set in gradient steps, not in iterations), logs every iteration (ITERS < 1000), and ends
+# with a small final evaluation (2e5 flow samples, 256 AIS samples) whose basin keys the table
+# reads.
 # Prints the table of scripts/aldp-early-basin.py at the end.
 set -euo pipefail
 if [ $# -lt 3 ]; then
