@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from aldp_dihedrals import phi_psi
+
 ROOT = __file__.rsplit("/scripts/", 1)[0]
 B, EPS, N = 64, 1e-10, 10**6
 ref = np.load(f"{ROOT}/crates/fab-targets/data/aldp/reference/ramachandran_64.npy").ravel()
@@ -37,14 +39,6 @@ def draws(q, reps, rng):
     return kls.mean(0), kls.std(0) / np.sqrt(reps)
 
 
-def dihedral(x, a, b, c, d):
-    b0, b1, b2 = x[:, a] - x[:, b], x[:, c] - x[:, b], x[:, d] - x[:, c]
-    b1 = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
-    v = b0 - (b0 * b1).sum(1, keepdims=True) * b1
-    w = b2 - (b2 * b1).sum(1, keepdims=True) * b1
-    return np.arctan2((np.cross(b1, v) * w).sum(1), (v * w).sum(1))
-
-
 def main():
     rng = np.random.default_rng(0)
     (tot, al), (se_t, se_a) = draws(p, 200, rng)
@@ -58,8 +52,8 @@ def main():
     print(f"αL bins with reference mass: {m.sum()}, expected empty for {N} exact draws: {((1 - p[m]) ** N).sum():.0f}")
     if len(sys.argv) > 1:
         x = np.load(sys.argv[1], mmap_mode="r")
-        phi = np.concatenate([dihedral(np.asarray(x[i:i + 100000]), 4, 6, 8, 14) for i in range(0, len(x), 100000)])
-        psi = np.concatenate([dihedral(np.asarray(x[i:i + 100000]), 6, 8, 14, 16) for i in range(0, len(x), 100000)])
+        chunks = [phi_psi(np.asarray(x[i:i + 100000])) for i in range(0, len(x), 100000)]
+        phi, psi = (np.concatenate(a) for a in zip(*chunks))
         g, _, _ = np.histogram2d(phi, psi, bins=B, range=[[-np.pi, np.pi]] * 2)
         tot, al = kl_split(g.ravel())
         print(f"{sys.argv[1]} ({len(x)} samples): KL {tot:.5f}, αL part {al:.5f}, empty αL bins with reference mass: {(m & (g.ravel() == 0)).sum()}")

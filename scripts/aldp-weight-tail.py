@@ -20,19 +20,13 @@ import sys
 
 import numpy as np
 
+from aldp_dihedrals import phi_psi
+
 
 def ess(log_w):
     log_w = log_w[np.isfinite(log_w)]
     w = np.exp(log_w - log_w.max())
     return w.sum() ** 2 / (len(log_w) * (w * w).sum())
-
-
-def dihedral(x, a, b, c, d):
-    b0, b1, b2 = x[:, a] - x[:, b], x[:, c] - x[:, b], x[:, d] - x[:, c]
-    b1 = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
-    v = b0 - (b0 * b1).sum(1, keepdims=True) * b1
-    w = b2 - (b2 * b1).sum(1, keepdims=True) * b1
-    return np.arctan2((np.cross(b1, v) * w).sum(1), (v * w).sum(1))
 
 
 def main(prefix):
@@ -45,7 +39,7 @@ def main(prefix):
     log_w = log_p - log_q
     # The force field's φ and ψ (atoms 4-6-8-14 and 6-8-14-16) and the chirality filter of
     # flow dimensions 17 and 26 (docs/ALGORITHMS.md).
-    phi, psi = dihedral(x, 4, 6, 8, 14), dihedral(x, 6, 8, 14, 16)
+    phi, psi = phi_psi(x)
     d = (z[:, 17] - z[:, 26] + np.pi) % (2 * np.pi) - np.pi
     l_form = np.abs(d + 0.043) < 0.8
     basin = np.where((phi > 0) & (phi < 2.2), "αL", np.where((psi >= -2.2) & (psi < 0.5), "αR", "β"))
