@@ -17,6 +17,7 @@ For runs made by scripts/aldp-early-basin.sh (or any run whose `metrics.jsonl` l
 import json
 import os
 import sys
+import tomllib
 
 WINDOWS = [(1, 60), (61, 120), (121, 200), (201, 300)]
 
@@ -43,14 +44,8 @@ def main(dirs):
         rows = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
         train = [r for r in rows if r.get("kind") == "train" and "ais_alpha_l_fraction" in r]
         # The AIS batch is the training batch: its size comes from the resolved config.
-        batch, section = None, ""
-        cfg = os.path.join(d, "config.toml")
-        for line in open(cfg):
-            s = line.strip()
-            if s.startswith("["):
-                section = s
-            elif section == "[train]" and s.startswith("batch_size"):
-                batch = int(s.split("=")[1])
+        with open(os.path.join(d, "config.toml"), "rb") as f:
+            batch = tomllib.load(f)["train"]["batch_size"]
         final = os.path.join(d, "final_metrics.json")
         if os.path.exists(final):
             m = json.load(open(final))
