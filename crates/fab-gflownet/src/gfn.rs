@@ -1,5 +1,5 @@
-//! One GFlowNet: a network, a learned log Z, their optimisers, an objective and a backward
-//! policy. The student and the teacher are two of these (`docs/GFLOWNETS.md`, "Training step").
+//! One GFlowNet: a network, a learned log Z where the objective has one (TB, GAFN-TB), their
+//! optimisers, an objective and a backward policy. The student and the teacher are two of these (`docs/GFLOWNETS.md`, "Training step").
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +32,14 @@ pub enum Objective {
     Fm,
     /// GAFN's trajectory balance augmented with intrinsic rewards (needs them per state).
     GafnTb,
+}
+
+impl Objective {
+    /// Whether the objective learns a scalar log Z (TB, GAFN-TB); the others learn state or
+    /// edge flows, whose value at s₀ is their log Z.
+    pub fn learns_log_z(self) -> bool {
+        matches!(self, Objective::Tb | Objective::GafnTb)
+    }
 }
 
 /// The network pass of a sampled batch, kept for its training step.
@@ -67,14 +75,16 @@ pub struct GfnOptim {
     pub clip: Option<f64>,
 }
 
-/// A network with log Z, Adam optimisers, an objective and a backward policy.
+/// A network, a scalar log Z for the objectives that learn one, Adam optimisers, an objective
+/// and a backward policy.
 #[derive(Debug)]
 pub struct GflowNet {
     env: Arc<dyn DiscreteEnv>,
     net: Box<dyn Network>,
-    log_z: ParamSet,
+    /// TB and GAFN-TB's learned log Z and its optimiser; `None` for DB, SubTB and FM, whose
+    /// estimate of log Z is the network's flow at s₀ ([`GflowNet::log_z`]).
+    log_z: Option<(ParamSet, Adam)>,
     adam_net: Adam,
-    adam_z: Adam,
     objective: Objective,
     pb: BackwardPolicy,
     optim: GfnOptim,
@@ -84,7 +94,7 @@ pub struct GflowNet {
 }
 
 impl GflowNet {
-    /// Wraps `net` (log Z starts at 0).
+    /// Wraps `net` (a learned log Z, where the objective has one, starts at 0).
     pub fn new(
         env: Arc<dyn DiscreteEnv>,
         net: Box<dyn Network>,
@@ -92,14 +102,21 @@ impl GflowNet {
         pb: BackwardPolicy,
         optim: GfnOptim,
     ) -> Result<Self> {
-        let mut log_z = ParamSet::new();
-        log_z.create("log_z", vec![0.0], &[1], DType::F32, &Device::Cpu)?;
-        let adam = |params: &ParamSet, lr: f64| Adam::new(params, AdamConfig { lr, ..Default::default() }).map_err(Error::family);
-        let mut adam_net = adam(net.params(), optim.lr)?;
-        let mut adam_z = adam(&log_z, optim.lr_log_z)?;
-        adam_net.set_update_path(fab_optim::UpdatePath::Fused);
-        adam_z.set_update_path(fab_optim::UpdatePath::Fused);
-        Ok(Self { env, net, log_z, adam_net, adam_z, objective, pb, optim, spare: std::sync::Mutex::new(None) })
+        let adam = |params: &ParamSet, lr: f64| -> Result<Adam> {
+            let mut a = Adam::new(params, AdamConfig { lr, ..Default::default() }).map_err(Error::family)?;
+            a.set_update_path(fab_optim::UpdatePath::Fused);
+            Ok(a)
+        };
+        let adam_net = adam(net.params(), optim.lr)?;
+        let log_z = if objective.learns_log_z() {
+            let mut p = ParamSet::new();
+            p.create("log_z", vec![0.0], &[1], DType::F32, &Device::Cpu)?;
+            let a = adam(&p, optim.lr_log_z)?;
+            Some((p, a))
+        } else {
+            None
+        };
+        Ok(Self { env, net, log_z, adam_net, objective, pb, optim, spare: std::sync::Mutex::new(None) })
     }
 
     /// The network.
@@ -117,9 +134,24 @@ impl GflowNet {
         self.pb
     }
 
-    /// The learned log Z.
+    /// The model's estimate of log Z = log Σ_x R(x): the learned scalar for TB and GAFN-TB; the
+    /// learned state flow log F(s₀) for DB and SubTB; for FM the log of the total edge flow out
+    /// of s₀. Each equals log Z at its objective's optimum (`docs/GFLOWNETS.md`, "Objectives").
     pub fn log_z(&self) -> f64 {
-        self.log_z.vars()[0].as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map(|v| f64::from(v[0])).unwrap_or(f64::NAN)
+        if let Some((p, _)) = &self.log_z {
+            return p.vars()[0].as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map(|v| f64::from(v[0])).unwrap_or(f64::NAN);
+        }
+        let (na, nb) = (self.env.n_actions(), self.env.n_back_actions());
+        let s0 = &fresh_prefixes(self.env.as_ref(), 1)[0].0;
+        let out = self.net.forward(s0, false).out;
+        if self.objective == Objective::Fm {
+            let mut mask = vec![false; na];
+            self.env.forward_mask(s0, &mut mask);
+            let mut probs = vec![0.0; na];
+            masked_softmax(&out[..na], &mask, &mut probs)
+        } else {
+            f64::from(out[na + nb])
+        }
     }
 
     /// Masked forward probabilities of a batch of non-terminal states, mixed with ε-uniform
@@ -280,9 +312,9 @@ impl GflowNet {
         };
         let g_net = grads_from_host(self.net.params(), scaled(grads))?;
         self.adam_net.step(self.net.params(), &g_net).map_err(Error::family)?;
-        if matches!(self.objective, Objective::Tb | Objective::GafnTb) {
-            let g_z = grads_from_host(&self.log_z, scaled(vec![vec![d_log_z as f32]]))?;
-            self.adam_z.step(&self.log_z, &g_z).map_err(Error::family)?;
+        if let Some((p, adam_z)) = &mut self.log_z {
+            let g_z = grads_from_host(p, scaled(vec![vec![d_log_z as f32]]))?;
+            adam_z.step(p, &g_z).map_err(Error::family)?;
         }
         self.net.refresh()?;
         Ok(TrainOutcome { loss, grad_norm, applied: true, residuals, transition_residuals })
@@ -314,21 +346,27 @@ impl GflowNet {
         (fwd, Some(rows))
     }
 
-    /// Saves parameters and optimiser states as `<prefix>_*.safetensors` in `dir`.
+    /// Saves parameters and optimiser states as `<prefix>_*.safetensors` in `dir` (the
+    /// `_log_z` and `_adam_log_z` files only for the objectives that learn a log Z).
     pub fn save(&self, dir: &Path, prefix: &str) -> Result<()> {
         self.net.params().save(&dir.join(format!("{prefix}_net.safetensors")))?;
-        self.log_z.save(&dir.join(format!("{prefix}_log_z.safetensors")))?;
         self.adam_net.save(&dir.join(format!("{prefix}_adam_net.safetensors"))).map_err(Error::family)?;
-        self.adam_z.save(&dir.join(format!("{prefix}_adam_log_z.safetensors"))).map_err(Error::family)?;
+        if let Some((p, adam_z)) = &self.log_z {
+            p.save(&dir.join(format!("{prefix}_log_z.safetensors")))?;
+            adam_z.save(&dir.join(format!("{prefix}_adam_log_z.safetensors"))).map_err(Error::family)?;
+        }
         Ok(())
     }
 
-    /// Restores what [`save`](Self::save) wrote.
+    /// Restores what [`save`](Self::save) wrote (log Z files that an objective without one
+    /// finds, as checkpoints before 2026-12-07 hold, are ignored).
     pub fn load(&mut self, dir: &Path, prefix: &str) -> Result<()> {
         self.net.params().load(&dir.join(format!("{prefix}_net.safetensors")))?;
-        self.log_z.load(&dir.join(format!("{prefix}_log_z.safetensors")))?;
         self.adam_net.load(&dir.join(format!("{prefix}_adam_net.safetensors"))).map_err(Error::family)?;
-        self.adam_z.load(&dir.join(format!("{prefix}_adam_log_z.safetensors"))).map_err(Error::family)?;
+        if let Some((p, adam_z)) = &mut self.log_z {
+            p.load(&dir.join(format!("{prefix}_log_z.safetensors")))?;
+            adam_z.load(&dir.join(format!("{prefix}_adam_log_z.safetensors"))).map_err(Error::family)?;
+        }
         self.net.refresh()
     }
 }

@@ -144,9 +144,8 @@ fn every_objective_drives_a_tabular_model_to_the_target() {
     ] {
         let (tv, log_z, truth) = train_tabular(agent, extra, iters);
         assert!(tv < 1e-3, "{agent} {extra:?}: total variation {tv}");
-        if agent == "tb" {
-            assert!((log_z - truth).abs() < 1e-2, "{agent}: log Z {log_z} vs {truth}");
-        }
+        // TB's learned scalar; DB/SubTB's log F(s₀); FM's total edge flow out of s₀.
+        assert!((log_z - truth).abs() < 1e-2, "{agent} {extra:?}: log Z {log_z} vs {truth}");
     }
 }
 
