@@ -4,7 +4,7 @@
 # (docs/RESULTS.md, "The warm-up decides whether the rare basin is kept").
 #
 # usage: scripts/aldp-early-basin.sh CONFIG OUT SEED [SEED ...] [-- --set key=value ...]
-#   e.g. scripts/aldp-early-basin.sh experiments/aldp/cpu-long.toml /tmp/early 1 2 3
+#   e.g. scripts/aldp-early-basin.sh experiments/aldp/cpu.toml /tmp/early 1 2 3
 #
 # Environment: FAB (the fab binary; default target/release/fab), ITERS (default 300), JOBS
 # (runs at once, one thread each; default 2). Each run keeps the config's learning-rate schedule
