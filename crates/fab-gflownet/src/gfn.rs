@@ -1,5 +1,6 @@
 //! One GFlowNet: a network, a learned log Z where the objective has one (TB, GAFN-TB), their
-//! optimisers, an objective and a backward policy. The student and the teacher are two of these (`docs/GFLOWNETS.md`, "Training step").
+//! optimisers, an objective and a backward policy. The student and the teacher are two of these
+//! (`docs/GFLOWNETS.md`, "Training step").
 
 use std::path::Path;
 use std::sync::Arc;
