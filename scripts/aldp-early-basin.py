@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Markdown table: does each early alanine-dipeptide run keep the rare alpha_L basin?
 
-usage: scripts/aldp-early-basin.py RUN_DIR [RUN_DIR ...]
+usage: scripts/aldp-early-basin.py [--every N] RUN_DIR [RUN_DIR ...]
 
 For runs made by scripts/aldp-early-basin.sh (or any run whose `metrics.jsonl` logs the
 `ais_alpha_l_fraction` and `ais_alpha_l_weight` of its AIS batches). Columns:
@@ -13,35 +13,46 @@ For runs made by scripts/aldp-early-basin.sh (or any run whose `metrics.jsonl` l
 - per window, the mean share of an AIS batch's importance weight that lies in alpha_L and how
   many logged batches put more than 1 % of their weight there. A flow that has lost the basin
   stops producing such batches: its few alpha_L samples are high-energy and carry no weight.
+The windows are iterations 1-60, 61-120, 121-200 and 201-300; with --every N, 1-N, N+1-2N, ...
+up to the last iteration of the longest run (for whole runs, e.g. --every 1000).
 """
 import json
 import os
 import sys
 import tomllib
 
-WINDOWS = [(1, 60), (61, 120), (121, 200), (201, 300)]
+EARLY_WINDOWS = [(1, 60), (61, 120), (121, 200), (201, 300)]
 
 
-def windows(rows, key, scale, hit):
+def windows(rows, key, scale, hit, spans):
     out = []
-    for lo, hi in WINDOWS:
+    for lo, hi in spans:
         v = [r[key] * scale for r in rows if lo <= r["iteration"] <= hi]
         out.append(f"{sum(v) / len(v):.2f} ({sum(1 for x in v if x > hit)}/{len(v)})" if v else "–")
     return " / ".join(out)
 
 
-def main(dirs):
-    if not dirs:
+def main(args):
+    every = None
+    if args[:1] == ["--every"] and len(args) > 1:
+        every, args = int(args[1]), args[2:]
+    dirs = [d for d in args if os.path.isfile(os.path.join(d, "metrics.jsonl"))]
+    if not args or (every is not None and every <= 0):
         sys.exit(__doc__.strip().splitlines()[2])
-    span = " / ".join(f"{lo}–{hi}" for lo, hi in WINDOWS)
+    runs = {d: [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))] for d in dirs}
+    spans = EARLY_WINDOWS
+    if every is not None:
+        last = max((r["iteration"] for rows in runs.values() for r in rows if r.get("kind") == "train"), default=0)
+        spans = [(lo, min(lo + every - 1, last)) for lo in range(1, last + 1, every)]
+    span = " / ".join(f"{lo}–{hi}" for lo, hi in spans)
     print(f"| run | iterations | flow αL L-form | αL re-weighted | αL samples per AIS batch, {span} (batches with any) "
           f"| αL weight share of AIS batches, same windows (batches > 1 %) |")
     print("|---|---|---|---|---|---|")
-    for d in dirs:
-        if not os.path.isfile(os.path.join(d, "metrics.jsonl")):
+    for d in args:
+        if d not in runs:
             print(f"| {d.rstrip('/')} | (no metrics.jsonl) | | | | |")
             continue
-        rows = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
+        rows = runs[d]
         train = [r for r in rows if r.get("kind") == "train" and "ais_alpha_l_fraction" in r]
         # The AIS batch is the training batch: its size comes from the resolved config.
         with open(os.path.join(d, "config.toml"), "rb") as f:
@@ -54,8 +65,8 @@ def main(dirs):
         else:
             flow = rew = "(running)"
         last = train[-1]["iteration"] if train else 0
-        print(f"| {d.rstrip('/')} | {last} | {flow} | {rew} | {windows(train, 'ais_alpha_l_fraction', batch, 0)} "
-              f"| {windows(train, 'ais_alpha_l_weight', 1.0, 0.01)} |")
+        print(f"| {d.rstrip('/')} | {last} | {flow} | {rew} | {windows(train, 'ais_alpha_l_fraction', batch, 0, spans)} "
+              f"| {windows(train, 'ais_alpha_l_weight', 1.0, 0.01, spans)} |")
 
 
 if __name__ == "__main__":
