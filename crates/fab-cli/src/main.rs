@@ -27,7 +27,7 @@ struct Family {
     /// `fab train`.
     train: fn(Option<&str>, &[String], &RunOptions) -> fab_sampler::Result<RunOutcome>,
     /// `fab eval` (results into the run directory, or into another one).
-    eval: fn(&Path, Option<&Path>, &[String]) -> fab_sampler::Result<Metrics>,
+    eval: EvalFn,
     /// `fab sample` (optionally with its own seed): draws in chunks, each handed to the sink.
     sample: fn(&Path, usize, Option<u64>, &mut SampleSink<'_>) -> Result<()>,
     /// `fab export`.
@@ -35,6 +35,9 @@ struct Family {
     /// Samples are points of a discrete space (written as integers, without log q).
     discrete: bool,
 }
+
+/// `fab eval DIR [--out OTHER] [--iteration N] [--set …]` for one family.
+type EvalFn = fn(dir: &Path, out: Option<&Path>, iteration: Option<usize>, overrides: &[String]) -> fab_sampler::Result<Metrics>;
 
 fn check_family<C: FamilyConfig>(text: &str, overrides: &[String]) -> fab_sampler::Result<()> {
     C::parse(text, overrides)?.memory_estimate().check_here()
@@ -45,8 +48,19 @@ fn train_family<C: FamilyConfig>(text: Option<&str>, overrides: &[String], opts:
     run::train::<C>(config, opts)
 }
 
-fn eval_family<C: FamilyConfig>(dir: &Path, out: Option<&Path>, overrides: &[String]) -> fab_sampler::Result<Metrics> {
-    run::evaluate_run_into::<C>(dir, out, overrides)
+fn eval_family<C: FamilyConfig>(
+    dir: &Path,
+    out: Option<&Path>,
+    iteration: Option<usize>,
+    overrides: &[String],
+) -> fab_sampler::Result<Metrics> {
+    match (iteration, out) {
+        (Some(i), Some(o)) => run::evaluate_checkpoint_into::<C>(dir, i, o, overrides),
+        (Some(_), None) => Err(fab_sampler::Error::Config(
+            "--iteration needs --out DIR (the run's own final_metrics.json is its latest checkpoint's)".into(),
+        )),
+        (None, _) => run::evaluate_run_into::<C>(dir, out, overrides),
+    }
 }
 
 /// Where `fab sample` hands each chunk of draws (the output writer).
@@ -219,7 +233,8 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Re-run the final evaluation of a run directory's latest checkpoint.
+    /// Re-run the final evaluation of a run directory's latest checkpoint (or, with
+    /// `--iteration N --out DIR`, of an earlier one).
     Eval {
         /// The run directory.
         dir: PathBuf,
@@ -229,6 +244,10 @@ enum Command {
         /// Write `final_metrics.json` and the plots here instead of into the run directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Evaluate the checkpoint of this iteration instead of the latest: what a run stopped
+        /// there would have reported. Needs `--out`.
+        #[arg(long, value_name = "N", requires = "out")]
+        iteration: Option<usize>,
     },
     /// Plot metrics of several runs against each other on one figure (PNG), e.g.
     /// `fab compare A B C --x n_reward_calls --y n_goals_found --y exact_l1 --log-y exact_l1 --out cmp.png`.
@@ -356,8 +375,8 @@ fn run_cli() -> Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Train { config: None, overrides: vec![], out: None, resume: None, no_progress: false });
     let done: Result<()> = match command {
         Command::Train { config, overrides, out, resume, no_progress } => return train(config, overrides, out, resume, !no_progress),
-        Command::Eval { dir, set, out } => {
-            let m = (family_of_run(&dir)?.eval)(&dir, out.as_deref(), &set)?;
+        Command::Eval { dir, set, out, iteration } => {
+            let m = (family_of_run(&dir)?.eval)(&dir, out.as_deref(), iteration, &set)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
             Ok(())
         }

@@ -524,6 +524,32 @@ pub fn load_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Resul
     Ok((config, run))
 }
 
+/// Rebuilds the run of a directory at its checkpoint of iteration `iteration` (not the latest),
+/// with `[eval]` overrides as in [`load_run`]. There is no fallback: a missing or damaged
+/// checkpoint is an error naming the iterations the directory holds.
+pub fn load_run_at<C: FamilyConfig>(out: &Path, iteration: usize, eval_overrides: &[String]) -> Result<(C, Run<C::Sampler>)> {
+    if let Some(bad) = eval_overrides.iter().find(|o| !o.trim_start().starts_with("eval.")) {
+        return Err(Error::Config(format!("only eval.* keys can be overridden when evaluating a run, not `{bad}`")));
+    }
+    let config = C::parse(&read_run_config(out)?, eval_overrides)?;
+    config.memory_estimate().check_here()?;
+    let dir = checkpoint_dir(out, iteration);
+    if !dir.is_dir() {
+        let mut held: Vec<usize> =
+            checkpoints_newest_first(out).iter().filter_map(|d| d.file_name()?.to_str()?.strip_prefix("iter_")?.parse().ok()).collect();
+        held.sort_unstable();
+        let list = match held.as_slice() {
+            [] => "none".to_string(),
+            [one] => one.to_string(),
+            [first, .., last] => format!("{} from {first} to {last}", held.len()),
+        };
+        return Err(Error::Checkpoint(format!("{} has no checkpoint of iteration {iteration} (checkpoints held: {list})", out.display())));
+    }
+    let mut run = Run::from_config(&config)?;
+    run.load_checkpoint(&dir)?;
+    Ok((config, run))
+}
+
 /// The run of `config` at the newest intact checkpoint of `out`.
 fn restore<C: FamilyConfig>(out: &Path, config: &C) -> Result<Run<C::Sampler>> {
     let candidates = checkpoints_newest_first(out);
@@ -897,6 +923,36 @@ pub fn evaluate_run_into<C: FamilyConfig>(run_dir: &Path, other: Option<&Path>, 
     };
     let (_, mut run) = load_run::<C>(run_dir, eval_overrides)?;
     final_evaluation_into(&mut run, run_dir, other.unwrap_or(run_dir))
+}
+
+/// `fab eval DIR --iteration N --out OTHER`: the final evaluation of the run's checkpoint of
+/// iteration `iteration`, written into `other` (which must not be the run directory: the run's
+/// own `final_metrics.json` belongs to its latest checkpoint). The numbers are those a run stopped
+/// at that iteration would have reported (time limit, Ctrl-C), bit for bit: the evaluation
+/// stream is saved with each checkpoint. The run directory is only read, so a run still training
+/// can be evaluated this way.
+///
+/// # Errors
+/// [`Error::Config`] if `other` is the run directory; [`Error::Checkpoint`] if that checkpoint is
+/// missing or damaged; as [`evaluate_run_into`] otherwise.
+pub fn evaluate_checkpoint_into<C: FamilyConfig>(
+    run_dir: &Path,
+    iteration: usize,
+    other: &Path,
+    eval_overrides: &[String],
+) -> Result<Metrics> {
+    let same = match (run_dir.canonicalize(), other.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Err(Error::Config(format!(
+            "{}: an earlier checkpoint's evaluation must go into another directory (the run's final_metrics.json is its latest checkpoint's)",
+            other.display()
+        )));
+    }
+    let (_, mut run) = load_run_at::<C>(run_dir, iteration, eval_overrides)?;
+    final_evaluation_into(&mut run, run_dir, other)
 }
 
 /// The file that marks a directory as an exported model (see [`export_model`]).

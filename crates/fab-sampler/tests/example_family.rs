@@ -402,6 +402,40 @@ fn a_run_killed_before_its_first_checkpoint_restarts_on_resume() {
 }
 
 #[test]
+fn an_earlier_checkpoint_evaluates_as_a_run_stopped_there() {
+    // A run stopped at iteration 20, evaluated at its latest checkpoint…
+    let stopped = tmp("ckpt_eval_stopped");
+    let opts = RunOptions { max_iterations_this_run: Some(20), ..RunOptions::new(&stopped) };
+    let cfg = IsConfig::parse(CONFIG, &[]).unwrap();
+    assert!(matches!(run::train::<IsConfig>(Some(cfg.clone()), &opts).unwrap(), RunOutcome::Stopped { iteration: 20, .. }));
+    let want = run::evaluate_run_into::<IsConfig>(&stopped, Some(&tmp("ckpt_eval_stopped_out")), &[]).unwrap();
+    // …gives the same bits as the checkpoint of iteration 20 of a run trained to its end.
+    let full = tmp("ckpt_eval_full");
+    let RunOutcome::Finished(last) = run::train::<IsConfig>(Some(cfg), &RunOptions::new(&full)).unwrap() else { panic!() };
+    let before = std::fs::read(full.join("final_metrics.json")).unwrap();
+    let out = tmp("ckpt_eval_full_out");
+    let got = run::evaluate_checkpoint_into::<IsConfig>(&full, 20, &out, &[]).unwrap();
+    assert_eq!(want.len(), got.len());
+    // Wall-clock keys (`train_seconds`, …) are the two runs' own.
+    let timed = |k: &str| k.ends_with("_seconds");
+    for (k, v) in want.iter().filter(|(k, _)| !timed(k)) {
+        assert_eq!(v.to_bits(), got[k].to_bits(), "{k}");
+    }
+    let differs = |(k, v): (&String, &f64)| !timed(k) && got.get(k).is_some_and(|g| g.to_bits() != v.to_bits());
+    assert!(last.iter().any(differs), "iteration 20 is not the end");
+    assert!(out.join("final_metrics.json").exists());
+    assert_eq!(std::fs::read(full.join("final_metrics.json")).unwrap(), before, "the run's own results are untouched");
+    // Refused: a missing iteration (the error names what is there), the run directory as output,
+    // and a non-eval override.
+    let e = run::evaluate_checkpoint_into::<IsConfig>(&full, 15, &tmp("ckpt_eval_x"), &[]).unwrap_err().to_string();
+    assert!(e.contains("iteration 15") && e.contains("from 10 to 40"), "{e}");
+    let e = run::evaluate_checkpoint_into::<IsConfig>(&full, 20, &full, &[]).unwrap_err().to_string();
+    assert!(e.contains("another directory"), "{e}");
+    assert_eq!(std::fs::read(full.join("final_metrics.json")).unwrap(), before);
+    assert!(run::evaluate_checkpoint_into::<IsConfig>(&full, 20, &tmp("ckpt_eval_y"), &["seed=3".into()]).is_err());
+}
+
+#[test]
 fn checkpoints_are_also_written_by_time() {
     // No iteration interval, a vanishing time interval: every iteration is checkpointed.
     let cfg = IsConfig::parse(CONFIG, &["checkpoint_every=0".into(), "checkpoint_minutes=1e-9".into()]).unwrap();
