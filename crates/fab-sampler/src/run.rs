@@ -515,24 +515,27 @@ pub fn read_run_config(out: &Path) -> Result<String> {
 /// `[eval]` section (other keys would change what the checkpoint was trained with, so they are
 /// refused).
 pub fn load_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Result<(C, Run<C::Sampler>)> {
+    let config = run_config_for_evaluation::<C>(out, eval_overrides)?;
+    let run = restore(out, &config)?;
+    Ok((config, run))
+}
+
+/// A run directory's config with `[eval]` overrides (others are refused), checked to fit in
+/// memory.
+fn run_config_for_evaluation<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Result<C> {
     if let Some(bad) = eval_overrides.iter().find(|o| !o.trim_start().starts_with("eval.")) {
         return Err(Error::Config(format!("only eval.* keys can be overridden when evaluating a run, not `{bad}`")));
     }
     let config = C::parse(&read_run_config(out)?, eval_overrides)?;
     config.memory_estimate().check_here()?;
-    let run = restore(out, &config)?;
-    Ok((config, run))
+    Ok(config)
 }
 
 /// Rebuilds the run of a directory at its checkpoint of iteration `iteration` (not the latest),
 /// with `[eval]` overrides as in [`load_run`]. There is no fallback: a missing or damaged
 /// checkpoint is an error naming the iterations the directory holds.
 pub fn load_run_at<C: FamilyConfig>(out: &Path, iteration: usize, eval_overrides: &[String]) -> Result<(C, Run<C::Sampler>)> {
-    if let Some(bad) = eval_overrides.iter().find(|o| !o.trim_start().starts_with("eval.")) {
-        return Err(Error::Config(format!("only eval.* keys can be overridden when evaluating a run, not `{bad}`")));
-    }
-    let config = C::parse(&read_run_config(out)?, eval_overrides)?;
-    config.memory_estimate().check_here()?;
+    let config = run_config_for_evaluation::<C>(out, eval_overrides)?;
     let dir = checkpoint_dir(out, iteration);
     if !dir.is_dir() {
         let mut held: Vec<usize> =
