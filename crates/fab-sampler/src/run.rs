@@ -936,8 +936,8 @@ pub fn evaluate_run_into<C: FamilyConfig>(run_dir: &Path, other: Option<&Path>, 
 /// can be evaluated this way.
 ///
 /// # Errors
-/// [`Error::Config`] if `other` is the run directory; [`Error::Checkpoint`] if that checkpoint is
-/// missing or damaged; as [`evaluate_run_into`] otherwise.
+/// [`Error::Checkpoint`] if `other` is the run directory or that checkpoint is missing or
+/// damaged; as [`evaluate_run_into`] otherwise.
 pub fn evaluate_checkpoint_into<C: FamilyConfig>(
     run_dir: &Path,
     iteration: usize,
@@ -949,7 +949,7 @@ pub fn evaluate_checkpoint_into<C: FamilyConfig>(
         _ => false,
     };
     if same {
-        return Err(Error::Config(format!(
+        return Err(Error::Checkpoint(format!(
             "{}: an earlier checkpoint's evaluation must go into another directory (the run's final_metrics.json is its latest checkpoint's)",
             other.display()
         )));
