@@ -490,6 +490,11 @@ pub fn checkpoint_dir(out: &Path, iteration: usize) -> PathBuf {
     out.join("checkpoints").join(format!("iter_{iteration:08}"))
 }
 
+/// The iteration a checkpoint directory is named after (the inverse of [`checkpoint_dir`]).
+fn checkpoint_iteration(dir: &Path) -> Option<usize> {
+    dir.file_name()?.to_str()?.strip_prefix("iter_")?.parse().ok()
+}
+
 fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
@@ -538,8 +543,7 @@ pub fn load_run_at<C: FamilyConfig>(out: &Path, iteration: usize, eval_overrides
     let config = run_config_for_evaluation::<C>(out, eval_overrides)?;
     let dir = checkpoint_dir(out, iteration);
     if !dir.is_dir() {
-        let mut held: Vec<usize> =
-            checkpoints_newest_first(out).iter().filter_map(|d| d.file_name()?.to_str()?.strip_prefix("iter_")?.parse().ok()).collect();
+        let mut held: Vec<usize> = checkpoints_newest_first(out).iter().filter_map(|d| checkpoint_iteration(d)).collect();
         held.sort_unstable();
         let list = match held.as_slice() {
             [] => "none".to_string(),
