@@ -5,6 +5,10 @@ usage:
   scripts/aldp-kl-floor.py                 # exact draws: mean KL and αL part; αL mass scaled
   fab sample DIR -n 1000000 --cartesian --seed 7 --out P_x.npy
   scripts/aldp-kl-floor.py P_x.npy         # also: that sample's KL split and empty αL bins
+  scripts/aldp-kl-floor.py --run DIR P7_x.npy P8_x.npy P9_x.npy
+                                           # several sets: each, then mean ± sd over them and
+                                           # (with --run) the run's own ramachandran_kl_flow
+  (scripts/aldp-kl-spread.sh DIR draws the sets and calls this.)
 
 Draws 10⁶ samples from the reference's 64 × 64 histogram (200 times) and scores them with the
 KL of docs/ALGORITHMS.md, "Alanine dipeptide" (ε = 10⁻¹⁰); the mean is what
@@ -14,6 +18,7 @@ samples scatters. Then the same for histograms whose αL/C7ax mass
 Cartesian sample file, that sample's whole KL, its αL part and the number of αL bins with
 reference mass that it leaves empty, against the expected number for exact draws.
 """
+import json
 import sys
 
 import numpy as np
@@ -53,13 +58,29 @@ def main():
         print(f"αL mass × {f}: KL {tot:.5f}, αL part {al:.5f}")
     m = alpha_l & (p > 0)
     print(f"αL bins with reference mass: {m.sum()}, expected empty for {N} exact draws: {((1 - p[m]) ** N).sum():.0f}")
-    if len(sys.argv) > 1:
-        x = np.load(sys.argv[1], mmap_mode="r")
+    args = sys.argv[1:]
+    kls = []
+    if args[:1] == ["--run"]:
+        if len(args) < 2:
+            sys.exit("aldp-kl-floor: --run needs a run or model directory")
+        run, args = args[1], args[2:]
+        with open(f"{run}/final_metrics.json") as f:
+            kl = json.load(f)["ramachandran_kl_flow"]
+        print(f"{run}: ramachandran_kl_flow {kl:.5f} (its final evaluation's set)")
+        kls.append(kl)
+    for path in args:
+        x = np.load(path, mmap_mode="r")
+        if x.ndim != 3 or x.shape[1:] != (22, 3):
+            sys.exit(f"aldp-kl-floor: {path} has shape {x.shape}, not [N, 22, 3] (use fab sample --cartesian)")
         chunks = [phi_psi(np.asarray(x[i:i + 100000])) for i in range(0, len(x), 100000)]
         phi, psi = (np.concatenate(a) for a in zip(*chunks))
         g, _, _ = np.histogram2d(phi, psi, bins=B, range=[[-np.pi, np.pi]] * 2)
         tot, al = kl_split(g.ravel())
-        print(f"{sys.argv[1]} ({len(x)} samples): KL {tot:.5f}, αL part {al:.5f}, empty αL bins with reference mass: {(m & (g.ravel() == 0)).sum()}")
+        print(f"{path} ({len(x)} samples): KL {tot:.5f}, αL part {al:.5f}, empty αL bins with reference mass: {(m & (g.ravel() == 0)).sum()}")
+        kls.append(tot)
+    if len(kls) > 1:
+        k = np.array(kls)
+        print(f"KL over {len(k)} sets: {k.mean():.5f} ± {k.std(ddof=1):.5f} (mean ± standard deviation)")
 
 
 if __name__ == "__main__":
