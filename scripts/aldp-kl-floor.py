@@ -47,6 +47,12 @@ def draws(q, reps, rng):
 
 
 def main():
+    args = sys.argv[1:]
+    run = None
+    if args[:1] == ["--run"]:
+        if len(args) < 2:
+            sys.exit("aldp-kl-floor: --run needs a run or model directory")
+        run, args = args[1], args[2:]
     rng = np.random.default_rng(0)
     (tot, al), (se_t, se_a), (sd_t, sd_a) = draws(p, 200, rng)
     print(f"exact draws of {N}: KL {tot:.5f} ± {se_t:.5f}, αL part {al:.5f} ± {se_a:.5f} "
@@ -58,12 +64,8 @@ def main():
         print(f"αL mass × {f}: KL {tot:.5f}, αL part {al:.5f}")
     m = alpha_l & (p > 0)
     print(f"αL bins with reference mass: {m.sum()}, expected empty for {N} exact draws: {((1 - p[m]) ** N).sum():.0f}")
-    args = sys.argv[1:]
     kls = []
-    if args[:1] == ["--run"]:
-        if len(args) < 2:
-            sys.exit("aldp-kl-floor: --run needs a run or model directory")
-        run, args = args[1], args[2:]
+    if run is not None:
         with open(f"{run}/final_metrics.json") as f:
             kl = json.load(f)["ramachandran_kl_flow"]
         print(f"{run}: ramachandran_kl_flow {kl:.5f} (its final evaluation's set)")
