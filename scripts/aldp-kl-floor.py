@@ -7,7 +7,10 @@ usage:
   scripts/aldp-kl-floor.py P_x.npy         # also: that sample's KL split and empty αL bins
   scripts/aldp-kl-floor.py --run DIR P7_x.npy P8_x.npy P9_x.npy
                                            # several sets: each, then mean ± sd over them and
-                                           # (with --run) the run's own ramachandran_kl_flow
+                                           # (with --run) the run's own ramachandran_kl_flow;
+                                           # the same KL: `fab sample DIR` without --seed draws
+                                           # the final evaluation's set, scored here as the run
+                                           # scored it (models/aldp-cpu: 0.00476 both)
   (scripts/aldp-kl-spread.sh DIR draws the sets and calls this.)
 
 Draws 10⁶ samples from the reference's 64 × 64 histogram (200 times) and scores them with the
