@@ -37,7 +37,8 @@ struct Family {
 }
 
 /// `fab eval DIR [--out OTHER] [--iteration N] [--set …]` for one family.
-type EvalFn = fn(dir: &Path, out: Option<&Path>, iteration: Option<usize>, overrides: &[String]) -> fab_sampler::Result<Metrics>;
+type EvalFn =
+    fn(dir: &Path, out: Option<&Path>, iteration: Option<usize>, seed: Option<u64>, overrides: &[String]) -> fab_sampler::Result<Metrics>;
 
 fn check_family<C: FamilyConfig>(text: &str, overrides: &[String]) -> fab_sampler::Result<()> {
     C::parse(text, overrides)?.memory_estimate().check_here()
@@ -52,14 +53,15 @@ fn eval_family<C: FamilyConfig>(
     dir: &Path,
     out: Option<&Path>,
     iteration: Option<usize>,
+    seed: Option<u64>,
     overrides: &[String],
 ) -> fab_sampler::Result<Metrics> {
     match (iteration, out) {
-        (Some(i), Some(o)) => run::evaluate_checkpoint_into::<C>(dir, i, o, overrides),
+        (Some(i), Some(o)) => run::evaluate_checkpoint_into::<C>(dir, i, o, seed, overrides),
         (Some(_), None) => Err(fab_sampler::Error::Config(
             "--iteration needs --out DIR (the run's own final_metrics.json is its latest checkpoint's)".into(),
         )),
-        (None, _) => run::evaluate_run_into::<C>(dir, out, overrides),
+        (None, _) => run::evaluate_run_into::<C>(dir, out, seed, overrides),
     }
 }
 
@@ -248,6 +250,10 @@ enum Command {
         /// there would have reported. Needs `--out`.
         #[arg(long, value_name = "N", requires = "out")]
         iteration: Option<usize>,
+        /// Draw the evaluation samples from this seed's stream instead of the checkpoint's (as
+        /// `fab sample --seed`): an independent evaluation set. Needs `--out`.
+        #[arg(long, requires = "out")]
+        seed: Option<u64>,
     },
     /// Plot metrics of several runs against each other on one figure (PNG), e.g.
     /// `fab compare A B C --x n_reward_calls --y n_goals_found --y exact_l1 --log-y exact_l1 --out cmp.png`.
@@ -375,8 +381,8 @@ fn run_cli() -> Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Train { config: None, overrides: vec![], out: None, resume: None, no_progress: false });
     let done: Result<()> = match command {
         Command::Train { config, overrides, out, resume, no_progress } => return train(config, overrides, out, resume, !no_progress),
-        Command::Eval { dir, set, out, iteration } => {
-            let m = (family_of_run(&dir)?.eval)(&dir, out.as_deref(), iteration, &set)?;
+        Command::Eval { dir, set, out, iteration, seed } => {
+            let m = (family_of_run(&dir)?.eval)(&dir, out.as_deref(), iteration, seed, &set)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
             Ok(())
         }

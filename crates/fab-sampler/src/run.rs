@@ -918,17 +918,36 @@ pub fn write_plots<S: Sampler>(run: &Run<S>, e: &Evaluation, run_dir: &Path, out
 /// `fab eval DIR --set eval.key=value …`: the final evaluation of a run's latest checkpoint again
 /// (e.g. with more samples), rewriting `final_metrics.json` and the plots.
 pub fn evaluate_run<C: FamilyConfig>(out: &Path, eval_overrides: &[String]) -> Result<Metrics> {
-    evaluate_run_into::<C>(out, None, eval_overrides)
+    evaluate_run_into::<C>(out, None, None, eval_overrides)
 }
 
-/// `fab eval DIR --out OTHER`: as [`evaluate_run`], but the results go into `other` and the run
-/// directory is left as it is (no lock is taken: nothing is written there).
-pub fn evaluate_run_into<C: FamilyConfig>(run_dir: &Path, other: Option<&Path>, eval_overrides: &[String]) -> Result<Metrics> {
+/// `fab eval DIR --out OTHER [--seed S]`: as [`evaluate_run`], but the results go into `other`
+/// and the run directory is left as it is (no lock is taken: nothing is written there). With
+/// `seed`, the evaluation draws from its own stream (as `fab sample --seed`) instead of the
+/// checkpoint's: an independent evaluation set, e.g. to see how far a metric scatters.
+///
+/// # Errors
+/// [`Error::Config`] for a seed without `other` (the run's own `final_metrics.json` is the
+/// checkpoint's stream's); as [`load_run`] and the evaluation otherwise.
+pub fn evaluate_run_into<C: FamilyConfig>(
+    run_dir: &Path,
+    other: Option<&Path>,
+    seed: Option<u64>,
+    eval_overrides: &[String],
+) -> Result<Metrics> {
+    if seed.is_some() && other.is_none() {
+        return Err(Error::Config(
+            "a seeded evaluation needs --out DIR (the run's own final_metrics.json is its checkpoint's evaluation stream's)".into(),
+        ));
+    }
     let _lock = match other {
         None => Some(RunLock::acquire(run_dir)?),
         Some(_) => None,
     };
     let (_, mut run) = load_run::<C>(run_dir, eval_overrides)?;
+    if let Some(s) = seed {
+        run.reseed_evaluation(s);
+    }
     final_evaluation_into(&mut run, run_dir, other.unwrap_or(run_dir))
 }
 
@@ -937,7 +956,7 @@ pub fn evaluate_run_into<C: FamilyConfig>(run_dir: &Path, other: Option<&Path>, 
 /// own `final_metrics.json` belongs to its latest checkpoint). The numbers are those a run stopped
 /// at that iteration would have reported (time limit, Ctrl-C), bit for bit: the evaluation
 /// stream is saved with each checkpoint. The run directory is only read, so a run still training
-/// can be evaluated this way.
+/// can be evaluated this way. With `seed`, as in [`evaluate_run_into`].
 ///
 /// # Errors
 /// [`Error::Checkpoint`] if `other` is the run directory or that checkpoint is missing or
@@ -946,6 +965,7 @@ pub fn evaluate_checkpoint_into<C: FamilyConfig>(
     run_dir: &Path,
     iteration: usize,
     other: &Path,
+    seed: Option<u64>,
     eval_overrides: &[String],
 ) -> Result<Metrics> {
     let same = match (run_dir.canonicalize(), other.canonicalize()) {
@@ -959,6 +979,9 @@ pub fn evaluate_checkpoint_into<C: FamilyConfig>(
         )));
     }
     let (_, mut run) = load_run_at::<C>(run_dir, iteration, eval_overrides)?;
+    if let Some(s) = seed {
+        run.reseed_evaluation(s);
+    }
     final_evaluation_into(&mut run, run_dir, other)
 }
 

@@ -408,13 +408,13 @@ fn an_earlier_checkpoint_evaluates_as_a_run_stopped_there() {
     let opts = RunOptions { max_iterations_this_run: Some(20), ..RunOptions::new(&stopped) };
     let cfg = IsConfig::parse(CONFIG, &[]).unwrap();
     assert!(matches!(run::train::<IsConfig>(Some(cfg.clone()), &opts).unwrap(), RunOutcome::Stopped { iteration: 20, .. }));
-    let want = run::evaluate_run_into::<IsConfig>(&stopped, Some(&tmp("ckpt_eval_stopped_out")), &[]).unwrap();
+    let want = run::evaluate_run_into::<IsConfig>(&stopped, Some(&tmp("ckpt_eval_stopped_out")), None, &[]).unwrap();
     // …gives the same bits as the checkpoint of iteration 20 of a run trained to its end.
     let full = tmp("ckpt_eval_full");
     let RunOutcome::Finished(last) = run::train::<IsConfig>(Some(cfg), &RunOptions::new(&full)).unwrap() else { panic!() };
     let before = std::fs::read(full.join("final_metrics.json")).unwrap();
     let out = tmp("ckpt_eval_full_out");
-    let got = run::evaluate_checkpoint_into::<IsConfig>(&full, 20, &out, &[]).unwrap();
+    let got = run::evaluate_checkpoint_into::<IsConfig>(&full, 20, &out, None, &[]).unwrap();
     assert_eq!(want.len(), got.len());
     // Wall-clock keys (`train_seconds`, …) are the two runs' own.
     let timed = |k: &str| k.ends_with("_seconds");
@@ -427,12 +427,12 @@ fn an_earlier_checkpoint_evaluates_as_a_run_stopped_there() {
     assert_eq!(std::fs::read(full.join("final_metrics.json")).unwrap(), before, "the run's own results are untouched");
     // Refused: a missing iteration (the error names what is there), the run directory as output,
     // and a non-eval override.
-    let e = run::evaluate_checkpoint_into::<IsConfig>(&full, 15, &tmp("ckpt_eval_x"), &[]).unwrap_err().to_string();
+    let e = run::evaluate_checkpoint_into::<IsConfig>(&full, 15, &tmp("ckpt_eval_x"), None, &[]).unwrap_err().to_string();
     assert!(e.contains("iteration 15") && e.contains("from 10 to 40"), "{e}");
-    let e = run::evaluate_checkpoint_into::<IsConfig>(&full, 20, &full, &[]).unwrap_err().to_string();
+    let e = run::evaluate_checkpoint_into::<IsConfig>(&full, 20, &full, None, &[]).unwrap_err().to_string();
     assert!(e.contains("another directory"), "{e}");
     assert_eq!(std::fs::read(full.join("final_metrics.json")).unwrap(), before);
-    assert!(run::evaluate_checkpoint_into::<IsConfig>(&full, 20, &tmp("ckpt_eval_y"), &["seed=3".into()]).is_err());
+    assert!(run::evaluate_checkpoint_into::<IsConfig>(&full, 20, &tmp("ckpt_eval_y"), None, &["seed=3".into()]).is_err());
 }
 
 #[test]
@@ -454,7 +454,7 @@ fn evaluation_into_another_directory_and_seeded_draws() {
     // `fab eval DIR --out OTHER`: the same numbers (same checkpoint and stream), written into
     // OTHER with the plots; the run directory is untouched.
     let other = tmp("eval_out_other");
-    let again = run::evaluate_run_into::<IsConfig>(&d, Some(&other), &[]).unwrap();
+    let again = run::evaluate_run_into::<IsConfig>(&d, Some(&other), None, &[]).unwrap();
     for (k, v) in &m {
         assert_eq!(v.to_bits(), again[k].to_bits(), "{k}");
     }
@@ -463,7 +463,7 @@ fn evaluation_into_another_directory_and_seeded_draws() {
     // An output that cannot be written is refused before any work.
     let file = tmp("eval_out_file");
     std::fs::write(&file, "not a directory").unwrap();
-    assert!(run::evaluate_run_into::<IsConfig>(&d, Some(&file), &[]).is_err());
+    assert!(run::evaluate_run_into::<IsConfig>(&d, Some(&file), None, &[]).is_err());
     // Draws on the checkpoint's stream repeat; a seed gives its own, repeatable stream.
     let draw = |seed: Option<u64>| {
         let mut r = run::load_run::<IsConfig>(&d, &[]).unwrap().1;
@@ -476,6 +476,22 @@ fn evaluation_into_another_directory_and_seeded_draws() {
     assert_eq!(draw(Some(7)), draw(Some(7)));
     assert_ne!(draw(Some(7)), draw(Some(8)));
     assert_ne!(draw(Some(7)), draw(None));
+    // `fab eval DIR --out OTHER --seed S`: an independent evaluation set, the same for the same
+    // seed (also through the checkpoint of the same iteration), another for another seed or none.
+    let timed = |k: &str| k.ends_with("_seconds");
+    let same = |x: &fab_sampler::Metrics, y: &fab_sampler::Metrics| {
+        x.len() == y.len() && x.iter().filter(|(k, _)| !timed(k)).all(|(k, v)| y.get(k).is_some_and(|w| w.to_bits() == v.to_bits()))
+    };
+    let a = run::evaluate_run_into::<IsConfig>(&d, Some(&tmp("eval_seed_a")), Some(7), &[]).unwrap();
+    let last = m["iteration"] as usize;
+    let b = run::evaluate_checkpoint_into::<IsConfig>(&d, last, &tmp("eval_seed_b"), Some(7), &[]).unwrap();
+    let c = run::evaluate_run_into::<IsConfig>(&d, Some(&tmp("eval_seed_c")), Some(8), &[]).unwrap();
+    assert!(same(&a, &b), "{a:?}\n{b:?}");
+    assert!(!same(&a, &c) && !same(&a, &m));
+    // Refused into the run directory, whose results stay the checkpoint stream's.
+    let e = run::evaluate_run_into::<IsConfig>(&d, None, Some(7), &[]).unwrap_err().to_string();
+    assert!(e.contains("--out"), "{e}");
+    assert_eq!(std::fs::read(d.join("final_metrics.json")).unwrap(), before);
     // Every invocation is recorded with the version and the command line.
     let inv = std::fs::read_to_string(d.join("invocations.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(inv.lines().next().unwrap()).unwrap();
