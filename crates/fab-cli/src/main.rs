@@ -36,7 +36,7 @@ struct Family {
     discrete: bool,
 }
 
-/// `fab eval DIR [--out OTHER] [--iteration N] [--set …]` for one family.
+/// `fab eval DIR [--out OTHER] [--iteration N] [--seed S] [--set …]` for one family.
 type EvalFn =
     fn(dir: &Path, out: Option<&Path>, iteration: Option<usize>, seed: Option<u64>, overrides: &[String]) -> fab_sampler::Result<Metrics>;
 
