@@ -16,6 +16,7 @@ use fab_core::{check_points, rng, ExactSample, LogDensity};
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
+use crate::two_paths::TwoPaths;
 use crate::{Result, TargetError};
 
 /// The FAB paper's 40 means and component std, with their provenance (`data/gmm40_means.json`).
@@ -423,7 +424,11 @@ pub(crate) fn neg_inf_like(t: &Tensor) -> candle_core::Result<Tensor> {
     t.zeros_like()? - f64::INFINITY
 }
 
-impl Gmm {
+impl TwoPaths for Gmm {
+    fn point_dim(&self) -> usize {
+        self.dim
+    }
+
     /// Value (and gradient) with candle ops, for any device.
     fn eval_candle(&self, x: &Tensor, grad: bool) -> Result<(Tensor, Option<Tensor>)> {
         let (comp, scaled) = self.components(x)?;
@@ -441,10 +446,8 @@ impl Gmm {
 
     /// The same on the host in f64, one pass per row (the CPU path; avoids the `[n, K, d]`
     /// intermediates of the candle path).
-    fn eval_host(&self, x: &Tensor, grad: bool) -> Result<(Tensor, Option<Tensor>)> {
+    fn host_rows(&self, xs: &[f64], n: usize, grad: bool) -> (Vec<f64>, Vec<f64>) {
         let (d, k) = (self.dim, self.n_components());
-        let n = check_points(x, d)?;
-        let xs = fab_core::to_f64_vec(x)?;
         let mut lp = vec![f64::NEG_INFINITY; n];
         let mut g = if grad { vec![0.0f64; n * d] } else { Vec::new() };
         let mut comp = vec![0.0f64; k];
@@ -474,18 +477,7 @@ impl Gmm {
                 }
             }
         }
-        let lp = Tensor::from_vec(lp, n, &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?;
-        let g = if grad { Some(Tensor::from_vec(g, (n, d), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?) } else { None };
-        Ok((lp, g))
-    }
-
-    fn eval(&self, x: &Tensor, grad: bool) -> Result<(Tensor, Option<Tensor>)> {
-        check_points(x, self.dim)?;
-        if x.device().is_cpu() {
-            self.eval_host(x, grad)
-        } else {
-            self.eval_candle(x, grad)
-        }
+        (lp, g)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod gmm;
 mod gmm_eval;
 pub mod many_well;
 mod many_well_eval;
+mod two_paths;
 
 pub use config::{AldpConfig, TargetConfig};
 pub use error::{Result, TargetError};

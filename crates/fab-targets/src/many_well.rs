@@ -14,6 +14,7 @@ use rand::{Rng, RngCore};
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::gmm::neg_inf_like;
+use crate::two_paths::TwoPaths;
 use crate::{Result, TargetError};
 
 /// Z₁ = ∫ exp(−x⁴ + 6x² + 0.5x) dx, the reference's hard-coded value.
@@ -200,7 +201,11 @@ impl ManyWell {
     }
 }
 
-impl ManyWell {
+impl TwoPaths for ManyWell {
+    fn point_dim(&self) -> usize {
+        self.dim
+    }
+
     /// Value (and gradient) with candle ops, for any device.
     fn eval_candle(&self, x: &Tensor, grad: bool) -> Result<(Tensor, Option<Tensor>)> {
         let xd = x.to_dtype(self.dtype)?;
@@ -222,9 +227,7 @@ impl ManyWell {
 
     /// The same on the host in f64 in one pass (the CPU path: ~10× fewer memory passes than
     /// the ~25 candle ops).
-    fn eval_host(&self, x: &Tensor, grad: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let n = check_points(x, self.dim)?;
-        let xs = fab_core::to_f64_vec(x)?;
+    fn host_rows(&self, xs: &[f64], n: usize, grad: bool) -> (Vec<f64>, Vec<f64>) {
         let mut lp = vec![0.0f64; n];
         let mut g = if grad { vec![0.0f64; n * self.dim] } else { Vec::new() };
         for (r, out) in lp.iter_mut().enumerate() {
@@ -243,19 +246,7 @@ impl ManyWell {
             }
             *out = if acc.is_nan() { f64::NEG_INFINITY } else { acc };
         }
-        let lp = Tensor::from_vec(lp, n, &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?;
-        let g =
-            if grad { Some(Tensor::from_vec(g, (n, self.dim), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?) } else { None };
-        Ok((lp, g))
-    }
-
-    fn eval(&self, x: &Tensor, grad: bool) -> Result<(Tensor, Option<Tensor>)> {
-        check_points(x, self.dim)?;
-        if x.device().is_cpu() {
-            self.eval_host(x, grad)
-        } else {
-            self.eval_candle(x, grad)
-        }
+        (lp, g)
     }
 }
 
