@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from aldp_dihedrals import phi_psi
+from aldp_dihedrals import ramachandran_counts
 
 ROOT = __file__.rsplit("/scripts/", 1)[0]
 B, EPS = 64, 1e-10
@@ -53,12 +53,7 @@ def main():
     print("exact draws of 10⁶")
     print("  KL terms ·10⁴  " + " ".join(f"{1e4 * v:7.2f}" for v in floor) + f"    {1e4 * floor.sum():7.2f}")
     for path in sys.argv[1:]:
-        x = np.load(path, mmap_mode="r")
-        if x.ndim != 3 or x.shape[1:] != (22, 3):
-            sys.exit(f"aldp-alpha-l-profile: {path} has shape {x.shape}, not [N, 22, 3] (use fab sample --cartesian)")
-        chunks = [phi_psi(np.asarray(x[i:i + 100000])) for i in range(0, len(x), 100000)]
-        phi, psi = (np.concatenate(a) for a in zip(*chunks))
-        g, _, _ = np.histogram2d(phi, psi, bins=B, range=[[-np.pi, np.pi]] * 2)
+        g, n_configurations = ramachandran_counts(path, B, "aldp-alpha-l-profile")
         q = g / g.sum()
         m = np.array([q[s].sum() for s in strips])
         t = strip_terms(q)
@@ -69,7 +64,7 @@ def main():
         scaled /= scaled.sum()
         n = int(g.sum())
         same_mass = np.mean([strip_terms(rng.multinomial(n, scaled).reshape(B, B) / n).sum() for _ in range(100)])
-        print(f"{path} ({len(x)} samples)")
+        print(f"{path} ({n_configurations} samples)")
         print("  mass / ref     " + " ".join(f"{a / b:7.2f}" for a, b in zip(m, r)) + f"    {m.sum() / r.sum():7.2f}")
         print("  KL terms ·10⁴  " + " ".join(f"{1e4 * v:7.2f}" for v in t) + f"    {1e4 * t.sum():7.2f}")
         print(f"  exact draws with this window mass: αL part {1e4 * same_mass:.2f}·10⁻⁴, so "

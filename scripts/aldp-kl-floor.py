@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-from aldp_dihedrals import phi_psi
+from aldp_dihedrals import ramachandran_counts
 
 ROOT = __file__.rsplit("/scripts/", 1)[0]
 B, EPS, N = 64, 1e-10, 10**6
@@ -77,14 +77,9 @@ def main():
         print(f"{run}: ramachandran_kl_flow {kl:.5f} (its final evaluation's set)")
         kls.append(kl)
     for path in args:
-        x = np.load(path, mmap_mode="r")
-        if x.ndim != 3 or x.shape[1:] != (22, 3):
-            sys.exit(f"aldp-kl-floor: {path} has shape {x.shape}, not [N, 22, 3] (use fab sample --cartesian)")
-        chunks = [phi_psi(np.asarray(x[i:i + 100000])) for i in range(0, len(x), 100000)]
-        phi, psi = (np.concatenate(a) for a in zip(*chunks))
-        g, _, _ = np.histogram2d(phi, psi, bins=B, range=[[-np.pi, np.pi]] * 2)
+        g, n = ramachandran_counts(path, B, "aldp-kl-floor")
         tot, al = kl_split(g.ravel())
-        print(f"{path} ({len(x)} samples): KL {tot:.5f}, αL part {al:.5f}, empty αL bins with reference mass: {(m & (g.ravel() == 0)).sum()}")
+        print(f"{path} ({n} samples): KL {tot:.5f}, αL part {al:.5f}, empty αL bins with reference mass: {(m & (g.ravel() == 0)).sum()}")
         kls.append(tot)
     if len(kls) > 1:
         k = np.array(kls)
