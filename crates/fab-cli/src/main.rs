@@ -228,7 +228,8 @@ enum Command {
         out: Option<PathBuf>,
         /// Continue the run in this directory from its latest checkpoint; `--set` may then change
         /// only keys that do not alter training (FAB: train.time_limit_hours,
-        /// train.checkpoint_every, train.checkpoint_minutes, eval.plots).
+        /// train.checkpoint_every, train.checkpoint_minutes, train.checkpoint_keep_last,
+        /// train.checkpoint_keep_every, eval.plots).
         #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out"])]
         resume: Option<PathBuf>,
         /// Hide the progress bar.

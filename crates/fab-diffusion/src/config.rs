@@ -155,6 +155,12 @@ pub struct TrainSection {
     pub checkpoint_every: usize,
     /// Also checkpoint after this many minutes.
     pub checkpoint_minutes: Option<f64>,
+    /// Keep this many newest checkpoints and delete older ones (0: keep all; the newest is always
+    /// kept, so the run can be resumed).
+    pub checkpoint_keep_last: usize,
+    /// With `checkpoint_keep_last`, also keep every checkpoint whose iteration is a multiple of
+    /// this (0: none), for `fab eval --iteration N` part-way.
+    pub checkpoint_keep_every: usize,
     /// Stop with a checkpoint after this many hours.
     pub time_limit_hours: Option<f64>,
 }
@@ -176,6 +182,8 @@ impl Default for TrainSection {
             exploration_decay_iterations: 5000,
             checkpoint_every: 0,
             checkpoint_minutes: Some(10.0),
+            checkpoint_keep_last: 0,
+            checkpoint_keep_every: 0,
             time_limit_hours: None,
         }
     }
@@ -494,6 +502,10 @@ impl DiffusionConfig {
         positive("train.lr_gamma", t.lr_gamma)?;
         non_negative("train.exploration", t.exploration)?;
         fab_sampler::config::check_run_limits(t.checkpoint_minutes, t.time_limit_hours)?;
+        fab_sampler::config::check_keep_checkpoints(fab_sampler::KeepCheckpoints {
+            last: t.checkpoint_keep_last,
+            every: t.checkpoint_keep_every,
+        })?;
         if t.n_iterations == 0 {
             return Err(err("train.n_iterations = 0: must be ≥ 1"));
         }
@@ -594,6 +606,10 @@ impl FamilyConfig for DiffusionConfig {
             n_evals: self.eval.n_evals,
             checkpoint_every: self.train.checkpoint_every,
             checkpoint_minutes: self.train.checkpoint_minutes,
+            keep_checkpoints: fab_sampler::KeepCheckpoints {
+                last: self.train.checkpoint_keep_last,
+                every: self.train.checkpoint_keep_every,
+            },
             time_limit_hours: self.train.time_limit_hours,
             eval_sizes: sizes(self.eval.n_samples),
             final_eval_sizes: sizes(self.eval.final_n_samples),
@@ -652,6 +668,14 @@ impl FamilyConfig for DiffusionConfig {
     /// The length (learning-rate milestones and the exploration decay are absolute iterations),
     /// the time limit, the checkpoint intervals and whether to plot.
     fn resume_safe_keys() -> &'static [&'static str] {
-        &["train.n_iterations", "train.time_limit_hours", "train.checkpoint_every", "train.checkpoint_minutes", "eval.plots"]
+        &[
+            "train.n_iterations",
+            "train.time_limit_hours",
+            "train.checkpoint_every",
+            "train.checkpoint_minutes",
+            "train.checkpoint_keep_last",
+            "train.checkpoint_keep_every",
+            "eval.plots",
+        ]
     }
 }

@@ -177,6 +177,12 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Also checkpoint after this many minutes.
     pub checkpoint_minutes: Option<f64>,
+    /// Keep this many newest checkpoints and delete older ones (0: keep all; the newest is always
+    /// kept, so the run can be resumed).
+    pub checkpoint_keep_last: usize,
+    /// With `checkpoint_keep_last`, also keep every checkpoint whose iteration is a multiple of
+    /// this (0: none), for `fab eval --iteration N` part-way.
+    pub checkpoint_keep_every: usize,
     /// Stop with a checkpoint after this many hours.
     pub time_limit_hours: Option<f64>,
 }
@@ -192,6 +198,8 @@ impl Default for TrainConfig {
             empirical_window: 0,
             checkpoint_every: 0,
             checkpoint_minutes: Some(10.0),
+            checkpoint_keep_last: 0,
+            checkpoint_keep_every: 0,
             time_limit_hours: None,
         }
     }
@@ -365,6 +373,10 @@ impl GflowConfig {
             return Err(err("train.clip_grad_norm = nan: must be a number (≤ 0 disables clipping)"));
         }
         fab_sampler::config::check_run_limits(t.checkpoint_minutes, t.time_limit_hours)?;
+        fab_sampler::config::check_keep_checkpoints(fab_sampler::KeepCheckpoints {
+            last: t.checkpoint_keep_last,
+            every: t.checkpoint_keep_every,
+        })?;
         let b = &self.buffer;
         if !PRIORITIES.contains(&b.priority.as_str()) {
             return Err(err(format!("buffer.priority = \"{}\": expected one of {}", b.priority, PRIORITIES.join(", "))));
@@ -481,6 +493,10 @@ impl FamilyConfig for GflowConfig {
             n_evals: self.eval.n_evals,
             checkpoint_every: self.train.checkpoint_every,
             checkpoint_minutes: self.train.checkpoint_minutes,
+            keep_checkpoints: fab_sampler::KeepCheckpoints {
+                last: self.train.checkpoint_keep_last,
+                every: self.train.checkpoint_keep_every,
+            },
             time_limit_hours: self.train.time_limit_hours,
             eval_sizes: sizes,
             final_eval_sizes: sizes,
@@ -533,6 +549,14 @@ impl FamilyConfig for GflowConfig {
     /// The length (no schedule depends on it), the time limit, the checkpoint intervals and
     /// whether to plot.
     fn resume_safe_keys() -> &'static [&'static str] {
-        &["train.n_iterations", "train.time_limit_hours", "train.checkpoint_every", "train.checkpoint_minutes", "eval.plots"]
+        &[
+            "train.n_iterations",
+            "train.time_limit_hours",
+            "train.checkpoint_every",
+            "train.checkpoint_minutes",
+            "train.checkpoint_keep_last",
+            "train.checkpoint_keep_every",
+            "eval.plots",
+        ]
     }
 }

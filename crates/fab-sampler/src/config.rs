@@ -58,6 +58,21 @@ pub fn check_run_limits(checkpoint_minutes: Option<f64>, time_limit_hours: Optio
     Ok(())
 }
 
+/// Checks `train.checkpoint_keep_every`, which only means something beside a
+/// `train.checkpoint_keep_last` (with 0 every checkpoint is kept anyway).
+///
+/// # Errors
+/// [`Error::Config`] naming both keys.
+pub fn check_keep_checkpoints(keep: crate::KeepCheckpoints) -> Result<()> {
+    if keep.every > 0 && keep.last == 0 {
+        return Err(Error::Config(format!(
+            "train.checkpoint_keep_every = {} needs train.checkpoint_keep_last ≥ 1 (0 keeps every checkpoint already)",
+            keep.every
+        )));
+    }
+    Ok(())
+}
+
 /// Sets `table[a][b]…[z] = value` for the dotted key `a.b.….z`, creating tables on the way.
 fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
     let parts: Vec<&str> = key.split('.').collect();

@@ -35,6 +35,6 @@ pub use eval::{EvalContext, EvalSizes, Evaluation, Metrics, TestSet};
 pub use memory::MemoryEstimate;
 pub use report::{compare_runs, training_curves};
 pub use run::{Run, RunLock, RunOptions, RunOutcome, StopReason, StopSignal};
-pub use sampler::{FamilyConfig, Model, RunSettings, Sampler, StepReport, StepStats};
+pub use sampler::{FamilyConfig, KeepCheckpoints, Model, RunSettings, Sampler, StepReport, StepStats};
 pub use samples::{log_prob_host, log_z_hat, Draws, NamedSamples, WeightedSamples, HOST_CHUNK};
 pub use target::{DensityTarget, PlotContext, SampleFilter, Target};

@@ -9,6 +9,7 @@
 //! OUT/final_metrics.json     final evaluation
 //! OUT/checkpoints/iter_N/    state.json (driver: iteration, time, evaluation RNG) + the sampler's files
 //! OUT/checkpoints/latest     name of the newest complete checkpoint
+//!                            (older ones are pruned as `train.checkpoint_keep_last` / `_keep_every` say)
 //! OUT/plots/*.png            training curves and the target's plots
 //! ```
 //!
@@ -26,7 +27,7 @@ use serde_json::{json, Value};
 
 use crate::eval::{evaluate, EvalSizes, Evaluation, Metrics};
 use crate::observe::{Event, MetricsLog, Observer, Progress};
-use crate::sampler::{FamilyConfig, RunSettings, Sampler, StepReport, StepStats};
+use crate::sampler::{FamilyConfig, KeepCheckpoints, RunSettings, Sampler, StepReport, StepStats};
 use crate::target::PlotContext;
 use crate::{Error, Result};
 
@@ -507,7 +508,29 @@ fn save_checkpoint<S: Sampler>(run: &Run<S>, out: &Path) -> Result<PathBuf> {
     let tmp = latest.with_extension("tmp");
     write_file(&tmp, &name)?;
     std::fs::rename(&tmp, &latest).map_err(|e| Error::io(&latest, e))?;
+    prune_checkpoints(out, run.settings().keep_checkpoints);
     Ok(dir)
+}
+
+/// Removes the checkpoints of `out` that `keep` does not keep, after a new one is complete and
+/// named by `checkpoints/latest` (which ranks newest and is never removed). A checkpoint that
+/// cannot be removed is reported and left; training goes on.
+pub fn prune_checkpoints(out: &Path, keep: KeepCheckpoints) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    if keep.last == 0 {
+        return removed;
+    }
+    for (rank, dir) in checkpoints_newest_first(out).into_iter().enumerate() {
+        let Some(iteration) = checkpoint_iteration(&dir) else { continue };
+        if rank == 0 || keep.keeps(iteration, rank) {
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(e) => eprintln!("warning: could not remove the old checkpoint {}: {e}", dir.display()),
+        }
+    }
+    removed
 }
 
 /// The text of a run directory's `config.toml`.

@@ -153,6 +153,8 @@ pub struct RunSettings {
     /// Also checkpoint when this many minutes of wall time passed since the last one (a run
     /// killed by the out-of-memory killer or `kill -9` loses at most this much).
     pub checkpoint_minutes: Option<f64>,
+    /// Which older checkpoints a run keeps on disk.
+    pub keep_checkpoints: KeepCheckpoints,
     /// Stop (with a checkpoint) after this many hours of training time.
     pub time_limit_hours: Option<f64>,
     /// Sizes of the training-time evaluations.
@@ -161,6 +163,25 @@ pub struct RunSettings {
     pub final_eval_sizes: EvalSizes,
     /// Write PNG plots after the final evaluation.
     pub plots: bool,
+}
+
+/// Which checkpoints a run keeps as it writes new ones (`train.checkpoint_keep_last`,
+/// `train.checkpoint_keep_every`). The newest complete checkpoint is always kept, so a run can
+/// be resumed; the default keeps everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeepCheckpoints {
+    /// Keep this many newest checkpoints (0: keep all).
+    pub last: usize,
+    /// Also keep every checkpoint whose iteration is a multiple of this (0: none beyond `last`),
+    /// for evaluating the run part-way (`fab eval --iteration N`).
+    pub every: usize,
+}
+
+impl KeepCheckpoints {
+    /// Whether the checkpoint of `iteration`, the `rank`-th newest (0: newest), is kept.
+    pub fn keeps(&self, iteration: usize, rank: usize) -> bool {
+        self.last == 0 || rank < self.last || (self.every > 0 && iteration.is_multiple_of(self.every))
+    }
 }
 
 /// The configuration of a sampler family: parsed from TOML with `key=value` overrides,
@@ -190,5 +211,21 @@ pub trait FamilyConfig: Clone + Debug + Serialize + DeserializeOwned {
     /// what the checkpoint was trained with (e.g. a time limit). Others are refused by name.
     fn resume_safe_keys() -> &'static [&'static str] {
         &[]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeepCheckpoints;
+
+    #[test]
+    fn which_checkpoints_are_kept() {
+        let all = KeepCheckpoints::default();
+        assert!((0..50).all(|rank| all.keeps(7, rank)));
+        let keep = KeepCheckpoints { last: 2, every: 500 };
+        assert!(keep.keeps(1234, 0) && keep.keeps(1233, 1));
+        assert!(!keep.keeps(1232, 2) && keep.keeps(1000, 2) && keep.keeps(500, 40));
+        let last_only = KeepCheckpoints { last: 1, every: 0 };
+        assert!(last_only.keeps(1000, 0) && !last_only.keeps(1000, 1));
     }
 }

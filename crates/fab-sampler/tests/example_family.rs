@@ -12,7 +12,8 @@ use fab_core::test_utils::{DiagGaussian, ScratchDir};
 use fab_core::{FabRng, Proposal};
 use fab_sampler::run::{self, RunOptions, RunOutcome};
 use fab_sampler::{
-    DensityTarget, Draws, EvalSizes, FamilyConfig, MemoryEstimate, Model, RunSettings, Sampler, StepReport, StepStats, Target,
+    DensityTarget, Draws, EvalSizes, FamilyConfig, KeepCheckpoints, MemoryEstimate, Model, RunSettings, Sampler, StepReport, StepStats,
+    Target,
 };
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,10 @@ struct IsConfig {
     checkpoint_every: usize,
     #[serde(default)]
     checkpoint_minutes: Option<f64>,
+    #[serde(default)]
+    checkpoint_keep_last: usize,
+    #[serde(default)]
+    checkpoint_keep_every: usize,
     plots: bool,
 }
 
@@ -166,6 +171,7 @@ impl FamilyConfig for IsConfig {
             n_evals: 4,
             checkpoint_every: self.checkpoint_every,
             checkpoint_minutes: self.checkpoint_minutes,
+            keep_checkpoints: KeepCheckpoints { last: self.checkpoint_keep_last, every: self.checkpoint_keep_every },
             time_limit_hours: None,
             eval_sizes: sizes,
             final_eval_sizes: sizes,
@@ -443,6 +449,42 @@ fn checkpoints_are_also_written_by_time() {
     let opts = RunOptions { max_iterations_this_run: Some(6), ..RunOptions::new(&d) };
     assert!(matches!(run::train::<IsConfig>(Some(cfg), &opts).unwrap(), RunOutcome::Stopped { iteration: 6, .. }));
     assert_eq!(run::checkpoints_newest_first(&d).len(), 6);
+}
+
+#[test]
+fn old_checkpoints_are_pruned_as_configured_and_the_run_still_resumes_bit_identically() {
+    let iterations = |d: &Path| {
+        let mut v: Vec<usize> = run::checkpoints_newest_first(d)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().trim_start_matches("iter_").parse().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let keep = ["checkpoint_every=1".to_string(), "checkpoint_keep_last=2".into(), "checkpoint_keep_every=10".into()];
+    let cfg = IsConfig::parse(CONFIG, &keep).unwrap();
+    let d = tmp("prune");
+    let opts = RunOptions { max_iterations_this_run: Some(23), ..RunOptions::new(&d) };
+    assert!(matches!(run::train::<IsConfig>(Some(cfg), &opts).unwrap(), RunOutcome::Stopped { iteration: 23, .. }));
+    assert_eq!(iterations(&d), [10, 20, 22, 23]);
+    let resume = RunOptions { resume: true, ..RunOptions::new(&d) };
+    let RunOutcome::Finished(pruned) = run::train::<IsConfig>(None, &resume).unwrap() else { panic!() };
+    assert_eq!(iterations(&d), [10, 20, 30, 39, 40]);
+    // Pruning only deletes files: the run is the one that kept everything.
+    let all = tmp("prune_none");
+    let RunOutcome::Finished(kept) =
+        run::train::<IsConfig>(Some(IsConfig::parse(CONFIG, &keep[..1]).unwrap()), &RunOptions::new(&all)).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(iterations(&all).len(), 40);
+    for (k, v) in kept.iter().filter(|(k, _)| !k.ends_with("_seconds")) {
+        assert_eq!(v.to_bits(), pruned[k].to_bits(), "{k}");
+    }
+    // A pruned checkpoint is named as missing when asked for; a kept one evaluates.
+    let e = run::evaluate_checkpoint_into::<IsConfig>(&d, 25, &tmp("prune_eval_x"), None, &[]).unwrap_err().to_string();
+    assert!(e.contains("iteration 25"), "{e}");
+    assert!(run::evaluate_checkpoint_into::<IsConfig>(&d, 20, &tmp("prune_eval"), None, &[]).is_ok());
 }
 
 #[test]

@@ -74,6 +74,12 @@ pub struct TrainConfig {
     /// Also save a checkpoint when this many minutes of wall time passed since the last one
     /// (default 10; a run killed by the out-of-memory killer or `kill -9` loses at most this much).
     pub checkpoint_minutes: Option<f64>,
+    /// Keep this many newest checkpoints and delete older ones (0: keep all; the newest is always
+    /// kept, so the run can be resumed).
+    pub checkpoint_keep_last: usize,
+    /// With `checkpoint_keep_last`, also keep every checkpoint whose iteration is a multiple of
+    /// this (0: none), for `fab eval --iteration N` part-way.
+    pub checkpoint_keep_every: usize,
     /// Stop (with a checkpoint) after this many hours of wall time.
     pub time_limit_hours: Option<f64>,
 }
@@ -93,6 +99,8 @@ impl Default for TrainConfig {
             filter_chirality: false,
             checkpoint_every: 0,
             checkpoint_minutes: Some(10.0),
+            checkpoint_keep_last: 0,
+            checkpoint_keep_every: 0,
             time_limit_hours: None,
         }
     }
@@ -305,6 +313,10 @@ impl ExperimentConfig {
                 return Err(config_err("train.time_limit_hours must be > 0"));
             }
         }
+        let keep = fab_sampler::KeepCheckpoints { last: t.checkpoint_keep_last, every: t.checkpoint_keep_every };
+        if let Err(fab_sampler::Error::Config(m)) = fab_sampler::config::check_keep_checkpoints(keep) {
+            return Err(config_err(m));
+        }
         t.optimizer.validate().map_err(|e| config_err(format!("train.optimizer: {e}")))?;
         t.lr_schedule.validate().map_err(|e| config_err(format!("train.lr_schedule: {e}")))?;
         if t.loss.uses_ais() {
@@ -430,6 +442,10 @@ impl FamilyConfig for ExperimentConfig {
             n_evals: self.eval.n_evals,
             checkpoint_every: self.train.checkpoint_every,
             checkpoint_minutes: self.train.checkpoint_minutes,
+            keep_checkpoints: fab_sampler::KeepCheckpoints {
+                last: self.train.checkpoint_keep_last,
+                every: self.train.checkpoint_keep_every,
+            },
             time_limit_hours: self.train.time_limit_hours,
             eval_sizes: self.eval_sizes(false),
             final_eval_sizes: self.eval_sizes(true),
@@ -477,7 +493,15 @@ impl FamilyConfig for ExperimentConfig {
     /// setting it replaces a `train.flow_eval_budget`), the time limit, the checkpoint intervals
     /// and whether to plot: none changes the iterations already trained.
     fn resume_safe_keys() -> &'static [&'static str] {
-        &["train.n_iterations", "train.time_limit_hours", "train.checkpoint_every", "train.checkpoint_minutes", "eval.plots"]
+        &[
+            "train.n_iterations",
+            "train.time_limit_hours",
+            "train.checkpoint_every",
+            "train.checkpoint_minutes",
+            "train.checkpoint_keep_last",
+            "train.checkpoint_keep_every",
+            "eval.plots",
+        ]
     }
 }
 
@@ -536,6 +560,12 @@ mod tests {
         let e = ExperimentConfig::from_toml_with_overrides("", &["train.batch_size=\"x\"".into()]).unwrap_err().to_string();
         assert!(e.contains("batch_size") || e.contains("invalid type"), "{e}");
         assert!(!e.contains('\n'));
+        let keep_every = ["train.checkpoint_keep_every=500".to_string(), "train.n_iterations=7".into()];
+        let e = ExperimentConfig::from_toml_with_overrides("", &keep_every).unwrap_err().to_string();
+        assert!(e.contains("train.checkpoint_keep_last") && e.matches("invalid config").count() <= 1, "{e}");
+        let keep = [&keep_every[..], &["train.checkpoint_keep_last=3".to_string()]].concat();
+        let s = ExperimentConfig::from_toml_with_overrides("", &keep).unwrap().run_settings().keep_checkpoints;
+        assert_eq!((s.last, s.every), (3, 500));
     }
 
     #[test]
