@@ -512,6 +512,42 @@ fn save_checkpoint<S: Sampler>(run: &Run<S>, out: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// How many checkpoints a run holds at its end by its iteration schedule: the periodic ones
+/// (`every`, 0: none) and the final one, as many as `keep` keeps. Checkpoints written by time
+/// come on top while every checkpoint is kept.
+fn checkpoints_held_at_end(n_iterations: usize, every: usize, keep: KeepCheckpoints) -> usize {
+    let written = n_iterations.saturating_sub(1).checked_div(every).unwrap_or(0) + 1;
+    if keep.last == 0 {
+        return written;
+    }
+    let milestones = n_iterations.checked_div(keep.every).unwrap_or(0);
+    written.min(keep.last + milestones)
+}
+
+/// Prints what a run's checkpoints will take on disk, at the size of the one in `dir`, when that
+/// is more than 1 GiB (FAB's hold the whole buffer), with the key that limits it; returns whether
+/// it printed (checkpoints grow while a buffer fills, so the driver asks again at the next one).
+fn note_checkpoint_disk_use(dir: &Path, settings: &RunSettings) -> bool {
+    let bytes: u64 = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0);
+    let keep = settings.keep_checkpoints;
+    let n = checkpoints_held_at_end(settings.n_iterations, settings.checkpoint_every, keep);
+    let total = bytes as f64 * n as f64;
+    if total <= 1024.0f64.powi(3) {
+        return false;
+    }
+    eprintln!(
+        "note: the checkpoint {} takes {}; the run will hold {} {n} checkpoints at its end ({} at this size){}",
+        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        crate::memory::human_bytes(bytes as f64),
+        if keep.last == 0 { "at least" } else { "up to" },
+        crate::memory::human_bytes(total),
+        if keep.last == 0 { "; train.checkpoint_keep_last = K keeps only the K newest" } else { "" }
+    );
+    true
+}
+
 /// Removes the checkpoints of `out` that `keep` does not keep, after a new one is complete and
 /// named by `checkpoints/latest` (which ranks newest and is never removed). A checkpoint that
 /// cannot be removed is reported and left; training goes on.
@@ -823,6 +859,7 @@ pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutco
     let ckpt_every = run.settings().checkpoint_every;
     let ckpt_minutes = run.settings().checkpoint_minutes;
     let mut last_checkpoint = Instant::now();
+    let mut disk_noted = false;
     let log_every = (n_iter / 500).max(1);
     let time_limit = run.settings().time_limit_hours.map(|h| h * 3600.0);
     notify(&mut observers, Event::Start { iteration: run.iteration(), n_iterations: n_iter, resumed: opts.resume, out })?;
@@ -844,8 +881,11 @@ pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutco
         }
         let due_by_time = ckpt_minutes.is_some_and(|m| last_checkpoint.elapsed().as_secs_f64() >= m * 60.0);
         if ((ckpt_every > 0 && it % ckpt_every == 0) || due_by_time) && it < n_iter {
-            save_checkpoint(run, out)?;
+            let dir = save_checkpoint(run, out)?;
             last_checkpoint = Instant::now();
+            if !disk_noted {
+                disk_noted = note_checkpoint_disk_use(&dir, run.settings());
+            }
         }
         let over_time = time_limit.is_some_and(|t| run.elapsed_seconds() >= t);
         let over_count = opts.max_iterations_this_run.is_some_and(|m| this_run >= m);
@@ -1066,6 +1106,18 @@ pub fn export_model<C: FamilyConfig>(run_dir: &Path, out: &Path, build: Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoints_held_at_the_end_of_a_run() {
+        let all = KeepCheckpoints::default();
+        // aldp-cpu: every 100 of 6 250 iterations (62 periodic, the final one).
+        assert_eq!(checkpoints_held_at_end(6250, 100, all), 63);
+        assert_eq!(checkpoints_held_at_end(6250, 0, all), 1);
+        assert_eq!(checkpoints_held_at_end(6000, 100, all), 60);
+        // Keep 3 and every 500th: 12 milestones, at most 15.
+        assert_eq!(checkpoints_held_at_end(6250, 100, KeepCheckpoints { last: 3, every: 500 }), 15);
+        assert_eq!(checkpoints_held_at_end(10, 100, KeepCheckpoints { last: 3, every: 0 }), 1);
+    }
 
     #[test]
     fn reasons_shared_by_checkpoints_are_given_once() {
