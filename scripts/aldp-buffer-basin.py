@@ -12,6 +12,8 @@ strips of aldp-alpha-l-profile.py), with the number of edge entries. The referen
 0.240 % of all mass in αL and 11.7 % of αL's at the edge. φ is read from flow coordinate 17:
 φ = φ_min − z₁₇ with φ_min = −2.5450 rad (docs/ALGORITHMS.md, "Flow-space target"). Weight shares
 of a few hundred entries are dominated by their largest weights; read them as snapshots.
+Then, from each run's `metrics.jsonl`, the AIS over each 1 000 iterations: the HMC step size and
+acceptance of the first and last intermediate distribution and αL's share of the AIS samples.
 """
 import glob
 import json
@@ -60,6 +62,20 @@ def main(runs):
             print(
                 f"{run.rstrip('/').rsplit('/', 1)[-1]}  {iteration:9d}  {len(w):7d}  {100 * in_l.mean():10.3f}  "
                 f"{100 * w[in_l].sum():11.3f}  {100 * edge.sum() / n_l:17.1f}  {100 * w[edge].sum() / w_l:18.1f}  {edge.sum():12d}"
+            )
+
+    print("run  iterations  HMC step size first / last  acceptance first / last  αL share of AIS samples %")
+    for run in runs:
+        rows = [json.loads(line) for line in open(f"{run}/metrics.jsonl") if '"kind":"train"' in line]
+        it = np.array([r["iteration"] for r in rows])
+        step = np.array([r["step_size_first_last"] for r in rows])
+        accept = np.array([r["accept_first_last"] for r in rows])
+        alpha_l = np.array([r.get("ais_alpha_l_fraction", np.nan) for r in rows])
+        for a in range(0, int(it.max()), 1000):
+            m = (it > a) & (it <= a + 1000)
+            print(
+                f"{run.rstrip('/').rsplit('/', 1)[-1]}  {a + 1:5d}–{min(a + 1000, it.max()):5d}  {step[m, 0].mean():.4f} / {step[m, 1].mean():.4f}  "
+                f"{accept[m, 0].mean():.2f} / {accept[m, 1].mean():.2f}  {100 * alpha_l[m].mean():.3f}"
             )
 
 
