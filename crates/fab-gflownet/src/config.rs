@@ -549,14 +549,6 @@ impl FamilyConfig for GflowConfig {
     /// The length (no schedule depends on it), the time limit, the checkpoint intervals and
     /// whether to plot.
     fn resume_safe_keys() -> &'static [&'static str] {
-        &[
-            "train.n_iterations",
-            "train.time_limit_hours",
-            "train.checkpoint_every",
-            "train.checkpoint_minutes",
-            "train.checkpoint_keep_last",
-            "train.checkpoint_keep_every",
-            "eval.plots",
-        ]
+        fab_sampler::config::RESUME_SAFE_RUN_KEYS
     }
 }

@@ -58,6 +58,19 @@ pub fn check_run_limits(checkpoint_minutes: Option<f64>, time_limit_hours: Optio
     Ok(())
 }
 
+/// The run-level keys of a family's `[train]` and `[eval]` sections that `fab train --resume`
+/// may change, for a family whose `[train]` section carries the driver's settings under these
+/// names: the length, the time limit, the checkpoint intervals and retention, and plotting.
+pub const RESUME_SAFE_RUN_KEYS: &[&str] = &[
+    "train.n_iterations",
+    "train.time_limit_hours",
+    "train.checkpoint_every",
+    "train.checkpoint_minutes",
+    "train.checkpoint_keep_last",
+    "train.checkpoint_keep_every",
+    "eval.plots",
+];
+
 /// Checks `train.checkpoint_keep_every`, which only means something beside a
 /// `train.checkpoint_keep_last` (with 0 every checkpoint is kept anyway).
 ///

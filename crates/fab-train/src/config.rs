@@ -493,15 +493,7 @@ impl FamilyConfig for ExperimentConfig {
     /// setting it replaces a `train.flow_eval_budget`), the time limit, the checkpoint intervals
     /// and whether to plot: none changes the iterations already trained.
     fn resume_safe_keys() -> &'static [&'static str] {
-        &[
-            "train.n_iterations",
-            "train.time_limit_hours",
-            "train.checkpoint_every",
-            "train.checkpoint_minutes",
-            "train.checkpoint_keep_last",
-            "train.checkpoint_keep_every",
-            "eval.plots",
-        ]
+        fab_sampler::config::RESUME_SAFE_RUN_KEYS
     }
 }
 
