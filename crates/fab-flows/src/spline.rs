@@ -7,7 +7,8 @@
 //! derivatives `min + softplus(raw)`. With linear tails the first and last raw derivative are
 //! unused (the boundary derivatives are fixed to 1); with circular tails the last one is unused
 //! (it copies the first). Inputs outside [−B, B] are passed through unchanged with log-det 0
-//! (the reference maps them to 0; that quirk is deliberately not reproduced).
+//! (the reference maps them to 0; that quirk is deliberately not reproduced); "inside" counts B
+//! as rounded to the stored type where that widens it (π in f32; [`storage_bound`]).
 //!
 //! This module has two implementations: scalar CPU kernels with a hand-derived reverse pass
 //! (the reference that the tests compare the vectorised kernels of the CPU path,
@@ -249,8 +250,19 @@ struct Partials {
     l_d1: f64,
 }
 
-fn inside(spec: &SplineSpec, v: f64) -> bool {
-    v >= -spec.bound && v <= spec.bound
+/// The half-width the inside test of a spline on values stored as `T` uses: the bound B, or B
+/// rounded to `T` where that rounding moves it outward. A periodic coordinate is wrapped into
+/// [−B, B) and then stored as `T`; in f32 that can round it onto 3.1415927 > π, which must
+/// still be mapped by the spline (whose derivative is the same at both ends), not passed
+/// through as if it were outside (log-det 0 instead of the boundary derivative's log: a wrong
+/// log q by up to several nats at rare points; docs/ALGORITHMS.md, "Circular splines at the seam").
+pub(crate) fn storage_bound<T: Real>(bound: f64) -> f64 {
+    bound.max(T::from_f64(bound).as_f64())
+}
+
+fn inside<T: Real>(spec: &SplineSpec, v: f64) -> bool {
+    let b = storage_bound::<T>(spec.bound);
+    v >= -b && v <= b
 }
 
 fn local_forward(kn: &Knots, x: f64) -> Local {
@@ -290,7 +302,7 @@ pub(crate) fn knots<T: Real>(spec: &SplineSpec, raw: &[T]) -> Knots {
 
 /// Applies one scalar spline: `x → (y, log|dy/dx|)`, or with `inverse`, `y → (x, log|dx/dy|)`.
 pub(crate) fn apply<T: Real>(spec: &SplineSpec, raw: &[T], v: T, inverse: bool) -> (T, T) {
-    if !inside(spec, v.as_f64()) {
+    if !inside::<T>(spec, v.as_f64()) {
         return (v, T::zero());
     }
     apply_knots(spec, &knots(spec, raw), v, inverse)
@@ -299,9 +311,10 @@ pub(crate) fn apply<T: Real>(spec: &SplineSpec, raw: &[T], v: T, inverse: bool) 
 /// [`apply`] with prepared knots.
 pub(crate) fn apply_knots<T: Real>(spec: &SplineSpec, kn: &Knots, v: T, inverse: bool) -> (T, T) {
     let v = v.as_f64();
-    if !inside(spec, v) {
+    if !inside::<T>(spec, v) {
         return (T::from_f64(v), T::zero());
     }
+    let v = v.clamp(-spec.bound, spec.bound);
     if inverse {
         let loc = local_inverse(kn, v);
         let x = kn.cw[loc.k] + loc.theta * loc.w;
@@ -316,7 +329,7 @@ pub(crate) fn apply_knots<T: Real>(spec: &SplineSpec, kn: &Knots, v: T, inverse:
 /// Reverse pass of [`apply`]: given the input `v`, ∂L/∂out (`g_out`) and ∂L/∂logdet (`g_ld`),
 /// returns ∂L/∂v and, if `g_raw` is given, *adds* ∂L/∂raw to it.
 pub(crate) fn apply_backward<T: Real>(spec: &SplineSpec, raw: &[T], v: T, inverse: bool, g_out: T, g_ld: T, g_raw: Option<&mut [T]>) -> T {
-    if !inside(spec, v.as_f64()) {
+    if !inside::<T>(spec, v.as_f64()) {
         return g_out;
     }
     apply_backward_knots(spec, &knots(spec, raw), v, inverse, g_out, g_ld, g_raw)
@@ -333,9 +346,10 @@ pub(crate) fn apply_backward_knots<T: Real>(
     g_raw: Option<&mut [T]>,
 ) -> T {
     let vf = v.as_f64();
-    if !inside(spec, vf) {
+    if !inside::<T>(spec, vf) {
         return g_out;
     }
+    let vf = vf.clamp(-spec.bound, spec.bound);
     let kk = spec.bins;
     let (gy, gl) = (g_out.as_f64(), g_ld.as_f64());
     // Gradients w.r.t. the local bin quantities.

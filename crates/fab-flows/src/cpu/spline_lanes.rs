@@ -181,6 +181,8 @@ struct GroupData {
     feat: [usize; MAX_LANES],
     col: [usize; MAX_LANES],
     bound: [f64; MAX_LANES],
+    /// The bound of the inside test (`spline::storage_bound` for the stored type).
+    edge: [f64; MAX_LANES],
     scale: [f64; MAX_LANES],
     /// 1 for linear tails, 0 for circular ones.
     linear: [f64; MAX_LANES],
@@ -189,7 +191,7 @@ struct GroupData {
     circ: [bool; MAX_LANES],
 }
 
-fn group_data(set: &SplineSet<'_>, width: usize) -> Vec<GroupData> {
+fn group_data<T: Real>(set: &SplineSet<'_>, width: usize) -> Vec<GroupData> {
     let f = set.f();
     (0..f.div_ceil(width))
         .map(|gi| {
@@ -201,6 +203,7 @@ fn group_data(set: &SplineSet<'_>, width: usize) -> Vec<GroupData> {
                 feat: [0; MAX_LANES],
                 col: [0; MAX_LANES],
                 bound: [0.0; MAX_LANES],
+                edge: [0.0; MAX_LANES],
                 scale: [0.0; MAX_LANES],
                 linear: [0.0; MAX_LANES],
                 valid: [0.0; MAX_LANES],
@@ -212,6 +215,7 @@ fn group_data(set: &SplineSet<'_>, width: usize) -> Vec<GroupData> {
                 gd.feat[l] = ft;
                 gd.col[l] = set.cols[ft];
                 gd.bound[l] = spec.bound;
+                gd.edge[l] = crate::spline::storage_bound::<T>(spec.bound);
                 gd.scale[l] = spec.raw_scale;
                 gd.circ[l] = spec.tail == Tail::Circular;
                 gd.linear[l] = if gd.circ[l] { 0.0 } else { 1.0 };
@@ -226,6 +230,7 @@ fn group_data(set: &SplineSet<'_>, width: usize) -> Vec<GroupData> {
 #[derive(Clone, Copy)]
 struct Group<L: Lane> {
     bound: L,
+    edge: L,
     scale: L,
     linear: L::Mask,
     valid: L::Mask,
@@ -237,16 +242,27 @@ impl<L: Lane> Group<L> {
         let one = L::splat(ctx, 1.0);
         Group {
             bound: L::load(ctx, &gd.bound),
+            edge: L::load(ctx, &gd.edge),
             scale: L::load(ctx, &gd.scale),
             linear: L::load(ctx, &gd.linear).eq(one),
             valid: L::load(ctx, &gd.valid).eq(one),
         }
     }
 
-    /// Lanes inside [−B, B].
+    /// Lanes inside [−B, B] (B as rounded to the stored type where that widens it).
     #[inline(always)]
     fn inside(&self, v: L) -> L::Mask {
-        L::and(v.ge(-self.bound), v.le(self.bound))
+        L::and(v.ge(-self.edge), v.le(self.edge))
+    }
+
+    /// The point the spline is evaluated at: `v` moved onto [−B, B] where it is inside (a no-op
+    /// but for values that rounding put just past ±B), 0 where it is outside (a safe point
+    /// whose result is discarded).
+    #[inline(always)]
+    fn eval_point(&self, v: L, ins: L::Mask) -> L {
+        let v = L::select(v.gt(self.bound), self.bound, v);
+        let v = L::select(v.lt(-self.bound), -self.bound, v);
+        L::select(ins, v, v.c(0.0))
     }
 }
 
@@ -632,7 +648,7 @@ pub(crate) fn apply_rows<T: Real>(
 ) -> Option<SplineCache> {
     let n = ld.len();
     let width = lane_width();
-    let gds = group_data(set, width);
+    let gds = group_data::<T>(set, width);
     let k = set.specs.first().map_or(0, |s| s.bins);
     let per_row = gds.len() * cache_items(k) * width;
     let rb = ROW_BLOCK;
@@ -709,7 +725,7 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
                 for (gi, gd) in gds.iter().enumerate() {
                     let g = Group::<L>::load(ctx, gd);
                     let v = L::from_fn(ctx, |l| xr[gd.col[l]].as_f64());
-                    let vin = L::select(g.inside(v), v, zero);
+                    let vin = g.eval_point(v, g.inside(v));
                     let base = gd.feat.map(|ft| (i * f + ft) * np);
                     kn.compute(&g, |p| L::from_fn(ctx, |l| raw[base[l] + p].as_f64()));
                     bins[gi] = (search(&kn, k, vin, inverse, false), v);
@@ -725,7 +741,7 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
                 let (b, v) = match (shared, raw) {
                     (Some(sk), _) => {
                         let v = L::from_fn(ctx, |l| xr[gd.col[l]].as_f64());
-                        let vin = L::select(g.inside(v), v, zero);
+                        let vin = g.eval_point(v, g.inside(v));
                         (search(&sk.view::<L>(ctx, gi), k, vin, inverse, true), v)
                     }
                     (None, Some(raw)) => {
@@ -743,7 +759,7 @@ impl<T: Real> LaneOp for ValueOp<'_, T> {
                     (None, None) => unreachable!("parameters are per row or shared"),
                 };
                 let ins = g.inside(v);
-                let vin = L::select(ins, v, zero);
+                let vin = g.eval_point(v, ins);
                 let (out, dl) = if inverse { rq_inverse(&b, vin) } else { rq_forward(&b, vin) };
                 let out = L::select(ins, out, v).to_array();
                 for lane in 0..gd.nl {
@@ -783,7 +799,7 @@ pub(crate) fn backward_rows<T: Real>(
         Params::Recorded(c) => c.width,
         _ => lane_width(),
     };
-    let gds = group_data(set, width);
+    let gds = group_data::<T>(set, width);
     let shared = match params {
         Params::Shared(raw) => Some(SharedKnots::new(set, raw, &gds, width)),
         _ => None,
@@ -924,7 +940,7 @@ impl<T: Real> LaneOp for BackwardOp<'_, T> {
                 let v = L::from_fn(ctx, |l| xr[gd.col[l]].as_f64());
                 let gy = L::from_fn(ctx, |l| gr[gd.col[l]].as_f64());
                 let ins = grp.inside(v);
-                let vin = L::select(ins, v, zero);
+                let vin = grp.eval_point(v, ins);
                 let base = gd.feat.map(|ft| (i * f + ft) * np);
                 let at = |l: usize, p: usize| raw.map_or(0.0, |r| r[base[l] + p].as_f64());
                 let (b, s0, s1, src) = match (shared, cache) {
@@ -1317,6 +1333,65 @@ mod tests {
         }
         for (a, b) in ld32.iter().zip(&ld64) {
             assert!((*a as f64 - b).abs() < 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
+    /// In f32, π rounds up to 3.1415927 > π, so a periodic coordinate wrapped into [−π, π) in
+    /// f64 and stored as f32 can sit just past the bound. The spline must still map it (with
+    /// the boundary derivative, the same at both ends of a circular spline) rather than pass it
+    /// through as outside: the f32 kernels there agree with f64 at exactly ±π, in both
+    /// directions, with the scalar reference, and +π and −π give the same log-determinant.
+    #[test]
+    fn f32_values_rounded_onto_the_circular_seam_are_mapped_by_the_spline() {
+        let (f, k) = (7, 8);
+        let c = case(f, k, 0.25);
+        let rows = 6;
+        let raw = raw_params(rows, f, k, 9);
+        let raw32: Vec<f32> = to_t(&raw);
+        let np = 3 * k + 1;
+        let pi = std::f64::consts::PI;
+        assert!(pi as f32 as f64 > pi, "the case this test is about");
+        for inverse in [false, true] {
+            let mut lds = Vec::new();
+            for sign in [1.0, -1.0] {
+                // Every feature at its bound (the linear ones are exact in f32 too).
+                let mut x = vec![0.0; rows * c.stride];
+                for i in 0..rows {
+                    for j in 0..f {
+                        x[i * c.stride + c.cols[j]] = sign * c.specs[j].bound;
+                    }
+                }
+                let mut y64 = x.clone();
+                let mut ld64 = vec![0.0; rows];
+                apply_rows(&c.set(), &mut y64, Params::PerRow(&raw[..]), &mut ld64, inverse, false);
+                let mut y32: Vec<f32> = to_t(&x);
+                let mut ld32 = vec![0.0f32; rows];
+                apply_rows(&c.set(), &mut y32, Params::PerRow(&raw32[..]), &mut ld32, inverse, false);
+                for i in 0..rows {
+                    assert!(
+                        (ld32[i] as f64 - ld64[i]).abs() < 1e-3 * (1.0 + ld64[i].abs()),
+                        "inv{inverse} ±{sign} row {i}: f32 {} vs f64 {}",
+                        ld32[i],
+                        ld64[i]
+                    );
+                    for j in 0..f {
+                        let col = i * c.stride + c.cols[j];
+                        let b = c.specs[j].bound;
+                        assert!((y32[col] as f64).abs() <= b as f32 as f64, "output {} past the bound {b}", y32[col]);
+                        let p = &raw32[(i * f + j) * np..(i * f + j + 1) * np];
+                        let (yr, lr) = spline::apply::<f32>(&c.specs[j], p, (sign * b) as f32, inverse);
+                        let (_, l64) = spline::apply::<f64>(&c.specs[j], &raw[(i * f + j) * np..(i * f + j + 1) * np], sign * b, inverse);
+                        assert!((lr as f64 - l64).abs() < 1e-3 * (1.0 + l64.abs()), "scalar f32 {lr} vs f64 {l64} (feature {j})");
+                        assert!((yr - y32[col]).abs() <= 1e-5 * (1.0 + b as f32), "scalar {yr} vs lanes {}", y32[col]);
+                    }
+                }
+                lds.push(ld64);
+            }
+            // Circular features contribute the same at +π and −π; linear ones are at ±B where
+            // their boundary derivative is 1 (log 0) at both ends.
+            for (i, (a, b)) in lds[0].iter().zip(&lds[1]).enumerate() {
+                assert!((a - b).abs() < 1e-9 * (1.0 + a.abs()), "row {i}: +B {a} vs −B {b}");
+            }
         }
     }
 
