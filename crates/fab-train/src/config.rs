@@ -303,15 +303,8 @@ impl ExperimentConfig {
                 return Err(config_err("train.max_grad_norm must be > 0"));
             }
         }
-        if let Some(m) = t.checkpoint_minutes {
-            if !(m > 0.0) {
-                return Err(config_err("train.checkpoint_minutes must be > 0"));
-            }
-        }
-        if let Some(h) = t.time_limit_hours {
-            if !(h > 0.0) {
-                return Err(config_err("train.time_limit_hours must be > 0"));
-            }
+        if let Err(fab_sampler::Error::Config(m)) = fab_sampler::config::check_run_limits(t.checkpoint_minutes, t.time_limit_hours) {
+            return Err(config_err(m));
         }
         let keep = fab_sampler::KeepCheckpoints { last: t.checkpoint_keep_last, every: t.checkpoint_keep_every };
         if let Err(fab_sampler::Error::Config(m)) = fab_sampler::config::check_keep_checkpoints(keep) {
@@ -558,6 +551,12 @@ mod tests {
         let keep = [&keep_every[..], &["train.checkpoint_keep_last=3".to_string()]].concat();
         let s = ExperimentConfig::from_toml_with_overrides("", &keep).unwrap().run_settings().keep_checkpoints;
         assert_eq!((s.last, s.every), (3, 500));
+        // The run limits are checked as in every family (fab_sampler::config::check_run_limits).
+        for bad in ["train.time_limit_hours=0", "train.time_limit_hours=inf", "train.checkpoint_minutes=-1"] {
+            let e = ExperimentConfig::from_toml_with_overrides("", &[bad.to_string(), "train.n_iterations=7".into()]).unwrap_err().to_string();
+            let key = bad.split('=').next().unwrap();
+            assert!(e.contains(key) && e.contains("positive") && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]
