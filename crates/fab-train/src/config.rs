@@ -553,7 +553,8 @@ mod tests {
         assert_eq!((s.last, s.every), (3, 500));
         // The run limits are checked as in every family (fab_sampler::config::check_run_limits).
         for bad in ["train.time_limit_hours=0", "train.time_limit_hours=inf", "train.checkpoint_minutes=-1"] {
-            let e = ExperimentConfig::from_toml_with_overrides("", &[bad.to_string(), "train.n_iterations=7".into()]).unwrap_err().to_string();
+            let e =
+                ExperimentConfig::from_toml_with_overrides("", &[bad.to_string(), "train.n_iterations=7".into()]).unwrap_err().to_string();
             let key = bad.split('=').next().unwrap();
             assert!(e.contains(key) && e.contains("positive") && !e.contains('\n'), "{e}");
         }
