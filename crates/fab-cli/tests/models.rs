@@ -75,6 +75,36 @@ fn tiny_aldp_run(dir: &Path) {
     ]);
 }
 
+/// A binary whose shipped ALDP reference is not where it was built (moved, or its checkout
+/// deleted) still evaluates: the Ramachandran KLs are left out with a note naming the missing
+/// file and `FAB_ALDP_REFERENCE_DIR`, which finds the reference again.
+#[test]
+fn a_missing_aldp_reference_is_named_and_found_through_the_environment() {
+    let root = scratch("no_reference");
+    let (run, out) = (root.join("run"), root.join("eval"));
+    tiny_aldp_run(&run);
+    let o = Command::new(env!("CARGO_BIN_EXE_fab"))
+        .args(["eval", s(&run), "--out", s(&out)])
+        .env("FAB_ALDP_REFERENCE_DIR", root.join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let m = metrics(&out.join("final_metrics.json"));
+    assert!(!m.contains_key("ramachandran_kl_flow"), "{m:?}");
+    let note = m["notes"]["ramachandran_kl_flow"].as_str().unwrap_or_else(|| panic!("{:?}", m.get("notes")));
+    assert!(note.contains("phi_psi.npy") && note.contains("FAB_ALDP_REFERENCE_DIR"), "{note}");
+    assert!(stderr.contains("FAB_ALDP_REFERENCE_DIR") && m["eval_ess_flow"].as_f64().is_some(), "{stderr}");
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fab-targets/data/aldp/reference");
+    let o = Command::new(env!("CARGO_BIN_EXE_fab"))
+        .args(["eval", s(&run), "--out", s(&root.join("eval2"))])
+        .env("FAB_ALDP_REFERENCE_DIR", &reference)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(metrics(&root.join("eval2/final_metrics.json"))["ramachandran_kl_flow"].as_f64().is_some());
+}
+
 #[test]
 fn an_exported_model_evaluates_and_samples_like_its_run_and_cannot_be_resumed() {
     let root = scratch("export");

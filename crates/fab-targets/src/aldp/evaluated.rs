@@ -131,7 +131,10 @@ impl Target for AldpEvalTarget {
             angles.push((name.clone(), phi, psi, w));
         }
         let Some(r) = &self.reference else {
-            let why = self.reference_error.clone().unwrap_or_else(|| "no reference given".into());
+            let why = match &self.reference_error {
+                Some(e) => format!("{e} (a binary moved out of its source tree finds it through FAB_ALDP_REFERENCE_DIR)"),
+                None => "no reference given".into(),
+            };
             ctx.note("ramachandran_kl_flow", format!("alanine-dipeptide reference not loaded: {why}"));
             return Ok(());
         };
