@@ -13,7 +13,8 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use fab_flows::FlowModel;
+use fab_flows::cpu::Real;
+use fab_flows::{FlowModel, Layer};
 use fab_train::ExperimentConfig;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -23,6 +24,15 @@ const CHUNK: usize = 8192;
 
 fn as_f64(t: &Tensor) -> Res<Vec<f64>> {
     Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+/// One layer's density direction through its CPU kernels: (outputs, log-determinants).
+fn host_inverse<T: Real>(layer: &dyn Layer, z: &Tensor) -> Res<(Tensor, Vec<f64>)> {
+    let cpu = T::cpu_layer(layer).ok_or("a layer without CPU kernels")?;
+    let (n, dim) = z.dims2()?;
+    let mut ld = vec![T::zero(); n];
+    let (out, _) = cpu.inverse(z.flatten_all()?.to_vec1::<T>()?, n, &mut ld, false)?;
+    Ok((Tensor::from_vec(out, (n, dim), &Device::Cpu)?, ld.iter().map(|v| v.as_f64()).collect()))
 }
 
 /// One chunk: log q by candle and by the CPU kernels; raises each layer's largest differences
@@ -37,18 +47,8 @@ fn chunk(flow: &FlowModel, x: &[f64], worst: &mut [(f64, f64)]) -> Res<(Vec<f64>
     for (i, layer) in flow.layers().iter().enumerate().rev() {
         let (zc2, lc) = layer.inverse_t(&zc, false)?;
         let (zh2, lh) = match flow.dtype() {
-            DType::F32 => {
-                let cpu = layer.cpu_f32().ok_or("a layer without CPU kernels")?;
-                let mut ld = vec![0f32; n];
-                let (z, _) = cpu.inverse(zh.flatten_all()?.to_vec1::<f32>()?, n, &mut ld, false)?;
-                (Tensor::from_vec(z, (n, dim), &Device::Cpu)?, ld.iter().map(|&v| v as f64).collect::<Vec<_>>())
-            }
-            _ => {
-                let cpu = layer.cpu_f64().ok_or("a layer without CPU kernels")?;
-                let mut ld = vec![0f64; n];
-                let (z, _) = cpu.inverse(zh.flatten_all()?.to_vec1::<f64>()?, n, &mut ld, false)?;
-                (Tensor::from_vec(z, (n, dim), &Device::Cpu)?, ld)
-            }
+            DType::F32 => host_inverse::<f32>(layer.as_ref(), &zh)?,
+            _ => host_inverse::<f64>(layer.as_ref(), &zh)?,
         };
         let lc = as_f64(&lc)?;
         let dz = as_f64(&zc2)?.iter().zip(as_f64(&zh2)?).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);

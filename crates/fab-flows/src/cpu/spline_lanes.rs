@@ -1314,6 +1314,16 @@ mod tests {
         check_backward(true);
     }
 
+    /// Per-row parameters `raw` and inputs `x` stored as `T`, through the value kernels:
+    /// (outputs, log-determinants).
+    fn apply_as<T: Real>(c: &Case, raw: &[f64], x: &[f64], inverse: bool) -> (Vec<T>, Vec<T>) {
+        let raw: Vec<T> = to_t(raw);
+        let mut y: Vec<T> = to_t(x);
+        let mut ld = vec![T::zero(); x.len() / c.stride];
+        apply_rows(&c.set(), &mut y, Params::PerRow(&raw[..]), &mut ld, inverse, false);
+        (y, ld)
+    }
+
     #[test]
     fn f32_storage_matches_f64_to_f32_precision() {
         let (f, k) = (7, 8);
@@ -1321,13 +1331,7 @@ mod tests {
         let rows = 20;
         let raw = raw_params(rows, f, k, 5);
         let x = inputs(&c, &raw, rows, false, 6, true);
-        let mut y64 = x.clone();
-        let mut ld64 = vec![0.0; rows];
-        apply_rows(&c.set(), &mut y64, Params::PerRow(&raw[..]), &mut ld64, false, false);
-        let raw32: Vec<f32> = to_t(&raw);
-        let mut y32: Vec<f32> = to_t(&x);
-        let mut ld32 = vec![0.0f32; rows];
-        apply_rows(&c.set(), &mut y32, Params::PerRow(&raw32[..]), &mut ld32, false, false);
+        let ((y64, ld64), (y32, ld32)) = (apply_as::<f64>(&c, &raw, &x, false), apply_as::<f32>(&c, &raw, &x, false));
         for (a, b) in y32.iter().zip(&y64) {
             assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
@@ -1361,12 +1365,7 @@ mod tests {
                         x[i * c.stride + c.cols[j]] = sign * c.specs[j].bound;
                     }
                 }
-                let mut y64 = x.clone();
-                let mut ld64 = vec![0.0; rows];
-                apply_rows(&c.set(), &mut y64, Params::PerRow(&raw[..]), &mut ld64, inverse, false);
-                let mut y32: Vec<f32> = to_t(&x);
-                let mut ld32 = vec![0.0f32; rows];
-                apply_rows(&c.set(), &mut y32, Params::PerRow(&raw32[..]), &mut ld32, inverse, false);
+                let ((_, ld64), (y32, ld32)) = (apply_as::<f64>(&c, &raw, &x, inverse), apply_as::<f32>(&c, &raw, &x, inverse));
                 for i in 0..rows {
                     assert!(
                         (ld32[i] as f64 - ld64[i]).abs() < 1e-3 * (1.0 + ld64[i].abs()),
