@@ -1,6 +1,7 @@
 //! Observers of a training run: the driver tells them what happens; they log, draw progress or
 //! print. None of them can change the run.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -115,7 +116,7 @@ pub struct Progress {
     /// `--no-progress`).
     lines: bool,
     last_line: Instant,
-    started: Option<(Instant, usize)>,
+    pace: Pace,
 }
 
 impl Progress {
@@ -123,7 +124,7 @@ impl Progress {
     /// when that is not a terminal); the event lines are printed either way.
     pub fn new(draw_bar: bool) -> Self {
         let lines = !(draw_bar && std::io::stderr().is_terminal());
-        Self { bar: ProgressBar::hidden(), draw_bar, last_eval: String::new(), lines, last_line: Instant::now(), started: None }
+        Self { bar: ProgressBar::hidden(), draw_bar, last_eval: String::new(), lines, last_line: Instant::now(), pace: Pace::default() }
     }
 
     fn print(&self, line: String) {
@@ -135,7 +136,7 @@ impl Observer for Progress {
     fn observe(&mut self, event: &Event<'_>) -> Result<()> {
         match event {
             Event::Start { iteration, n_iterations, resumed, out } => {
-                self.started = Some((Instant::now(), *iteration));
+                self.pace.start(Instant::now(), *iteration);
                 self.last_line = Instant::now();
                 if *resumed {
                     eprintln!("resuming {} at iteration {iteration}/{n_iterations}", out.display());
@@ -154,10 +155,12 @@ impl Observer for Progress {
                 self.bar.set_position(*iteration as u64);
                 let sep = if self.last_eval.is_empty() { "" } else { " | " };
                 self.bar.set_message(format!("{progress}{sep}{}", self.last_eval));
-                let (t0, i0) = *self.started.get_or_insert((Instant::now(), iteration - 1));
+                if !self.pace.started() {
+                    self.pace.start(Instant::now(), iteration - 1);
+                }
                 if self.lines && self.last_line.elapsed().as_secs_f64() >= PROGRESS_LINE_SECONDS {
                     self.last_line = Instant::now();
-                    let rate = (iteration - i0) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                    let rate = self.pace.rate(self.last_line, *iteration);
                     let eta = (n_iterations - iteration) as f64 / rate.max(1e-12);
                     eprintln!(
                         "[iteration {iteration}/{n_iterations}, {:.1} %, {rate:.2} it/s, eta {}] {progress}{sep}{}",
@@ -182,6 +185,42 @@ impl Observer for Progress {
             }
         }
         Ok(())
+    }
+}
+
+/// The window of [`Pace`]'s rate, in seconds.
+pub const PACE_WINDOW_SECONDS: f64 = 600.0;
+
+/// Iterations per second over about the last [`PACE_WINDOW_SECONDS`] (over the whole invocation
+/// while it is shorter), from the marks of the progress lines. The rate since the start would
+/// carry a slow start for the rest of the run: `aldp-cpu`'s first iteration fills the buffer and
+/// is evaluated (≈ 1 min, 35 ordinary iterations), so after 200 iterations that rate was 0.48
+/// it/s and its estimate of the time left 3.5 h where the iterations ran at 0.61 it/s (2.8 h).
+#[derive(Debug, Default)]
+struct Pace {
+    /// (time, completed iterations), oldest first.
+    marks: VecDeque<(Instant, usize)>,
+}
+
+impl Pace {
+    fn start(&mut self, at: Instant, iteration: usize) {
+        self.marks.clear();
+        self.marks.push_back((at, iteration));
+    }
+
+    fn started(&self) -> bool {
+        !self.marks.is_empty()
+    }
+
+    /// Marks `iteration` completed at `at`; the rate from the oldest mark kept, which is the
+    /// newest one at least the window before `at` (or the first).
+    fn rate(&mut self, at: Instant, iteration: usize) -> f64 {
+        self.marks.push_back((at, iteration));
+        while self.marks.len() > 2 && at.saturating_duration_since(self.marks[1].0).as_secs_f64() >= PACE_WINDOW_SECONDS {
+            self.marks.pop_front();
+        }
+        let (t0, i0) = self.marks[0];
+        iteration.saturating_sub(i0) as f64 / at.saturating_duration_since(t0).as_secs_f64().max(1e-9)
     }
 }
 
@@ -238,5 +277,48 @@ impl ProgressLine {
             duration_text(t),
             duration_text(eta)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_pace_forgets_a_slow_start_after_its_window() {
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let mut pace = Pace::default();
+        assert!(!pace.started());
+        pace.start(t0, 0);
+        // A first iteration of 60 s, then 1 iteration per 2 s, a mark every 10 s.
+        assert!((pace.rate(at(60.0), 1) - 1.0 / 60.0).abs() < 1e-12);
+        let mut rate = 0.0;
+        let mut t = 60.0;
+        let mut it = 1;
+        while t < 60.0 + 2.0 * PACE_WINDOW_SECONDS {
+            t += 10.0;
+            it += 5;
+            rate = pace.rate(at(t), it);
+            if t < PACE_WINDOW_SECONDS {
+                // Within the window the slow start still counts: the rate since the start.
+                assert!((rate - it as f64 / t).abs() < 1e-12, "t {t}");
+            }
+        }
+        assert!((rate - 0.5).abs() < 1e-12, "rate {rate}");
+        // The window holds between one window and one window plus a mark interval.
+        let span = at(t).duration_since(pace.marks[0].0).as_secs_f64();
+        assert!((PACE_WINDOW_SECONDS..PACE_WINDOW_SECONDS + 10.0 + 1e-9).contains(&span), "span {span}");
+    }
+
+    #[test]
+    fn a_resumed_run_counts_from_its_resume_iteration() {
+        let t0 = Instant::now();
+        let mut pace = Pace::default();
+        pace.start(t0, 4000);
+        let rate = pace.rate(t0 + Duration::from_secs(100), 4050);
+        assert!((rate - 0.5).abs() < 1e-12);
     }
 }

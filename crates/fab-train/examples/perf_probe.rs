@@ -4,7 +4,7 @@
 //! jobs sharing the machine, which wall time is not.
 //!
 //! `RAYON_NUM_THREADS=1 cargo run --release -p fab-train --example perf_probe [case…]`
-//! Cases: gmm_flow mw_flow mw_flow_f32 mw_flow_candle gmm_flow_candle mw_ais mw_ais_f32 gmm_iteration aldp_flow
+//! Cases: gmm_flow mw_flow mw_flow_f32 mw_flow_candle gmm_flow_candle mw_ais mw_ais_f32 gmm_iteration aldp_flow aldp_flow_b512
 //! aldp_iteration (`aldp-cpu`) aldp_iteration_b256 (`aldp-cpu` until 2026-12-06) mw_iteration all. Thread scaling: run a case with `RAYON_NUM_THREADS=1` and `=2` and compare the wall medians.
 
 use std::time::Instant;
@@ -115,6 +115,11 @@ fn main() {
         flow_ops("ALDP flow f64 (hidden 256)", &m, 256, 3);
         let m = CircularNsfConfig { hidden: 128, ..CircularNsfConfig::aldp() }.build(0, DType::F32, &Device::Cpu).expect("flow");
         flow_ops("ALDP flow f32 (hidden 128)", &m, 256, 3);
+    }
+    if want("aldp_flow_b512") {
+        // The flow of `aldp-cpu` at its batch (parameters perturbed off the identity start).
+        let m = CircularNsfConfig { hidden: 128, ..CircularNsfConfig::aldp() }.build(0, DType::F32, &Device::Cpu).expect("flow");
+        flow_ops("ALDP flow f32 (hidden 128)", &common::perturb(m), 512, 15);
     }
 }
 
