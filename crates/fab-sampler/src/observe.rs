@@ -192,10 +192,11 @@ impl Observer for Progress {
 pub const PACE_WINDOW_SECONDS: f64 = 600.0;
 
 /// Iterations per second over about the last [`PACE_WINDOW_SECONDS`] (over the whole invocation
-/// while it is shorter), from the marks of the progress lines. The rate since the start would
-/// carry a slow start for the rest of the run: `aldp-cpu`'s first iteration fills the buffer and
-/// is evaluated (≈ 1 min, 35 ordinary iterations), so after 200 iterations that rate was 0.48
-/// it/s and its estimate of the time left 3.5 h where the iterations ran at 0.61 it/s (2.8 h).
+/// while it is shorter), from the marks of the progress lines. The rate since the start carries
+/// a slow start for the rest of the run: `aldp-cpu`'s first iteration fills the buffer and is
+/// evaluated (about a minute, some 35 ordinary iterations), and with the training-time
+/// evaluations on top that rate still said 0.48 it/s and 3.4 h left at iteration 400 of a run
+/// whose iterations take 1.6 s (2.8 h in all).
 #[derive(Debug, Default)]
 struct Pace {
     /// (time, completed iterations), oldest first.

@@ -1007,11 +1007,17 @@ pub fn evaluate_run_into<C: FamilyConfig>(
         None => Some(RunLock::acquire(run_dir)?),
         Some(_) => None,
     };
-    let (_, mut run) = load_run::<C>(run_dir, eval_overrides)?;
+    let (_, run) = load_run::<C>(run_dir, eval_overrides)?;
+    evaluate_loaded(run, seed, run_dir, other.unwrap_or(run_dir))
+}
+
+/// The final evaluation of a loaded run (from the evaluation stream of `seed` where given, else
+/// from its checkpoint's), written into `out`.
+fn evaluate_loaded<S: Sampler>(mut run: Run<S>, seed: Option<u64>, run_dir: &Path, out: &Path) -> Result<Metrics> {
     if let Some(s) = seed {
         run.reseed_evaluation(s);
     }
-    final_evaluation_into(&mut run, run_dir, other.unwrap_or(run_dir))
+    final_evaluation_into(&mut run, run_dir, out)
 }
 
 /// `fab eval DIR --iteration N --out OTHER`: the final evaluation of the run's checkpoint of
@@ -1041,11 +1047,8 @@ pub fn evaluate_checkpoint_into<C: FamilyConfig>(
             other.display()
         )));
     }
-    let (_, mut run) = load_run_at::<C>(run_dir, iteration, eval_overrides)?;
-    if let Some(s) = seed {
-        run.reseed_evaluation(s);
-    }
-    final_evaluation_into(&mut run, run_dir, other)
+    let (_, run) = load_run_at::<C>(run_dir, iteration, eval_overrides)?;
+    evaluate_loaded(run, seed, run_dir, other)
 }
 
 /// The file that marks a directory as an exported model (see [`export_model`]).
