@@ -196,7 +196,7 @@ pub const PACE_WINDOW_SECONDS: f64 = 600.0;
 /// a slow start for the rest of the run: `aldp-cpu`'s first iteration fills the buffer and is
 /// evaluated (about a minute, some 35 ordinary iterations), and with the training-time
 /// evaluations on top that rate still said 0.48 it/s and 3.4 h left at iteration 400 of a run
-/// whose iterations take 1.6 s (2.8 h in all).
+/// whose iterations took 1.7 s (0.6 it/s, 2.9 h for the 6 250).
 #[derive(Debug, Default)]
 struct Pace {
     /// (time, completed iterations), oldest first.
