@@ -27,6 +27,10 @@ pub enum Event<'a> {
         resumed: bool,
         /// The run directory.
         out: &'a Path,
+        /// Training time of the earlier segments, in seconds.
+        train_seconds: f64,
+        /// `train.time_limit_hours` in seconds (of training time), if set.
+        time_limit_seconds: Option<f64>,
     },
     /// An iteration finished.
     Step {
@@ -40,6 +44,8 @@ pub enum Event<'a> {
         log: bool,
         /// A short text for a progress display.
         progress: &'a str,
+        /// Training time so far (all segments, this iteration included), in seconds.
+        train_seconds: f64,
     },
     /// A training-time evaluation finished.
     Eval {
@@ -117,6 +123,9 @@ pub struct Progress {
     lines: bool,
     last_line: Instant,
     pace: Pace,
+    time_limit_seconds: Option<f64>,
+    /// Where the time limit will stop the run, if before its end (empty otherwise).
+    limit_note: String,
 }
 
 impl Progress {
@@ -124,7 +133,16 @@ impl Progress {
     /// when that is not a terminal); the event lines are printed either way.
     pub fn new(draw_bar: bool) -> Self {
         let lines = !(draw_bar && std::io::stderr().is_terminal());
-        Self { bar: ProgressBar::hidden(), draw_bar, last_eval: String::new(), lines, last_line: Instant::now(), pace: Pace::default() }
+        Self {
+            bar: ProgressBar::hidden(),
+            draw_bar,
+            last_eval: String::new(),
+            lines,
+            last_line: Instant::now(),
+            pace: Pace::default(),
+            time_limit_seconds: None,
+            limit_note: String::new(),
+        }
     }
 
     fn print(&self, line: String) {
@@ -135,8 +153,10 @@ impl Progress {
 impl Observer for Progress {
     fn observe(&mut self, event: &Event<'_>) -> Result<()> {
         match event {
-            Event::Start { iteration, n_iterations, resumed, out } => {
-                self.pace.start(Instant::now(), *iteration);
+            Event::Start { iteration, n_iterations, resumed, out, train_seconds, time_limit_seconds } => {
+                self.pace.start(Instant::now(), *iteration, *train_seconds);
+                self.time_limit_seconds = *time_limit_seconds;
+                self.limit_note.clear();
                 self.last_line = Instant::now();
                 if *resumed {
                     eprintln!("resuming {} at iteration {iteration}/{n_iterations}", out.display());
@@ -151,24 +171,33 @@ impl Observer for Progress {
                     self.bar.set_position(*iteration as u64);
                 }
             }
-            Event::Step { iteration, n_iterations, progress, .. } => {
-                self.bar.set_position(*iteration as u64);
-                let sep = if self.last_eval.is_empty() { "" } else { " | " };
-                self.bar.set_message(format!("{progress}{sep}{}", self.last_eval));
+            Event::Step { iteration, n_iterations, progress, train_seconds, .. } => {
                 if !self.pace.started() {
-                    self.pace.start(Instant::now(), iteration - 1);
+                    self.pace.start(Instant::now(), *iteration, *train_seconds);
                 }
-                if self.lines && self.last_line.elapsed().as_secs_f64() >= PROGRESS_LINE_SECONDS {
+                let sep = if self.last_eval.is_empty() { "" } else { " | " };
+                if self.last_line.elapsed().as_secs_f64() >= PROGRESS_LINE_SECONDS {
                     self.last_line = Instant::now();
-                    let rate = self.pace.rate(self.last_line, *iteration);
-                    let eta = (n_iterations - iteration) as f64 / rate.max(1e-12);
-                    eprintln!(
-                        "[iteration {iteration}/{n_iterations}, {:.1} %, {rate:.2} it/s, eta {}] {progress}{sep}{}",
-                        100.0 * *iteration as f64 / *n_iterations as f64,
-                        duration_text(eta),
-                        self.last_eval
-                    );
+                    let rate = self.pace.rate(self.last_line, *iteration, *train_seconds);
+                    self.limit_note = self
+                        .time_limit_seconds
+                        .and_then(|l| self.pace.stop_iteration(l, *n_iterations).map(|stop| (l, stop)))
+                        .map(|(l, stop)| format!("the {} time limit stops it near iteration {stop}", duration_text(l)))
+                        .unwrap_or_default();
+                    if self.lines {
+                        let eta = (n_iterations - iteration) as f64 / rate.max(1e-12);
+                        let limit = if self.limit_note.is_empty() { String::new() } else { format!("; {}", self.limit_note) };
+                        eprintln!(
+                            "[iteration {iteration}/{n_iterations}, {:.1} %, {rate:.2} it/s, eta {}{limit}] {progress}{sep}{}",
+                            100.0 * *iteration as f64 / *n_iterations as f64,
+                            duration_text(eta),
+                            self.last_eval
+                        );
+                    }
                 }
+                self.bar.set_position(*iteration as u64);
+                let limit = if self.limit_note.is_empty() { String::new() } else { format!(" | {}", self.limit_note) };
+                self.bar.set_message(format!("{progress}{sep}{}{limit}", self.last_eval));
             }
             Event::Eval { iteration, n_iterations, metrics } => {
                 let ess = metrics.get("eval_ess_flow").or_else(|| metrics.get("eval_ess_model")).copied().unwrap_or(f64::NAN);
@@ -197,31 +226,49 @@ pub const PACE_WINDOW_SECONDS: f64 = 600.0;
 /// evaluated (about a minute, some 35 ordinary iterations), and with the training-time
 /// evaluations on top that rate still said 0.48 it/s and 3.4 h left at iteration 400 of a run
 /// whose iterations took 1.7 s (0.6 it/s, 2.9 h for the 6 250).
+///
+/// The marks also carry the run's training time (what `train.time_limit_hours` counts: the
+/// iterations, not the evaluations or checkpoints between them), from which
+/// [`stop_iteration`](Pace::stop_iteration) says where a time limit will stop the run.
 #[derive(Debug, Default)]
 struct Pace {
-    /// (time, completed iterations), oldest first.
-    marks: VecDeque<(Instant, usize)>,
+    /// (time, completed iterations, training seconds), oldest first.
+    marks: VecDeque<(Instant, usize, f64)>,
 }
 
 impl Pace {
-    fn start(&mut self, at: Instant, iteration: usize) {
+    fn start(&mut self, at: Instant, iteration: usize, train_seconds: f64) {
         self.marks.clear();
-        self.marks.push_back((at, iteration));
+        self.marks.push_back((at, iteration, train_seconds));
     }
 
     fn started(&self) -> bool {
         !self.marks.is_empty()
     }
 
-    /// Marks `iteration` completed at `at`; the rate from the oldest mark kept, which is the
-    /// newest one at least the window before `at` (or the first).
-    fn rate(&mut self, at: Instant, iteration: usize) -> f64 {
-        self.marks.push_back((at, iteration));
+    /// Marks `iteration` completed at `at` after `train_seconds` of training; the rate from the
+    /// oldest mark kept, which is the newest one at least the window before `at` (or the first).
+    fn rate(&mut self, at: Instant, iteration: usize, train_seconds: f64) -> f64 {
+        self.marks.push_back((at, iteration, train_seconds));
         while self.marks.len() > 2 && at.saturating_duration_since(self.marks[1].0).as_secs_f64() >= PACE_WINDOW_SECONDS {
             self.marks.pop_front();
         }
-        let (t0, i0) = self.marks[0];
+        let (t0, i0, _) = self.marks[0];
         iteration.saturating_sub(i0) as f64 / at.saturating_duration_since(t0).as_secs_f64().max(1e-9)
+    }
+
+    /// The iteration after which a limit of `limit_seconds` of training time stops the run, at
+    /// the window's training seconds per iteration, if that comes before `n_iterations` (the
+    /// driver stops after the first iteration that reaches the limit). `None` without two marks.
+    fn stop_iteration(&self, limit_seconds: f64, n_iterations: usize) -> Option<usize> {
+        let (&(_, i0, s0), &(_, i1, s1)) = (self.marks.front()?, self.marks.back()?);
+        if i1 <= i0 || s1 <= s0 {
+            return None;
+        }
+        let per_iteration = (s1 - s0) / (i1 - i0) as f64;
+        let left = ((limit_seconds - s1) / per_iteration).ceil().max(0.0);
+        let stop = i1.saturating_add(left as usize);
+        (stop < n_iterations).then_some(stop)
     }
 }
 
@@ -293,16 +340,16 @@ mod tests {
         let at = |s: f64| t0 + Duration::from_secs_f64(s);
         let mut pace = Pace::default();
         assert!(!pace.started());
-        pace.start(t0, 0);
+        pace.start(t0, 0, 0.0);
         // A first iteration of 60 s, then 1 iteration per 2 s, a mark every 10 s.
-        assert!((pace.rate(at(60.0), 1) - 1.0 / 60.0).abs() < 1e-12);
+        assert!((pace.rate(at(60.0), 1, 60.0) - 1.0 / 60.0).abs() < 1e-12);
         let mut rate = 0.0;
         let mut t = 60.0;
         let mut it = 1;
         while t < 60.0 + 2.0 * PACE_WINDOW_SECONDS {
             t += 10.0;
             it += 5;
-            rate = pace.rate(at(t), it);
+            rate = pace.rate(at(t), it, t);
             if t < PACE_WINDOW_SECONDS {
                 // Within the window the slow start still counts: the rate since the start.
                 assert!((rate - it as f64 / t).abs() < 1e-12, "t {t}");
@@ -318,8 +365,37 @@ mod tests {
     fn a_resumed_run_counts_from_its_resume_iteration() {
         let t0 = Instant::now();
         let mut pace = Pace::default();
-        pace.start(t0, 4000);
-        let rate = pace.rate(t0 + Duration::from_secs(100), 4050);
+        pace.start(t0, 4000, 7000.0);
+        let rate = pace.rate(t0 + Duration::from_secs(100), 4050, 7100.0);
         assert!((rate - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_time_limit_is_projected_on_training_time_not_wall_time() {
+        let t0 = Instant::now();
+        let mut pace = Pace::default();
+        assert_eq!(pace.stop_iteration(100.0, 10), None);
+        pace.start(t0, 0, 0.0);
+        assert_eq!(pace.stop_iteration(100.0, 10), None, "one mark has no rate");
+        // 2 s of training per iteration, and after every 50 iterations an evaluation of 60 s
+        // (wall time only); a mark every 5 iterations.
+        let (mut wall, mut train) = (0.0, 0.0);
+        for it in 1..=400 {
+            wall += 2.0;
+            train += 2.0;
+            if it % 50 == 0 {
+                wall += 60.0;
+            }
+            if it % 5 == 0 {
+                pace.rate(t0 + Duration::from_secs_f64(wall), it, train);
+            }
+        }
+        // 800 s of training so far; 1 000 s stop it after 100 more iterations, whatever the
+        // evaluations cost in wall time.
+        assert_eq!(pace.stop_iteration(1000.0, 6250), Some(500));
+        assert_eq!(pace.stop_iteration(1001.0, 6250), Some(501), "the iteration that reaches the limit is the last");
+        assert_eq!(pace.stop_iteration(1000.0, 500), None, "the run ends first");
+        assert_eq!(pace.stop_iteration(1000.0, 501), Some(500));
+        assert_eq!(pace.stop_iteration(500.0, 6250), Some(400), "a limit already passed stops it now");
     }
 }

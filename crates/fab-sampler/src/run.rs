@@ -862,7 +862,17 @@ pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutco
     let mut disk_noted = false;
     let log_every = (n_iter / 500).max(1);
     let time_limit = run.settings().time_limit_hours.map(|h| h * 3600.0);
-    notify(&mut observers, Event::Start { iteration: run.iteration(), n_iterations: n_iter, resumed: opts.resume, out })?;
+    notify(
+        &mut observers,
+        Event::Start {
+            iteration: run.iteration(),
+            n_iterations: n_iter,
+            resumed: opts.resume,
+            out,
+            train_seconds: run.elapsed_seconds(),
+            time_limit_seconds: time_limit,
+        },
+    )?;
     let started = Instant::now();
     let mut this_run = 0usize;
     while !run.is_finished() {
@@ -873,7 +883,14 @@ pub fn drive<S: Sampler>(run: &mut Run<S>, opts: &RunOptions) -> Result<RunOutco
         let progress = format!("loss {:.3} {}", report.loss, report.stats.progress());
         notify(
             &mut observers,
-            Event::Step { iteration: it, n_iterations: n_iter, json: &line, log: it % log_every == 0 || it == 1, progress: &progress },
+            Event::Step {
+                iteration: it,
+                n_iterations: n_iter,
+                json: &line,
+                log: it % log_every == 0 || it == 1,
+                progress: &progress,
+                train_seconds: run.elapsed_seconds(),
+            },
         )?;
         if evals.contains(&it) {
             let e = run.evaluate(false)?;
