@@ -80,7 +80,8 @@ pub struct TrainConfig {
     /// With `checkpoint_keep_last`, also keep every checkpoint whose iteration is a multiple of
     /// this (0: none), for `fab eval --iteration N` part-way.
     pub checkpoint_keep_every: usize,
-    /// Stop (with a checkpoint) after this many hours of wall time.
+    /// Stop with a checkpoint after this many hours of training time (the iterations' own time
+    /// over all resumed segments; evaluations and checkpoints do not count).
     pub time_limit_hours: Option<f64>,
 }
 
